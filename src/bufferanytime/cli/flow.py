@@ -1,0 +1,107 @@
+"""``bufferanytime flow``: forward and backward optical flow of a video, saved as npz plus a colour-wheel video.
+
+Writes ``OUT/<stem>/flow.npz`` with ``fwd`` (flow frame t -> t+1) and ``bwd`` (frame t+1 -> t), each
+``(T-1, H, W, 2)`` float32 in pixels (x right, y down; ``frame_t(p)`` matches ``frame_{t+1}(p + fwd[t](p))``),
+and ``OUT/<stem>/flow.mp4``, the forward flows in the Middlebury colour wheel with one magnitude scale for the
+whole clip (its largest forward-flow magnitude), so colours are comparable across frames.
+
+Frames are streamed: only two frames are decoded at a time; flows go to disk as they are computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bufferanytime.errors import InputError
+from bufferanytime.flow import FLOW_MODELS, flow_to_color, get_flow_model
+from bufferanytime.flow.raft_small import DEFAULT_ITERS
+from bufferanytime.io import NpyStreamWriter, OutputDir, open_video, write_video
+from bufferanytime.io.outputs import COPY_CHUNK_BYTES, ensure_writable_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "flow",
+        help="estimate forward/backward optical flow of a video (npz + colour-wheel mp4)",
+        description="Estimate optical flow between consecutive frames of a video file or image folder. "
+        "Writes OUT/<stem>/flow.npz (arrays fwd and bwd, each (T-1, H, W, 2) float32 in pixels, x right, "
+        "y down) and OUT/<stem>/flow.mp4 (forward flow in the Middlebury colour wheel).",
+    )
+    parser.add_argument("input", help="video file or folder of frames")
+    parser.add_argument("-o", "--output", required=True, help="output directory")
+    parser.add_argument("--method", choices=list(FLOW_MODELS), default="raft-small", help="flow estimator")
+    parser.add_argument(
+        "--flow-weights", default=None, help="path to the official RAFT-small checkpoint (raft-small.pth)"
+    )
+    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="RAFT refinement iterations")
+    parser.add_argument("--device", default="cpu", help="torch device for RAFT (cpu, cuda, ...)")
+    parser.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
+    parser.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    parser.set_defaults(func=run)
+
+
+def _to_tensor(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(frame, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def _pack_npz(path: Path, arrays: dict[str, NpyStreamWriter]) -> None:
+    """Stream several raw frame files into one uncompressed ``.npz`` (what ``np.savez`` writes)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, writer in arrays.items():
+            writer.close()
+            header = {
+                "descr": np.lib.format.dtype_to_descr(writer.dtype),
+                "fortran_order": False,
+                "shape": writer.shape,
+            }
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member, open(writer.raw_path, "rb") as raw:
+                np.lib.format.write_array_header_2_0(member, header)
+                shutil.copyfileobj(raw, member, COPY_CHUNK_BYTES)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {args.iters}")
+    source = open_video(args.input, max_frames=args.max_frames, stride=args.stride)
+    if source.kind == "image":
+        raise InputError(f"{args.input}: flow needs at least two frames (a video or a folder of frames)")
+    kwargs = {}
+    if args.method == "raft-small":
+        kwargs = {"weights": args.flow_weights, "iters": args.iters, "device": args.device}
+    model = get_flow_model(args.method, **kwargs)
+    out_root = ensure_writable_dir(args.output)
+
+    with OutputDir(out_root / source.name) as tmp:
+        fwd = NpyStreamWriter(tmp / "fwd.raw")
+        bwd = NpyStreamWriter(tmp / "bwd.raw")
+        max_magnitude = 0.0
+        prev = None
+        total = max(source.expected_frames - 1, 0) or None
+        with tqdm(total=total, desc=f"flow {source.name}", unit="pair") as bar:
+            for frame in source:
+                cur = _to_tensor(frame)
+                if prev is not None:
+                    flows = model(torch.cat([prev, cur]), torch.cat([cur, prev]))
+                    f, b = flows.permute(0, 2, 3, 1).cpu().numpy()
+                    fwd.append(f)
+                    bwd.append(b)
+                    max_magnitude = max(max_magnitude, float(np.hypot(f[..., 0], f[..., 1]).max()))
+                    bar.update(1)
+                prev = cur
+        if fwd.count == 0:
+            raise InputError(f"{args.input}: flow needs at least two frames, got {1 if prev is not None else 0}")
+        _pack_npz(tmp / "flow.npz", {"fwd": fwd, "bwd": bwd})
+        flows_fwd = np.memmap(fwd.raw_path, dtype=fwd.dtype, mode="r", shape=fwd.shape)
+        write_video(tmp / "flow.mp4", (flow_to_color(f, max_magnitude) for f in flows_fwd), fps=source.fps)
+        del flows_fwd
+        (tmp / "fwd.raw").unlink()
+        (tmp / "bwd.raw").unlink()
+    print(f"wrote {out_root / source.name / 'flow.npz'} ({fwd.count} pairs) and flow.mp4")
+    return 0

@@ -1,0 +1,17 @@
+"""Training losses of Buffer Anytime: per-frame regularization (Sec. 3.1), flow-based stabilization (Sec. 3.2,
+Alg. 2), and deferred back-propagation through a frame decoder (Alg. 1)."""
+
+from bufferanytime.losses.deferred import deferred_backward
+from bufferanytime.losses.regularization import affine_invariant_loss, latent_l2_loss, normalize_affine
+from bufferanytime.losses.stabilization import canny_edges, diamond_kernel, edge_keep_mask, stabilization_loss
+
+__all__ = [
+    "affine_invariant_loss",
+    "canny_edges",
+    "deferred_backward",
+    "diamond_kernel",
+    "edge_keep_mask",
+    "latent_l2_loss",
+    "normalize_affine",
+    "stabilization_loss",
+]
