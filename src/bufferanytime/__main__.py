@@ -1,0 +1,3 @@
+from bufferanytime.cli.main import main
+
+raise SystemExit(main())

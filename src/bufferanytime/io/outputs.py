@@ -1,0 +1,133 @@
+"""Output writing in bounded memory, and atomically.
+
+- :class:`OutputDir` builds a result folder under a hidden temporary name and renames it into place only when
+  everything in it is complete, so a failure never leaves a half-written result.
+- :class:`NpyStreamWriter` appends frames to a raw file as they are produced, can re-read them through a
+  memory map (for a second pass that needs global statistics, such as the visualisation range), and packs them
+  into an ``.npz`` by streaming, so no output video is ever held in memory whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bufferanytime.errors import InputError
+
+COPY_CHUNK_BYTES = 16 << 20
+VIS_PERCENTILES = (1.0, 99.0)  # robust range of the depth visualisation, over the whole video
+VIS_SAMPLE_PIXELS = 2_000_000  # pixels sampled (evenly over all frames) to estimate that range
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and check that files can be created in it; raise InputError otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{path}: output directory is not writable ({exc.strerror or exc})") from exc
+    return path
+
+
+class OutputDir:
+    """Context manager for ``final``: yields a temporary sibling folder, renamed to ``final`` on success.
+
+    On an exception the temporary folder is removed and ``final`` is left untouched.
+    """
+
+    def __init__(self, final: str | Path):
+        self.final = Path(final)
+        self.tmp = self.final.parent / f".{self.final.name}.tmp-{os.getpid()}"
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+        if self.final.exists():
+            self.final.rename(old)
+        self.tmp.rename(self.final)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class NpyStreamWriter:
+    """Append same-shaped frames to a raw file; read back as a memmap or pack into an ``.npz``."""
+
+    def __init__(self, raw_path: str | Path, dtype: np.dtype | type = np.float32):
+        self.raw_path = Path(raw_path)
+        self.dtype = np.dtype(dtype)
+        self.frame_shape: tuple[int, ...] | None = None
+        self.count = 0
+        self._file = open(self.raw_path, "wb")  # noqa: SIM115 - closed in close()
+
+    def append(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame, dtype=self.dtype)
+        if self.frame_shape is None:
+            self.frame_shape = frame.shape
+        elif frame.shape != self.frame_shape:
+            raise ValueError(f"frame shape {frame.shape} differs from {self.frame_shape}")
+        self._file.write(frame.tobytes())
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.count, *(self.frame_shape or ()))
+
+    def read(self) -> np.ndarray:
+        """The frames written so far, as a read-only memory map ``(T, *frame_shape)``."""
+        if not self._file.closed:
+            self._file.flush()
+        return np.memmap(self.raw_path, dtype=self.dtype, mode="r", shape=self.shape)
+
+    def write_npz(self, npz_path: str | Path, key: str) -> None:
+        """Pack the frames into ``npz_path`` as array ``key`` (uncompressed, like ``np.savez``)."""
+        self.close()
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
+        with zipfile.ZipFile(npz_path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member, open(self.raw_path, "rb") as raw:
+                np.lib.format.write_array_header_2_0(member, header)
+                shutil.copyfileobj(raw, member, COPY_CHUNK_BYTES)
+
+
+def robust_range(frames: np.ndarray, percentiles: tuple[float, float] = VIS_PERCENTILES) -> tuple[float, float]:
+    """Low/high percentiles of ``frames`` (T, H, W), from an even subsample of at most VIS_SAMPLE_PIXELS pixels."""
+    step = max(1, int(np.ceil(frames.size / VIS_SAMPLE_PIXELS)))
+    sample = np.asarray(frames).reshape(-1)[::step]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(sample, percentiles)
+    return float(lo), float(hi)
+
+
+def colorize_depth(disparity: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map a disparity frame ``(H, W)`` to RGB uint8 with the fixed range ``[lo, hi]`` (near = bright)."""
+    scaled = (np.asarray(disparity, dtype=np.float32) - lo) / max(hi - lo, 1e-12)
+    gray = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def normals_to_rgb(normal: np.ndarray) -> np.ndarray:
+    """Map unit normals ``(H, W, 3)`` to RGB uint8 as ``n * 0.5 + 0.5``."""
+    return (np.clip(np.asarray(normal) * 0.5 + 0.5, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -1,0 +1,269 @@
+"""Streaming video input and output.
+
+Inputs are video files (through PyAV), folders of images (natural sort), single images, or ``.txt`` lists of
+any of these. Frames are decoded one at a time as ``(H, W, 3)`` uint8 RGB arrays and never all held in memory.
+Problems a user can cause (missing files, unreadable or truncated videos, mixed frame sizes) raise
+:class:`~bufferanytime.errors.InputError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bufferanytime.errors import InputError
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+MIN_SIDE = 8  # smaller frames cannot go through a ViT with 14-pixel patches meaningfully
+MIN_VIDEO_FRAMES = 2  # a video model needs at least two frames; single images are accepted as image files
+DEFAULT_FPS = 24.0
+# A video is reported as truncated when it decodes to fewer frames than this fraction of its header's count
+# (minus one): headers are sometimes off by a frame, a cut-off file is off by far more.
+TRUNCATION_TOLERANCE = 0.98  # for image folders, which carry no frame rate
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders ``frame_2`` before ``frame_10``."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", text)]
+
+
+def _check_size(width: int, height: int, where: str) -> None:
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"{where}: frame is {width}x{height}, smaller than the minimum side of {MIN_SIDE} px")
+
+
+@dataclass
+class VideoSource:
+    """A lazily decoded frame stream: iterate it for ``(H, W, 3)`` uint8 RGB frames.
+
+    ``max_frames`` limits the number of frames yielded after applying ``stride`` (every ``stride``-th frame).
+    ``num_frames`` is the exact count for image inputs and the container's estimate for videos.
+    """
+
+    path: Path
+    kind: str  # "video", "folder" or "image"
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    max_frames: int | None = None
+    stride: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.is_file() else self.path.name
+
+    @property
+    def expected_frames(self) -> int:
+        """Frames this source is expected to yield after stride and max_frames."""
+        n = -(-self.num_frames // self.stride) if self.num_frames > 0 else 0
+        return min(n, self.max_frames) if self.max_frames else n
+
+    def _raw_frames(self) -> Iterator[np.ndarray]:
+        if self.kind == "video":
+            yield from _decode_video(self.path)
+        elif self.kind == "folder":
+            for file in _list_images(self.path):
+                yield _read_image(file, expect=(self.width, self.height))
+        else:
+            yield _read_image(self.path)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        count = raw = 0
+        for raw, frame in enumerate(self._raw_frames(), start=1):
+            if (raw - 1) % self.stride:
+                continue
+            yield frame
+            count += 1
+            if self.max_frames and count >= self.max_frames:
+                return
+        if self.kind != "video":
+            return
+        if raw == 0:
+            raise InputError(f"{self.path}: video has no decodable frame")
+        if raw < self.num_frames * TRUNCATION_TOLERANCE - 1:
+            raise InputError(f"{self.path}: video is truncated (decoded {raw} of the {self.num_frames} frames "
+                             "its header announces)")
+        if count < MIN_VIDEO_FRAMES:
+            raise InputError(
+                f"{self.path}: video has {count} frame(s) to process; at least {MIN_VIDEO_FRAMES} are needed "
+                "(pass a single image as an image file)"
+            )
+
+
+def _decode_video(path: Path) -> Iterator[np.ndarray]:
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as exc:
+        raise InputError(f"{path}: cannot decode video ({exc.strerror or type(exc).__name__})") from exc
+
+
+def _probe_video(path: Path) -> tuple[int, int, float, int]:
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: file has no video stream")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            fps = float(stream.average_rate or stream.guessed_rate or DEFAULT_FPS)
+            frames = stream.frames
+            if not frames and stream.duration and stream.time_base:
+                frames = int(round(float(stream.duration * stream.time_base) * fps))
+    except av.error.FFmpegError as exc:
+        raise InputError(f"{path}: not a readable video ({exc.strerror or type(exc).__name__})") from exc
+    if not width or not height:
+        raise InputError(f"{path}: video stream has no frame size")
+    return width, height, fps, int(frames or 0)
+
+
+def _list_images(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not a readable image") from exc
+
+
+def _read_image(path: Path, expect: tuple[int, int] | None = None) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            frame = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not a readable image") from exc
+    if expect is not None and (frame.shape[1], frame.shape[0]) != expect:
+        raise InputError(
+            f"{path}: size {frame.shape[1]}x{frame.shape[0]} differs from the folder's first image "
+            f"({expect[0]}x{expect[1]})"
+        )
+    return frame
+
+
+def open_video(path: str | Path, max_frames: int | None = None, stride: int = 1) -> VideoSource:
+    """Open a video file, image folder or single image as a :class:`VideoSource`, checking it cheaply first.
+
+    Image folders are checked for a common frame size from the image headers, before anything is decoded.
+    """
+    path = Path(path)
+    if stride < 1:
+        raise InputError(f"--stride must be >= 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"--max-frames must be >= 1, got {max_frames}")
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_dir():
+        files = _list_images(path)
+        if not files:
+            raise InputError(f"{path}: directory contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        width, height = _image_size(files[0])
+        for file in files[1:]:
+            if _image_size(file) != (width, height):
+                w2, h2 = _image_size(file)
+                raise InputError(f"{path}: images of different sizes ({width}x{height} and {w2}x{h2} in {file.name})")
+        _check_size(width, height, str(path))
+        return VideoSource(path, "folder", width, height, DEFAULT_FPS, len(files), max_frames, stride)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        width, height = _image_size(path)
+        _check_size(width, height, str(path))
+        return VideoSource(path, "image", width, height, DEFAULT_FPS, 1, max_frames, stride)
+    if suffix in VIDEO_EXTENSIONS:
+        width, height, fps, frames = _probe_video(path)
+        _check_size(width, height, str(path))
+        return VideoSource(path, "video", width, height, fps, frames, max_frames, stride)
+    raise InputError(f"{path}: unsupported file type '{suffix}' (videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand ``.txt`` list files (one path per line, ``#`` comments, relative to the list) into paths."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.suffix.lower() == ".txt" and item.is_file():
+            for line in item.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    entry = Path(line)
+                    paths.append(entry if entry.is_absolute() else item.parent / entry)
+        else:
+            paths.append(item)
+    return paths
+
+
+class VideoWriter:
+    """Write ``(H, W, 3)`` uint8 RGB frames to an H.264 (or MPEG-4) file, one frame at a time.
+
+    Odd sizes are padded by one pixel (yuv420p needs even sides).
+    """
+
+    def __init__(self, path: str | Path, fps: float = DEFAULT_FPS, crf: int = 18):
+        self.path = Path(path)
+        self.fps = fps
+        self.crf = crf
+        self._container = None
+        self._stream = None
+        self._format = "mp4" if self.path.suffix.lower() not in VIDEO_EXTENSIONS else None
+
+    def _open(self, height: int, width: int) -> None:
+        self._container = av.open(str(self.path), mode="w", format=self._format)
+        fps = _as_fraction(self.fps)
+        try:
+            self._stream = self._container.add_stream("libx264", rate=fps)
+            self._stream.options = {"crf": str(self.crf)}
+        except (av.error.FFmpegError, ValueError):
+            self._stream = self._container.add_stream("mpeg4", rate=fps)
+            self._stream.bit_rate = 8_000_000
+        self._stream.width = width + width % 2
+        self._stream.height = height + height % 2
+        self._stream.pix_fmt = "yuv420p"
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"expected (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+        if self._container is None:
+            self._open(frame.shape[0], frame.shape[1])
+        if frame.shape[0] % 2 or frame.shape[1] % 2:
+            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        if self._container is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _as_fraction(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1001)
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS) -> None:
+    """Write an iterable of ``(H, W, 3)`` uint8 RGB frames to a video file."""
+    with VideoWriter(path, fps) as writer:
+        for frame in frames:
+            writer.write(frame)

@@ -1,0 +1,120 @@
+"""Video depth model: Depth Anything V2 with temporal blocks between the fusion stages of its DPT neck.
+
+The ViT backbone is frozen and always runs without gradient; the DPT refinement (reassemble, fusion, head) is
+fine-tuned and three zero-initialised :class:`TemporalBlock` s sit after the first three of the four fusion
+layers (Fig. 4a of the paper). Any ``DepthAnythingForDepthEstimation`` of transformers works as the prior, at
+any size. Output: relative disparity, larger = nearer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DepthAnythingForDepthEstimation
+
+from bufferanytime.constants import (
+    CLIP_LEN_DEPTH,
+    DEPTH_NUM_TEMPORAL_BLOCKS,
+    DINOV2_PATCH,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
+from bufferanytime.models.base import VideoModel, as_temporal_config, resolve_dir
+from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
+
+
+def _multiple_of(size: int, multiple: int) -> int:
+    return max(multiple, int(round(size / multiple)) * multiple)
+
+
+class VideoDepthModel(VideoModel):
+    """``forward(frames (B,T,3,H,W) in [0,1]) -> disparity (B,T,H,W)``.
+
+    Frames are normalised with the ImageNet statistics and resized to the nearest multiple of the patch size
+    inside; the output is resized back to ``(H, W)``. With ``per_frame=True`` the temporal blocks are skipped,
+    which, for a model fresh from its prior, is exactly the prior applied frame by frame.
+    """
+
+    kind = "depth"
+    trainable_prefixes = ("neck.", "head.", "temporal.")
+    default_clip_len = CLIP_LEN_DEPTH
+
+    def __init__(
+        self,
+        prior: DepthAnythingForDepthEstimation,
+        prior_ref: str = "",
+        temporal: TemporalConfig | dict | None = None,
+        per_frame: bool = False,
+    ):
+        super().__init__(prior_ref, as_temporal_config(temporal), per_frame)
+        self.patch_size = prior.config.patch_size
+        self.backbone = prior.backbone.requires_grad_(False).eval()
+        self.neck = prior.neck
+        self.head = prior.head
+        channels = prior.config.fusion_hidden_size
+        self.temporal = nn.ModuleList(
+            TemporalBlock(channels, self.temporal_config) for _ in range(DEPTH_NUM_TEMPORAL_BLOCKS)
+        )
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_prior(
+        cls, name_or_path: str | Path, temporal: TemporalConfig | dict | None = None, per_frame: bool = False
+    ) -> VideoDepthModel:
+        """Build the video model around a Depth Anything (V2) checkpoint: a Hub id or a local directory."""
+        directory = resolve_dir(name_or_path)
+        prior = DepthAnythingForDepthEstimation.from_pretrained(str(directory))
+        ref = str(directory.resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+        return cls(prior, ref, temporal, per_frame)
+
+    @classmethod
+    def copy_prior(cls, prior_ref: str, destination: Path) -> None:
+        DepthAnythingForDepthEstimation.from_pretrained(str(resolve_dir(prior_ref))).save_pretrained(destination)
+
+    def train(self, mode: bool = True) -> VideoDepthModel:
+        super().train(mode)
+        self.backbone.eval()  # frozen: dropout and friends stay off
+        return self
+
+    # -- stages, exposed for training (the frozen features can be cached) -----------------------------------
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N,3,H,W)`` in [0,1] -> normalised pixel values with sides that are multiples of the patch size."""
+        size = (_multiple_of(images.shape[-2], DINOV2_PATCH), _multiple_of(images.shape[-1], DINOV2_PATCH))
+        if size != tuple(images.shape[-2:]):
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    @torch.no_grad()
+    def backbone_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """Frozen ViT features (one tensor per DPT input layer) of ``(N,3,h,w)`` preprocessed pixels."""
+        return list(self.backbone(pixel_values).feature_maps)
+
+    def decode(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
+        """DPT neck and head with temporal blocks; ``features`` of N = B*T frames at pixel size ``size``.
+
+        Returns disparity ``(N, h, w)`` at the preprocessed size.
+        """
+        patch_h, patch_w = size[0] // self.patch_size, size[1] // self.patch_size
+        hidden = self.neck.reassemble_stage(features, patch_h, patch_w)
+        hidden = [conv(x) for conv, x in zip(self.neck.convs, hidden, strict=True)][::-1]
+        fused, fused_all = None, []
+        for i, (x, layer) in enumerate(zip(hidden, self.neck.fusion_stage.layers, strict=True)):
+            out_size = hidden[i + 1].shape[2:] if i + 1 < len(hidden) else None
+            fused = layer(x, size=out_size) if fused is None else layer(fused, x, size=out_size)
+            if i < len(self.temporal) and not self.per_frame:
+                fused = self.temporal[i](fused, num_frames)
+            fused_all.append(fused)
+        return self.head(fused_all, patch_h, patch_w)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t, _, h, w = frames.shape
+        pixel_values = self.preprocess(frames.reshape(b * t, 3, h, w))
+        features = self.backbone_features(pixel_values)
+        disparity = self.decode(features, t, pixel_values.shape[-2:])
+        if disparity.shape[-2:] != (h, w):
+            disparity = F.interpolate(disparity[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        return disparity.reshape(b, t, h, w)

@@ -1,0 +1,60 @@
+"""Tiny random-weight priors in the exact on-disk format of the real ones, for tests and benchmarks.
+
+Like the test suites of transformers and diffusers, these build the real classes with tiny configs, so every
+code path that loads a real Depth Anything V2 or Marigold checkpoint runs on them unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def tiny_depth_config(hidden_size: int = 32, layers: int = 4, fusion: int = 32):
+    """A Depth Anything config with a tiny DINOv2 backbone (patch 14), same structure as DA-V2-Small."""
+    from transformers import DepthAnythingConfig, Dinov2Config
+
+    backbone = Dinov2Config(
+        image_size=518,
+        patch_size=14,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        out_indices=list(range(1, layers + 1))[-4:],
+        reshape_hidden_states=False,
+        apply_layernorm=True,
+    )
+    return DepthAnythingConfig(
+        backbone_config=backbone,
+        patch_size=14,
+        reassemble_hidden_size=hidden_size,
+        neck_hidden_sizes=[hidden_size // 2, hidden_size, hidden_size * 2, hidden_size * 2],
+        fusion_hidden_size=fusion,
+        head_hidden_size=16,
+        depth_estimation_type="relative",
+    )
+
+
+def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random prior of ``kind`` ("depth" or "normal") to ``path`` and return the path.
+
+    ``depth``: a ``DepthAnythingForDepthEstimation`` directory (``config.json`` + safetensors), loadable with
+    ``VideoDepthModel.from_prior``. ``normal``: a Marigold-layout directory (see ``bufferanytime.models.normal``).
+    """
+    path = Path(path)
+    torch.manual_seed(seed)
+    if kind == "depth":
+        from transformers import DepthAnythingForDepthEstimation
+
+        model = DepthAnythingForDepthEstimation(tiny_depth_config())
+        # Random heads end in a ReLU that can zero the whole output; a positive bias keeps it informative.
+        torch.nn.init.constant_(model.head.conv3.bias, 1.0)
+        model.save_pretrained(path)
+        return path
+    if kind == "normal":
+        from bufferanytime.models.normal import make_tiny_normal_prior
+
+        return make_tiny_normal_prior(path, seed=seed)
+    raise ValueError(f"unknown prior kind {kind!r}; expected 'depth' or 'normal'")

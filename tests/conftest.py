@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny random priors (built once per session) and the shared real data, when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bufferanytime.io.video import write_video
+from bufferanytime.testing import make_tiny_prior
+from tests.helpers import moving_pattern
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared (real sample data) is not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_depth_prior(tmp_path_factory) -> Path:
+    return make_tiny_prior("depth", tmp_path_factory.mktemp("priors") / "tiny-depth")
+
+
+@pytest.fixture(scope="session")
+def tiny_normal_prior(tmp_path_factory) -> Path:
+    return make_tiny_prior("normal", tmp_path_factory.mktemp("priors") / "tiny-normal")
+
+
+@pytest.fixture()
+def small_video(tmp_path) -> Path:
+    path = tmp_path / "clip.mp4"
+    write_video(path, moving_pattern(), fps=10)
+    return path

@@ -1,0 +1,40 @@
+import torch
+
+from bufferanytime.models.temporal import (
+    TemporalAttentionLayer,
+    TemporalBlock,
+    TemporalConfig,
+    sinusoidal_positions,
+)
+
+
+def test_fresh_block_is_identity_and_trains_away_from_it():
+    torch.manual_seed(0)
+    block = TemporalBlock(16, TemporalConfig(num_layers=2, num_heads=4))
+    x = torch.randn(2 * 5, 16, 3, 4)
+    assert torch.equal(block(x, num_frames=5), x)
+    torch.nn.init.normal_(block.proj_out.weight)
+    assert not torch.allclose(block(x, num_frames=5), x)
+
+
+def test_attention_mixes_frames_of_one_pixel_only_and_block_runs_on_any_length():
+    torch.manual_seed(0)
+    layer = TemporalAttentionLayer(8, num_heads=2, ff_mult=2, max_period=10000.0)
+    x = torch.randn(4, 7, 8)  # 4 pixels, 7 frames
+    x2 = x.clone()
+    x2[1, 3] += torch.randn(8)  # change frame 3 of pixel 1
+    diff = (layer(x2) - layer(x)).abs().sum(dim=-1)  # (pixels, frames)
+    assert diff[1].min() > 0  # every frame of that pixel sees the change
+    assert diff[[0, 2, 3]].max() == 0  # no other pixel does
+
+    block = TemporalBlock(8, TemporalConfig(num_layers=1, num_heads=2))
+    torch.nn.init.normal_(block.proj_out.weight)
+    long = torch.randn(200, 8, 1, 1)  # longer than any training clip
+    assert torch.isfinite(block(long, num_frames=200)).all()
+
+
+def test_sinusoidal_positions_distinguish_frames():
+    enc = sinusoidal_positions(300, 32, 10000.0)
+    assert enc.shape == (300, 32)
+    dist = torch.cdist(enc, enc) + torch.eye(300) * 1e3
+    assert dist.min() > 1e-3
