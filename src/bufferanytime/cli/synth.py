@@ -1,0 +1,126 @@
+"""``bufferanytime synth``: render synthetic videos with exact depth, normals and optical flow.
+
+Video ``i`` uses seed ``S + i`` and goes to ``OUT/seq_<seed>/`` (layout in
+:mod:`bufferanytime.synthetic.dataset`), so disjoint seed ranges give disjoint training and held-out sets.
+A folder that already holds the same video (same seed, size, frames and nuisances) is kept, so an
+interrupted run can be resumed; one made with other settings is an error unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bufferanytime.errors import InputError
+from bufferanytime.synthetic import render_video, write_video_dir
+from bufferanytime.synthetic.dataset import DEFAULT_FPS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "synth",
+        help="render synthetic videos with exact depth, normals and optical flow",
+        description="Render procedural videos (rooms or open ground, textured boxes, spheres and cylinders, a "
+        "moving camera and moving objects), deterministic from a seed, with ground-truth metric depth, "
+        "camera-space normals, forward/backward optical flow and flow validity masks. Video i uses seed "
+        "SEED+i and is written to OUT/seq_<seed>/.",
+    )
+    parser.add_argument("-o", "--output", required=True, help="output directory")
+    parser.add_argument("--videos", type=int, default=1, help="number of videos (default 1)")
+    parser.add_argument("--frames", type=int, default=12, help="frames per video, at least 2 (default 12)")
+    parser.add_argument("--size", default="240x320", help="frame size HxW (default 240x320)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first video (default 0)")
+    parser.add_argument(
+        "--flicker", type=float, default=0.0, help="per-frame light intensity jitter, relative amplitude"
+    )
+    parser.add_argument("--exposure", type=float, default=0.0, help="per-frame global gain jitter, relative")
+    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian pixel noise on [0, 1]")
+    parser.add_argument(
+        "--textures", default=None, help="folder of photos to crop textures from (default: procedural only)"
+    )
+    parser.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frame rate of rgb.mp4")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing sequence folders")
+    parser.set_defaults(func=run)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"240x320"`` -> ``(240, 320)`` (height, width)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise InputError(f"--size must look like 240x320 (height x width), got {text!r}")
+    height, width = int(match.group(1)), int(match.group(2))
+    if height < 8 or width < 8:
+        raise InputError(f"--size must be at least 8x8, got {height}x{width}")
+    return height, width
+
+
+def _check(args: argparse.Namespace) -> tuple[int, int]:
+    size = parse_size(args.size)
+    if args.videos < 1:
+        raise InputError(f"--videos must be at least 1, got {args.videos}")
+    if args.frames < 2:
+        raise InputError(f"--frames must be at least 2, got {args.frames}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be non-negative, got {args.seed}")
+    for name in ("flicker", "exposure"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise InputError(f"--{name} must be in [0, 1), got {getattr(args, name)}")
+    if args.noise < 0.0:
+        raise InputError(f"--noise must be non-negative, got {args.noise}")
+    if args.fps <= 0:
+        raise InputError(f"--fps must be positive, got {args.fps}")
+    if args.textures is not None and not Path(args.textures).is_dir():
+        raise InputError(f"--textures folder not found: {args.textures}")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a directory")
+    return size
+
+
+def _same_video(folder: Path, seed: int, size: tuple[int, int], args: argparse.Namespace) -> bool | None:
+    """Whether ``folder`` holds this video already (None when it holds no complete video)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {"flicker": args.flicker, "exposure": args.exposure, "noise": args.noise}
+    return (
+        meta.get("seed") == seed
+        and (meta.get("height"), meta.get("width")) == size
+        and meta.get("num_frames") == args.frames
+        and meta.get("nuisances") == wanted
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    size = _check(args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    written = kept = 0
+    for seed in tqdm(range(args.seed, args.seed + args.videos), desc="synth", unit="video"):
+        folder = out / f"seq_{seed:06d}"
+        if folder.exists() and not args.overwrite:
+            same = _same_video(folder, seed, size, args)
+            if same:
+                kept += 1
+                continue
+            what = "is not a synthetic video" if same is None else "holds a video made with other settings"
+            raise InputError(f"{folder} {what}; use --overwrite to replace it")
+        video = render_video(
+            seed,
+            args.frames,
+            size,
+            flicker=args.flicker,
+            exposure=args.exposure,
+            noise=args.noise,
+            texture_dir=args.textures,
+        )
+        write_video_dir(video, folder, fps=args.fps)
+        written += 1
+    kept_note = f", kept {kept} existing" if kept else ""
+    print(f"wrote {written} video(s) to {out}{kept_note}")
+    return 0

@@ -1,0 +1,144 @@
+"""On-disk layout of synthetic videos: ``write_video_dir`` writes one folder, ``SyntheticVideoDataset`` reads them.
+
+One folder per video::
+
+    rgb/000000.png ...       frames, RGB uint8
+    rgb.mp4                  the same frames as a video, for viewing
+    depth.npy                (T, H, W) float32, metric z-depth (metres)
+    normal.npy               (T, H, W, 3) float32, unit, camera coordinates (x right, y up, z to the camera)
+    flow_fwd.npy             (T-1, H, W, 2) float32, frame k -> k+1, pixels, src(x) ~ dst(x + flow(x))
+    flow_bwd.npy             (T-1, H, W, 2) float32, frame k+1 -> k
+    flow_valid_fwd.npy       (T-1, H, W) bool, in view and not occluded in the target frame
+    flow_valid_bwd.npy       (T-1, H, W) bool
+    meta.json                intrinsics (fx, fy, cx, cy; pixel centres at +0.5), per-frame poses, seed, ...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from bufferanytime.errors import InputError
+from bufferanytime.io import OutputDir, write_video
+from bufferanytime.synthetic.renderer import SyntheticVideo
+
+LAYOUT_VERSION = 1
+DEFAULT_FPS = 10.0  # frame rate of rgb.mp4; the motion per frame, not per second, is what the data fixes
+ARRAYS = ("depth", "normal", "flow_fwd", "flow_bwd", "flow_valid_fwd", "flow_valid_bwd")
+PER_FRAME = ("depth", "normal")  # T entries; the flow arrays have T-1
+
+
+def video_meta(video: SyntheticVideo, fps: float = DEFAULT_FPS) -> dict[str, Any]:
+    """The ``meta.json`` content of a video: camera, poses, seed, nuisances and conventions."""
+    height, width = video.size
+    return {
+        "layout_version": LAYOUT_VERSION,
+        "seed": video.seed,
+        "num_frames": video.num_frames,
+        "height": height,
+        "width": width,
+        "fps": float(fps),
+        "intrinsics": {k: float(video.intrinsics[k]) for k in ("fx", "fy", "cx", "cy")},
+        "poses": [np.asarray(p, np.float64).tolist() for p in video.poses],
+        "conventions": {
+            "pixel_centres": "pixel (i, j) has its centre at (x, y) = (j + 0.5, i + 0.5)",
+            "poses": "camera-to-world 4x4; camera axes x right, y up, z towards the viewer (as the normals)",
+            "depth": "metric z-depth along the optical axis, metres",
+            "normal": "unit vectors in camera coordinates: x right, y up, z towards the camera",
+            "flow": "pixels, channel 0 = x right, 1 = y down; src(x) matches dst(x + flow(x)); "
+            "flow_fwd[k]: frame k -> k+1, flow_bwd[k]: frame k+1 -> k",
+        },
+        "nuisances": dict(video.nuisances),
+        "flicker_gains": list(video.flicker_gains),
+        "exposure_gains": list(video.exposure_gains),
+        "scene": {"kind": video.scene_kind, "objects": list(video.object_names)},
+    }
+
+
+def write_video_dir(video: SyntheticVideo, out_dir: str | Path, fps: float = DEFAULT_FPS) -> Path:
+    """Write ``video`` in the layout above to ``out_dir``, atomically (a temporary folder, then a rename).
+
+    An existing ``out_dir`` is replaced only once the new folder is complete.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with OutputDir(out_dir) as tmp:
+        (tmp / "rgb").mkdir()
+        for k, frame in enumerate(video.rgb):
+            cv2.imwrite(str(tmp / "rgb" / f"{k:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        write_video(tmp / "rgb.mp4", iter(video.rgb), fps)
+        for name in ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(video, name))
+        (tmp / "meta.json").write_text(json.dumps(video_meta(video, fps), indent=1) + "\n")
+    return out_dir
+
+
+def _read_png(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"cannot read frame {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class SyntheticVideoDataset:
+    """The synthetic video folders (each with a ``meta.json``) found under ``root``, sorted by path.
+
+    ``dataset[i]`` gives a dict with ``name``, ``rgb`` (T, H, W, 3) uint8, the arrays of the layout (memory
+    mapped, so only what is used is read) and ``meta``; ``clip(i, start, stop)`` reads frames
+    ``start:stop`` only; ``frames(i)`` streams the RGB frames one by one.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(f"synthetic data folder not found: {self.root}")
+        metas = sorted(self.root.rglob("meta.json"))
+        self.paths = [
+            m.parent for m in metas if not any(part.startswith(".") for part in m.parent.relative_to(self.root).parts)
+        ]
+        if not self.paths:
+            raise InputError(f"no synthetic videos (folders with meta.json) under {self.root}")
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name if p == self.root else p.relative_to(self.root).as_posix() for p in self.paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def meta(self, i: int) -> dict[str, Any]:
+        return json.loads((self.paths[i] / "meta.json").read_text())
+
+    def _frame_paths(self, i: int) -> list[Path]:
+        return sorted((self.paths[i] / "rgb").glob("*.png"))
+
+    def frames(self, i: int) -> Iterator[np.ndarray]:
+        """The RGB frames of video ``i``, one ``(H, W, 3)`` uint8 array at a time."""
+        for path in self._frame_paths(i):
+            yield _read_png(path)
+
+    def clip(self, i: int, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+        """Frames ``start:stop`` of video ``i``: per-frame arrays get ``stop - start`` entries, flows one less."""
+        meta = self.meta(i)
+        total = int(meta["num_frames"])
+        start, stop, _ = slice(start, stop).indices(total)
+        if stop - start < 1:
+            raise IndexError(f"empty clip {start}:{stop} of a {total}-frame video")
+        folder = self.paths[i]
+        sample: dict[str, Any] = {"name": self.names[i], "meta": meta, "start": start}
+        paths = self._frame_paths(i)[start:stop]
+        sample["rgb"] = np.stack([_read_png(p) for p in paths])
+        for name in ARRAYS:
+            array = np.load(folder / f"{name}.npy", mmap_mode="r")
+            sample[name] = array[start:stop] if name in PER_FRAME else array[start : stop - 1]
+        return sample
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} videos")
+        return self.clip(i % len(self))
