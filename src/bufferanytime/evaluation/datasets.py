@@ -1,0 +1,337 @@
+"""Evaluation sequences read from the official folder structures of the DepthCrafter video depth benchmark.
+
+Each reader lists :class:`EvalSequence` objects: lazily read RGB frames (uint8 ``(H, W, 3)``), metric depth
+(float64 ``(H, W)``, invalid pixels <= 0) and, where the dataset has them, normals and ground-truth flow. Frame
+selection, depth decoding and crops are those of ``benchmark/dataset_extract/dataset_extract_*.py`` and
+``benchmark/eval/eval.sh`` (``--seq_len``) in github.com/Tencent/DepthCrafter:
+
+- ``kitti``: KITTI depth ``val`` (``data_depth_annotated/val/<seq>/proj_depth/groundtruth/image_02/*.png``,
+  depth = png / 256, 0 = invalid) with the raw images ``<date>/<seq>/image_02/data/*.png``; first 110 frames;
+  images and depth cropped to even height and width.
+- ``scannet``: ScanNet v2 ``scans_test`` (``<scene>/color/<i>.jpg``, ``<scene>/depth/<i>.png``, depth = png / 1000);
+  the first 100 scenes (sorted), frames ``[:270:3]`` (90), cropped ``[8:-8, 11:-11]``.
+- ``bonn``: Bonn RGB-D Dynamic (``<seq>/rgb/*.png``, ``<seq>/depth/*.png``, depth = png / 5000, 0 = invalid);
+  the five sequences of ``csv/meta_bonn.csv``, frames ``[30:140]`` (110), cropped to even size.
+- ``sintel``: MPI Sintel training, clean pass (``training/clean/<scene>/frame_*.png``) with the depth archive
+  (``training/depth/<scene>/frame_*.dpt``); first 50 frames.
+
+DepthCrafter sorts file names with a plain sort followed by a stable sort on the integer value of the last four
+characters before the first dot; that order is kept. One deliberate difference: DepthCrafter re-encodes the frames
+as an mp4 before inference, while here the original images are used (no compression loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bufferanytime.constants import (
+    BONN_DEPTH_SCALE,
+    BONN_FRAMES,
+    BONN_SEQUENCES,
+    EVAL_SEQ_LEN,
+    KITTI_DEPTH_SCALE,
+    KITTI_FRAMES,
+    SCANNET_CROP,
+    SCANNET_DEPTH_SCALE,
+    SCANNET_FRAMES,
+    SCANNET_NUM_SCENES,
+    SCANNET_STRIDE,
+    SINTEL_DPT_TAG,
+)
+from bufferanytime.errors import InputError
+
+DATASETS = ("synthetic", "kitti", "scannet", "bonn", "sintel")
+INVALID_DEPTH = -1.0  # what DepthCrafter writes where a 16-bit depth PNG holds 0
+DPT_MAX_PIXELS = 100_000_000  # sanity bound on the size read from a .dpt header (as in the official reader)
+
+Crop = tuple[slice, slice]
+
+
+@dataclass
+class EvalSequence:
+    """One evaluation video: frame readers by index; nothing is read until asked for.
+
+    ``read_rgb(i)`` -> uint8 ``(H, W, 3)``; ``read_depth(i)`` -> float64 metric depth ``(H, W)`` (<= 0 where
+    unknown); ``read_normal(i)`` -> float32 unit normals ``(H, W, 3)`` (camera coordinates, x right, y up, z
+    towards the camera); ``gt_flows()`` -> ``(fwd, bwd, valid_fwd, valid_bwd)`` in the on-disk layout.
+    """
+
+    name: str
+    num_frames: int
+    read_rgb: Callable[[int], np.ndarray]
+    read_depth: Callable[[int], np.ndarray] | None = None
+    read_normal: Callable[[int], np.ndarray] | None = None
+    gt_flows: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
+    info: dict = field(default_factory=dict)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        for i in range(self.num_frames):
+            yield self.read_rgb(i)
+
+    def truncated(self, max_frames: int | None) -> EvalSequence:
+        """The same sequence limited to its first ``max_frames`` frames."""
+        if max_frames is None or max_frames >= self.num_frames:
+            return self
+        flows = self.gt_flows
+        if flows is not None:
+            full = flows
+
+            def flows() -> tuple[np.ndarray, ...]:
+                return tuple(a[: max_frames - 1] for a in full())
+
+        return EvalSequence(self.name, max_frames, self.read_rgb, self.read_depth, self.read_normal, flows,
+                            dict(self.info))
+
+
+# -- file formats ----------------------------------------------------------------------------------------------
+def read_dpt(path: str | Path) -> np.ndarray:
+    """Read a Sintel ``.dpt`` depth file: float32 tag 202021.25, int32 width, int32 height, float32 depth rows."""
+    with open(path, "rb") as f:
+        tag = np.fromfile(f, dtype="<f4", count=1)
+        width = np.fromfile(f, dtype="<i4", count=1)
+        height = np.fromfile(f, dtype="<i4", count=1)
+        if tag.size != 1 or tag[0] != np.float32(SINTEL_DPT_TAG) or width.size != 1 or height.size != 1:
+            raise InputError(f"{path}: not a Sintel .dpt depth file (wrong tag)")
+        w, h = int(width[0]), int(height[0])
+        if w <= 0 or h <= 0 or w * h > DPT_MAX_PIXELS:
+            raise InputError(f"{path}: invalid .dpt size {w}x{h}")
+        depth = np.fromfile(f, dtype="<f4", count=w * h)
+    if depth.size != w * h:
+        raise InputError(f"{path}: truncated .dpt file ({depth.size} of {w * h} values)")
+    return depth.reshape(h, w)
+
+
+def write_dpt(path: str | Path, depth: np.ndarray) -> None:
+    """Write ``depth`` ``(H, W)`` as a Sintel ``.dpt`` file (the inverse of :func:`read_dpt`)."""
+    depth = np.asarray(depth, dtype="<f4")
+    h, w = depth.shape
+    with open(path, "wb") as f:
+        np.array([SINTEL_DPT_TAG], "<f4").tofile(f)
+        np.array([w, h], "<i4").tofile(f)
+        depth.tofile(f)
+
+
+def read_png_depth(path: str | Path, scale: float, zero_invalid: bool = True) -> np.ndarray:
+    """A 16-bit depth PNG as float64 metres: ``png / scale``, with 0 -> -1 (invalid) when ``zero_invalid``."""
+    try:
+        with Image.open(path) as img:
+            raw = np.asarray(img)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not a readable depth PNG") from exc
+    if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32, np.uint32):
+        raise InputError(f"{path}: expected a single-channel 16-bit depth PNG, got {raw.dtype} {raw.shape}")
+    depth = raw.astype(np.float64) / scale
+    if zero_invalid:
+        depth[raw == 0] = INVALID_DEPTH
+    return depth
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not a readable image") from exc
+
+
+def benchmark_sort(names: list[str]) -> list[str]:
+    """DepthCrafter's frame order: ``sorted`` then a stable sort on ``int(name.split('.')[0][-4:])``."""
+    return sorted(sorted(names), key=lambda x: int(x.split(".")[0][-4:]))
+
+
+def _list(folder: Path, suffix: str) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.endswith(suffix)] if folder.is_dir() else []
+
+
+def _even_crop(shape: tuple[int, ...]) -> Crop:
+    return slice(0, shape[0] - shape[0] % 2), slice(0, shape[1] - shape[1] % 2)
+
+
+def _file_sequence(
+    name: str,
+    rgb_paths: list[Path],
+    depth_paths: list[Path],
+    depth_reader: Callable[[Path], np.ndarray],
+    crop: Callable[[tuple[int, ...]], Crop],
+    info: dict,
+) -> EvalSequence:
+    def rgb(i: int) -> np.ndarray:
+        img = read_rgb(rgb_paths[i])
+        return np.ascontiguousarray(img[crop(img.shape)])
+
+    def depth(i: int) -> np.ndarray:
+        d = depth_reader(depth_paths[i])
+        return np.ascontiguousarray(d[crop(d.shape)])
+
+    return EvalSequence(name, len(rgb_paths), rgb, depth, info=info)
+
+
+def _first_dir(*candidates: Path) -> Path | None:
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def _need(found: Path | None, root: Path, dataset: str, layout: str) -> Path:
+    if found is None:
+        raise InputError(f"{root}: not a {dataset} folder (expected {layout})")
+    return found
+
+
+# -- readers ---------------------------------------------------------------------------------------------------
+def kitti_sequences(root: str | Path) -> list[EvalSequence]:
+    """KITTI depth val: ``ROOT/data_depth_annotated/val`` (or ``ROOT/val``) and the raw data in ``ROOT/raw_data``
+    (or ``ROOT``), i.e. ``<raw>/<date>/<seq>/image_02/data/<frame>.png``."""
+    root = Path(root)
+    depth_root = _need(_first_dir(root / "data_depth_annotated" / "val", root / "val"), root, "KITTI",
+                       "data_depth_annotated/val/<seq>/proj_depth/groundtruth/image_02")
+    raw_root = _first_dir(root / "raw_data", root / "raw") or root
+    start, end = KITTI_FRAMES
+    sequences = []
+    for seq_dir in sorted(p for p in depth_root.iterdir() if p.is_dir()):
+        gt_dir = seq_dir / "proj_depth" / "groundtruth" / "image_02"
+        names = benchmark_sort(_list(gt_dir, ".png"))[start:end][: EVAL_SEQ_LEN["kitti"]]
+        if not names:
+            continue
+        image_dir = raw_root / seq_dir.name[:10] / seq_dir.name / "image_02" / "data"
+        rgb = [image_dir / n for n in names]
+        missing = [p for p in rgb if not p.is_file()]
+        if missing:
+            raise InputError(f"{missing[0]}: raw KITTI image missing for the depth of {seq_dir.name}")
+        sequences.append(_file_sequence(
+            seq_dir.name, rgb, [gt_dir / n for n in names],
+            lambda p: read_png_depth(p, KITTI_DEPTH_SCALE), _even_crop, {"dataset": "kitti"},
+        ))
+    return sequences
+
+
+def scannet_sequences(root: str | Path) -> list[EvalSequence]:
+    """ScanNet v2 test scenes: ``ROOT/<scene>/color/<i>.jpg`` and ``ROOT/<scene>/depth/<i>.png`` (``ROOT`` is
+    ``scans_test``, or a folder holding it)."""
+    root = Path(root)
+    base = root / "scans_test" if (root / "scans_test").is_dir() else root
+    top, bottom, left, right = SCANNET_CROP
+    crop = lambda shape: (slice(top, shape[0] - bottom), slice(left, shape[1] - right))  # noqa: E731
+    scenes = sorted(p for p in base.iterdir() if (p / "color").is_dir()) if base.is_dir() else []
+    sequences = []
+    for scene in scenes[:SCANNET_NUM_SCENES]:
+        names = sorted(_list(scene / "color", ".jpg"), key=lambda x: int(x.split(".")[0]))
+        names = names[:SCANNET_FRAMES:SCANNET_STRIDE][: EVAL_SEQ_LEN["scannet"]]
+        if not names:
+            continue
+        depth = [scene / "depth" / (n[:-3] + "png") for n in names]
+        missing = [p for p in depth if not p.is_file()]
+        if missing:
+            raise InputError(f"{missing[0]}: ScanNet depth missing for {scene.name}")
+        sequences.append(_file_sequence(
+            scene.name, [scene / "color" / n for n in names], depth,
+            lambda p: read_png_depth(p, SCANNET_DEPTH_SCALE, zero_invalid=False), crop, {"dataset": "scannet"},
+        ))
+    if not sequences:
+        raise InputError(f"{root}: no ScanNet scenes (expected <scene>/color/<i>.jpg and <scene>/depth/<i>.png)")
+    return sequences
+
+
+def bonn_sequences(root: str | Path) -> list[EvalSequence]:
+    """Bonn RGB-D Dynamic: ``ROOT/<seq>/rgb/*.png`` and ``ROOT/<seq>/depth/*.png``. The benchmark's five sequences
+    are used when present (a folder without any of them is evaluated whole, and the report says so)."""
+    root = Path(root)
+    present = sorted(p.name for p in root.iterdir() if (p / "rgb").is_dir() and (p / "depth").is_dir()) \
+        if root.is_dir() else []
+    official = [s for s in BONN_SEQUENCES if s in present]
+    names = official or present
+    start, end = BONN_FRAMES
+    sequences = []
+    for seq in names:
+        rgb = benchmark_sort(_list(root / seq / "rgb", ".png"))[start:end][: EVAL_SEQ_LEN["bonn"]]
+        depth = benchmark_sort(_list(root / seq / "depth", ".png"))[start:end][: EVAL_SEQ_LEN["bonn"]]
+        if not rgb:
+            continue
+        if len(rgb) != len(depth):
+            raise InputError(f"{root / seq}: {len(rgb)} rgb but {len(depth)} depth frames in [{start}:{end}]")
+        sequences.append(_file_sequence(
+            seq, [root / seq / "rgb" / n for n in rgb], [root / seq / "depth" / n for n in depth],
+            lambda p: read_png_depth(p, BONN_DEPTH_SCALE), _even_crop,
+            {"dataset": "bonn", "official_sequence": seq in BONN_SEQUENCES},
+        ))
+    if not sequences:
+        raise InputError(f"{root}: no Bonn sequences (expected <seq>/rgb/*.png and <seq>/depth/*.png)")
+    return sequences
+
+
+def sintel_sequences(root: str | Path) -> list[EvalSequence]:
+    """MPI Sintel training, clean pass: ``ROOT/training/clean/<scene>/*.png`` with ``ROOT/training/depth/<scene>/
+    *.dpt`` (the depth archive unpacked into the same root; ``ROOT/clean`` + ``ROOT/depth`` also work)."""
+    root = Path(root)
+    clean = _need(_first_dir(root / "training" / "clean", root / "clean"), root, "Sintel", "training/clean/<scene>")
+    depth_root = _need(
+        _first_dir(root / "training" / "depth", root / "depth",
+                   root / "MPI-Sintel-depth-training-20150305" / "training" / "depth"),
+        root, "Sintel", "training/depth/<scene>/*.dpt",
+    )
+    no_crop = lambda shape: (slice(None), slice(None))  # noqa: E731
+    sequences = []
+    for scene in sorted(p for p in clean.iterdir() if p.is_dir()):
+        names = benchmark_sort(_list(scene, ".png"))[: EVAL_SEQ_LEN["sintel"]]
+        if not names:
+            continue
+        depth = [depth_root / scene.name / (n[:-3] + "dpt") for n in names]
+        missing = [p for p in depth if not p.is_file()]
+        if missing:
+            raise InputError(f"{missing[0]}: Sintel depth missing for {scene.name}")
+        sequences.append(_file_sequence(scene.name, [scene / n for n in names], depth, read_dpt, no_crop,
+                                        {"dataset": "sintel"}))
+    return sequences
+
+
+def synthetic_sequences(root: str | Path) -> list[EvalSequence]:
+    """Videos written by ``bufferanytime synth`` (:class:`bufferanytime.synthetic.SyntheticVideoDataset`), with
+    exact depth, normals and ground-truth flow (read through memory maps, one frame at a time)."""
+    from bufferanytime.synthetic import SyntheticVideoDataset
+
+    dataset = SyntheticVideoDataset(root)
+    return [_synthetic_sequence(dataset, i) for i in range(len(dataset))]
+
+
+def _synthetic_sequence(dataset, index: int) -> EvalSequence:
+    folder = dataset.paths[index]
+
+    def array(name: str) -> np.ndarray:
+        return np.load(folder / f"{name}.npy", mmap_mode="r")
+
+    def flows() -> tuple[np.ndarray, ...]:
+        return tuple(array(n) for n in ("flow_fwd", "flow_bwd", "flow_valid_fwd", "flow_valid_bwd"))
+
+    return EvalSequence(
+        dataset.names[index],
+        int(dataset.meta(index)["num_frames"]),
+        read_rgb=lambda i: dataset.clip(index, i, i + 1)["rgb"][0],
+        read_depth=lambda i: np.asarray(array("depth")[i], dtype=np.float64),
+        read_normal=lambda i: np.asarray(array("normal")[i], dtype=np.float32),
+        gt_flows=flows,
+        info={"dataset": "synthetic"},
+    )
+
+
+READERS: dict[str, Callable[[str | Path], list[EvalSequence]]] = {
+    "synthetic": synthetic_sequences,
+    "kitti": kitti_sequences,
+    "scannet": scannet_sequences,
+    "bonn": bonn_sequences,
+    "sintel": sintel_sequences,
+}
+
+
+def load_sequences(dataset: str, root: str | Path) -> list[EvalSequence]:
+    """All evaluation sequences of ``dataset`` under ``root``, in a stable order; InputError if there are none."""
+    if dataset not in READERS:
+        raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if not Path(root).is_dir():
+        raise InputError(f"{root}: no such directory")
+    sequences = READERS[dataset](root)
+    if not sequences:
+        raise InputError(f"{root}: no {dataset} sequences found")
+    return sequences
