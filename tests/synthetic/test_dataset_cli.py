@@ -36,6 +36,7 @@ def test_write_and_read_back(tmp_path):
     assert meta["intrinsics"]["cx"] == 20.0 and meta["intrinsics"]["cy"] == 12.0
     np.testing.assert_allclose(np.array(meta["poses"]), np.stack(video.poses))
     assert [f.shape for f in data.frames(0)] == [(24, 40, 3)] * 4
+    np.testing.assert_array_equal(data.frame(0, 2), video.rgb[2])
 
     clip = data.clip(0, 1, 3)
     np.testing.assert_array_equal(clip["rgb"], video.rgb[1:3])

@@ -74,8 +74,15 @@ def write_video_dir(video: SyntheticVideo, out_dir: str | Path, fps: float = DEF
         write_video(tmp / "rgb.mp4", iter(video.rgb), fps)
         for name in ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(video, name))
-        (tmp / "meta.json").write_text(json.dumps(video_meta(video, fps), indent=1) + "\n")
+        (tmp / "meta.json").write_text(_meta_json(video_meta(video, fps)))
     return out_dir
+
+
+def _meta_json(meta: dict[str, Any]) -> str:
+    """Indented JSON, except that each pose (a 4x4 matrix) stays on one line, last."""
+    head = json.dumps({k: v for k, v in meta.items() if k != "poses"}, indent=1)
+    poses = ",\n  ".join(json.dumps(p) for p in meta["poses"])
+    return f'{head[:-2]},\n "poses": [\n  {poses}\n ]\n}}\n'
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -90,7 +97,7 @@ class SyntheticVideoDataset:
 
     ``dataset[i]`` gives a dict with ``name``, ``rgb`` (T, H, W, 3) uint8, the arrays of the layout (memory
     mapped, so only what is used is read) and ``meta``; ``clip(i, start, stop)`` reads frames
-    ``start:stop`` only; ``frames(i)`` streams the RGB frames one by one.
+    ``start:stop`` only; ``frames(i)`` streams the RGB frames one by one and ``frame(i, t)`` reads one.
     """
 
     def __init__(self, root: str | Path):
@@ -121,6 +128,10 @@ class SyntheticVideoDataset:
         """The RGB frames of video ``i``, one ``(H, W, 3)`` uint8 array at a time."""
         for path in self._frame_paths(i):
             yield _read_png(path)
+
+    def frame(self, i: int, t: int) -> np.ndarray:
+        """RGB frame ``t`` of video ``i``, ``(H, W, 3)`` uint8."""
+        return _read_png(self._frame_paths(i)[t])
 
     def clip(self, i: int, start: int = 0, stop: int | None = None) -> dict[str, Any]:
         """Frames ``start:stop`` of video ``i``: per-frame arrays get ``stop - start`` entries, flows one less."""
