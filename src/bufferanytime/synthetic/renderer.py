@@ -35,7 +35,9 @@ class SyntheticVideo:
 
     ``depth`` is metric z-depth (along the optical axis, metres). ``normal`` are unit vectors in camera
     coordinates (x right, y up, z towards the camera). ``flow_fwd[k]`` maps frame k to k+1 and
-    ``flow_bwd[k]`` frame k+1 to k, in pixels: ``src(x)`` matches ``dst(x + flow(x))``. ``poses`` are
+    ``flow_bwd[k]`` frame k+1 to k, in pixels: ``src(x)`` matches ``dst(x + flow(x))``; the ``flow_valid_*``
+    masks mark pixels that land in view, not occluded, with the same object around the landing position
+    (a one-pixel band along occlusion edges is thus invalid). ``poses`` are
     camera-to-world 4x4 matrices whose camera axes follow the normals' convention (x right, y up, z back).
     ``object_id`` indexes ``object_names`` (the surface seen at each pixel).
     """
@@ -147,7 +149,9 @@ def _cast(objects: list[SceneObject], frame: int, origin: np.ndarray, dirs: np.n
     return _Hits(depth=best, index=index, local=local)
 
 
-def _shade(scene: Scene, frame: int, hits: _Hits, eye: np.ndarray, dirs: np.ndarray, flicker: float) -> tuple:
+def _shade(
+    scene: Scene, frame: int, hits: _Hits, eye: np.ndarray, dirs: np.ndarray, flicker: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Colour (N, 3) in linear [0, 1] before exposure/noise, and world normals (N, 3), of camera hits."""
     n = hits.depth.shape[0]
     color = np.zeros((n, 3))
