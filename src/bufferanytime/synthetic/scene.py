@@ -198,7 +198,12 @@ def sample_scene(rng: np.random.Generator, num_frames: int, size: tuple[int, int
         high = np.array([width / 2, height, depth / 2]) - WALL_MARGIN
         eye0 = np.array([rng.uniform(-0.3, 0.3) * width / 2, rng.uniform(1.0, 1.9), depth / 2 - rng.uniform(1.0, 2.0)])
         target0 = np.array(
-            [rng.uniform(-0.4, 0.4) * width / 2, rng.uniform(0.4, 1.4), rng.uniform(-depth / 2 + 1.0, eye0[2] - 2.5)]
+            [
+                rng.uniform(-0.4, 0.4) * width / 2,
+                rng.uniform(0.4, 1.4),
+                # short rooms: keep the interval non-empty (the camera may start close to the far wall)
+                rng.uniform(-depth / 2 + 1.0, max(-depth / 2 + 1.5, eye0[2] - 2.5)),
+            ]
         )
         max_dist = max(2.0, min(6.0, eye0[2] + depth / 2 - 0.8))
         elevation = np.deg2rad(rng.uniform(35.0, 80.0))
