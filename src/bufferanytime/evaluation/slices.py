@@ -18,6 +18,7 @@ from bufferanytime.io.outputs import colorize_depth, normals_to_rgb
 
 SLICE_MIN_WIDTH = 128  # slices of short videos are widened (each frame repeated) to at least this many pixels
 LABEL_HEIGHT = 18  # pixels of the caption strip above each panel
+LABEL_SCALES = (0.4, 0.35, 0.3)  # OpenCV font scales tried in turn until the caption fits its panel
 PANEL_GAP = 6  # pixels between panels
 MARKER_RGB = (255, 0, 0)  # the sliced column, drawn on the first frame
 BACKGROUND = 255
@@ -47,15 +48,21 @@ def normal_slice_rgb(normal_slice: np.ndarray) -> np.ndarray:
     return normals_to_rgb(np.nan_to_num(normal_slice))
 
 
+def _text_width(text: str, scale: float) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+
+
 def _panel(image: np.ndarray, label: str, width: int | None = None) -> np.ndarray:
     if width is not None and image.shape[1] != width:
         image = cv2.resize(image, (width, image.shape[0]), interpolation=cv2.INTER_NEAREST)
     h, w = image.shape[:2]
     caption = np.full((LABEL_HEIGHT, w, 3), BACKGROUND, np.uint8)
-    text = label
-    scale = 0.4
-    while text and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > w - 2:
-        text = text[:-1]
+    text, scale = label, LABEL_SCALES[0]
+    for scale in LABEL_SCALES:  # shrink the font first, then cut the text
+        if _text_width(text, scale) <= w - 2:
+            break
+    while len(text) > 3 and _text_width(text, scale) > w - 2:
+        text = text[:-3] + ".."
     cv2.putText(caption, text, (1, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([caption, image], axis=0)
 
