@@ -1,0 +1,450 @@
+"""Video normal model: Marigold-E2E-FT with temporal blocks after the stages of its U-Net.
+
+The prior is a Marigold-E2E-FT normals checkpoint (Garcia et al., *Fine-Tuning Image-Conditional Diffusion Models
+is Easier than You Think*; Hub id ``GonzaloMG/marigold-e2e-ft-normals``) in the directory layout diffusers uses
+for ``MarigoldNormalsPipeline``: ``model_index.json``, ``unet/``, ``vae/``, ``scheduler/`` and, only to compute the
+empty-prompt embedding once, ``text_encoder/`` + ``tokenizer/``. Copies written by this package store that
+embedding instead (``empty_prompt_embedding.safetensors``), so inference needs no text encoder.
+
+Prediction is single-step, exactly as the reference inference code does it (``Marigold/marigold/
+marigold_pipeline.py`` of github.com/VisualComputingInstitute/diffusion-e2e-ft with ``noise="zeros"`` and one
+denoising step, and diffusers' ``MarigoldNormalsPipeline`` with ``latents=0`` and ``num_inference_steps=1``):
+
+1. RGB in [-1, 1] -> VAE encoder -> the MEAN of the latent distribution, times ``vae.config.scaling_factor``;
+2. concatenated with a zero latent (8 channels), through the U-Net at the single timestep of a ``DDIMScheduler``
+   with ``timestep_spacing="trailing"`` (t = 999 for 1000 training steps), conditioned on the empty prompt;
+3. one DDIM step from the zero latent gives the normal latent (the checkpoint predicts v: ``v_prediction``);
+4. latent / scaling factor -> VAE decoder -> 3 channels, clipped to [-1, 1], normalised to unit length.
+
+Channel convention: the E2E-FT normals follow DSINE's (x left, y up, z towards the camera for the outward normal,
+see ``MARIGOLD_E2E_FT_AXES`` in ``bufferanytime.constants``), so :func:`to_camera_axes` flips x, in this one
+place, to give ours (x right, y up, z towards the camera). The prs-eth Marigold normals checkpoints already use
+our convention (diffusers' Marigold docs); they are not the prior of the paper and are not special-cased.
+
+The U-Net and the VAE are frozen. One zero-initialised :class:`TemporalBlock` follows every down block, the mid
+block and every up block of the U-Net (Fig. 4b of the paper), so a fresh video model is exactly its prior.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, MarigoldNormalsPipeline, UNet2DConditionModel
+from diffusers.utils import logging as diffusers_logging
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bufferanytime.constants import (
+    CLIP_LEN_NORMAL,
+    DEFERRED_CHUNK,
+    MARIGOLD_E2E_FT_AXES,
+    MARIGOLD_NORMALS_EPS,
+)
+from bufferanytime.errors import InputError
+from bufferanytime.models.base import PRIOR_SUBDIR, VideoModel, as_temporal_config, resolve_dir
+from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
+
+PRIOR_ID = "GonzaloMG/marigold-e2e-ft-normals"
+MODEL_INDEX_NAME = "model_index.json"
+EMBEDDING_NAME = "empty_prompt_embedding.safetensors"
+EMBEDDING_KEY = "embedding"
+REQUIRED_SUBDIRS = ("unet", "vae", "scheduler")
+
+
+def to_camera_axes(normals: torch.Tensor) -> torch.Tensor:
+    """Prior normals ``(N, 3, H, W)`` -> our camera axes (x right, y up, z towards the camera)."""
+    signs = torch.tensor(MARIGOLD_E2E_FT_AXES, device=normals.device, dtype=normals.dtype)
+    return normals * signs.view(1, 3, 1, 1)
+
+
+def _multiple_of(size: int, multiple: int) -> int:
+    return max(multiple, int(round(size / multiple)) * multiple)
+
+
+def compute_empty_prompt_embedding(directory: Path) -> torch.Tensor:
+    """CLIP text embedding ``(1, L, D)`` of the empty prompt, from ``text_encoder/`` and ``tokenizer/``.
+
+    Tokenised without padding (BOS, EOS), as both reference inference codes do (diffusion-e2e-ft
+    ``MarigoldPipeline.encode_empty_text``, diffusers ``MarigoldNormalsPipeline.__call__``).
+    """
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(directory), subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(str(directory), subfolder="text_encoder").eval()
+    ids = tokenizer(
+        "", padding="do_not_pad", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        return text_encoder(ids)[0].float().contiguous()
+
+
+def load_empty_prompt_embedding(directory: Path) -> torch.Tensor:
+    """The stored empty-prompt embedding of a prior directory, or computed once from its text encoder."""
+    stored = directory / EMBEDDING_NAME
+    if stored.is_file():
+        return load_file(str(stored))[EMBEDDING_KEY].float()
+    if (directory / "text_encoder").is_dir() and (directory / "tokenizer").is_dir():
+        return compute_empty_prompt_embedding(directory)
+    raise InputError(f"{directory}: no {EMBEDDING_NAME} and no text_encoder/ + tokenizer/ to compute it")
+
+
+def write_marigold_prior(
+    directory: Path,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    scheduler: DDIMScheduler,
+    embedding: torch.Tensor | None,
+    use_full_z_range: bool = True,
+    processing_resolution: int | None = None,
+    text_encoder: nn.Module | None = None,
+    tokenizer=None,
+) -> None:
+    """Write a prior in the ``MarigoldNormalsPipeline`` layout, plus the empty-prompt embedding if given."""
+    directory = Path(directory)
+    pipeline = MarigoldNormalsPipeline(
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        prediction_type="normals",
+        use_full_z_range=use_full_z_range,
+        default_denoising_steps=1,
+        default_processing_resolution=processing_resolution,
+    )
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # a missing text encoder is intended, not worth a warning
+    try:
+        pipeline.save_pretrained(str(directory))
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    if embedding is not None:
+        save_file({EMBEDDING_KEY: embedding.detach().cpu().float().contiguous()}, str(directory / EMBEDDING_NAME))
+
+
+class VideoNormalModel(VideoModel):
+    """``forward(frames (B,T,3,H,W) in [0,1]) -> unit normals (B,T,3,H,W)`` in our camera convention.
+
+    Frames are resized inside to the nearest multiple of the VAE and U-Net downsampling factors (64 for Stable
+    Diffusion 2) and the normals resized back to ``(H, W)`` and renormalised. The stages are exposed for training:
+    :meth:`encode` (frozen, no gradient), :meth:`predict_latents` (U-Net + temporal blocks, differentiable) and
+    :meth:`decode` (differentiable, one chunk of frames). ``decode_chunk`` frames go through the VAE at once.
+    With ``per_frame=True`` the temporal blocks are skipped: for a fresh model, the prior frame by frame.
+    """
+
+    kind = "normal"
+    trainable_prefixes = ("temporal.",)
+    default_clip_len = CLIP_LEN_NORMAL
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        scheduler: DDIMScheduler,
+        empty_prompt_embedding: torch.Tensor,
+        prior_ref: str = "",
+        temporal: TemporalConfig | dict | None = None,
+        per_frame: bool = False,
+        use_full_z_range: bool = True,
+        processing_resolution: int | None = None,
+    ):
+        super().__init__(prior_ref, as_temporal_config(temporal), per_frame)
+        _check_unet(unet)
+        self.unet = unet.requires_grad_(False).eval()
+        self.vae = vae.requires_grad_(False).eval()
+        self.scheduler = scheduler
+        self.scheduler.set_timesteps(1)
+        self.timestep = int(self.scheduler.timesteps[0])
+        self.use_full_z_range = use_full_z_range
+        #: The prior's recommended processing resolution (longer side), if its model_index.json names one.
+        self.processing_resolution = processing_resolution
+        self.decode_chunk = DEFERRED_CHUNK
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.size_multiple = self.vae_scale * 2**unet.num_upsamplers
+        self.register_buffer("empty_prompt_embedding", empty_prompt_embedding.float(), persistent=False)
+        # One temporal block per U-Net stage, as wide as the stage's output.
+        blocks = {
+            "down": nn.ModuleList(self._temporal_block(block) for block in unet.down_blocks),
+            "up": nn.ModuleList(self._temporal_block(block) for block in unet.up_blocks),
+        }
+        if unet.mid_block is not None:
+            blocks["mid"] = self._temporal_block(unet.mid_block)
+        self.temporal = nn.ModuleDict(blocks)
+
+    def _temporal_block(self, stage: nn.Module) -> TemporalBlock:
+        return TemporalBlock(stage.resnets[-1].out_channels, self.temporal_config)
+
+    @classmethod
+    def from_prior(
+        cls, name_or_path: str | Path, temporal: TemporalConfig | dict | None = None, per_frame: bool = False
+    ) -> VideoNormalModel:
+        """Build the video model around a Marigold-E2E-FT normals checkpoint: a Hub id or a local directory."""
+        directory = resolve_dir(name_or_path)
+        missing = [name for name in REQUIRED_SUBDIRS if not (directory / name).is_dir()]
+        if missing:
+            raise InputError(f"{name_or_path}: not a Marigold normals directory (missing {', '.join(missing)}/)")
+        index_file = directory / MODEL_INDEX_NAME
+        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+        unet = UNet2DConditionModel.from_pretrained(str(directory), subfolder="unet")
+        vae = AutoencoderKL.from_pretrained(str(directory), subfolder="vae")
+        # Trailing spacing makes the single step start at the last training timestep (the E2E-FT inference setting).
+        scheduler = DDIMScheduler.from_pretrained(str(directory), subfolder="scheduler", timestep_spacing="trailing")
+        embedding = load_empty_prompt_embedding(directory)
+        ref = str(directory.resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+        return cls(
+            unet,
+            vae,
+            scheduler,
+            embedding,
+            ref,
+            temporal,
+            per_frame,
+            use_full_z_range=bool(index.get("use_full_z_range", True)),
+            processing_resolution=index.get("default_processing_resolution"),
+        )
+
+    @classmethod
+    def copy_prior(cls, prior_ref: str, destination: Path) -> None:
+        """Write the prior in the Marigold layout with the stored empty-prompt embedding (no text encoder)."""
+        cls.from_prior(prior_ref, per_frame=True).save_prior(destination)
+
+    def save_pretrained(self, directory: str | Path, copy_prior: bool = False) -> None:
+        """As :meth:`VideoModel.save_pretrained`; a copied prior is written from the frozen parts in memory (they
+        are the prior's, unchanged), so the U-Net is not loaded a second time."""
+        prior_dir = Path(directory) / PRIOR_SUBDIR
+        if copy_prior and not prior_dir.exists():
+            tmp = Path(directory) / f".{PRIOR_SUBDIR}.tmp-{os.getpid()}"
+            self.save_prior(tmp)
+            os.replace(tmp, prior_dir)
+        super().save_pretrained(directory, copy_prior=copy_prior)
+
+    def save_prior(self, destination: str | Path) -> None:
+        """Write this model's prior (U-Net, VAE, scheduler, empty-prompt embedding) as a Marigold directory."""
+        write_marigold_prior(
+            Path(destination),
+            self.unet,
+            self.vae,
+            self.scheduler,
+            self.empty_prompt_embedding,
+            use_full_z_range=self.use_full_z_range,
+            processing_resolution=self.processing_resolution,
+        )
+
+    def train(self, mode: bool = True) -> VideoNormalModel:
+        super().train(mode)
+        self.unet.eval()  # frozen: dropout and friends stay off
+        self.vae.eval()
+        return self
+
+    # -- stages, exposed for training ------------------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N,3,H,W)`` in [0,1] -> [-1,1] with sides that are multiples of ``size_multiple``."""
+        size = (_multiple_of(images.shape[-2], self.size_multiple), _multiple_of(images.shape[-1], self.size_multiple))
+        if size != tuple(images.shape[-2:]):
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return images * 2.0 - 1.0
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(B,T,3,H,W)`` in [0,1] -> RGB latents ``(B,T,4,h,w)`` (frozen VAE, ``decode_chunk`` at once)."""
+        b, t = frames.shape[:2]
+        images = self.preprocess(frames.flatten(0, 1).to(self.vae.dtype))
+        latents = torch.cat([self.vae.encode(chunk).latent_dist.mode() for chunk in images.split(self.decode_chunk)])
+        return (latents * self.vae.config.scaling_factor).unflatten(0, (b, t)).contiguous()
+
+    def predict_latents(self, rgb_latents: torch.Tensor, per_frame: bool | None = None) -> torch.Tensor:
+        """RGB latents ``(B,T,4,h,w)`` -> normal latents ``(B,T,4,h,w)``, differentiable w.r.t. the temporal blocks.
+
+        ``per_frame`` overrides the model's setting for this call: ``True`` gives the prior's latents (the target
+        of the regularisation loss, Eq. 2) without a second copy of the U-Net.
+        """
+        per_frame = self.per_frame if per_frame is None else per_frame
+        b, t = rgb_latents.shape[:2]
+        rgb = rgb_latents.flatten(0, 1)
+        noise = torch.zeros_like(rgb)
+        model_output = self._unet(torch.cat([rgb, noise], dim=1), t, per_frame)
+        latents = self.scheduler.step(model_output, self.timestep, noise).prev_sample
+        return latents.unflatten(0, (b, t))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normal latents ``(N,4,h,w)`` -> unit normals ``(N,3,8h,8w)`` in our camera convention (differentiable)."""
+        images = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        images = images.clamp(-1.0, 1.0)
+        if not self.use_full_z_range:  # checkpoints trained on z in [0, 1] only (diffusers' decode_prediction)
+            images = torch.cat([images[:, :2], images[:, 2:] * 0.5 + 0.5], dim=1)
+        return to_camera_axes(F.normalize(images, dim=1, eps=MARIGOLD_NORMALS_EPS))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t, _, h, w = frames.shape
+        latents = self.predict_latents(self.encode(frames)).flatten(0, 1)
+        normals = torch.cat([self.decode(chunk) for chunk in latents.split(self.decode_chunk)])
+        if normals.shape[-2:] != (h, w):
+            normals = F.interpolate(normals, size=(h, w), mode="bilinear", align_corners=False)
+            normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)
+        return normals.unflatten(0, (b, t))
+
+    # -- the U-Net with temporal blocks ------------------------------------------------------------------------
+    def _unet(self, sample: torch.Tensor, num_frames: int, per_frame: bool) -> torch.Tensor:
+        """``UNet2DConditionModel.forward`` (diffusers) for the Stable Diffusion configuration, with a temporal
+        block after every down block, the mid block and every up block.
+
+        A temporal block acts as the last layer of its block: the skip connection that carries a down block's
+        output carries the temporally mixed features.
+        """
+        unet = self.unet
+        context = self.empty_prompt_embedding.to(sample.dtype).repeat(sample.shape[0], 1, 1)  # as diffusers does
+        emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=self.timestep), None)
+        if unet.time_embed_act is not None:
+            emb = unet.time_embed_act(emb)
+        factor = 2**unet.num_upsamplers
+        forward_upsample_size = any(size % factor != 0 for size in sample.shape[-2:])
+
+        hidden = unet.conv_in(sample)
+        skips: tuple[torch.Tensor, ...] = (hidden,)
+        for i, block in enumerate(unet.down_blocks):
+            if getattr(block, "has_cross_attention", False):
+                out, res = block(hidden_states=hidden, temb=emb, encoder_hidden_states=context)
+            else:
+                out, res = block(hidden_states=hidden, temb=emb)
+            hidden = out if per_frame else self.temporal["down"][i](out, num_frames)
+            skips += tuple(hidden if r is out else r for r in res)
+
+        if unet.mid_block is not None:
+            if getattr(unet.mid_block, "has_cross_attention", False):
+                hidden = unet.mid_block(hidden, emb, encoder_hidden_states=context)
+            else:
+                hidden = unet.mid_block(hidden, emb)
+            if not per_frame:
+                hidden = self.temporal["mid"](hidden, num_frames)
+
+        for i, block in enumerate(unet.up_blocks):
+            res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
+            upsample_size = skips[-1].shape[2:] if i < len(unet.up_blocks) - 1 and forward_upsample_size else None
+            if getattr(block, "has_cross_attention", False):
+                hidden = block(
+                    hidden_states=hidden,
+                    temb=emb,
+                    res_hidden_states_tuple=res,
+                    encoder_hidden_states=context,
+                    upsample_size=upsample_size,
+                )
+            else:
+                hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size)
+            if not per_frame:
+                hidden = self.temporal["up"][i](hidden, num_frames)
+
+        if unet.conv_norm_out is not None:
+            hidden = unet.conv_act(unet.conv_norm_out(hidden))
+        return unet.conv_out(hidden)
+
+
+def _check_unet(unet: UNet2DConditionModel) -> None:
+    """The U-Net loop above covers the Stable Diffusion configuration Marigold uses; refuse anything else."""
+    config = unet.config
+    unsupported = {
+        "class_embed_type": config.class_embed_type,
+        "addition_embed_type": config.addition_embed_type,
+        "encoder_hid_dim_type": config.encoder_hid_dim_type,
+        "center_input_sample": config.center_input_sample or None,
+    }
+    used = [name for name, value in unsupported.items() if value is not None]
+    if used or config.in_channels != 2 * config.out_channels:
+        raise ValueError(f"unsupported Marigold U-Net (in_channels={config.in_channels}, options {used})")
+
+
+def tiny_normal_components(seed: int = 0) -> dict:
+    """Tiny random instances of the real classes, in the Marigold-E2E-FT (Stable Diffusion 2) configuration."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 32, 32),  # four levels: downsampling by 8, like Stable Diffusion's VAE
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    # Random decoders give near-zero vectors at some pixels, where normalising amplifies rounding noise; like a
+    # real normals model, lean the output towards the camera (z) so every pixel has a well-defined direction.
+    with torch.no_grad():
+        vae.decoder.conv_out.bias[2] += 1.0
+    # Stable Diffusion 2's scheduler config (v-prediction), with the trailing spacing of E2E-FT inference.
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+    )
+    # The empty prompt tokenises to BOS + EOS: two tokens of cross_attention_dim features.
+    embedding = torch.randn(1, 2, unet.config.cross_attention_dim)
+    return {"unet": unet, "vae": vae, "scheduler": scheduler, "embedding": embedding}
+
+
+def _tiny_text_encoder(hidden_size: int, work_dir: Path):
+    """A tiny CLIP tokenizer (BOS/EOS/pad and one word) and text encoder of width ``hidden_size``."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2, "a</w>": 3}
+    (work_dir / "vocab.json").write_text(json.dumps(vocab))
+    (work_dir / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(
+        vocab_file=str(work_dir / "vocab.json"),
+        merges_file=str(work_dir / "merges.txt"),
+        pad_token="!",
+        model_max_length=77,
+    )
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
+    return tokenizer, CLIPTextModel(config).eval()
+
+
+def make_tiny_normal_prior(path: str | Path, seed: int = 0, text_encoder: bool = False) -> Path:
+    """Write a tiny random Marigold-layout normals prior to ``path`` and return the path.
+
+    By default the empty-prompt embedding is stored (``empty_prompt_embedding.safetensors``) and there is no text
+    encoder; ``text_encoder=True`` writes a tiny ``text_encoder/`` + ``tokenizer/`` instead, like a real checkpoint.
+    """
+    path = Path(path)
+    parts = tiny_normal_components(seed)
+    if not text_encoder:
+        write_marigold_prior(path, parts["unet"], parts["vae"], parts["scheduler"], parts["embedding"])
+        return path
+    with tempfile.TemporaryDirectory() as work_dir:
+        tokenizer, encoder = _tiny_text_encoder(parts["unet"].config.cross_attention_dim, Path(work_dir))
+        write_marigold_prior(
+            path, parts["unet"], parts["vae"], parts["scheduler"], None, text_encoder=encoder, tokenizer=tokenizer
+        )
+    return path
