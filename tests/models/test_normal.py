@@ -18,6 +18,15 @@ from bufferanytime.models.normal import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny models gain nothing from intra-op threads; on a shared machine they only wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _perturb_temporal(model: VideoNormalModel, std: float = 0.5) -> None:
     """Move every zero-initialised output projection, as training would."""
     with torch.no_grad():
