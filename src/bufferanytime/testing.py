@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 
-def tiny_depth_config(hidden_size: int = 32, layers: int = 4, fusion: int = 32):
+def tiny_depth_config(hidden_size: int = 32, layers: int = 4, fusion: int = 32, heads: int = 2):
     """A Depth Anything config with a tiny DINOv2 backbone (patch 14), same structure as DA-V2-Small."""
     from transformers import DepthAnythingConfig, Dinov2Config
 
@@ -20,7 +20,7 @@ def tiny_depth_config(hidden_size: int = 32, layers: int = 4, fusion: int = 32):
         patch_size=14,
         hidden_size=hidden_size,
         num_hidden_layers=layers,
-        num_attention_heads=2,
+        num_attention_heads=heads,
         mlp_ratio=2,
         out_indices=list(range(1, layers + 1))[-4:],
         reshape_hidden_states=False,

@@ -16,6 +16,7 @@ memory stays bounded for any video length.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -192,6 +193,7 @@ def run_video(
                 "model_s_per_frame": round(predictor.seconds / max(writer.count, 1), 5),
             },
             "visualisation": vis,
+            "process": {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))},
             "version": __version__,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
