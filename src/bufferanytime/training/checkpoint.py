@@ -1,0 +1,125 @@
+"""Training checkpoints: everything needed to continue a run exactly, written atomically.
+
+``RUN/checkpoints/step-00001000/`` holds
+
+- ``model.safetensors``: the trainable weights (``VideoModel.trainable_state_dict``);
+- ``ema.safetensors``: their exponential moving average;
+- ``optimizer.pt`` and ``scheduler.pt``: AdamW moments and step counts, learning-rate schedule position;
+- ``rng-rank<R>.pt``: the Python, NumPy and PyTorch (CPU and CUDA) random states of each process;
+- ``state.json``: step, elapsed training time, number of processes, package version.
+
+A checkpoint is assembled in a hidden temporary folder and renamed when complete (a killed run leaves either the
+whole checkpoint or none); only the newest ``keep`` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from bufferanytime import __version__
+
+CHECKPOINTS = "checkpoints"
+STATE_NAME = "state.json"
+PATTERN = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    state: dict
+
+
+def checkpoint_dir(run: Path, step: int) -> Path:
+    return run / CHECKPOINTS / f"step-{step:08d}"
+
+
+def list_checkpoints(run: Path) -> list[Checkpoint]:
+    """Complete checkpoints of a run, oldest first."""
+    root = run / CHECKPOINTS
+    found = []
+    if root.is_dir():
+        for path in root.iterdir():
+            match = PATTERN.match(path.name)
+            if match and (path / STATE_NAME).is_file():
+                found.append(Checkpoint(path, int(match.group(1)), json.loads((path / STATE_NAME).read_text())))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(run: Path) -> Checkpoint | None:
+    found = list_checkpoints(run)
+    return found[-1] if found else None
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def temporary_dir(run: Path, step: int) -> Path:
+    return run / CHECKPOINTS / f".tmp-step-{step:08d}"
+
+
+def write_rank_state(tmp: Path, rank: int) -> None:
+    """Every process writes its own random states into the checkpoint being assembled."""
+    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+
+
+def write_main_state(
+    tmp: Path,
+    trainable: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor],
+    optimizer: dict,
+    scheduler: dict,
+    state: dict,
+) -> None:
+    """The main process writes the weights, optimizer, scheduler and ``state.json`` (identical on all ranks)."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+    torch.save(optimizer, tmp / "optimizer.pt")
+    torch.save(scheduler, tmp / "scheduler.pt")
+    (tmp / STATE_NAME).write_text(json.dumps({**state, "version": __version__}, indent=2) + "\n")
+
+
+def publish(run: Path, step: int, keep: int) -> Path:
+    """Rename the assembled checkpoint into place and delete all but the newest ``keep``."""
+    final = checkpoint_dir(run, step)
+    if final.exists():
+        shutil.rmtree(final)
+    temporary_dir(run, step).rename(final)
+    for old in list_checkpoints(run)[:-keep]:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(checkpoint: Checkpoint, rank: int, device: torch.device) -> dict:
+    """Everything a process needs to resume from ``checkpoint`` (random states only if saved for ``rank``)."""
+    path = checkpoint.path
+    rng_file = path / f"rng-rank{rank}.pt"
+    return {
+        "trainable": load_file(str(path / "model.safetensors"), device=str(device)),
+        "ema": load_file(str(path / "ema.safetensors")),
+        "optimizer": torch.load(path / "optimizer.pt", map_location=device, weights_only=True),
+        "scheduler": torch.load(path / "scheduler.pt", weights_only=True),
+        "rng": torch.load(rng_file, weights_only=False) if rng_file.is_file() else None,
+        "state": checkpoint.state,
+    }

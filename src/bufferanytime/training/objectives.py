@@ -1,0 +1,245 @@
+"""What one training step computes, for depth and for normals (Sec. 3.1, 3.2, Alg. 1 and 2 of the paper).
+
+Each objective splits a step in two:
+
+- :meth:`prepare` (frozen, no gradient, cacheable): per clip, the frozen encoder's output, the forward and
+  backward optical flows between adjacent frames with their cycle-consistency masks, and the image prior's
+  regularization targets (for the requested frames);
+- :meth:`losses` (trainable): the video model's prediction for a batch of prepared clips, the regularization loss
+  on ONE frame per clip and the stabilization loss on all frames; ``loss = w_reg * L_reg + L_stable`` (Eq. 3).
+
+Depth (Depth Anything V2): the frozen ViT features feed the trainable DPT neck/head with temporal blocks; the
+target is the prior's own disparity (a separate frozen copy of the prior: the video model's head is fine-tuned),
+compared with :func:`~bufferanytime.losses.affine_invariant_loss` (Eq. 1). Normals (Marigold-E2E-FT): the frozen
+VAE latents go through the U-Net with temporal blocks; the target is the prior's latent (the same frozen U-Net
+without temporal blocks), compared with :func:`~bufferanytime.losses.latent_l2_loss` (Eq. 2), and the
+stabilization loss on the decoded normals is back-propagated with :func:`~bufferanytime.losses.deferred_backward`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bufferanytime.constants import MARIGOLD_NORMALS_EPS
+from bufferanytime.flow import FlowModel, cycle_mask
+from bufferanytime.losses import (
+    affine_invariant_loss,
+    deferred_backward,
+    latent_l2_loss,
+    normalize_affine,
+    stabilization_loss,
+)
+from bufferanytime.models.depth import VideoDepthModel
+from bufferanytime.models.normal import VideoNormalModel
+
+FROZEN_BATCH = 8  # frames sent through a frozen network at once while preparing a clip (bounds its memory)
+FLOW_KEYS = ("flow_fwd", "flow_bwd", "cycle_fwd", "cycle_bwd")  # (L-1, ...) tensors of a prepared clip
+
+
+@dataclass
+class StepLosses:
+    loss: torch.Tensor  # what to back-propagate
+    reg: torch.Tensor  # detached values, for the log
+    stable: torch.Tensor
+
+
+def clip_flows(frames: torch.Tensor, flow_model: FlowModel, tau: float) -> dict[str, torch.Tensor]:
+    """Flows between adjacent frames of ``(L,3,H,W)`` [0,1] frames and their cycle masks (Alg. 2)."""
+    src, dst = frames[:-1].float(), frames[1:].float()
+    with torch.autocast(frames.device.type, enabled=False):  # flows at full precision, whatever the training's
+        fwd = flow_model(src, dst).float()
+        bwd = flow_model(dst, src).float()
+    return {
+        "flow_fwd": fwd,
+        "flow_bwd": bwd,
+        "cycle_fwd": cycle_mask(fwd, bwd, tau),
+        "cycle_bwd": cycle_mask(bwd, fwd, tau),
+    }
+
+
+def clip_length(prepared: dict[str, torch.Tensor]) -> int:
+    return prepared["flow_fwd"].shape[0] + 1
+
+
+def truncate(prepared: dict[str, torch.Tensor], length: int, frame_keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The first ``length`` frames of a prepared clip (batches are cut to their shortest clip)."""
+    out = dict(prepared)
+    for key in FLOW_KEYS:
+        out[key] = prepared[key][: length - 1]
+    for key in frame_keys:
+        out[key] = prepared[key][:length]
+    return out
+
+
+def pick_target(prepared: dict[str, torch.Tensor], frame: int) -> torch.Tensor:
+    """The regularization target of ``frame`` among the frames the clip was prepared for."""
+    frames = prepared["target_frames"].tolist()
+    if frame not in frames:
+        raise KeyError(f"no regularization target prepared for frame {frame} (have {frames})")
+    return prepared["targets"][frames.index(frame)]
+
+
+class DepthNet(nn.Module):
+    """The trainable path of the depth model, from frozen ViT features to disparity at the clip's resolution.
+
+    A module of its own so that distributed data parallel wraps exactly what receives gradients.
+    """
+
+    def __init__(self, model: VideoDepthModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: list[torch.Tensor], num_frames: int, pixel_size, out_size) -> torch.Tensor:
+        disparity = self.model.decode(features, num_frames, tuple(pixel_size))
+        if tuple(disparity.shape[-2:]) != tuple(out_size):
+            disparity = F.interpolate(disparity[:, None], size=tuple(out_size), mode="bilinear", align_corners=False)
+            disparity = disparity[:, 0]
+        return disparity
+
+
+class NormalNet(nn.Module):
+    """The trainable path of the normal model: RGB latents to normal latents (U-Net + temporal blocks)."""
+
+    def __init__(self, model: VideoNormalModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, rgb_latents: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_latents(rgb_latents)
+
+
+class DepthObjective:
+    kind = "depth"
+
+    def __init__(self, model: VideoDepthModel, prior: VideoDepthModel, flow_model: FlowModel, config):
+        self.model = model
+        self.prior = prior.requires_grad_(False).eval()
+        self.prior.backbone = model.backbone  # both frozen copies of the same ViT: compute its features once
+        self.flow_model = flow_model
+        self.config = config
+        self.net = DepthNet(model)
+
+    def frame_tensor_keys(self, prepared: dict) -> tuple[str, ...]:
+        return tuple(k for k in prepared if k.startswith("features."))
+
+    @torch.no_grad()
+    def prepare(self, frames: torch.Tensor, target_frames: list[int] | None) -> dict[str, torch.Tensor]:
+        """``frames (L,3,H,W)`` in [0,1] -> features, flows, masks, and prior disparity for ``target_frames``
+        (``None``: all frames)."""
+        length = frames.shape[0]
+        pixel_values = self.model.preprocess(frames)
+        chunks = [self.model.backbone_features(p) for p in pixel_values.split(FROZEN_BATCH)]
+        features = [torch.cat(level) for level in zip(*chunks, strict=True)]
+        targets_for = list(range(length)) if target_frames is None else list(target_frames)
+        # One frame at a time, so that a target is bitwise the same whether computed for one frame (no cache)
+        # or for all (cache): --cache changes the speed of a run, not its result.
+        targets = [
+            self._prior_disparity([f[i : i + 1] for f in features], pixel_values.shape[-2:], frames.shape[-2:])
+            for i in targets_for
+        ]
+        prepared = {f"features.{i}": f for i, f in enumerate(features)}
+        prepared["pixel_size"] = torch.tensor(pixel_values.shape[-2:], dtype=torch.int64)
+        prepared.update(clip_flows(frames, self.flow_model, self.config.tau))
+        prepared["targets"] = torch.cat(targets).float()
+        prepared["target_frames"] = torch.tensor(targets_for, dtype=torch.int64)
+        return prepared
+
+    def _prior_disparity(self, features, pixel_size, out_size) -> torch.Tensor:
+        disparity = self.prior.decode(features, features[0].shape[0], tuple(pixel_size))
+        if tuple(disparity.shape[-2:]) != tuple(out_size):
+            disparity = F.interpolate(disparity[:, None], size=tuple(out_size), mode="bilinear", align_corners=False)
+            disparity = disparity[:, 0]
+        return disparity
+
+    def losses(self, net: nn.Module, clips: list[dict[str, torch.Tensor]], reg_frames: list[int]) -> StepLosses:
+        """``clips``: prepared clips of equal length L on the device; ``reg_frames``: one frame index per clip."""
+        batch, length = len(clips), clip_length(clips[0])
+        keys = sorted(self.frame_tensor_keys(clips[0]), key=lambda k: int(k.split(".")[1]))
+        features = [torch.cat([c[k] for c in clips]) for k in keys]
+        height, width = clips[0]["flow_fwd"].shape[-2:]
+        pixel_size = clips[0]["pixel_size"].tolist()
+        disparity = net(features, length, pixel_size, (height, width)).float().reshape(batch, length, height, width)
+        rows = torch.arange(batch, device=disparity.device)
+        picked = disparity[rows, torch.tensor(reg_frames, device=disparity.device)]
+        targets = torch.stack([pick_target(c, f) for c, f in zip(clips, reg_frames, strict=True)]).float()
+        loss_reg = affine_invariant_loss(picked, targets)
+        flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
+        if self.config.stable_norm == "clip":  # one median / mean-abs-deviation per clip: scale-free, like Eq. 1
+            buffers = normalize_affine(disparity.reshape(batch, length * height, width)).reshape(disparity.shape)
+        else:
+            buffers = disparity
+        loss_stable = stabilization_loss(
+            buffers[:, :, None],
+            flows["flow_fwd"],
+            flows["flow_bwd"],
+            tau=self.config.tau,
+            edge_mask=self.config.edge_mask,
+            cycle_fwd=flows["cycle_fwd"],
+            cycle_bwd=flows["cycle_bwd"],
+        )
+        loss = self.config.w_reg * loss_reg + loss_stable
+        return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
+
+
+class NormalObjective:
+    kind = "normal"
+
+    def __init__(self, model: VideoNormalModel, flow_model: FlowModel, config):
+        self.model = model
+        self.flow_model = flow_model
+        self.config = config
+        self.net = NormalNet(model)
+
+    def frame_tensor_keys(self, prepared: dict) -> tuple[str, ...]:
+        return ("rgb_latents",)
+
+    @torch.no_grad()
+    def prepare(self, frames: torch.Tensor, target_frames: list[int] | None) -> dict[str, torch.Tensor]:
+        """``frames (L,3,H,W)`` in [0,1] -> VAE latents, flows, masks, and prior latents for ``target_frames``."""
+        length = frames.shape[0]
+        latents = torch.cat([self.model.encode(chunk[None])[0] for chunk in frames.split(FROZEN_BATCH)])
+        targets_for = list(range(length)) if target_frames is None else list(target_frames)
+        # One frame at a time: the same bits with and without the cache (see DepthObjective.prepare).
+        targets = [self.model.predict_latents(latents[i : i + 1][None], per_frame=True)[0] for i in targets_for]
+        prepared = {"rgb_latents": latents}
+        prepared.update(clip_flows(frames, self.flow_model, self.config.tau))
+        prepared["targets"] = torch.cat(targets).float()
+        prepared["target_frames"] = torch.tensor(targets_for, dtype=torch.int64)
+        return prepared
+
+    def losses(self, net: nn.Module, clips: list[dict[str, torch.Tensor]], reg_frames: list[int]) -> StepLosses:
+        batch = len(clips)
+        rgb_latents = torch.stack([c["rgb_latents"] for c in clips])
+        height, width = clips[0]["flow_fwd"].shape[-2:]
+        latents = net(rgb_latents.to(self.model.vae.dtype))
+        rows = torch.arange(batch, device=latents.device)
+        picked = latents[rows, torch.tensor(reg_frames, device=latents.device)].float()
+        targets = torch.stack([pick_target(c, f) for c, f in zip(clips, reg_frames, strict=True)]).float()
+        loss_reg = latent_l2_loss(picked, targets)
+        flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
+
+        def decode(z: torch.Tensor) -> torch.Tensor:  # (B, k, 4, h, w) -> (B, k, 3, H, W) unit normals
+            normals = self.model.decode(z.flatten(0, 1)).float()
+            if tuple(normals.shape[-2:]) != (height, width):
+                normals = F.interpolate(normals, size=(height, width), mode="bilinear", align_corners=False)
+                normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)
+            return normals.unflatten(0, z.shape[:2])
+
+        def pixel_loss(normals: torch.Tensor) -> torch.Tensor:
+            return stabilization_loss(
+                normals,
+                flows["flow_fwd"],
+                flows["flow_bwd"],
+                tau=self.config.tau,
+                edge_mask=self.config.edge_mask,
+                cycle_fwd=flows["cycle_fwd"],
+                cycle_bwd=flows["cycle_bwd"],
+            )
+
+        loss_stable = deferred_backward(latents, decode, pixel_loss, chunk=self.config.deferred_chunk)
+        loss = self.config.w_reg * loss_reg + loss_stable
+        return StepLosses(loss, loss_reg.detach(), loss_stable.detach())

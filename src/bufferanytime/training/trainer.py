@@ -1,0 +1,375 @@
+"""The training loop: upgrade an image prior to a video model with no video ground truth (Sec. 3.1, 7).
+
+Built on Hugging Face Accelerate: the same code runs in one process or under ``accelerate launch
+--num_processes N`` (distributed data parallel; every process trains on its own clips, gradients are averaged),
+with mixed precision on GPUs. Per step: AdamW on the trainable weights, a linear learning-rate warm-up followed
+by a constant rate (so the first N steps of a run do not depend on its total length), and an exponential moving
+average of the weights.
+
+Determinism: the clips of a step are a function of ``(seed, step)`` (:mod:`~bufferanytime.training.data`) and
+the random generators are re-seeded from ``(seed, step, rank)`` before every step, so a run continued with
+``--resume`` from a checkpoint ends with the same weights as an uninterrupted one (on CPU; GPU kernels may not be
+bitwise deterministic).
+
+Outputs in ``RUN/``: ``config.json`` (all options), ``log.jsonl`` (one JSON object per step: ``step``,
+``loss_reg``, ``loss_stable``, ``loss``, ``lr``, ``time`` = training seconds so far, ``step_time``,
+``cache_hits``, ``clips`` = the clip slots of the step's samples), ``checkpoints/step-N/``, ``model/`` (EMA
+weights, loadable by ``bufferanytime depth|normal --model RUN/model``), ``summary.json`` (final step, time, cache
+use, a hash of every process's final weights), and ``tensorboard/`` with ``--tensorboard``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.optimization import get_constant_schedule_with_warmup
+from tqdm import tqdm
+
+from bufferanytime.errors import InputError
+from bufferanytime.flow import get_flow_model
+from bufferanytime.models import load_model
+from bufferanytime.training import checkpoint as ckpt
+from bufferanytime.training.cache import ClipCache
+from bufferanytime.training.config import TrainConfig
+from bufferanytime.training.data import ClipDataset, ClipSampler, SampleIndices, collate, discover_videos
+from bufferanytime.training.ema import EMA
+from bufferanytime.training.objectives import DepthObjective, NormalObjective, clip_length, truncate
+
+CONFIG_NAME = "config.json"
+LOG_NAME = "log.jsonl"
+SUMMARY_NAME = "summary.json"
+MODEL_DIR = "model"
+TENSORBOARD_PROJECT = "tensorboard"
+
+
+def train(config: TrainConfig) -> Path:
+    """Run (or continue, with ``config.resume``) a training run; returns the final model directory."""
+    config = config.resolved()
+    return Trainer(config).run()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Seed Python, NumPy and PyTorch from ``(seed, step, rank)``: a step's randomness ignores the past."""
+    value = int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def weights_digest(parameters: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names and float32 bytes), to compare weights across processes and runs."""
+    digest = hashlib.sha256()
+    for name in sorted(parameters):
+        digest.update(name.encode())
+        digest.update(parameters[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _mixed_precision(config: TrainConfig) -> str | None:
+    """``auto``: what ``accelerate launch`` was told, else bf16 (or fp16) on a GPU and full precision on CPU."""
+    if config.mixed_precision != "auto":
+        return config.mixed_precision
+    if "ACCELERATE_MIXED_PRECISION" in os.environ:
+        return None
+    if config.cpu or not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+class StepLog:
+    """``RUN/log.jsonl``, one line per step; on resume, lines after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, keep_until: int):
+        self.path = path
+        kept = []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+                if entry.get("step", 0) <= keep_until:
+                    kept.append(line)
+        _atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        self.file = path.open("a")
+
+    def write(self, entry: dict) -> None:
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+
+        self.config = config
+        self.run_dir = Path(config.out)
+        kwargs = {}
+        if config.tensorboard:
+            kwargs = {"log_with": "tensorboard", "project_dir": str(self.run_dir)}
+        # The DPT neck has parameters that a given forward does not use (the first fusion layer's residual unit).
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.accelerator = Accelerator(
+            cpu=config.cpu, mixed_precision=_mixed_precision(config), kwargs_handlers=[ddp], **kwargs
+        )
+        self.device = self.accelerator.device
+        self.rank = self.accelerator.process_index
+        self.world_size = self.accelerator.num_processes
+        self.main = self.accelerator.is_main_process
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def _checkpoint_to_resume(self) -> ckpt.Checkpoint | None:
+        existing = ckpt.latest_checkpoint(self.run_dir)
+        if not self.config.resume:
+            if existing is not None or (self.run_dir / MODEL_DIR).exists():
+                raise InputError(
+                    f"{self.run_dir} already holds a training run; pass --resume to continue it, or another --out"
+                )
+            return None
+        if existing is None:
+            self.accelerator.print(f"{self.run_dir}: no checkpoint to resume from; starting from step 0")
+        return existing
+
+    def _check_resumed_config(self) -> None:
+        saved = self.run_dir / CONFIG_NAME
+        if not saved.is_file():
+            return
+        previous = TrainConfig().updated(json.loads(saved.read_text()), str(saved)).resolved()
+        changed = self.config.differences(previous)
+        if changed:
+            warnings.warn(f"resuming with changed options: {', '.join(changed)}", stacklevel=2)
+
+    def _build_objective(self, model):
+        config = self.config
+        flow_kwargs = {}
+        if config.flow == "raft-small":
+            flow_kwargs = {"weights": config.flow_weights, "device": self.device}
+        flow_model = get_flow_model(config.flow, **flow_kwargs)
+        if config.kind == "depth":
+            prior = load_model("depth", model.prior_ref, per_frame=True)
+            objective = DepthObjective(model, prior, flow_model, config)
+            objective.prior.to(self.device)
+            return objective
+        return NormalObjective(model, flow_model, config)
+
+    def _cache(self, model) -> ClipCache | None:
+        config = self.config
+        if not config.cache:
+            return None
+        flow_weights = None
+        if config.flow == "raft-small":
+            weights = Path(config.flow_weights)
+            flow_weights = [str(weights.resolve()), weights.stat().st_size] if weights.is_file() else str(weights)
+        context = {
+            "kind": config.kind,
+            "prior": model.prior_ref,
+            "flow": config.flow,
+            "flow_weights": flow_weights,
+            "tau": config.tau,
+            "precision": self.accelerator.mixed_precision,
+        }
+        return ClipCache(config.cache, context, config.cache_dtype)
+
+    # -- the run -----------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        config, acc = self.config, self.accelerator
+        resume_from = self._checkpoint_to_resume()
+        if config.resume:
+            self._check_resumed_config()
+        videos = discover_videos(config.data, progress=self.main and not config.quiet)
+        torch.manual_seed(config.seed)  # the same initial weights in every process and every run
+        model = load_model(config.kind, config.model)
+        model.clip_len = config.clip_len
+        model.train()
+        objective = self._build_objective(model)
+        if self.main:  # only once the inputs are known to be good
+            (self.run_dir / ckpt.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+            for stale in (self.run_dir / ckpt.CHECKPOINTS).glob(".tmp-step-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            saved = {**config.to_dict(), "resume": False}
+            _atomic_write_text(self.run_dir / CONFIG_NAME, json.dumps(saved, indent=2) + "\n")
+        acc.wait_for_everyone()
+        params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup)
+        ema = EMA(params, config.ema)
+
+        start_step, elapsed, rng = 0, 0.0, None
+        if resume_from is not None:
+            state = ckpt.load_checkpoint(resume_from, self.rank, torch.device("cpu"))
+            missing, unexpected = model.load_state_dict(state["trainable"], strict=False)
+            if unexpected or set(missing) & set(model.trainable_state_dict()):
+                raise InputError(f"{resume_from.path}: checkpoint does not match the model")
+            ema.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_step, elapsed, rng = resume_from.step, float(state["state"].get("elapsed", 0.0)), state["rng"]
+            acc.print(f"resuming {self.run_dir} from step {start_step}")
+
+        net, optimizer = acc.prepare(objective.net, optimizer)
+        for name, value in ema.shadow.items():
+            ema.shadow[name] = value.to(self.device)
+        cache = self._cache(model)
+        sampler = ClipSampler(
+            videos, config.clip_len, config.stride, config.res, config.min_crop, config.clips_per_video, config.seed
+        )
+        loader = torch.utils.data.DataLoader(
+            ClipDataset(sampler, cache.load if cache is not None else None),
+            batch_size=config.batch_size,
+            sampler=SampleIndices(start_step, config.steps, config.batch_size, self.rank, self.world_size),
+            num_workers=config.workers,
+            collate_fn=collate,
+        )
+        if config.tensorboard:
+            acc.init_trackers(TENSORBOARD_PROJECT)
+        log = StepLog(self.run_dir / LOG_NAME, start_step) if self.main else None
+        bar = tqdm(total=config.steps, initial=start_step, desc=f"train {config.kind}", unit="step",
+                   disable=not self.main or config.quiet)
+        if rng is not None:
+            ckpt.set_rng_state(rng)
+        acc.print(f"{len(videos)} videos, {sampler.num_slots} clips of up to {config.clip_len} frames at "
+                  f"{config.res[0]}x{config.res[1]}, {self.world_size} process(es) x batch {config.batch_size}")
+
+        step, hits_total, samples_total = start_step, 0, 0
+        for items in loader:
+            started = time.perf_counter()
+            seed_step(config.seed, step, self.rank)
+            clips, reg_frames, hits = self._prepare(items, objective, cache)
+            with acc.autocast():
+                losses = objective.losses(net, clips, reg_frames)
+            acc.backward(losses.loss)
+            if config.max_grad_norm is not None:
+                acc.clip_grad_norm_(list(params.values()), config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            if not acc.optimizer_step_was_skipped:
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.update(params)
+            step += 1
+
+            values = torch.stack([losses.loss.detach(), losses.reg, losses.stable]).float()
+            values = acc.reduce(values, reduction="mean").tolist()
+            hits = int(acc.reduce(torch.tensor(hits, device=self.device), reduction="sum").item())
+            hits_total += hits
+            samples_total += len(items) * self.world_size
+            step_time = time.perf_counter() - started
+            elapsed += step_time
+            global_batch = config.batch_size * self.world_size
+            slots = [sampler.slot_of_sample((step - 1) * global_batch + i) for i in range(global_batch)]
+            entry = {"step": step, "loss_reg": values[1], "loss_stable": values[2], "loss": values[0], "lr": lr,
+                     "time": round(elapsed, 4), "step_time": round(step_time, 4), "cache_hits": hits,
+                     "clips": slots}
+            if log is not None:
+                log.write(entry)
+            bar.update(1)
+            bar.set_postfix(loss=f"{values[0]:.4g}", stable=f"{values[2]:.4g}", reg=f"{values[1]:.4g}")
+            if config.tensorboard:
+                acc.log({k: v for k, v in entry.items() if k != "step"}, step=step)
+            if step % config.save_every == 0 or step == config.steps:
+                self._save_checkpoint(step, elapsed, model, ema, optimizer, scheduler)
+        bar.close()
+        if log is not None:
+            log.close()
+
+        model_dir = self._finish(step, elapsed, model, params, ema, hits_total, samples_total)
+        if config.tensorboard:
+            acc.end_training()
+        return model_dir
+
+    def _prepare(self, items: list[dict], objective, cache: ClipCache | None):
+        """Prepared clips on the device (from the cache, or computed and cached), cut to the batch's shortest."""
+        lengths = [clip_length(it["cached"]) if it["cached"] is not None else it["frames"].shape[0] for it in items]
+        length = min(lengths)
+        clips, reg_frames, hits = [], [], 0
+        for item in items:
+            reg = min(int(item["reg_fraction"] * length), length - 1)
+            if item["cached"] is not None:
+                prepared = {k: v.to(self.device) for k, v in item["cached"].items()}
+                hits += 1
+            else:
+                frames = item["frames"].to(self.device).float() / 255.0
+                with self.accelerator.autocast():
+                    prepared = objective.prepare(frames, None if cache is not None else [reg])
+                if cache is not None:
+                    cache.save(item["spec"], prepared)
+            clips.append(truncate(prepared, length, objective.frame_tensor_keys(prepared)))
+            reg_frames.append(reg)
+        return clips, reg_frames, hits
+
+    def _save_checkpoint(self, step: int, elapsed: float, model, ema: EMA, optimizer, scheduler) -> None:
+        acc = self.accelerator
+        tmp = ckpt.temporary_dir(self.run_dir, step)
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        ckpt.write_rank_state(tmp, self.rank)
+        if self.main:
+            state = {"step": step, "elapsed": elapsed, "world_size": self.world_size, "seed": self.config.seed}
+            ckpt.write_main_state(
+                tmp, model.trainable_state_dict(), ema.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
+                state,
+            )
+        acc.wait_for_everyone()
+        if self.main:
+            ckpt.publish(self.run_dir, step, self.config.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    def _finish(self, step, elapsed, model, params, ema: EMA, hits_total: int, samples_total: int) -> Path:
+        """Write ``RUN/model`` (EMA weights) and ``RUN/summary.json``; check every process has the same weights."""
+        acc = self.accelerator
+        digest = weights_digest(params)
+        raw = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.int64, device=self.device)[None]
+        digests = [bytes(row.tolist()).hex() for row in acc.gather(raw).cpu()]
+        final = self.run_dir / MODEL_DIR
+        if self.main:
+            if len(set(digests)) > 1:
+                warnings.warn(f"processes ended with different weights: {digests}", stacklevel=2)
+            current = {name: p.detach().clone() for name, p in params.items()}
+            ema.copy_to(params)
+            ema_digest = weights_digest(params)
+            tmp = self.run_dir / f".{MODEL_DIR}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp, copy_prior=self.config.copy_prior)
+            old = self.run_dir / f".{MODEL_DIR}.old-{os.getpid()}"
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(current[name])
+            summary = {
+                "step": step,
+                "elapsed": round(elapsed, 3),
+                "world_size": self.world_size,
+                "weights_sha256_per_process": digests,
+                "processes_identical": len(set(digests)) == 1,
+                "ema_sha256": ema_digest,
+                "cache_hits_this_session": hits_total,
+                "samples_this_session": samples_total,
+                "model": str(final),
+            }
+            _atomic_write_text(self.run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+            acc.print(f"model written to {final}")
+        acc.wait_for_everyone()
+        return final
