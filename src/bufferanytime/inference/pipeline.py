@@ -85,21 +85,33 @@ def window_settings(model: VideoModel, settings: InferenceSettings) -> tuple[int
 
 
 class Predictor:
-    """Model + device + precision: ``__call__(clip (T,3,h,w) in [0,1]) -> outputs (T,...)`` float32 on the CPU."""
+    """Model + device + precision: ``__call__(clip (T,3,h,w) in [0,1], reused) -> outputs (T,...)`` float32, CPU.
 
-    def __init__(self, model: VideoModel, device: torch.device, precision: str):
+    The frozen per-frame stage of the model (``encode_frames``: the ViT for depth, the VAE encoder for normals)
+    is deterministic, so the features of the last ``keep`` frames of a window are kept and reused when the next
+    window starts with those frames (``reused`` of them): overlapping windows cost only the temporal part again.
+    """
+
+    def __init__(self, model: VideoModel, device: torch.device, precision: str, keep: int = 0):
         self.model = model.to(device).eval()
         self.device = device
         self.dtype = PRECISIONS[precision]
+        self.keep = keep
         self.seconds = 0.0
+        self._tail: list[torch.Tensor] = []
 
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+    def __call__(self, clip: torch.Tensor, reused: int = 0) -> torch.Tensor:
         start = time.perf_counter()
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
         )
         with torch.no_grad(), autocast:
-            out = self.model(clip[None].to(self.device))[0]
+            clip = clip.to(self.device)
+            features = self.model.encode_frames(clip[reused:])
+            if reused:
+                features = [torch.cat([old[-reused:], new]) for old, new in zip(self._tail, features, strict=True)]
+            self._tail = [f[-self.keep :] for f in features] if self.keep else []
+            out = self.model.decode_frames(features, len(clip), tuple(clip.shape[-2:]))
         out = out.float().cpu()
         self.seconds += time.perf_counter() - start
         return out
@@ -115,8 +127,9 @@ def predict_frames(
 
     Depth: ``(H, W)`` float32 disparity; normals: ``(H, W, 3)`` float32 unit vectors.
     """
-    predictor = predictor or Predictor(model, resolve_device(settings.device), settings.precision)
     window, overlap = window_settings(model, settings)
+    predictor = predictor or Predictor(model, resolve_device(settings.device), settings.precision)
+    predictor.keep = overlap
     sizes: deque[tuple[int, int]] = deque()  # input sizes of frames read but not yet yielded
 
     def tensors() -> Iterator[torch.Tensor]:

@@ -64,14 +64,16 @@ def stitch(kind: str, new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor
 
 def sliding_windows(
     frames: Iterable[torch.Tensor],
-    predict: Callable[[torch.Tensor], torch.Tensor],
+    predict: Callable[[torch.Tensor, int], torch.Tensor],
     kind: str,
     window: int,
     overlap: int,
 ) -> Iterator[torch.Tensor]:
     """Yield one output per input frame, in order, running ``predict`` on overlapping windows.
 
-    ``frames`` yields ``(3, H, W)`` tensors; ``predict`` maps a clip ``(T, 3, H, W)`` to outputs ``(T, ...)``.
+    ``frames`` yields ``(3, H, W)`` tensors; ``predict(clip, reused)`` maps a clip ``(T, 3, H, W)`` to outputs
+    ``(T, ...)``, where the first ``reused`` frames of the clip are the last frames of the previous call's clip
+    (so per-frame work on them, such as frozen encoder features, can be reused).
     """
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"need window >= 1 and 0 <= overlap < window, got {window}, {overlap}")
@@ -80,7 +82,7 @@ def sliding_windows(
     for frame in frames:
         inputs.append(frame)
         if len(inputs) == window:
-            out = predict(torch.stack(inputs))
+            out = predict(torch.stack(inputs), 0 if previous is None else len(previous))
             if previous is not None:
                 out = stitch(kind, out, previous)
             keep = overlap
@@ -90,7 +92,7 @@ def sliding_windows(
     if previous is not None and len(inputs) == previous.shape[0]:
         yield from previous  # the stream ended right after a full window
     elif inputs:
-        out = predict(torch.stack(inputs))
+        out = predict(torch.stack(inputs), 0 if previous is None else len(previous))
         if previous is not None:
             out = stitch(kind, out, previous)
         yield from out

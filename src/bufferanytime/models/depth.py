@@ -110,11 +110,19 @@ class VideoDepthModel(VideoModel):
             fused_all.append(fused)
         return self.head(fused_all, patch_h, patch_w)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, t, _, h, w = frames.shape
-        pixel_values = self.preprocess(frames.reshape(b * t, 3, h, w))
-        features = self.backbone_features(pixel_values)
-        disparity = self.decode(features, t, pixel_values.shape[-2:])
+    def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen per-frame stage: ``(N,3,H,W)`` in [0,1] -> ViT features, each with N leading."""
+        return self.backbone_features(self.preprocess(images))
+
+    def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
+        """The temporal stage on ``encode_frames`` output of B*T frames -> disparity ``(B*T, H, W)`` at ``size``."""
+        h, w = size
+        disparity = self.decode(features, num_frames, (_multiple_of(h, DINOV2_PATCH), _multiple_of(w, DINOV2_PATCH)))
         if disparity.shape[-2:] != (h, w):
             disparity = F.interpolate(disparity[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-        return disparity.reshape(b, t, h, w)
+        return disparity
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t, _, h, w = frames.shape
+        features = self.encode_frames(frames.reshape(b * t, 3, h, w))
+        return self.decode_frames(features, t, (h, w)).reshape(b, t, h, w)

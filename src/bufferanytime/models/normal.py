@@ -279,14 +279,23 @@ class VideoNormalModel(VideoModel):
             images = torch.cat([images[:, :2], images[:, 2:] * 0.5 + 0.5], dim=1)
         return to_camera_axes(F.normalize(images, dim=1, eps=MARIGOLD_NORMALS_EPS))
 
+    def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen per-frame stage: ``(N,3,H,W)`` in [0,1] -> ``[rgb latents (N,4,h,w)]``."""
+        return [self.encode(images[None])[0]]
+
+    def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
+        """The temporal stage on ``encode_frames`` output of B*T frames -> unit normals ``(B*T, 3, H, W)``."""
+        rgb_latents = features[0].unflatten(0, (-1, num_frames))
+        latents = self.predict_latents(rgb_latents).flatten(0, 1)
+        normals = torch.cat([self.decode(chunk) for chunk in latents.split(self.decode_chunk)])
+        if normals.shape[-2:] != tuple(size):
+            normals = F.interpolate(normals, size=tuple(size), mode="bilinear", align_corners=False)
+            normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)
+        return normals
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, t, _, h, w = frames.shape
-        latents = self.predict_latents(self.encode(frames)).flatten(0, 1)
-        normals = torch.cat([self.decode(chunk) for chunk in latents.split(self.decode_chunk)])
-        if normals.shape[-2:] != (h, w):
-            normals = F.interpolate(normals, size=(h, w), mode="bilinear", align_corners=False)
-            normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)
-        return normals.unflatten(0, (b, t))
+        return self.decode_frames(self.encode_frames(frames.flatten(0, 1)), t, (h, w)).unflatten(0, (b, t))
 
     # -- the U-Net with temporal blocks ------------------------------------------------------------------------
     def _unet(self, sample: torch.Tensor, num_frames: int, per_frame: bool) -> torch.Tensor:

@@ -1,0 +1,166 @@
+"""Long videos in bounded memory, and the cost of the video model (issue [long-video]).
+
+Reports, in one run, at low resolution:
+
+(a) peak RSS of ``bufferanytime depth`` on the first 100 and on all 1000 frames of one video, and their ratio
+    (target <= 1.15);
+(b) model seconds per frame of the video model against ``--per-frame`` on the same frames, as a ratio
+    (target <= 1.10; the paper: 33 s against 31 s);
+(c) the seam error: OPW-style error (ground-truth flow, valid pixels, prediction normalised once per video) on
+    frame pairs that straddle window boundaries, against pairs inside windows (target <= 1.2).
+
+Default model: a tiny random Depth Anything prior with randomly initialised (non-zero) temporal blocks, so the
+temporal path really runs. ``--model`` takes any video model (e.g. the embedded one). Usage:
+
+    python benchmarks/long_video.py [--model M] [--frames 1000] [--size 96x128] [--window 32] [--overlap 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from bufferanytime.flow import warp
+from bufferanytime.inference import InferenceSettings, predict_frames
+from bufferanytime.inference.windows import default_overlap
+from bufferanytime.io import VideoWriter
+from bufferanytime.models import VideoDepthModel, load_model
+from bufferanytime.synthetic import render_video
+from bufferanytime.testing import make_tiny_prior
+
+RSS_SNIPPET = (
+    "import resource, sys\n"
+    "from bufferanytime.cli.main import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "sys.exit(code)\n"
+)
+
+
+def make_long_video(path: Path, frames: int, height: int, width: int, seed: int = 0) -> None:
+    """A smooth texture drifting across the frame with per-frame brightness flicker, written frame by frame."""
+    rng = np.random.default_rng(seed)
+    texture = cv2.resize(
+        rng.random((height // 6, width // 3, 3)).astype(np.float32),
+        (width * 2, height * 2),
+        interpolation=cv2.INTER_CUBIC,
+    )
+    with VideoWriter(path, fps=24) as writer:
+        for t in range(frames):
+            x = int(round(width / 2 + width / 2 * np.sin(t / 40)))
+            y = int(round(height / 2 + height / 2 * np.cos(t / 55)))
+            frame = texture[y : y + height, x : x + width] * (1 + 0.2 * rng.uniform(-1, 1))
+            writer.write((np.clip(frame, 0, 1) * 255).astype(np.uint8))
+
+
+def run_cli(args: list[str]) -> tuple[int, dict]:
+    """Run ``bufferanytime`` in a fresh process; return its peak RSS (KB) and the meta.json of the output."""
+    out = subprocess.run([sys.executable, "-c", RSS_SNIPPET, *args], capture_output=True, text=True, check=True)
+    rss = int(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("MAXRSS_KB")))
+    output = Path(args[args.index("-o") + 1])
+    meta = json.loads(next(output.glob("*/meta.json")).read_text())
+    return rss, meta
+
+
+def seam_error(model_path: str, size: tuple[int, int], frames: int, window: int, overlap: int) -> dict:
+    video = render_video(7, frames, size, flicker=0.3)
+    model = load_model("depth", model_path)
+    settings = InferenceSettings(max_res=max(size), window=window, overlap=overlap, device="cpu")
+    pred = np.stack(list(predict_frames(model, iter(video.rgb), settings)))
+    t = np.median(pred)
+    pred = (pred - t) / max(np.abs(pred - t).mean(), 1e-8)
+    step = window - overlap
+    starts = list(range(step, frames, step))  # frame indices where a new window's blend region begins
+    seam_pairs = {s - 1 for s in starts} | {s + overlap - 1 for s in starts if s + overlap < frames}
+    errors = {"seam": [], "interior": []}
+    for k in range(frames - 1):
+        flow = torch.from_numpy(video.flow_fwd[k]).permute(2, 0, 1)[None].float()
+        nxt = torch.from_numpy(pred[k + 1])[None, None].float()
+        warped = warp(nxt, flow)[0, 0].numpy()
+        valid = video.flow_valid_fwd[k]
+        errors["seam" if k in seam_pairs else "interior"].append(float(np.abs(warped - pred[k])[valid].mean()))
+    seam, interior = float(np.mean(errors["seam"])), float(np.mean(errors["interior"]))
+    return {
+        "seam_pairs": len(errors["seam"]),
+        "interior_pairs": len(errors["interior"]),
+        "seam_opw": seam,
+        "interior_opw": interior,
+        "ratio": seam / interior,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="video model (default: tiny random prior + random temporal)")
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--size", default="96x128")
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--overlap", type=int, default=None)
+    parser.add_argument("--timing-frames", type=int, default=200)
+    args = parser.parse_args()
+    height, width = map(int, args.size.split("x"))
+    overlap = default_overlap(args.window) if args.overlap is None else args.overlap
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_path = args.model
+        if model_path is None:
+            torch.manual_seed(0)
+            model = VideoDepthModel.from_prior(make_tiny_prior("depth", tmp / "prior"))
+            for block in model.temporal:
+                torch.nn.init.normal_(block.proj_out.weight, std=0.02)
+            model.clip_len = args.window
+            model.save_pretrained(tmp / "video", copy_prior=True)
+            model_path = str(tmp / "video")
+        video = tmp / "long.mp4"
+        make_long_video(video, args.frames, height, width)
+        common = [
+            "depth",
+            str(video),
+            "--model",
+            model_path,
+            "--max-res",
+            str(max(height, width)),
+            "--window",
+            str(args.window),
+            "--overlap",
+            str(overlap),
+            "--device",
+            "cpu",
+            "-q",
+        ]
+
+        rss_100, _ = run_cli([*common, "--max-frames", "100", "-o", str(tmp / "out100")])
+        rss_all, meta_all = run_cli([*common, "-o", str(tmp / "outall")])
+        print(
+            f"(a) peak RSS: 100 frames {rss_100 / 1024:.0f} MB, {meta_all['frames']} frames "
+            f"{rss_all / 1024:.0f} MB, ratio {rss_all / rss_100:.3f} (target <= 1.15)"
+        )
+
+        n = str(args.timing_frames)
+        _, meta_video = run_cli([*common, "--max-frames", n, "-o", str(tmp / "tv")])
+        _, meta_frame = run_cli([*common, "--max-frames", n, "--per-frame", "-o", str(tmp / "tf")])
+        video_s = meta_video["timings"]["model_s_per_frame"]
+        frame_s = meta_frame["timings"]["model_s_per_frame"]
+        print(
+            f"(b) model time per frame: video {video_s * 1000:.1f} ms, per-frame prior {frame_s * 1000:.1f} ms, "
+            f"ratio {video_s / frame_s:.3f} (target <= 1.10; window {args.window}, overlap {overlap})"
+        )
+
+        seams = seam_error(model_path, (height, width), 4 * args.window, args.window, overlap)
+        print(
+            f"(c) seam error: {seams['seam_opw']:.4f} on {seams['seam_pairs']} pairs at window boundaries, "
+            f"{seams['interior_opw']:.4f} on {seams['interior_pairs']} pairs inside windows, ratio "
+            f"{seams['ratio']:.3f} (target <= 1.2)"
+        )
+
+
+if __name__ == "__main__":
+    main()

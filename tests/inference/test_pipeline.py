@@ -1,0 +1,49 @@
+import numpy as np
+import torch
+
+from bufferanytime.inference import InferenceSettings, predict_frames
+from bufferanytime.models import VideoDepthModel, load_model
+from tests.helpers import moving_pattern
+
+
+def _trained_like(prior, tmp_path):
+    torch.manual_seed(0)
+    model = VideoDepthModel.from_prior(prior)
+    for block in model.temporal:
+        torch.nn.init.normal_(block.proj_out.weight, std=0.05)
+    torch.nn.init.normal_(model.head.conv3.weight, std=0.5)
+    model.save_pretrained(tmp_path / "video")
+    return tmp_path / "video"
+
+
+def test_feature_reuse_across_windows_changes_nothing(tiny_depth_prior, tmp_path):
+    """Overlapping windows reuse the frozen features of shared frames; outputs equal recomputing them."""
+    model = load_model("depth", _trained_like(tiny_depth_prior, tmp_path))
+    clip = moving_pattern(frames=13, height=42, width=56)
+    settings = InferenceSettings(max_res=56, window=6, overlap=2, device="cpu")
+    reused = np.stack(list(predict_frames(model, iter(clip), settings)))
+
+    calls = []
+    original = model.encode_frames
+
+    def counting(images):
+        calls.append(len(images))
+        return original(images)
+
+    model.encode_frames = counting
+    again = np.stack(list(predict_frames(model, iter(clip), settings)))
+    assert sum(calls) == 13  # every frame through the frozen encoder exactly once
+    np.testing.assert_array_equal(again, reused)
+
+    with torch.no_grad():  # the same windows computed from scratch, stitched by hand for the first seam
+        full = model.eval()(torch.from_numpy(clip[:6]).permute(0, 3, 1, 2)[None].float() / 255)[0].numpy()
+    np.testing.assert_allclose(reused[:4], full[:4], rtol=1e-5, atol=1e-6)
+
+
+def test_single_window_equals_one_forward(tiny_depth_prior, tmp_path):
+    model = load_model("depth", _trained_like(tiny_depth_prior, tmp_path)).eval()
+    clip = moving_pattern(frames=7, height=28, width=42)
+    out = np.stack(list(predict_frames(model, iter(clip), InferenceSettings(max_res=42, window=16, device="cpu"))))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(clip).permute(0, 3, 1, 2)[None].float() / 255)[0].numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
