@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bufferanytime.cli.main import main
 from bufferanytime.errors import InputError
 from bufferanytime.evaluation import opw
 from bufferanytime.evaluation.consistency import SequenceFlows
@@ -116,6 +117,31 @@ def test_cache_is_reused_from_the_second_epoch_and_changes_nothing(reference_run
     for name in ("model.safetensors", "ema.safetensors"):  # bit for bit: the cache only saves time
         _assert_same(_checkpoint(run, STEPS, name), _checkpoint(reference_run, STEPS, name))
     assert [e["loss"] for e in _log(run)] == [e["loss"] for e in _log(reference_run)]
+
+
+def test_cli_trains_a_model_that_the_depth_command_loads(flicker_data, informative_depth_prior, tmp_path):
+    run, out = tmp_path / "run", tmp_path / "pred"
+    args = ["train", "depth", "--data", str(flicker_data), "--model", str(informative_depth_prior), "--out", str(run),
+            "--steps", "2", "--clip-len", "4", "--res", "42x56", "--warmup", "0", "--workers", "0", "--no-edge-mask",
+            "--cpu", "-q"]
+    assert main(args) == 0
+    assert main(args) == 2  # the run exists: continuing it needs --resume
+    assert main([*args, "--resume"]) == 0 and len(_log(run)) == 2  # nothing left to do
+    video = flicker_data / "seq_000000" / "rgb"
+    assert main(["depth", str(video), "-o", str(out), "--model", str(run / "model"), "-q"]) == 0
+    with np.load(out / "rgb" / "depth.npz") as npz:
+        assert npz["disparity"].shape == (FRAMES, *SIZE)
+
+
+def test_training_continues_from_a_saved_video_model(reference_run, flicker_data, informative_depth_prior, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(flicker_data, reference_run / "model", run, steps=1, tensorboard=True, copy_prior=True))
+    first = _log(run)[0]
+    assert first["loss_reg"] > 1e-4  # the starting model is no longer its prior, which still sets the targets
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["prior"] == "prior" and (run / "model" / "prior" / "config.json").is_file()  # self-contained
+    load_model("depth", run / "model")
 
 
 def test_training_lowers_stabilization_loss_and_opw(flicker_data, informative_depth_prior, tmp_path):

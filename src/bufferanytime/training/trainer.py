@@ -283,7 +283,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{values[0]:.4g}", stable=f"{values[2]:.4g}", reg=f"{values[1]:.4g}")
             if config.tensorboard:
-                acc.log({k: v for k, v in entry.items() if k != "step"}, step=step)
+                acc.log({k: v for k, v in entry.items() if k not in ("step", "clips")}, step=step)
             if step % config.save_every == 0 or step == config.steps:
                 self._save_checkpoint(step, elapsed, model, ema, optimizer, scheduler)
         bar.close()
