@@ -23,9 +23,12 @@ def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     img = np.zeros((h, w, 3), np.float32)
     for scale, weight in ((4, 0.5), (8, 0.3), (16, 0.2)):
         noise = rng.random((h // scale + 2, w // scale + 2, 3)).astype(np.float32)
-        img += weight * cv2.resize(noise, (w + 2 * scale, h + 2 * scale), interpolation=cv2.INTER_CUBIC)[
-            scale : scale + h, scale : scale + w
-        ]
+        img += (
+            weight
+            * cv2.resize(noise, (w + 2 * scale, h + 2 * scale), interpolation=cv2.INTER_CUBIC)[
+                scale : scale + h, scale : scale + w
+            ]
+        )
     return np.clip(img, 0, 1)
 
 

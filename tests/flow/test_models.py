@@ -47,10 +47,32 @@ def test_raft_small_random_weights_any_size_and_batch():
     assert torch.allclose(flow[1:], single, atol=1e-4)
 
 
+def test_raft_small_flow_upsamples_small_frames_and_rescales(tmp_path):
+    weights = tmp_path / "random.pth"
+    torch.save({f"module.{k}": v for k, v in RAFTSmall().state_dict().items()}, weights)
+    model = get_flow_model("raft-small", weights=weights, iters=1, min_side=64)
+    assert model.working_size(20, 30) == (64, 96) and model.working_size(80, 90) == (80, 90)
+    seen = []
+
+    def constant_flow(a, b):  # 8 px right, 4 px down at the working resolution
+        seen.append(tuple(a.shape[-2:]))
+        flow = torch.zeros(a.shape[0], 2, *a.shape[-2:])
+        flow[:, 0], flow[:, 1] = 8.0, 4.0
+        return flow
+
+    model.model = constant_flow
+    flow = model(torch.rand(3, 3, 20, 30), torch.rand(3, 3, 20, 30))
+    assert seen == [(64, 96)] and flow.shape == (3, 2, 20, 30)
+    assert torch.allclose(flow[:, 0], torch.full((3, 20, 30), 8.0 * 30 / 96))
+    assert torch.allclose(flow[:, 1], torch.full((3, 20, 30), 4.0 * 20 / 64))
+    native = get_flow_model("raft-small", weights=weights, iters=1, min_side=0)
+    assert native.working_size(20, 30) == (20, 30)
+
+
 def test_raft_small_official_weights_recover_translation(raft_weights, shifted_pair):
     torch.manual_seed(0)
     src, dst = shifted_pair(96, 128, 3.0, -2.0, seed=1)
-    model = get_flow_model("raft-small", weights=raft_weights, iters=12)
+    model = get_flow_model("raft-small", weights=raft_weights, iters=12, min_side=0)  # the network as released
     fwd = model(torch.cat([_t(src), _t(dst)]), torch.cat([_t(dst), _t(src)]))
     assert _epe(fwd[:1], 3.0, -2.0) < 0.5
     assert _epe(fwd[1:], -3.0, 2.0) < 0.5

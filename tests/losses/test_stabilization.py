@@ -75,7 +75,7 @@ def test_masks_remove_inconsistent_flow_and_precomputed_masks_agree():
 
 def test_valid_mask_and_gradients():
     buffers, fwd, bwd = _clip(3)
-    buffers = (buffers * torch.tensor([1.0, 1.3, 1.0, 1.3], dtype=torch.float64).view(1, K, 1, 1, 1))
+    buffers = buffers * torch.tensor([1.0, 1.3, 1.0, 1.3], dtype=torch.float64).view(1, K, 1, 1, 1)
     buffers.requires_grad_(True)
     loss = stabilization_loss(buffers, fwd, bwd)
     loss.backward()
@@ -104,3 +104,20 @@ def test_edge_mask_masks_a_diamond_around_depth_steps():
     normals[:, :, 16:, :] = torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1)  # horizontal crease in a 3-channel map
     keep_n = edge_keep_mask(normals)
     assert not keep_n[0, 16, 5] and keep_n[0, 5, 5] and keep_n[0, 28, 5]
+
+
+def test_synthetic_ground_truth_is_stable_and_flicker_is_not():
+    from bufferanytime.synthetic import render_video
+
+    video = render_video(3, 5, (48, 64))
+    disparity = 1.0 / torch.from_numpy(video.depth)[:, None].double()
+    fwd = torch.from_numpy(video.flow_fwd).permute(0, 3, 1, 2).double()
+    bwd = torch.from_numpy(video.flow_bwd).permute(0, 3, 1, 2).double()
+    base = stabilization_loss(disparity, fwd, bwd)
+    # only the true change of disparity under camera motion and interpolation remain: ~1 % of the values
+    assert base < 0.03 * disparity.mean()
+    losses = []
+    for amplitude in (0.05, 0.1, 0.2):
+        scale = 1 + amplitude * torch.tensor([0, 1, -1, 1, -1], dtype=torch.float64).view(5, 1, 1, 1)
+        losses.append(stabilization_loss(disparity * scale, fwd, bwd))
+    assert base < losses[0] < losses[1] < losses[2] and losses[1] > 3 * base

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from bufferanytime.errors import InputError
-from bufferanytime.flow import FLOW_MODELS, flow_to_color, get_flow_model
+from bufferanytime.flow import FLOW_MODELS, RAFT_MIN_SIDE, flow_to_color, get_flow_model
 from bufferanytime.flow.raft_small import DEFAULT_ITERS
 from bufferanytime.io import NpyStreamWriter, OutputDir, open_video, write_video
 from bufferanytime.io.outputs import COPY_CHUNK_BYTES, ensure_writable_dir
@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--flow-weights", default=None, help="path to the official RAFT-small checkpoint (raft-small.pth)"
     )
     parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="RAFT refinement iterations")
+    parser.add_argument(
+        "--raft-min-side",
+        type=int,
+        default=RAFT_MIN_SIDE,
+        help="upsample frames whose short side is smaller to this before RAFT (0: native resolution)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for RAFT (cpu, cuda, ...)")
     parser.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
     parser.add_argument("--stride", type=int, default=1, help="use every N-th frame")
@@ -69,12 +75,19 @@ def _pack_npz(path: Path, arrays: dict[str, NpyStreamWriter]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.iters < 1:
         raise InputError(f"--iters must be >= 1, got {args.iters}")
+    if args.raft_min_side < 0:
+        raise InputError(f"--raft-min-side must be >= 0, got {args.raft_min_side}")
     source = open_video(args.input, max_frames=args.max_frames, stride=args.stride)
     if source.kind == "image":
         raise InputError(f"{args.input}: flow needs at least two frames (a video or a folder of frames)")
     kwargs = {}
     if args.method == "raft-small":
-        kwargs = {"weights": args.flow_weights, "iters": args.iters, "device": args.device}
+        kwargs = {
+            "weights": args.flow_weights,
+            "iters": args.iters,
+            "device": args.device,
+            "min_side": args.raft_min_side,
+        }
     model = get_flow_model(args.method, **kwargs)
     out_root = ensure_writable_dir(args.output)
 
