@@ -5,6 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 RAFT_WEIGHTS = SHARED / "weights" / "raft-small.pth"
@@ -43,3 +44,12 @@ def make_shifted_pair(h: int, w: int, dx: float, dy: float, seed: int = 0) -> tu
 @pytest.fixture
 def shifted_pair():
     return make_shifted_pair
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tensors here are tiny: extra threads only add synchronisation, which a busy machine makes very slow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
