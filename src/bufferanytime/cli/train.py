@@ -21,11 +21,19 @@ from bufferanytime.constants import (
     LR_NORMAL,
     TRAIN_RES_DEPTH,
     TRAIN_RES_NORMAL,
+    TRAIN_STEPS,
     W_REG,
     WARMUP_STEPS,
 )
 from bufferanytime.errors import InputError
-from bufferanytime.training.config import CACHE_DTYPES, FLOW_METHODS, MIXED_PRECISION, TrainConfig, read_config_file
+from bufferanytime.training.config import (
+    CACHE_DTYPES,
+    FLOW_METHODS,
+    MIXED_PRECISION,
+    STABLE_NORMS,
+    TrainConfig,
+    read_config_file,
+)
 
 DESCRIPTION = (
     "Upgrade an image prior (Depth Anything V2 for depth, Marigold-E2E-FT for normals) to a temporally consistent "
@@ -67,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, metavar="FILE", help="YAML or JSON file of options (flags override it)")
     p.add_argument("--resume", action="store_true", **opt,
                    help="continue the run in --out from its latest checkpoint (options default to its config)")
-    p.add_argument("--steps", type=_positive, **opt, help="total optimizer steps of the run (default 20000)")
+    p.add_argument("--steps", type=_positive, **opt, help=f"total optimizer steps of the run (default {TRAIN_STEPS})")
     p.add_argument("--clip-len", type=_positive, **opt,
                    help=f"frames per clip (default {CLIP_LEN_DEPTH} for depth, {CLIP_LEN_NORMAL} for normals); "
                    "shorter videos give shorter clips")
@@ -94,6 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tau", type=float, **opt, help=f"cycle-consistency threshold in pixels (default {CYCLE_TAU})")
     p.add_argument("--no-edge-mask", dest="edge_mask", action="store_false", **opt,
                    help="do not mask the stabilization loss near Canny edges of the prediction")
+    p.add_argument("--stable-norm", choices=STABLE_NORMS, **opt,
+                   help="depth: stabilization loss on the disparity normalised by one median / mean absolute "
+                   "deviation per clip (clip, default; scale-free like the regularization loss) or on the raw "
+                   "disparity, as Alg. 2 writes it (none)")
     p.add_argument("--deferred-chunk", type=_positive, **opt,
                    help=f"normals: frames decoded at once in deferred back-propagation (default {DEFERRED_CHUNK})")
     p.add_argument("--seed", type=_non_negative, **opt, help="seed of clips, crops and initial weights (default 0)")

@@ -14,6 +14,12 @@ compared with :func:`~bufferanytime.losses.affine_invariant_loss` (Eq. 1). Norma
 VAE latents go through the U-Net with temporal blocks; the target is the prior's latent (the same frozen U-Net
 without temporal blocks), compared with :func:`~bufferanytime.losses.latent_l2_loss` (Eq. 2), and the
 stabilization loss on the decoded normals is back-propagated with :func:`~bufferanytime.losses.deferred_backward`.
+
+Depth scale (``stable_norm``): the regularization loss is blind to the scale of the disparity, so on the raw
+disparity (Alg. 2 as written, ``"none"``) the stabilization loss can always be lowered by shrinking the output,
+with nothing to stop it. By default (``"clip"``) it is computed on the disparity normalised by ONE median and
+mean absolute deviation per clip (the normalisation of Eq. 1, and of the OPW metric, over the whole clip): blind
+to the clip's scale and shift like the regularization loss, while still counting any per-frame flicker.
 """
 
 from __future__ import annotations
