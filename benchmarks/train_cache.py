@@ -51,7 +51,17 @@ def small_prior(path: Path) -> Path:
         depth_estimation_type="relative",
     )
     torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(path)
+    prior = DepthAnythingForDepthEstimation(config)
+    # Default initialisation makes a random DPT's output constant (activations shrink layer after layer), and
+    # training then kills its last ReLU; fan-in scaled weights keep the output image-dependent, like a real prior.
+    for module in [*prior.neck.modules(), *prior.head.modules()]:
+        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            fan_in = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.weight[:, 0].numel()
+            torch.nn.init.normal_(module.weight, std=fan_in**-0.5)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+    torch.nn.init.constant_(prior.head.conv3.bias, 1.0)
+    prior.save_pretrained(path)
     return path
 
 
@@ -123,6 +133,8 @@ def main() -> None:
     print(f"{'without --cache':28s} {base:9.3f} {base_n:6d} {base_wall:11.1f}")
     print(f"{'with --cache (cache hits)':28s} {cached:9.3f} {cached_n:6d} {cached_wall:11.1f}")
     print(f"speed-up of a cached step: {cached / base:.2f}x")
+    if args.flow == "raft-small":
+        print("(RAFT-small upsamples frames to a short side of RAFT_MIN_SIDE first: small clips pay for large flows)")
 
 if __name__ == "__main__":
     main()

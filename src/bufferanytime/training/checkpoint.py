@@ -80,7 +80,9 @@ def temporary_dir(run: Path, step: int) -> Path:
 
 
 def write_rank_state(tmp: Path, rank: int) -> None:
-    """Every process writes its own random states into the checkpoint being assembled."""
+    """Every process writes its own random states into the checkpoint being assembled (RUN is expected on a
+    filesystem shared by all nodes; elsewhere the folder is created so that a node's write cannot fail)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
 
 
