@@ -1,8 +1,10 @@
 """The ``bufferanytime`` command: one sub-command per job, each in its own module of this package.
 
-A sub-command module exposes ``register(subparsers)``, which adds its parser and sets
-``func(args) -> int`` as the parser default. Bad input raises :class:`~bufferanytime.errors.InputError`,
-shown here as a single ``error: ...`` line with exit code 2.
+A sub-command module exposes ``register(subparsers)``, which adds its parser(s) and sets ``func(args) -> int``
+as the parser default. Only the module of the command being run is imported (the others pull in torch,
+transformers and diffusers, seconds of start-up); ``bufferanytime --help`` lists every command from
+``COMMANDS``. Bad input raises :class:`~bufferanytime.errors.InputError`, shown here as a single ``error: ...``
+line with exit code 2.
 """
 
 from __future__ import annotations
@@ -14,8 +16,17 @@ import sys
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
 
-# Sub-command modules, in the order shown by --help.
-SUBCOMMANDS = ["predict", "demo", "flow", "synth", "eval", "train"]
+# command -> (module in bufferanytime.cli, one-line help), in the order shown by --help.
+COMMANDS = {
+    "depth": ("predict", "predict temporally consistent relative depth for videos"),
+    "normal": ("predict", "predict temporally consistent surface normals for videos"),
+    "demo": ("demo", "run the whole method on a synthetic and a real clip (no set-up needed)"),
+    "train": ("train", "fine-tune an image prior into a video model (no video ground truth)"),
+    "eval": ("eval", "score models on a benchmark (report.json, report.md, time slices)"),
+    "flow": ("flow", "optical flow between consecutive frames (DIS or RAFT-small)"),
+    "synth": ("synth", "render synthetic videos with exact depth, normals and flow"),
+    "train-prior": ("train_prior", "train a small single-image prior on synthetic data (for demos)"),
+}
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -28,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the module of the command named in ``argv`` (all modules if ``argv`` is None) is imported."""
     parser = _Parser(
         prog="bufferanytime",
         description="Temporally consistent video depth and surface normals from single-image priors "
@@ -36,13 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bufferanytime {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"bufferanytime.cli.{name}").register(sub)
+    if argv is None:
+        load = {module for module, _ in COMMANDS.values()}
+    else:
+        wanted = next((a for a in argv if not a.startswith("-")), None)
+        load = {COMMANDS[wanted][0]} if wanted in COMMANDS else set()
+    registered: set[str] = set()
+    for command, (module, help_text) in COMMANDS.items():
+        if module not in load:
+            sub.add_parser(command, help=help_text)
+        elif module not in registered:
+            importlib.import_module(f"bufferanytime.cli.{module}").register(sub)
+            registered.add(module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()

@@ -21,10 +21,17 @@ hf_logging.disable_progress_bar()
 
 MODEL_CLASSES: dict[str, type[VideoModel]] = {"depth": VideoDepthModel, "normal": VideoNormalModel}
 
-# Embedded models shipped inside the package: name -> {kind: directory relative to bufferanytime/weights}.
-EMBEDDED: dict[str, dict[str, str]] = {}
-DEFAULT_MODEL: dict[str, str] = {}
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Embedded models shipped inside the package: name -> {kind: directory relative to bufferanytime/weights}.
+# Demonstration models trained on procedural scenes (see bufferanytime/weights/README.md), not real-world models.
+EMBEDDED: dict[str, dict[str, str]] = {
+    "tiny-synthetic": {
+        kind: f"tiny-synthetic/{kind}"
+        for kind in ("depth", "normal")
+        if (WEIGHTS_DIR / "tiny-synthetic" / kind / "config.json").is_file()
+    }
+}
+DEFAULT_MODEL: dict[str, str] = {kind: "tiny-synthetic" for kind in EMBEDDED["tiny-synthetic"]}
 
 
 def model_class(kind: str) -> type[VideoModel]:
