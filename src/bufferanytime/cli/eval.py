@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bufferanytime.cli.args import non_negative_int, positive_int
 from bufferanytime.evaluation.datasets import DATASETS
 from bufferanytime.evaluation.runner import FLOW_CHOICES, EvalConfig, model_specs, run_evaluation
 from bufferanytime.inference.pipeline import DEFAULT_MAX_RES, PRECISIONS
@@ -21,20 +22,6 @@ DESCRIPTION = (
     "consistency with OPW (flow-warped differences between adjacent frames). Writes REPORT/report.json, "
     "REPORT/report.md and REPORT/slices/*.png, atomically."
 )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,12 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="flow for OPW: auto = raft-small with --flow-weights, else dis; gt = the synthetic set's "
                    "ground-truth flow")
     p.add_argument("--flow-weights", default=None, help="official RAFT-small checkpoint (raft-small.pth)")
-    p.add_argument("--max-frames", type=_positive, default=None, help="use at most N frames of each sequence")
-    p.add_argument("--sequences", type=_positive, default=None, help="evaluate only the first N sequences")
-    p.add_argument("--max-res", type=_positive, default=DEFAULT_MAX_RES,
+    p.add_argument("--max-frames", type=positive_int, default=None, help="use at most N frames of each sequence")
+    p.add_argument("--sequences", type=positive_int, default=None, help="evaluate only the first N sequences")
+    p.add_argument("--max-res", type=positive_int, default=DEFAULT_MAX_RES,
                    help=f"longest side used for inference (default {DEFAULT_MAX_RES})")
-    p.add_argument("--window", type=_positive, default=None, help="frames per sliding window (default: the model's)")
-    p.add_argument("--overlap", type=_non_negative, default=None, help="frames shared by consecutive windows")
+    p.add_argument("--window", type=positive_int, default=None, help="frames per sliding window (default: the model's)")
+    p.add_argument("--overlap", type=non_negative_int, default=None, help="frames shared by consecutive windows")
     p.add_argument("--column", type=float, default=None,
                    help="time-slice column as a fraction of the width (default 0.5, the centre)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")

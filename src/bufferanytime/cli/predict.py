@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from bufferanytime.cli.args import non_negative_int, positive_int
 from bufferanytime.errors import InputError
 from bufferanytime.inference.pipeline import (
     DEFAULT_MAX_RES,
@@ -35,20 +36,6 @@ DESCRIPTIONS = {
 }
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     for kind in ("depth", "normal"):
         p = sub.add_parser(kind, help=DESCRIPTIONS[kind].split(".")[0], description=DESCRIPTIONS[kind])
@@ -60,16 +47,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "id (default: the embedded model)")
         p.add_argument("--per-frame", action="store_true",
                        help="run the image prior alone, frame by frame (the baseline without temporal blocks)")
-        p.add_argument("--max-frames", type=_positive, default=None, help="process at most N frames (after --stride)")
-        p.add_argument("--stride", type=_positive, default=1, help="use every N-th frame (default 1)")
-        p.add_argument("--max-res", type=_positive, default=DEFAULT_MAX_RES,
+        p.add_argument("--max-frames", type=positive_int, default=None,
+                       help="process at most N frames (after --stride)")
+        p.add_argument("--stride", type=positive_int, default=1, help="use every N-th frame (default 1)")
+        p.add_argument("--max-res", type=positive_int, default=DEFAULT_MAX_RES,
                        help=f"longest side used for inference; outputs are resized back (default {DEFAULT_MAX_RES})")
-        p.add_argument("--window", type=_positive, default=None,
+        p.add_argument("--window", type=positive_int, default=None,
                        help="frames per sliding window (default: the model's training clip length)")
-        p.add_argument("--overlap", type=_non_negative, default=None,
+        p.add_argument("--overlap", type=non_negative_int, default=None,
                        help=f"frames shared by consecutive windows (default: window // {DEFAULT_OVERLAP_DIVISOR})")
         if kind == "normal":
-            p.add_argument("--decode-chunk", type=_positive, default=None,
+            p.add_argument("--decode-chunk", type=positive_int, default=None,
                            help="frames decoded by the VAE at once (default 4)")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
         p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")

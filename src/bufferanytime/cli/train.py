@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bufferanytime.cli.args import non_negative_int, positive_int
 from bufferanytime.constants import (
     CLIP_LEN_DEPTH,
     CLIP_LEN_NORMAL,
@@ -45,20 +46,6 @@ DESCRIPTION = (
 SAVED_CONFIG = "config.json"
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune an image prior into a video model (no video ground truth)",
                        description=DESCRIPTION)
@@ -75,23 +62,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, metavar="FILE", help="YAML or JSON file of options (flags override it)")
     p.add_argument("--resume", action="store_true", **opt,
                    help="continue the run in --out from its latest checkpoint (options default to its config)")
-    p.add_argument("--steps", type=_positive, **opt, help=f"total optimizer steps of the run (default {TRAIN_STEPS})")
-    p.add_argument("--clip-len", type=_positive, **opt,
+    p.add_argument("--steps", type=positive_int, **opt,
+                   help=f"total optimizer steps of the run (default {TRAIN_STEPS})")
+    p.add_argument("--clip-len", type=positive_int, **opt,
                    help=f"frames per clip (default {CLIP_LEN_DEPTH} for depth, {CLIP_LEN_NORMAL} for normals); "
                    "shorter videos give shorter clips")
-    p.add_argument("--stride", type=_positive, **opt, help="use every N-th frame of a video (default 1)")
-    p.add_argument("--clips-per-video", type=_positive, **opt,
+    p.add_argument("--stride", type=positive_int, **opt, help="use every N-th frame of a video (default 1)")
+    p.add_argument("--clips-per-video", type=positive_int, **opt,
                    help="fixed clips (start frame and crop) drawn per video; epochs revisit them (default 1)")
     p.add_argument("--res", **opt, metavar="N|HxW",
                    help=f"training resolution after random crop and resize (default {TRAIN_RES_DEPTH} for depth, "
                    f"{TRAIN_RES_NORMAL} for normals)")
     p.add_argument("--min-crop", type=float, **opt,
                    help="smallest random crop, as a fraction of the largest crop of the target aspect (default 0.5)")
-    p.add_argument("--batch-size", type=_positive, **opt, help="clips per process and step (default 1)")
+    p.add_argument("--batch-size", type=positive_int, **opt, help="clips per process and step (default 1)")
     p.add_argument("--lr", type=float, **opt,
                    help=f"AdamW learning rate (default {LR_DEPTH:g} for depth, {LR_NORMAL:g} for normals)")
     p.add_argument("--weight-decay", type=float, **opt, help="AdamW weight decay (default 0.01)")
-    p.add_argument("--warmup", type=_non_negative, **opt,
+    p.add_argument("--warmup", type=non_negative_int, **opt,
                    help=f"linear learning-rate warm-up steps from 0, constant after (default {WARMUP_STEPS})")
     p.add_argument("--ema", type=float, **opt,
                    help=f"decay of the weights' moving average saved as RUN/model (default {EMA_DECAY}; 0 = off)")
@@ -106,16 +94,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="depth: stabilization loss on the disparity normalised by one median / mean absolute "
                    "deviation per clip (clip, default; scale-free like the regularization loss) or on the raw "
                    "disparity, as Alg. 2 writes it (none)")
-    p.add_argument("--deferred-chunk", type=_positive, **opt,
+    p.add_argument("--deferred-chunk", type=positive_int, **opt,
                    help=f"normals: frames decoded at once in deferred back-propagation (default {DEFERRED_CHUNK})")
-    p.add_argument("--seed", type=_non_negative, **opt, help="seed of clips, crops and initial weights (default 0)")
+    p.add_argument("--seed", type=non_negative_int, **opt, help="seed of clips, crops and initial weights (default 0)")
     p.add_argument("--cache", **opt, metavar="DIR",
                    help="keep flows, prior targets and frozen features per clip in DIR (reused from epoch 2 on)")
     p.add_argument("--cache-dtype", choices=CACHE_DTYPES, **opt,
                    help="storage type of cached features and targets (default float32; flows stay float32)")
-    p.add_argument("--save-every", type=_positive, **opt, help="checkpoint every N steps (default 1000)")
-    p.add_argument("--keep-checkpoints", type=_positive, **opt, help="newest checkpoints kept (default 2)")
-    p.add_argument("--workers", type=_non_negative, **opt, help="data loading processes (default 2)")
+    p.add_argument("--save-every", type=positive_int, **opt, help="checkpoint every N steps (default 1000)")
+    p.add_argument("--keep-checkpoints", type=positive_int, **opt, help="newest checkpoints kept (default 2)")
+    p.add_argument("--workers", type=non_negative_int, **opt, help="data loading processes (default 2)")
     p.add_argument("--mixed-precision", choices=MIXED_PRECISION, **opt,
                    help="auto (default): bf16/fp16 on GPU, or as set by `accelerate launch`; full precision on CPU")
     p.add_argument("--cpu", action="store_true", **opt, help="train on the CPU even if a GPU is present")
