@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -115,6 +117,47 @@ def _lr_lambda(total: int, warmup: int):
     return fn
 
 
+CHECKPOINT_EVERY = 500  # steps between flushes of the log (and saves of the depth prior)
+
+
+def _optimize(
+    parameters: list[torch.nn.Parameter],
+    config: PriorTrainConfig,
+    steps: int,
+    warmup: int,
+    step_loss: Callable[[], torch.Tensor],
+    log: TextIO,
+    start: float,
+    desc: str,
+    progress: bool,
+    stage: str | None = None,
+    checkpoint: Callable[[], None] | None = None,
+) -> None:
+    """AdamW with warm-up + cosine decay and gradient clipping over ``steps`` calls of ``step_loss``.
+
+    Each step is one line of ``log``; every CHECKPOINT_EVERY steps (and at the end) the log is flushed and
+    ``checkpoint`` (if given) is called.
+    """
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, warmup))
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for step in bar:
+        loss = step_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        record = {"stage": stage} if stage else {}
+        record.update({"step": step + 1, "loss": loss.item(), "time": round(time.time() - start, 2)})
+        log.write(json.dumps(record) + "\n")
+        if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == steps:
+            log.flush()
+            if checkpoint is not None:
+                checkpoint()
+
+
 def _validate_depth(model, bank: FrameBank) -> dict:
     from bufferanytime.evaluation.metrics import depth_metrics
 
@@ -150,27 +193,17 @@ def train_depth_prior(config: PriorTrainConfig, out_dir: str | Path, progress: b
     ).train()
     # The relative head ends in a ReLU; a positive start keeps it out of the dead (all-zero, no-gradient) regime.
     torch.nn.init.constant_(model.head.conv3.bias, 1.0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.steps, min(500, config.steps // 10)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = open(out_dir / "train_log.jsonl", "w")  # noqa: SIM115
     start = time.time()
-    bar = tqdm(range(config.steps), desc="depth prior", disable=not progress)
-    for step in bar:
+
+    def step_loss() -> torch.Tensor:
         rgb, depth = train.batch(rng, config.batch_size, config.crop)
-        pred = model(pixel_values=_imagenet(rgb)).predicted_depth
-        loss = ssi_disparity_loss(pred, depth)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        log.write(json.dumps({"step": step + 1, "loss": loss.item(), "time": round(time.time() - start, 2)}) + "\n")
-        if (step + 1) % 500 == 0 or step + 1 == config.steps:
-            log.flush()
-            model.save_pretrained(out_dir)
+        return ssi_disparity_loss(model(pixel_values=_imagenet(rgb)).predicted_depth, depth)
+
+    _optimize(list(model.parameters()), config, config.steps, min(500, config.steps // 10), step_loss, log, start,
+              "depth prior", progress, checkpoint=lambda: model.save_pretrained(out_dir))
     log.close()
     record = {
         "kind": "depth",
@@ -247,23 +280,16 @@ def train_normal_prior(config: PriorTrainConfig, out_dir: str | Path, progress: 
     crop = NORMAL_CROP
 
     vae.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(vae_steps, min(200, vae_steps // 10)))
-    bar = tqdm(range(vae_steps), desc="normal prior: VAE", disable=not progress)
-    for step in bar:
+
+    def vae_loss() -> torch.Tensor:
         rgb, normal = train.batch(rng, config.batch_size, crop)
         images = torch.cat([rgb * 2 - 1, normal * axes])  # RGB and normals, both as [-1, 1] images
         posterior = vae.encode(images).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        loss = (recon - images).abs().mean() + 1e-6 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        log.write(json.dumps({"stage": "vae", "step": step + 1, "loss": loss.item(),
-                              "time": round(time.time() - start, 2)}) + "\n")
+        return (recon - images).abs().mean() + 1e-6 * posterior.kl().mean()
+
+    _optimize(list(vae.parameters()), config, vae_steps, min(200, vae_steps // 10), vae_loss, log, start,
+              "normal prior: VAE", progress, stage="vae")
     vae.eval()
     with torch.no_grad():
         rgb, normal = train.batch(rng, 32, crop)
@@ -274,24 +300,14 @@ def train_normal_prior(config: PriorTrainConfig, out_dir: str | Path, progress: 
                              empty_prompt_embedding=parts["embedding"], per_frame=True)
     model.unet.requires_grad_(True).train()
     unet_steps = config.steps - vae_steps
-    optimizer = torch.optim.AdamW(model.unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(unet_steps, min(200, unet_steps // 10)))
-    bar = tqdm(range(unet_steps), desc="normal prior: U-Net", disable=not progress)
-    for step in bar:
+
+    def unet_loss() -> torch.Tensor:
         rgb, normal = train.batch(rng, config.batch_size, crop)
-        latents = model.predict_latents(model.encode(rgb[:, None]))[:, 0]
-        pred = model.decode(latents)
-        loss = (1 - (pred * normal).sum(dim=1)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.unet.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        log.write(json.dumps({"stage": "unet", "step": step + 1, "loss": loss.item(),
-                              "time": round(time.time() - start, 2)}) + "\n")
-        if (step + 1) % 500 == 0:
-            log.flush()
+        pred = model.decode(model.predict_latents(model.encode(rgb[:, None]))[:, 0])
+        return (1 - (pred * normal).sum(dim=1)).mean()
+
+    _optimize(list(model.unet.parameters()), config, unet_steps, min(200, unet_steps // 10), unet_loss, log, start,
+              "normal prior: U-Net", progress, stage="unet")
     log.close()
     model.unet.requires_grad_(False).eval()
     write_marigold_prior(out_dir, model.unet, model.vae, model.scheduler, model.empty_prompt_embedding)
