@@ -118,6 +118,19 @@ class NormalNet(nn.Module):
         return self.model.predict_latents(rgb_latents)
 
 
+def _stabilization(buffers: torch.Tensor, flows: dict[str, torch.Tensor], config) -> torch.Tensor:
+    """Alg. 2 on ``buffers`` (B, K, C, H, W) with the clip's (cached) flows and cycle masks and the run's settings."""
+    return stabilization_loss(
+        buffers,
+        flows["flow_fwd"],
+        flows["flow_bwd"],
+        tau=config.tau,
+        edge_mask=config.edge_mask,
+        cycle_fwd=flows["cycle_fwd"],
+        cycle_bwd=flows["cycle_bwd"],
+    )
+
+
 class DepthObjective:
     kind = "depth"
 
@@ -178,15 +191,7 @@ class DepthObjective:
             buffers = normalize_affine(disparity.reshape(batch, length * height, width)).reshape(disparity.shape)
         else:
             buffers = disparity
-        loss_stable = stabilization_loss(
-            buffers[:, :, None],
-            flows["flow_fwd"],
-            flows["flow_bwd"],
-            tau=self.config.tau,
-            edge_mask=self.config.edge_mask,
-            cycle_fwd=flows["cycle_fwd"],
-            cycle_bwd=flows["cycle_bwd"],
-        )
+        loss_stable = _stabilization(buffers[:, :, None], flows, self.config)
         loss = self.config.w_reg * loss_reg + loss_stable
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
 
@@ -235,17 +240,11 @@ class NormalObjective:
                 normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)
             return normals.unflatten(0, z.shape[:2])
 
-        def pixel_loss(normals: torch.Tensor) -> torch.Tensor:
-            return stabilization_loss(
-                normals,
-                flows["flow_fwd"],
-                flows["flow_bwd"],
-                tau=self.config.tau,
-                edge_mask=self.config.edge_mask,
-                cycle_fwd=flows["cycle_fwd"],
-                cycle_bwd=flows["cycle_bwd"],
-            )
-
-        loss_stable = deferred_backward(latents, decode, pixel_loss, chunk=self.config.deferred_chunk)
+        loss_stable = deferred_backward(
+            latents,
+            decode,
+            lambda normals: _stabilization(normals, flows, self.config),
+            chunk=self.config.deferred_chunk,
+        )
         loss = self.config.w_reg * loss_reg + loss_stable
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
