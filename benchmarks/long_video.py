@@ -10,7 +10,11 @@ Reports, in one run, at low resolution:
     frame pairs that straddle window boundaries, against pairs inside windows (target <= 1.2).
 
 Default model: a tiny random Depth Anything prior with randomly initialised (non-zero) temporal blocks, so the
-temporal path really runs. ``--model`` takes any video model (e.g. the embedded one). Usage:
+temporal path really runs. ``--model`` takes any video model (e.g. the embedded one).
+
+(b) is also measured on random weights in the architecture of Depth Anything V2 Small (``--small-size``,
+``--small-frames``; 0 frames skips it): on the tiny prior the ViT costs almost nothing, so the temporal blocks
+weigh far more than they do next to a real backbone. Usage:
 
     python benchmarks/long_video.py [--model M] [--frames 1000] [--size 96x128] [--window 32] [--overlap 4]
 """
@@ -34,7 +38,7 @@ from bufferanytime.inference.windows import default_overlap
 from bufferanytime.io import VideoWriter
 from bufferanytime.models import VideoDepthModel, load_model
 from bufferanytime.synthetic import render_video
-from bufferanytime.testing import make_tiny_prior
+from bufferanytime.testing import make_small_depth_prior, make_tiny_prior
 
 RSS_SNIPPET = (
     "import resource, sys\n"
@@ -68,6 +72,42 @@ def run_cli(args: list[str]) -> tuple[int, dict]:
     output = Path(args[args.index("-o") + 1])
     meta = json.loads(next(output.glob("*/meta.json")).read_text())
     return rss, meta
+
+
+def random_video_model(prior: Path, out: Path, window: int) -> str:
+    """A video model around ``prior`` whose temporal blocks are random (non-zero), so the temporal path costs."""
+    torch.manual_seed(0)
+    model = VideoDepthModel.from_prior(prior)
+    for block in model.temporal:
+        torch.nn.init.normal_(block.proj_out.weight, std=0.02)
+    model.clip_len = window
+    model.save_pretrained(out, copy_prior=True)
+    return str(out)
+
+
+def model_time(common: list[str], frames: int, out: Path) -> tuple[float, float]:
+    """Model seconds per frame of the video model and of ``--per-frame``, on the first ``frames`` frames."""
+    _, meta_video = run_cli([*common, "--max-frames", str(frames), "-o", str(out / "video")])
+    _, meta_frame = run_cli([*common, "--max-frames", str(frames), "--per-frame", "-o", str(out / "frame")])
+    return meta_video["timings"]["model_s_per_frame"], meta_frame["timings"]["model_s_per_frame"]
+
+
+def cli_args(video: Path, model: str, size: tuple[int, int], window: int, overlap: int) -> list[str]:
+    return [
+        "depth",
+        str(video),
+        "--model",
+        model,
+        "--max-res",
+        str(max(size)),
+        "--window",
+        str(window),
+        "--overlap",
+        str(overlap),
+        "--device",
+        "cpu",
+        "-q",
+    ]
 
 
 def seam_error(model_path: str, size: tuple[int, int], frames: int, window: int, overlap: int) -> dict:
@@ -105,6 +145,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--overlap", type=int, default=None)
     parser.add_argument("--timing-frames", type=int, default=200)
+    parser.add_argument("--small-size", default="266x350", help="frame size for (b) on the DA-V2-Small architecture")
+    parser.add_argument("--small-frames", type=int, default=64, help="frames for that measurement (0: skip it)")
     args = parser.parse_args()
     height, width = map(int, args.size.split("x"))
     overlap = default_overlap(args.window) if args.overlap is None else args.overlap
@@ -112,30 +154,10 @@ def main() -> None:
         tmp = Path(tmp)
         model_path = args.model
         if model_path is None:
-            torch.manual_seed(0)
-            model = VideoDepthModel.from_prior(make_tiny_prior("depth", tmp / "prior"))
-            for block in model.temporal:
-                torch.nn.init.normal_(block.proj_out.weight, std=0.02)
-            model.clip_len = args.window
-            model.save_pretrained(tmp / "video", copy_prior=True)
-            model_path = str(tmp / "video")
+            model_path = random_video_model(make_tiny_prior("depth", tmp / "prior"), tmp / "video", args.window)
         video = tmp / "long.mp4"
         make_long_video(video, args.frames, height, width)
-        common = [
-            "depth",
-            str(video),
-            "--model",
-            model_path,
-            "--max-res",
-            str(max(height, width)),
-            "--window",
-            str(args.window),
-            "--overlap",
-            str(overlap),
-            "--device",
-            "cpu",
-            "-q",
-        ]
+        common = cli_args(video, model_path, (height, width), args.window, overlap)
 
         rss_100, _ = run_cli([*common, "--max-frames", "100", "-o", str(tmp / "out100")])
         rss_all, meta_all = run_cli([*common, "-o", str(tmp / "outall")])
@@ -144,15 +166,23 @@ def main() -> None:
             f"{rss_all / 1024:.0f} MB, ratio {rss_all / rss_100:.3f} (target <= 1.15)"
         )
 
-        n = str(args.timing_frames)
-        _, meta_video = run_cli([*common, "--max-frames", n, "-o", str(tmp / "tv")])
-        _, meta_frame = run_cli([*common, "--max-frames", n, "--per-frame", "-o", str(tmp / "tf")])
-        video_s = meta_video["timings"]["model_s_per_frame"]
-        frame_s = meta_frame["timings"]["model_s_per_frame"]
+        video_s, frame_s = model_time(common, args.timing_frames, tmp / "time")
         print(
             f"(b) model time per frame: video {video_s * 1000:.1f} ms, per-frame prior {frame_s * 1000:.1f} ms, "
             f"ratio {video_s / frame_s:.3f} (target <= 1.10; window {args.window}, overlap {overlap})"
         )
+        if args.small_frames:
+            small_size = tuple(map(int, args.small_size.split("x")))
+            small_video = tmp / "small.mp4"
+            make_long_video(small_video, args.small_frames, *small_size)
+            small = random_video_model(make_small_depth_prior(tmp / "small_prior"), tmp / "small", args.window)
+            video_s, frame_s = model_time(
+                cli_args(small_video, small, small_size, args.window, overlap), args.small_frames, tmp / "small_time"
+            )
+            print(
+                f"(b) on the DA-V2-Small architecture at {args.small_size}, {args.small_frames} frames: video "
+                f"{video_s * 1000:.0f} ms, per-frame prior {frame_s * 1000:.0f} ms, ratio {video_s / frame_s:.3f}"
+            )
 
         seams = seam_error(model_path, (height, width), 4 * args.window, args.window, overlap)
         print(

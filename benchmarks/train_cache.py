@@ -23,46 +23,8 @@ import numpy as np
 import torch
 
 from bufferanytime.synthetic import render_video, write_video_dir
+from bufferanytime.testing import make_small_depth_prior
 from bufferanytime.training import TrainConfig, train
-
-
-def small_prior(path: Path) -> Path:
-    """Random weights in the architecture of Depth Anything V2 Small (ViT-S/14 backbone, DPT with 64 channels)."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    backbone = Dinov2Config(
-        image_size=518,
-        patch_size=14,
-        hidden_size=384,
-        num_hidden_layers=12,
-        num_attention_heads=6,
-        mlp_ratio=4,
-        out_indices=[3, 6, 9, 12],
-        reshape_hidden_states=False,
-        apply_layernorm=True,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        patch_size=14,
-        reassemble_hidden_size=384,
-        neck_hidden_sizes=[48, 96, 192, 384],
-        fusion_hidden_size=64,
-        head_hidden_size=32,
-        depth_estimation_type="relative",
-    )
-    torch.manual_seed(0)
-    prior = DepthAnythingForDepthEstimation(config)
-    # Default initialisation makes a random DPT's output constant (activations shrink layer after layer), and
-    # training then kills its last ReLU; fan-in scaled weights keep the output image-dependent, like a real prior.
-    for module in [*prior.neck.modules(), *prior.head.modules()]:
-        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-            fan_in = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.weight[:, 0].numel()
-            torch.nn.init.normal_(module.weight, std=fan_in**-0.5)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-    torch.nn.init.constant_(prior.head.conv3.bias, 1.0)
-    prior.save_pretrained(path)
-    return path
 
 
 def steps_per_second(run: Path, hits_only: bool) -> tuple[float, int]:
@@ -95,7 +57,7 @@ def main() -> None:
         tmp = Path(tmp)
         for seed in range(args.videos):
             write_video_dir(render_video(seed, args.frames, (height, width), flicker=0.2), tmp / "data" / f"seq_{seed}")
-        model = args.model or str(small_prior(tmp / "prior"))
+        model = args.model or str(make_small_depth_prior(tmp / "prior"))
         steps = args.videos * args.epochs
         common = {
             "kind": "depth",

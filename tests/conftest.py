@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from bufferanytime.io.video import write_video
 from bufferanytime.testing import make_tiny_prior
@@ -36,3 +37,12 @@ def small_video(tmp_path) -> Path:
     path = tmp_path / "clip.mp4"
     write_video(path, moving_pattern(), fps=10)
     return path
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """For tiny tensors extra threads only add synchronisation, which a busy machine makes very slow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -58,3 +58,45 @@ def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
 
         return make_tiny_normal_prior(path, seed=seed)
     raise ValueError(f"unknown prior kind {kind!r}; expected 'depth' or 'normal'")
+
+
+def make_small_depth_prior(path: str | Path, seed: int = 0) -> Path:
+    """Random weights in the architecture of Depth Anything V2 Small (ViT-S/14, DPT with 64 channels), for benchmarks.
+
+    Costs what the real Small prior costs, so speed and memory figures measured on it carry over.
+    """
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(
+        image_size=518,
+        patch_size=14,
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        mlp_ratio=4,
+        out_indices=[3, 6, 9, 12],
+        reshape_hidden_states=False,
+        apply_layernorm=True,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        patch_size=14,
+        reassemble_hidden_size=384,
+        neck_hidden_sizes=[48, 96, 192, 384],
+        fusion_hidden_size=64,
+        head_hidden_size=32,
+        depth_estimation_type="relative",
+    )
+    torch.manual_seed(seed)
+    prior = DepthAnythingForDepthEstimation(config)
+    # Default initialisation makes a random DPT's output constant (activations shrink layer after layer), and
+    # training then kills its last ReLU; fan-in scaled weights keep the output image-dependent, like a real prior.
+    for module in [*prior.neck.modules(), *prior.head.modules()]:
+        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            fan_in = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.weight[:, 0].numel()
+            torch.nn.init.normal_(module.weight, std=fan_in**-0.5)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+    torch.nn.init.constant_(prior.head.conv3.bias, 1.0)
+    prior.save_pretrained(path)
+    return path

@@ -5,7 +5,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 RAFT_WEIGHTS = SHARED / "weights" / "raft-small.pth"
@@ -47,9 +46,5 @@ def shifted_pair():
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tensors here are tiny: extra threads only add synchronisation, which a busy machine makes very slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _tiny_tensors_one_thread(one_torch_thread):
+    """Every test here runs on tiny tensors: one torch thread (fixture in tests/conftest.py)."""
