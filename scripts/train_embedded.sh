@@ -23,11 +23,14 @@ bufferanytime train-prior normal --data "$DATA/prior_train" --val "$DATA/prior_v
     --steps 1200 --batch-size 8 --threads 1
 
 # 3. Zero-shot video training on unlabeled clips: the synthetic flickering clips and the real sample clips.
+#    The shipped runs were made in stages (depth 300 -> 1000 -> 2500 steps, normals 300 -> 700 -> 1500) with
+#    `--resume --steps N`; resuming is bit-exact and the learning rate is constant after warm-up, so one run
+#    with the final step count is the same run.
 bufferanytime train depth --data "$DATA/video_train" "$SHARED/data" --model "$RUNS/prior_depth" \
-    --out "$RUNS/video_depth" --steps 300 --clip-len 10 --res 126x168 --lr 2e-4 --warmup 30 --ema 0.98 \
+    --out "$RUNS/video_depth" --steps 2500 --clip-len 10 --res 126x168 --lr 2e-4 --warmup 30 --ema 0.98 \
     --flow dis --clips-per-video 2 --cache "$RUNS/cache_depth" --save-every 50 --copy-prior
 bufferanytime train normal --data "$DATA/video_train" "$SHARED/data" --model "$RUNS/prior_normal" \
-    --out "$RUNS/video_normal" --steps 150 --clip-len 8 --res 96x128 --lr 1e-4 --warmup 15 --ema 0.98 \
+    --out "$RUNS/video_normal" --steps 1500 --clip-len 8 --res 96x128 --lr 1e-4 --warmup 30 --ema 0.98 \
     --flow dis --clips-per-video 2 --cache "$RUNS/cache_normal" --save-every 50 --copy-prior
 
 # 4. Ship: copy RUNS/video_{depth,normal}/model into src/bufferanytime/weights/tiny-synthetic/{depth,normal}.
