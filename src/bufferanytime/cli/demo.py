@@ -21,9 +21,10 @@ import numpy as np
 
 from bufferanytime.errors import InputError
 from bufferanytime.io.outputs import ensure_writable_dir
+from bufferanytime.io.video import open_video
 
 DEMO_CLIP = Path("data/videos/davis_rollercoaster.mp4")  # inside the shared sample-data folder
-DEMO_SEED = 777_777  # held out: training used seeds 10000-10399 (priors) and 20000-20059 (video models)
+DEMO_SEED = 777_777  # held out: never used to train or select the embedded models (see scripts/train_embedded.sh)
 DEMO_SYNTH = {"num_frames": 24, "size": (168, 224), "flicker": 0.3, "exposure": 0.1, "noise": 0.01}
 DEMO_FRAMES = 24
 DEMO_MAX_RES = 224
@@ -69,7 +70,7 @@ def _real_clip(kind: str, model_name: str, clip: Path, out: Path, progress: bool
         write_png,
     )
     from bufferanytime.inference import InferenceSettings, predict_frames
-    from bufferanytime.io import VideoWriter, colorize_depth, normals_to_rgb, open_video
+    from bufferanytime.io import VideoWriter, colorize_depth, normals_to_rgb
     from bufferanytime.io.outputs import robust_range
     from bufferanytime.models import load_model
 
@@ -98,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
     from bufferanytime.evaluation.runner import EvalConfig, ModelSpec, run_evaluation
     from bufferanytime.synthetic import render_video, write_video_dir
 
-    out = ensure_writable_dir(args.output)
     clip = args.input or _default_input()
     if clip is None:
         raise InputError(f"no demo clip found (looked for ../shared/{DEMO_CLIP}); pass one with --input")
+    open_video(clip, max_frames=DEMO_FRAMES)  # a bad clip fails here, before any work or output
+    out = ensure_writable_dir(args.output)
     models, embedded = _models(out)
     if embedded:
         print(f"Using the embedded models: depth '{models['depth']}', normal '{models['normal']}'.")
