@@ -51,7 +51,7 @@ train_stages() {  # kind prior clip res lr steps_a steps_b steps_c
     done
 }
 train_stages depth "$RUNS/prior_depth" 10 126x168 2e-4 2500 1200 1000
-train_stages normal "$RUNS/prior_normal" 8 96x128 1e-4 1500 800 NORMAL_C_STEPS
+train_stages normal "$RUNS/prior_normal" 8 96x128 1e-4 1500 800 700
 
 # 4. Pick by OPW on the validation clips (never on eval_heldout), then evaluate on the held-out clips:
 for kind in depth normal; do

@@ -23,7 +23,8 @@ MODEL_CLASSES: dict[str, type[VideoModel]] = {"depth": VideoDepthModel, "normal"
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # Embedded models shipped inside the package: name -> {kind: directory relative to bufferanytime/weights}.
-# Demonstration models trained on procedural scenes (see bufferanytime/weights/README.md), not real-world models.
+# Demonstration models trained on procedural scenes, not real-world models: see "Embedded models" in the README and
+# each model's prior_training_record.json / video_training_record.json.
 EMBEDDED: dict[str, dict[str, str]] = {
     "tiny-synthetic": {
         kind: f"tiny-synthetic/{kind}"
