@@ -78,8 +78,9 @@ LARGE_MOTION_PX = 10.0  # "large motion" pixels of the Sintel breakdown, by raft
 
 
 def sintel_photometric(models: dict, folder: Path) -> dict[str, tuple[float, ...]]:
-    """Per method: photometric error on pixels in view for all methods, on pixels that every non-trivial
-    method finds cycle-consistent (where a stabilization loss would use them), and the cycle-consistent fraction."""
+    """Per method: photometric error on pixels in view for all methods, on pixels that both real methods find
+    cycle-consistent (where a stabilization loss would use them), away from image edges, and on large motions,
+    then the method's cycle-consistent fraction."""
     rgb = _read_frames(folder)
     src, dst = rgb[:-1], rgb[1:]
     fwd_flows, cycle = {}, {}
