@@ -12,9 +12,10 @@ Reports, in one run, at low resolution:
 Default model: a tiny random Depth Anything prior with randomly initialised (non-zero) temporal blocks, so the
 temporal path really runs. ``--model`` takes any video model (e.g. the embedded one).
 
-(b) is also measured on random weights in the architecture of Depth Anything V2 Small (``--small-size``,
-``--small-frames``; 0 frames skips it): on the tiny prior the ViT costs almost nothing, so the temporal blocks
-weigh far more than they do next to a real backbone. Usage:
+(b) is also measured on random weights in the architectures of the published Depth Anything V2 sizes (``--archs``,
+default small and base, at ``--arch-size`` on ``--arch-frames`` frames; ``--archs ''`` skips it): on the tiny
+prior the ViT costs almost nothing, so the temporal blocks weigh far more than they do next to a real backbone.
+Usage:
 
     python benchmarks/long_video.py [--model M] [--frames 1000] [--size 96x128] [--window 32] [--overlap 4]
 """
@@ -38,7 +39,7 @@ from bufferanytime.inference.windows import default_overlap
 from bufferanytime.io import VideoWriter
 from bufferanytime.models import VideoDepthModel, load_model
 from bufferanytime.synthetic import render_video
-from bufferanytime.testing import make_small_depth_prior, make_tiny_prior
+from bufferanytime.testing import make_sized_depth_prior, make_tiny_prior
 
 RSS_SNIPPET = (
     "import resource, sys\n"
@@ -145,8 +146,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--overlap", type=int, default=None)
     parser.add_argument("--timing-frames", type=int, default=200)
-    parser.add_argument("--small-size", default="266x350", help="frame size for (b) on the DA-V2-Small architecture")
-    parser.add_argument("--small-frames", type=int, default=64, help="frames for that measurement (0: skip it)")
+    parser.add_argument("--archs", default="small,base", help="DA-V2 architectures for (b) ('' skips them)")
+    parser.add_argument("--arch-size", default="266x350", help="frame size for (b) on those architectures")
+    parser.add_argument("--arch-frames", type=int, default=64, help="frames for that measurement")
     args = parser.parse_args()
     height, width = map(int, args.size.split("x"))
     overlap = default_overlap(args.window) if args.overlap is None else args.overlap
@@ -171,17 +173,18 @@ def main() -> None:
             f"(b) model time per frame: video {video_s * 1000:.1f} ms, per-frame prior {frame_s * 1000:.1f} ms, "
             f"ratio {video_s / frame_s:.3f} (target <= 1.10; window {args.window}, overlap {overlap})"
         )
-        if args.small_frames:
-            small_size = tuple(map(int, args.small_size.split("x")))
-            small_video = tmp / "small.mp4"
-            make_long_video(small_video, args.small_frames, *small_size)
-            small = random_video_model(make_small_depth_prior(tmp / "small_prior"), tmp / "small", args.window)
+        arch_size = tuple(map(int, args.arch_size.split("x")))
+        for arch in filter(None, args.archs.split(",")):
+            arch_video = tmp / f"{arch}.mp4"
+            make_long_video(arch_video, args.arch_frames, *arch_size)
+            prior = make_sized_depth_prior(tmp / f"{arch}_prior", arch)
+            model = random_video_model(prior, tmp / arch, args.window)
             video_s, frame_s = model_time(
-                cli_args(small_video, small, small_size, args.window, overlap), args.small_frames, tmp / "small_time"
+                cli_args(arch_video, model, arch_size, args.window, overlap), args.arch_frames, tmp / f"{arch}_time"
             )
             print(
-                f"(b) on the DA-V2-Small architecture at {args.small_size}, {args.small_frames} frames: video "
-                f"{video_s * 1000:.0f} ms, per-frame prior {frame_s * 1000:.0f} ms, ratio {video_s / frame_s:.3f}"
+                f"(b) on the DA-V2-{arch.capitalize()} architecture at {args.arch_size}, {args.arch_frames} frames: "
+                f"video {video_s * 1000:.0f} ms, per-frame prior {frame_s * 1000:.0f} ms, ratio {video_s / frame_s:.3f}"
             )
 
         seams = seam_error(model_path, (height, width), 4 * args.window, args.window, overlap)

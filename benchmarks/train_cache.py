@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bufferanytime.synthetic import render_video, write_video_dir
-from bufferanytime.testing import make_small_depth_prior
+from bufferanytime.testing import make_sized_depth_prior
 from bufferanytime.training import TrainConfig, train
 
 
@@ -57,7 +57,7 @@ def main() -> None:
         tmp = Path(tmp)
         for seed in range(args.videos):
             write_video_dir(render_video(seed, args.frames, (height, width), flicker=0.2), tmp / "data" / f"seq_{seed}")
-        model = args.model or str(make_small_depth_prior(tmp / "prior"))
+        model = args.model or str(make_sized_depth_prior(tmp / "prior", "small"))
         steps = args.videos * args.epochs
         common = {
             "kind": "depth",

@@ -60,30 +60,40 @@ def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
     raise ValueError(f"unknown prior kind {kind!r}; expected 'depth' or 'normal'")
 
 
-def make_small_depth_prior(path: str | Path, seed: int = 0) -> Path:
-    """Random weights in the architecture of Depth Anything V2 Small (ViT-S/14, DPT with 64 channels), for benchmarks.
+# The published Depth Anything V2 sizes (ViT width, depth, heads, DPT input layers, neck widths, fusion width),
+# from the configs of depth-anything/Depth-Anything-V2-{Small,Base,Large}-hf.
+DEPTH_ANYTHING_V2_SIZES = {
+    "small": (384, 12, 6, [3, 6, 9, 12], [48, 96, 192, 384], 64),
+    "base": (768, 12, 12, [3, 6, 9, 12], [96, 192, 384, 768], 128),
+    "large": (1024, 24, 16, [5, 12, 18, 24], [256, 512, 1024, 1024], 256),
+}
 
-    Costs what the real Small prior costs, so speed and memory figures measured on it carry over.
+
+def make_sized_depth_prior(path: str | Path, size: str = "small", seed: int = 0) -> Path:
+    """Random weights in the architecture of Depth Anything V2 ``size`` (small, base, large), for benchmarks.
+
+    Costs what the real prior of that size costs, so speed and memory figures measured on it carry over.
     """
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
+    hidden, layers, heads, out_indices, neck, fusion = DEPTH_ANYTHING_V2_SIZES[size]
     backbone = Dinov2Config(
         image_size=518,
         patch_size=14,
-        hidden_size=384,
-        num_hidden_layers=12,
-        num_attention_heads=6,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
         mlp_ratio=4,
-        out_indices=[3, 6, 9, 12],
+        out_indices=out_indices,
         reshape_hidden_states=False,
         apply_layernorm=True,
     )
     config = DepthAnythingConfig(
         backbone_config=backbone,
         patch_size=14,
-        reassemble_hidden_size=384,
-        neck_hidden_sizes=[48, 96, 192, 384],
-        fusion_hidden_size=64,
+        reassemble_hidden_size=hidden,
+        neck_hidden_sizes=neck,
+        fusion_hidden_size=fusion,
         head_hidden_size=32,
         depth_estimation_type="relative",
     )

@@ -38,3 +38,19 @@ def test_sinusoidal_positions_distinguish_frames():
     assert enc.shape == (300, 32)
     dist = torch.cdist(enc, enc) + torch.eye(300) * 1e3
     assert dist.min() > 1e-3
+
+
+def test_block_gives_the_same_output_and_gradients_in_chunks(monkeypatch):
+    import bufferanytime.models.temporal as temporal
+
+    torch.manual_seed(0)
+    block = TemporalBlock(16, TemporalConfig(num_layers=2, num_heads=4))
+    torch.nn.init.normal_(block.proj_out.weight)
+    x = torch.randn(2 * 5, 16, 6, 7, requires_grad=True)
+    whole = block(x, num_frames=5)
+    (grad_whole,) = torch.autograd.grad(whole.square().sum(), x)
+    monkeypatch.setattr(temporal, "CHUNK_ROWS", 5 * 9)  # 9 pixels per chunk: 84 pixels in 10 uneven chunks
+    chunked = block(x, num_frames=5)
+    (grad_chunked,) = torch.autograd.grad(chunked.square().sum(), x)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad_chunked, grad_whole, rtol=1e-5, atol=1e-5)

@@ -23,7 +23,7 @@ from bufferanytime.inference.pipeline import (
     resolve_device,
     run_video,
 )
-from bufferanytime.inference.windows import DEFAULT_OVERLAP_DIVISOR
+from bufferanytime.inference.windows import DEFAULT_OVERLAP_DIVISOR, MIN_OVERLAP
 from bufferanytime.io.outputs import ensure_writable_dir
 from bufferanytime.io.video import expand_inputs, open_video
 
@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--window", type=positive_int, default=None,
                        help="frames per sliding window (default: the model's training clip length)")
         p.add_argument("--overlap", type=non_negative_int, default=None,
-                       help=f"frames shared by consecutive windows (default: window // {DEFAULT_OVERLAP_DIVISOR})")
+                       help=f"frames shared by consecutive windows (default: window // {DEFAULT_OVERLAP_DIVISOR}, "
+                            f"at least {MIN_OVERLAP})")
         if kind == "normal":
             p.add_argument("--decode-chunk", type=positive_int, default=None,
                            help="frames decoded by the VAE at once (default 4)")

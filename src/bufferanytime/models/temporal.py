@@ -15,6 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Pixels are independent sequences, so the block runs on chunks of about this many (pixel, frame) rows at a
+# time. Same result; the intermediate tensors (the 4x-wide feed-forward above all) then stay in cache instead of
+# streaming through memory, which made the block 1.2-2.6x faster on CPU (benchmarks/long_video.py, (b)).
+CHUNK_ROWS = 4096
+
 
 @dataclass
 class TemporalConfig:
@@ -85,13 +90,18 @@ class TemporalBlock(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
+    def _sequences(self, y: torch.Tensor) -> torch.Tensor:
+        """Projection in, attention layers, projection out on ``(S, T, C)`` pixel sequences."""
+        y = self.proj_in(y)
+        for layer in self.layers:
+            y = layer(y)
+        return self.proj_out(y)
+
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         bt, c, h, w = x.shape
         b = bt // num_frames
         y = self.norm(x).reshape(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
-        y = self.proj_in(y)
-        for layer in self.layers:
-            y = layer(y)
-        y = self.proj_out(y)
+        chunk = max(1, CHUNK_ROWS // num_frames)
+        y = torch.cat([self._sequences(part) for part in y.split(chunk)])
         y = y.reshape(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
         return x + y
