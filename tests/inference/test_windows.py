@@ -56,7 +56,7 @@ def test_scale_shift_fit_and_alignment_are_exact():
     new = torch.rand(6, 5, 5)
     aligned = align_depth(new, 3 * new[:2] + 1)
     assert torch.allclose(aligned, 3 * new + 1, atol=1e-5)
-    assert default_overlap(110) == 6 and default_overlap(32) == 2 and default_overlap(3) == 0
+    assert default_overlap(110) == 13 and default_overlap(32) == 4 and default_overlap(3) == 0
 
 
 def test_reused_counts_the_frames_shared_with_the_previous_call():
