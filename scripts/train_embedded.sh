@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How the embedded `tiny-synthetic` models were made (issue [embedded]); about 5 hours on 2 CPU cores.
-# Seeds: priors 10000-10399 (val 90000-90023), video training 20000-20021, 20100-20199 and 20200-20299,
+# Seeds: priors 10000-10399 (val 90000-90023), video training 20000-20021, 20100-20199, 20200-20299, 20300-20399,
 # video validation 60000-60005 (model selection), held-out evaluation 50000-50005, demo 777777.
 # Nothing here is needed to use the package: the results ship in src/bufferanytime/weights/.
 # The models were made by running these commands one at a time (stage a in resumed pieces, see step 3); the
@@ -19,6 +19,8 @@ bufferanytime synth -o "$DATA/video_train" --videos 22 --frames 24 --size 126x16
 bufferanytime synth -o "$DATA/video_train2" --videos 100 --frames 24 --size 126x168 --seed 20100 \
     --flicker 0.3 --exposure 0.1 --noise 0.01 $TEX
 bufferanytime synth -o "$DATA/video_train3" --videos 100 --frames 24 --size 126x168 --seed 20200 \
+    --flicker 0.3 --exposure 0.1 --noise 0.01 $TEX
+bufferanytime synth -o "$DATA/video_train4" --videos 100 --frames 24 --size 126x168 --seed 20300 \
     --flicker 0.3 --exposure 0.1 --noise 0.01 $TEX
 bufferanytime synth -o "$DATA/video_val" --videos 6 --frames 24 --size 168x224 --seed 60000 \
     --flicker 0.3 --exposure 0.1 --noise 0.01 $TEX

@@ -139,7 +139,7 @@ def predict_frames(
             small = inference_size(h, w, settings.max_res)
             if small != (h, w):
                 frame = cv2.resize(frame, (small[1], small[0]), interpolation=cv2.INTER_AREA)
-            yield torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 255.0
+            yield torch.tensor(frame, dtype=torch.float32).permute(2, 0, 1) / 255.0  # a copy: frames may be read-only
 
     for out in sliding_windows(tensors(), predictor, model.kind, window, overlap):
         yield _to_output(model.kind, out, *sizes.popleft())
