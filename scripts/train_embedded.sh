@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the embedded `tiny-synthetic` models were made (issue [embedded]); about 5 hours on 2 CPU cores.
+# How the embedded `tiny-synthetic` models were made (issue [embedded]); about 9 hours on 2 CPU cores.
 # Seeds: priors 10000-10399 (val 90000-90023), video training 20000-20021, 20100-20199, 20200-20299, 20300-20399,
 # video validation 60000-60005 (model selection), held-out evaluation 50000-50005, demo 777777.
 # Nothing here is needed to use the package: the results ship in src/bufferanytime/weights/.
@@ -33,38 +33,58 @@ bufferanytime train-prior depth --data "$DATA/prior_train" --val "$DATA/prior_va
 bufferanytime train-prior normal --data "$DATA/prior_train" --val "$DATA/prior_val" -o "$RUNS/prior_normal" \
     --steps 1200 --batch-size 8 --threads 1
 
-# 3. Zero-shot video training on unlabeled clips, in three stages per model, each continuing from the last with
+# 3. Zero-shot video training on unlabeled clips, in stages per model, each continuing from the last, mostly with
 #    more synthetic clips (the real sample clips are always in). Stage a was itself run in pieces with
 #    `--resume --steps N`, which is bit-exact (constant learning rate after warm-up), so it is one run here.
 #    Each model's stages are recorded in weights/tiny-synthetic/<kind>/video_training_record.json (where stage a
 #    is named video_<kind>).
-train_stages() {  # kind prior clip res lr steps_a steps_b steps_c
-    local kind=$1 prior=$2 common="--clip-len $3 --res $4 --lr $5 --warmup 30 --ema 0.98 --flow dis \
-        --clips-per-video 2 --save-every 50 --copy-prior"
-    local data="$DATA/video_train" init=$prior stage steps
-    for stage in a b c; do
-        case $stage in
-            a) steps=$6 ;;
-            b) steps=$7; data="$data $DATA/video_train2" ;;
-            c) steps=$8; data="$data $DATA/video_train3" ;;
-        esac
-        # shellcheck disable=SC2086
-        bufferanytime train "$kind" --data $data "$SHARED/data" --model "$init" --out "$RUNS/video_${kind}_$stage" \
-            --steps "$steps" --cache "$RUNS/cache_${kind}_$stage" $common
-        init="$RUNS/video_${kind}_$stage/model"
-    done
+CLIPS1="$DATA/video_train"
+CLIPS2="$CLIPS1 $DATA/video_train2"
+CLIPS3="$CLIPS2 $DATA/video_train3"
+CLIPS4="$CLIPS3 $DATA/video_train4"
+stage() {  # kind stage init "clip dirs" steps [extra train flags...]
+    local kind=$1 name=$2 init=$3 clips=$4 steps=$5
+    shift 5
+    # shellcheck disable=SC2086
+    bufferanytime train "$kind" --data $clips "$SHARED/data" --model "$init" --out "$RUNS/video_${kind}_$name" \
+        --steps "$steps" --cache "$RUNS/cache_${kind}_$name" --warmup 30 --ema 0.98 --flow dis --clips-per-video 2 \
+        --save-every 100 --keep-checkpoints 20 --copy-prior "$@"
 }
-train_stages depth "$RUNS/prior_depth" 10 126x168 2e-4 2500 1200 1000
-train_stages normal "$RUNS/prior_normal" 8 96x128 1e-4 1500 800 700
+DEPTH="--clip-len 10 --res 126x168 --lr 2e-4"
+NORMAL="--clip-len 8 --res 96x128 --lr 1e-4"
+# shellcheck disable=SC2086
+{
+    stage depth a "$RUNS/prior_depth" "$CLIPS1" 2500 $DEPTH
+    stage depth b "$RUNS/video_depth_a/model" "$CLIPS2" 1200 $DEPTH
+    stage depth c "$RUNS/video_depth_b/model" "$CLIPS3" 1000 $DEPTH
+    stage depth d "$RUNS/video_depth_c/model" "$CLIPS4" 1200 $DEPTH  # shipped
+    stage depth e "$RUNS/video_depth_d/model" "$CLIPS4" 400 --clip-len 10 --res 126x168 --lr 1e-4 --w-reg 3  # not shipped
+    stage normal a "$RUNS/prior_normal" "$CLIPS1" 1500 $NORMAL
+    stage normal b "$RUNS/video_normal_a/model" "$CLIPS2" 800 $NORMAL
+    stage normal c "$RUNS/video_normal_b/model" "$CLIPS3" 700 $NORMAL
+    stage normal d "$RUNS/video_normal_c/model" "$CLIPS4" 1000 $NORMAL --w-reg 0.5
+}
 
-# 4. Pick by OPW on the validation clips (never on eval_heldout), then evaluate on the held-out clips:
+# Checkpoint -> loadable model: the run's model directory with the checkpoint's EMA weights.
+from_checkpoint() {  # run step out
+    mkdir -p "$3"
+    cp -r "$1/model/config.json" "$1/model/prior" "$3/"
+    cp "$1/checkpoints/step-$(printf %08d "$2")/ema.safetensors" "$3/model.safetensors"
+}
+from_checkpoint "$RUNS/video_normal_d" 500 "$RUNS/video_normal_d500"
+# shellcheck disable=SC2086
+stage normal e "$RUNS/video_normal_d500" "$CLIPS4" 700 $NORMAL --w-reg 0.25
+from_checkpoint "$RUNS/video_normal_e" 500 "$RUNS/video_normal_e500"  # shipped
+
+# 4. Pick by OPW on the validation clips (never on eval_heldout); each candidate (a stage's final model or a
+#    from_checkpoint export) is evaluated the same way, e.g.:
 for kind in depth normal; do
-    bufferanytime eval "$kind" --dataset synthetic --root "$DATA/video_val" --model "$RUNS/video_${kind}_a/model" \
-        --model "$RUNS/video_${kind}_b/model" --model "$RUNS/video_${kind}_c/model" --per-frame --flow gt \
-        --max-res 224 -o "$RUNS/val_$kind"
+    bufferanytime eval "$kind" --dataset synthetic --root "$DATA/video_val" --model "$RUNS/video_${kind}_c/model" \
+        --model "$RUNS/video_${kind}_d/model" --per-frame --flow gt --max-res 224 -o "$RUNS/val_$kind"
 done
 
-# 5. Ship: copy the chosen RUNS/video_<kind>_<stage>/model into src/bufferanytime/weights/tiny-synthetic/{depth,normal}.
+# 5. Ship: copy the chosen model.safetensors (video_depth_d/model, video_normal_e500) into
+#    src/bufferanytime/weights/tiny-synthetic/{depth,normal}; the priors there are the ones trained in step 2.
 
 # 6. The README's held-out table (seeds never used in training or selection):
 for kind in depth normal; do
