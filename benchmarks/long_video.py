@@ -183,9 +183,11 @@ def main() -> None:
             f"ratio {video_s / frame_s:.3f} (target <= 1.10; window {args.window}, overlap {overlap})"
         )
         arch_size = tuple(map(int, args.arch_size.split("x")))
-        for arch in filter(None, args.archs.split(",")):
-            arch_video = tmp / f"{arch}.mp4"
+        archs = [arch for arch in args.archs.split(",") if arch]
+        arch_video = tmp / "arch.mp4"
+        if archs:
             make_long_video(arch_video, args.arch_frames, *arch_size)
+        for arch in archs:
             prior = make_sized_depth_prior(tmp / f"{arch}_prior", arch)
             model = random_video_model(prior, tmp / arch, args.window)
             arch_args = cli_args(arch_video, model, arch_size, args.window, overlap)

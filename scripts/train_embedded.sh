@@ -58,7 +58,7 @@ NORMAL="--clip-len 8 --res 96x128 --lr 1e-4"
     stage depth b "$RUNS/video_depth_a/model" "$CLIPS2" 1200 $DEPTH
     stage depth c "$RUNS/video_depth_b/model" "$CLIPS3" 1000 $DEPTH
     stage depth d "$RUNS/video_depth_c/model" "$CLIPS4" 1200 $DEPTH  # shipped
-    stage depth e "$RUNS/video_depth_d/model" "$CLIPS4" 400 --clip-len 10 --res 126x168 --lr 1e-4 --w-reg 3  # not shipped
+    stage depth e "$RUNS/video_depth_d/model" "$CLIPS4" 400 $DEPTH --lr 1e-4 --w-reg 3  # not shipped; last --lr wins
     stage normal a "$RUNS/prior_normal" "$CLIPS1" 1500 $NORMAL
     stage normal b "$RUNS/video_normal_a/model" "$CLIPS2" 800 $NORMAL
     stage normal c "$RUNS/video_normal_b/model" "$CLIPS3" 700 $NORMAL
