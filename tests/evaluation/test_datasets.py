@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from bufferanytime.errors import InputError
 from bufferanytime.evaluation import benchmark_sort, load_sequences, read_dpt, write_dpt
@@ -30,11 +32,79 @@ def test_kitti_keeps_the_first_110_frames(tmp_path):
     np.testing.assert_array_equal(seq.read_rgb(109), rgb_frame(4, 4, 109))
 
 
-def test_kitti_missing_raw_image_is_an_input_error(tmp_path):
+def test_kitti_missing_raw_image_marks_only_its_sequence(tmp_path):
     make_kitti(tmp_path, frames=3, size=(4, 4))
-    next((tmp_path / "raw_data").rglob("0000000006.png")).unlink()
-    with pytest.raises(InputError, match="raw KITTI image missing"):
-        load_sequences("kitti", tmp_path)
+    make_kitti(tmp_path, seq="2011_09_26_drive_0002_sync", frames=3, size=(4, 4))
+    missing = next((tmp_path / "raw_data").rglob("0000000006.png"))
+    missing.unlink()
+    bad, good = load_sequences("kitti", tmp_path)
+    assert bad.error == f"{missing}: missing file (1 missing in this sequence)"
+    assert good.error is None and good.read_rgb(2).shape == (4, 4, 3)
+
+
+def test_missing_depth_or_count_mismatch_marks_the_sequence(tmp_path):
+    make_scannet(tmp_path / "scannet", scenes=("scene0707_00", "scene0708_00"), frames=6, size=(20, 26))
+    (tmp_path / "scannet/scans_test/scene0707_00/depth/3.png").unlink()
+    assert [s.error is None for s in load_sequences("scannet", tmp_path / "scannet")] == [False, True]
+    make_sintel(tmp_path / "sintel", scenes=("alley_1", "bamboo_2"), frames=3, size=(6, 8))
+    (tmp_path / "sintel/training/depth/bamboo_2/frame_0002.dpt").unlink()
+    errors = [s.error for s in load_sequences("sintel", tmp_path / "sintel")]
+    assert errors[0] is None and "bamboo_2/frame_0002.dpt: missing file" in errors[1]
+    make_bonn(tmp_path / "bonn", frames=36, size=(4, 4))
+    sorted((tmp_path / "bonn/rgbd_bonn_balloon2/depth").iterdir())[-1].unlink()
+    errors = [s.error for s in load_sequences("bonn", tmp_path / "bonn")]
+    assert errors == [f"{tmp_path / 'bonn/rgbd_bonn_balloon2'}: 6 rgb but 5 depth frames in [30:140]"]
+
+
+def test_unreadable_frames_raise_one_input_error(tmp_path):
+    make_bonn(tmp_path, seqs=("rgbd_bonn_balloon2",), frames=32, size=(4, 4))
+    (seq,) = load_sequences("bonn", tmp_path)
+    depth = sorted((tmp_path / "rgbd_bonn_balloon2/depth").iterdir())[30]
+    depth.write_bytes(depth.read_bytes()[:20])  # truncated PNG
+    with pytest.raises(InputError, match="not a readable depth PNG"):
+        seq.read_depth(0)
+    rgb = sorted((tmp_path / "rgbd_bonn_balloon2/rgb").iterdir())[31]
+    rgb.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="not a readable image"):
+        seq.read_rgb(1)
+
+
+def test_16_bit_depth_and_rgb_pngs_keep_their_range(tmp_path):
+    """KITTI depth beyond 255/256 m needs all 16 bits; 16-bit RGB or grayscale frames are scaled, not clipped."""
+    make_kitti(tmp_path, frames=2, size=(4, 6))
+    gt_file = next((tmp_path / "data_depth_annotated").rglob("0000000005.png"))
+    far = np.full((4, 6), 60000, np.uint16)  # 234.375 m
+    Image.fromarray(far).save(gt_file)
+    image_file = next((tmp_path / "raw_data").rglob("0000000005.png"))
+    gray16 = np.linspace(0, 65535, 24).reshape(4, 6).astype(np.uint16)
+    Image.fromarray(gray16).save(image_file)
+    (seq,) = load_sequences("kitti", tmp_path)
+    np.testing.assert_array_equal(seq.read_depth(0), np.full((4, 6), 60000 / 256.0))
+    gray = seq.read_rgb(0)
+    np.testing.assert_array_equal(gray, np.repeat(np.round(gray16 / 257.0).astype(np.uint8)[..., None], 3, -1))
+    assert (gray == 255).mean() < 0.1  # Pillow's convert("RGB") would make 23 of 24 pixels 255
+    rgb16 = (np.arange(4 * 6 * 3).reshape(4, 6, 3) * 900).astype(np.uint16)
+    cv2.imwrite(str(image_file), rgb16[..., ::-1])
+    np.testing.assert_allclose(seq.read_rgb(0), rgb16 / 257.0, atol=1.0)
+
+
+def test_synthetic_short_ground_truth_or_missing_frame(tmp_path):
+    for seed in (0, 1, 2):
+        write_video_dir(render_video(seed, 3, (16, 16)), tmp_path / f"seq_{seed:06d}")
+    np.save(tmp_path / "seq_000000/depth.npy", np.load(tmp_path / "seq_000000/depth.npy")[:2])
+    (tmp_path / "seq_000002/rgb/000001.png").unlink()
+    errors = [s.error for s in load_sequences("synthetic", tmp_path)]
+    assert "seq_000000/depth.npy: shape (2, 16, 16), expected 3 frames" in errors[0]
+    assert errors[1] is None
+    assert errors[2] == f"{tmp_path / 'seq_000002/rgb'}: 2 frames but meta.json says 3"
+
+
+def test_synthetic_16_bit_frames_are_scaled(tmp_path):
+    video = render_video(0, 2, (16, 16))
+    write_video_dir(video, tmp_path / "seq")
+    cv2.imwrite(str(tmp_path / "seq/rgb/000001.png"), (video.rgb[1][..., ::-1].astype(np.uint16) * 257))
+    (seq,) = load_sequences("synthetic", tmp_path)
+    np.testing.assert_array_equal(seq.read_rgb(1), video.rgb[1])
 
 
 def test_scannet_stride_numeric_order_and_crop(tmp_path):

@@ -1,8 +1,19 @@
-"""Argument types shared by the sub-commands (argparse turns their errors into one-line usage errors)."""
+"""Argument types and checks shared by the sub-commands.
+
+The ``*_int`` and ``*_float`` functions are argparse types: argparse turns their errors into one-line usage
+errors (exit 2). ``nan`` and ``inf`` parse as floats in Python, so every float option goes through one of the
+float types here. :func:`check_device` raises :class:`InputError` for a device this machine does not have.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+
+from bufferanytime.errors import InputError
+
+DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")
 
 
 def positive_int(text: str) -> int:
@@ -17,3 +28,51 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def finite_float(text: str) -> float:
+    """A float that is neither NaN nor infinite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (rates, learning rates, frame rates)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite float >= 0 (amplitudes, noise levels)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def check_device(name: str) -> str:
+    """``name`` if this machine has that torch device (``auto`` always); InputError otherwise, in one line."""
+    import torch
+
+    match = DEVICE_PATTERN.fullmatch(name)
+    if match is None:
+        raise InputError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {name}: no CUDA device on this machine (use --device cpu)")
+        if index is not None and int(index[1:]) >= count:
+            raise InputError(f"--device {name}: this machine has {count} CUDA device(s)")
+    elif index is not None:
+        raise InputError(f"--device {name!r}: only cuda takes a device index")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise InputError(f"--device {name}: no Apple MPS device on this machine (use --device cpu)")
+    return name

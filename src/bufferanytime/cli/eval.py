@@ -3,6 +3,9 @@
 Writes ``REPORT/report.json`` (settings, per-sequence and mean metrics), ``REPORT/report.md`` (the paper's
 table: rows = models, columns = AbsRel, delta1, OPW, seconds per frame) and ``REPORT/slices/<seq>.png`` (time
 slices). Metric definitions: :mod:`bufferanytime.evaluation`.
+
+A sequence that cannot be evaluated is reported in one ``error:`` line and skipped; the exit code is 0 when every
+sequence was evaluated, 1 when some were skipped, 2 when none could be (nothing is written then).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bufferanytime.cli.args import non_negative_int, positive_int
+from bufferanytime.cli.args import check_device, finite_float, non_negative_int, positive_int
 from bufferanytime.evaluation.datasets import DATASETS
 from bufferanytime.evaluation.runner import FLOW_CHOICES, EvalConfig, model_specs, run_evaluation
 from bufferanytime.inference.pipeline import DEFAULT_MAX_RES, PRECISIONS
@@ -20,7 +23,9 @@ DESCRIPTION = (
     "delta1 after one scale and shift per video in disparity; KITTI, ScanNet, Bonn, Sintel read from their official "
     "folder structures, or a synthetic set from `bufferanytime synth`), normals with angular errors, and temporal "
     "consistency with OPW (flow-warped differences between adjacent frames). Writes REPORT/report.json, "
-    "REPORT/report.md and REPORT/slices/*.png, atomically."
+    "REPORT/report.md and REPORT/slices/*.png, atomically. A sequence with missing or unreadable files is "
+    "reported (one error line) and skipped, the others are still scored; exit code 1 when some were skipped, "
+    "2 when none could be evaluated."
 )
 
 
@@ -45,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"longest side used for inference (default {DEFAULT_MAX_RES})")
     p.add_argument("--window", type=positive_int, default=None, help="frames per sliding window (default: the model's)")
     p.add_argument("--overlap", type=non_negative_int, default=None, help="frames shared by consecutive windows")
-    p.add_argument("--column", type=float, default=None,
+    p.add_argument("--column", type=finite_float, default=None,
                    help="time-slice column as a fraction of the width (default 0.5, the centre)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")
@@ -55,12 +60,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bufferanytime.cli.main import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
     from bufferanytime.errors import InputError
-    from bufferanytime.io.outputs import ensure_writable_dir
+    from bufferanytime.evaluation.runner import NoSequenceEvaluated
+    from bufferanytime.io.outputs import check_output_root
 
     if args.window is not None and args.overlap is not None and args.overlap >= args.window:
         raise InputError(f"--overlap ({args.overlap}) must be smaller than --window ({args.window})")
-    ensure_writable_dir(args.output.parent if args.output.parent != Path("") else Path("."))
+    check_device(args.device)
+    check_output_root(args.output)
     config = EvalConfig(
         task=args.task,
         dataset=args.dataset,
@@ -78,9 +86,13 @@ def run(args: argparse.Namespace) -> int:
         column=args.column,
         notes=list(args.note),
     )
-    report = run_evaluation(config, args.output, progress=not args.quiet)
-    print(f"wrote {args.output / 'report.md'}")
+    try:
+        report = run_evaluation(config, args.output, progress=not args.quiet)
+    except NoSequenceEvaluated:
+        return EXIT_USAGE  # each sequence has had its own error line
+    skipped = f" ({len(report['skipped'])} sequence(s) skipped)" if report["skipped"] else ""
+    print(f"wrote {args.output / 'report.md'}{skipped}")
     for label, metrics in report["mean"].items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
         print(f"  {label}: {shown}")
-    return 0
+    return EXIT_PARTIAL if report["skipped"] else EXIT_OK

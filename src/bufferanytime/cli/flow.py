@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bufferanytime.cli.args import check_device, non_negative_int, positive_int
 from bufferanytime.errors import InputError
 from bufferanytime.flow import FLOW_MODELS, RAFT_MIN_SIDE, flow_to_color, get_flow_model
 from bufferanytime.flow.raft_small import DEFAULT_ITERS
@@ -40,16 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--flow-weights", default=None, help="path to the official RAFT-small checkpoint (raft-small.pth)"
     )
-    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="RAFT refinement iterations")
+    parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, help="RAFT refinement iterations")
     parser.add_argument(
         "--raft-min-side",
-        type=int,
+        type=non_negative_int,
         default=RAFT_MIN_SIDE,
         help="upsample frames whose short side is smaller to this before RAFT (0: native resolution)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device for RAFT (cpu, cuda, ...)")
-    parser.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
-    parser.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    parser.add_argument("--device", default="cpu", help="torch device for RAFT: cpu (default), cuda, cuda:N, mps")
+    parser.add_argument("--max-frames", type=positive_int, default=None, help="use at most this many frames")
+    parser.add_argument("--stride", type=positive_int, default=1, help="use every N-th frame")
     parser.set_defaults(func=run)
 
 
@@ -73,10 +74,7 @@ def _pack_npz(path: Path, arrays: dict[str, NpyStreamWriter]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.iters < 1:
-        raise InputError(f"--iters must be >= 1, got {args.iters}")
-    if args.raft_min_side < 0:
-        raise InputError(f"--raft-min-side must be >= 0, got {args.raft_min_side}")
+    check_device(args.device)
     source = open_video(args.input, max_frames=args.max_frames, stride=args.stride)
     if source.kind == "image":
         raise InputError(f"{args.input}: flow needs at least two frames (a video or a folder of frames)")

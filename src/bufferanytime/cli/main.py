@@ -4,13 +4,16 @@ A sub-command module exposes ``register(subparsers)``, which adds its parser(s) 
 as the parser default. Only the module of the command being run is imported (the others pull in torch,
 transformers and diffusers, seconds of start-up); ``bufferanytime --help`` lists every command from
 ``COMMANDS``. Bad input raises :class:`~bufferanytime.errors.InputError`, shown here as a single ``error: ...``
-line with exit code 2.
+line with exit code 2; so are a bad option (argparse) and a file-system failure the user has to fix (full disk,
+quota, read-only or forbidden output: :data:`USER_OS_ERRORS`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from bufferanytime import __version__
@@ -29,14 +32,22 @@ COMMANDS = {
 }
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+# File-system errors caused by the environment, not by a bug: reported in one line, without a traceback.
+USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse already exits with 2 and a one-line message on bad options; keep that format."""
+    """A bad option exits with 2 and one ``error: ...`` line that points to ``--help`` (no usage block)."""
 
     def error(self, message: str) -> None:  # noqa: D401
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"error: {message}\n")
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<path>: no space left on device`` and the like, from an OSError of :data:`USER_OS_ERRORS`."""
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    path = exc.filename if exc.filename is not None else None
+    return f"{path}: {reason}" if path is not None else reason
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -64,6 +75,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command of ``argv`` (default: the command line) and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -74,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.errno not in USER_OS_ERRORS:
+            raise
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bufferanytime.cli.args import finite_float, non_negative_float, positive_float
 from bufferanytime.errors import InputError
+from bufferanytime.io.outputs import check_output_root
 from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.synthetic.dataset import DEFAULT_FPS
 
@@ -35,14 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", default="240x320", help="frame size HxW (default 240x320)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first video (default 0)")
     parser.add_argument(
-        "--flicker", type=float, default=0.0, help="per-frame light intensity jitter, relative amplitude"
+        "--flicker", type=finite_float, default=0.0, help="per-frame light intensity jitter, relative amplitude"
     )
-    parser.add_argument("--exposure", type=float, default=0.0, help="per-frame global gain jitter, relative")
-    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian pixel noise on [0, 1]")
+    parser.add_argument("--exposure", type=finite_float, default=0.0, help="per-frame global gain jitter, relative")
+    parser.add_argument("--noise", type=non_negative_float, default=0.0, help="std of Gaussian pixel noise on [0, 1]")
     parser.add_argument(
         "--textures", default=None, help="folder of photos to crop textures from (default: procedural only)"
     )
-    parser.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frame rate of rgb.mp4")
+    parser.add_argument("--fps", type=positive_float, default=DEFAULT_FPS, help="frame rate of rgb.mp4 (> 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing sequence folders")
     parser.set_defaults(func=run)
 
@@ -69,15 +71,12 @@ def _check(args: argparse.Namespace) -> tuple[int, int]:
     for name in ("flicker", "exposure"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise InputError(f"--{name} must be in [0, 1), got {getattr(args, name)}")
-    if args.noise < 0.0:
-        raise InputError(f"--noise must be non-negative, got {args.noise}")
-    if args.fps <= 0:
-        raise InputError(f"--fps must be positive, got {args.fps}")
     if args.textures is not None and not Path(args.textures).is_dir():
         raise InputError(f"--textures folder not found: {args.textures}")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a directory")
+    check_output_root(out)
     return size
 
 

@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bufferanytime.cli.args import non_negative_int, positive_float, positive_int
 from bufferanytime.training.prior import PriorTrainConfig
 
 
@@ -20,11 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, help="folders of synthetic videos (bufferanytime synth)")
     p.add_argument("--val", default=None, help="folder of held-out synthetic videos for the final metrics")
     p.add_argument("-o", "--output", type=Path, required=True, help="where to write the prior")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
+    p.add_argument("--steps", type=positive_int, default=defaults.steps, help=f"default {defaults.steps}")
+    p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                   help=f"default {defaults.batch_size}")
+    p.add_argument("--lr", type=positive_float, default=defaults.lr, help=f"learning rate (default {defaults.lr})")
+    p.add_argument("--seed", type=non_negative_int, default=defaults.seed, help=f"default {defaults.seed}")
+    p.add_argument("--threads", type=positive_int, default=defaults.threads, help="torch CPU threads")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

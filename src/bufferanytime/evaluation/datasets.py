@@ -15,6 +15,10 @@ selection, depth decoding and crops are those of ``benchmark/dataset_extract/dat
 - ``sintel``: MPI Sintel training, clean pass (``training/clean/<scene>/frame_*.png``) with the depth archive
   (``training/depth/<scene>/frame_*.dpt``); first 50 frames.
 
+A sequence whose files are incomplete (a missing frame, fewer ground-truth frames than RGB frames, a file of
+the wrong shape) is still listed, with :attr:`EvalSequence.error` saying what is wrong, so that the evaluation can
+report and skip it while scoring the others; a file found unreadable while evaluating raises InputError.
+
 DepthCrafter sorts file names with a plain sort followed by a stable sort on the integer value of the last four
 characters before the first dot; that order is kept. One deliberate difference: DepthCrafter re-encodes the frames
 as an mp4 before inference, while here the original images are used (no compression loss).
@@ -48,6 +52,7 @@ from bufferanytime.errors import InputError
 DATASETS = ("synthetic", "kitti", "scannet", "bonn", "sintel")
 INVALID_DEPTH = -1.0  # what DepthCrafter writes where a 16-bit depth PNG holds 0
 DPT_MAX_PIXELS = 100_000_000  # sanity bound on the size read from a .dpt header (as in the official reader)
+UINT16_TO_UINT8 = 257.0  # 65535 / 255: full 16-bit range onto the full 8-bit range
 
 Crop = tuple[slice, slice]
 
@@ -59,6 +64,7 @@ class EvalSequence:
     ``read_rgb(i)`` -> uint8 ``(H, W, 3)``; ``read_depth(i)`` -> float64 metric depth ``(H, W)`` (<= 0 where
     unknown); ``read_normal(i)`` -> float32 unit normals ``(H, W, 3)`` (camera coordinates, x right, y up, z
     towards the camera); ``gt_flows()`` -> ``(fwd, bwd, valid_fwd, valid_bwd)`` in the on-disk layout.
+    ``error``: why the sequence cannot be evaluated (found when listing it), or None.
     """
 
     name: str
@@ -68,6 +74,7 @@ class EvalSequence:
     read_normal: Callable[[int], np.ndarray] | None = None
     gt_flows: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
     info: dict = field(default_factory=dict)
+    error: str | None = None
 
     def frames(self) -> Iterator[np.ndarray]:
         for i in range(self.num_frames):
@@ -85,7 +92,7 @@ class EvalSequence:
                 return tuple(a[: max_frames - 1] for a in full())
 
         return EvalSequence(self.name, max_frames, self.read_rgb, self.read_depth, self.read_normal, flows,
-                            dict(self.info))
+                            dict(self.info), self.error)
 
 
 # -- file formats ----------------------------------------------------------------------------------------------
@@ -116,13 +123,21 @@ def write_dpt(path: str | Path, depth: np.ndarray) -> None:
         depth.tofile(f)
 
 
-def read_png_depth(path: str | Path, scale: float, zero_invalid: bool = True) -> np.ndarray:
-    """A 16-bit depth PNG as float64 metres: ``png / scale``, with 0 -> -1 (invalid) when ``zero_invalid``."""
+def _open_image(path: str | Path, what: str) -> Image.Image:
+    """The decoded image at ``path``; InputError for a missing, truncated, corrupt or absurdly large file."""
     try:
         with Image.open(path) as img:
-            raw = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable depth PNG") from exc
+            img.load()
+            return img
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not a readable {what} ({type(exc).__name__})") from exc
+
+
+def read_png_depth(path: str | Path, scale: float, zero_invalid: bool = True) -> np.ndarray:
+    """A 16-bit depth PNG as float64 metres: ``png / scale``, with 0 -> -1 (invalid) when ``zero_invalid``.
+
+    Read with all 16 bits (KITTI depth is ``png / 256`` and goes up to 255.99 m)."""
+    raw = np.asarray(_open_image(path, "depth PNG"))
     if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32, np.uint32):
         raise InputError(f"{path}: expected a single-channel 16-bit depth PNG, got {raw.dtype} {raw.shape}")
     depth = raw.astype(np.float64) / scale
@@ -132,11 +147,13 @@ def read_png_depth(path: str | Path, scale: float, zero_invalid: bool = True) ->
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image") from exc
+    """An image as uint8 RGB ``(H, W, 3)``; 16-bit images are scaled to 8 bits (Pillow's ``convert("RGB")``
+    would clip 16-bit grayscale at 255)."""
+    img = _open_image(path, "image")
+    if img.mode.startswith("I"):  # 16- or 32-bit integer grayscale, 0..65535
+        gray = np.clip(np.round(np.asarray(img, dtype=np.float64) / UINT16_TO_UINT8), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(img.convert("RGB"))
 
 
 def benchmark_sort(names: list[str]) -> list[str]:
@@ -159,6 +176,7 @@ def _file_sequence(
     depth_reader: Callable[[Path], np.ndarray],
     crop: Callable[[tuple[int, ...]], Crop],
     info: dict,
+    error: str | None = None,
 ) -> EvalSequence:
     def rgb(i: int) -> np.ndarray:
         img = read_rgb(rgb_paths[i])
@@ -168,7 +186,10 @@ def _file_sequence(
         d = depth_reader(depth_paths[i])
         return np.ascontiguousarray(d[crop(d.shape)])
 
-    return EvalSequence(name, len(rgb_paths), rgb, depth, info=info)
+    if error is None:
+        missing = [p for p in (*rgb_paths, *depth_paths) if not p.is_file()]
+        error = f"{missing[0]}: missing file ({len(missing)} missing in this sequence)" if missing else None
+    return EvalSequence(name, len(rgb_paths), rgb, depth, info=info, error=error)
 
 
 def _first_dir(*candidates: Path) -> Path | None:
@@ -198,9 +219,6 @@ def kitti_sequences(root: str | Path) -> list[EvalSequence]:
             continue
         image_dir = raw_root / seq_dir.name[:10] / seq_dir.name / "image_02" / "data"
         rgb = [image_dir / n for n in names]
-        missing = [p for p in rgb if not p.is_file()]
-        if missing:
-            raise InputError(f"{missing[0]}: raw KITTI image missing for the depth of {seq_dir.name}")
         sequences.append(_file_sequence(
             seq_dir.name, rgb, [gt_dir / n for n in names],
             lambda p: read_png_depth(p, KITTI_DEPTH_SCALE), _even_crop, {"dataset": "kitti"},
@@ -223,9 +241,6 @@ def scannet_sequences(root: str | Path) -> list[EvalSequence]:
         if not names:
             continue
         depth = [scene / "depth" / (n[:-3] + "png") for n in names]
-        missing = [p for p in depth if not p.is_file()]
-        if missing:
-            raise InputError(f"{missing[0]}: ScanNet depth missing for {scene.name}")
         sequences.append(_file_sequence(
             scene.name, [scene / "color" / n for n in names], depth,
             lambda p: read_png_depth(p, SCANNET_DEPTH_SCALE, zero_invalid=False), crop, {"dataset": "scannet"},
@@ -250,12 +265,13 @@ def bonn_sequences(root: str | Path) -> list[EvalSequence]:
         depth = benchmark_sort(_list(root / seq / "depth", ".png"))[start:end][: EVAL_SEQ_LEN["bonn"]]
         if not rgb:
             continue
+        error = None
         if len(rgb) != len(depth):
-            raise InputError(f"{root / seq}: {len(rgb)} rgb but {len(depth)} depth frames in [{start}:{end}]")
+            error = f"{root / seq}: {len(rgb)} rgb but {len(depth)} depth frames in [{start}:{end}]"
         sequences.append(_file_sequence(
             seq, [root / seq / "rgb" / n for n in rgb], [root / seq / "depth" / n for n in depth],
             lambda p: read_png_depth(p, BONN_DEPTH_SCALE), _even_crop,
-            {"dataset": "bonn", "official_sequence": seq in BONN_SEQUENCES},
+            {"dataset": "bonn", "official_sequence": seq in BONN_SEQUENCES}, error,
         ))
     if not sequences:
         raise InputError(f"{root}: no Bonn sequences (expected <seq>/rgb/*.png and <seq>/depth/*.png)")
@@ -279,9 +295,6 @@ def sintel_sequences(root: str | Path) -> list[EvalSequence]:
         if not names:
             continue
         depth = [depth_root / scene.name / (n[:-3] + "dpt") for n in names]
-        missing = [p for p in depth if not p.is_file()]
-        if missing:
-            raise InputError(f"{missing[0]}: Sintel depth missing for {scene.name}")
         sequences.append(_file_sequence(scene.name, [scene / n for n in names], depth, read_dpt, no_crop,
                                         {"dataset": "sintel"}))
     return sequences
@@ -296,24 +309,62 @@ def synthetic_sequences(root: str | Path) -> list[EvalSequence]:
     return [_synthetic_sequence(dataset, i) for i in range(len(dataset))]
 
 
+def _load_array(file: Path) -> np.ndarray:
+    """A ``.npy`` file as a memory map; InputError if it is missing, truncated or not an array file."""
+    try:
+        return np.load(file, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{file}: not a readable .npy array ({type(exc).__name__})") from exc
+
+
+# Synthetic arrays: name -> (frames relative to the RGB frames, trailing channel shape).
+SYNTHETIC_SHAPES = {"depth": (0, ()), "normal": (0, (3,)), "flow_fwd": (-1, (2,)), "flow_bwd": (-1, (2,)),
+                    "flow_valid_fwd": (-1, ()), "flow_valid_bwd": (-1, ())}
+
+
+def _synthetic_problem(folder: Path, num_frames: int) -> str | None:
+    """What makes a synthetic video folder unusable (missing frames, arrays of the wrong length), or None."""
+    frames = len(list((folder / "rgb").glob("*.png")))
+    if frames != num_frames:
+        return f"{folder / 'rgb'}: {frames} frames but meta.json says {num_frames}"
+    for name, (offset, channels) in SYNTHETIC_SHAPES.items():
+        try:
+            shape = _load_array(folder / f"{name}.npy").shape
+        except InputError as exc:
+            return str(exc)
+        if len(shape) != 3 + len(channels) or shape[0] != num_frames + offset or shape[3:] != channels:
+            return f"{folder / name}.npy: shape {shape}, expected {num_frames + offset} frames of (H, W, *{channels})"
+    return None
+
+
 def _synthetic_sequence(dataset, index: int) -> EvalSequence:
     folder = dataset.paths[index]
+    try:
+        num_frames = int(dataset.meta(index)["num_frames"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return EvalSequence(dataset.names[index], 0, _no_frames,
+                            error=f"{folder / 'meta.json'}: unreadable ({type(exc).__name__})")
 
     def array(name: str) -> np.ndarray:
-        return np.load(folder / f"{name}.npy", mmap_mode="r")
+        return _load_array(folder / f"{name}.npy")
 
     def flows() -> tuple[np.ndarray, ...]:
         return tuple(array(n) for n in ("flow_fwd", "flow_bwd", "flow_valid_fwd", "flow_valid_bwd"))
 
     return EvalSequence(
         dataset.names[index],
-        int(dataset.meta(index)["num_frames"]),
-        read_rgb=lambda i: dataset.clip(index, i, i + 1)["rgb"][0],
+        num_frames,
+        read_rgb=lambda i: dataset.frame(index, i),
         read_depth=lambda i: np.asarray(array("depth")[i], dtype=np.float64),
         read_normal=lambda i: np.asarray(array("normal")[i], dtype=np.float32),
         gt_flows=flows,
         info={"dataset": "synthetic"},
+        error=_synthetic_problem(folder, num_frames),
     )
+
+
+def _no_frames(i: int) -> np.ndarray:
+    raise InputError(f"frame {i}: the sequence has no readable frames")
 
 
 READERS: dict[str, Callable[[str | Path], list[EvalSequence]]] = {

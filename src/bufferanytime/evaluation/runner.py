@@ -9,6 +9,10 @@ The report folder (written under a temporary name, renamed when complete) holds
 
 Per sequence, ground truth, flows and predictions are streamed to raw files and read back through memory maps,
 so memory stays bounded for long sequences; the flows are computed once and shared by all models.
+
+A sequence that cannot be evaluated (missing or unreadable files, too few ground-truth frames) is reported in one
+line as soon as it is found, listed under ``skipped`` in the report, and the other sequences are still evaluated;
+when none can be, nothing is written and :class:`NoSequenceEvaluated` is raised.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +54,15 @@ TASKS = ("depth", "normal")
 FLOW_CHOICES = ("auto", "dis", "raft-small", "gt")
 MAX_DEPTH = {**EVAL_MAX_DEPTH, "synthetic": SYNTHETIC_MAX_DEPTH}
 WORK_DIR = "_work"  # scratch space inside the temporary report folder, removed before it is renamed
+
+
+class NoSequenceEvaluated(InputError):
+    """Every sequence of the dataset was skipped; each was already reported on its own."""
+
+
+def print_error(message: str) -> None:
+    """One ``error: ...`` line on stderr that does not break the progress bars."""
+    tqdm.write(f"error: {message}", file=sys.stderr)
 
 COLUMNS = {
     "depth": [("abs_rel", "AbsRel ↓", 3), ("delta1", "δ1 ↑", 3), ("opw", "OPW ↓", 3),
@@ -147,8 +162,12 @@ def _check(config: EvalConfig) -> None:
         raise InputError(f"--column must be a fraction of the width in [0, 1), got {config.column}")
 
 
-def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True) -> dict:
-    """Evaluate ``config.models`` on ``config.dataset`` and write the report folder ``output``; return the report."""
+def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True,
+                   on_skip: Callable[[str], None] = print_error) -> dict:
+    """Evaluate ``config.models`` on ``config.dataset`` and write the report folder ``output``; return the report.
+
+    ``on_skip(message)`` is called for every sequence that cannot be evaluated (the report lists them too).
+    """
     from bufferanytime.flow import get_flow_model
     from bufferanytime.inference import InferenceSettings, Predictor, resolve_device
     from bufferanytime.models import load_model
@@ -183,6 +202,7 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
         "models": [asdict(s) | {"clip_len": predictors[s.label].model.clip_len} for s in config.models],
         "notes": list(config.notes),
         "sequences": {},
+        "skipped": {},
         "mean": {},
         "version": __version__,
     }
@@ -192,11 +212,20 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
         work = tmp / WORK_DIR
         for seq in tqdm(sequences, desc="sequences", unit="seq", disable=not progress):
             seq = seq.truncated(config.max_frames)
-            work.mkdir()
-            report["sequences"][seq.name] = _evaluate_sequence(
-                seq, config, method, flow_model, settings, predictors, work, tmp / "slices", progress
-            )
-            shutil.rmtree(work)
+            try:
+                if seq.error is not None:
+                    raise InputError(seq.error)
+                work.mkdir()
+                report["sequences"][seq.name] = _evaluate_sequence(
+                    seq, config, method, flow_model, settings, predictors, work, tmp / "slices", progress
+                )
+            except InputError as exc:
+                report["skipped"][seq.name] = str(exc)
+                on_skip(f"sequence {seq.name} skipped: {exc}")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        if not report["sequences"]:
+            raise NoSequenceEvaluated(f"none of the {len(sequences)} sequence(s) could be evaluated")
         report["mean"] = _means(report["sequences"], config.models)
         report["elapsed_s"] = round(time.perf_counter() - start, 2)
         (tmp / "report.json").write_text(json.dumps(_finite(report), indent=2) + "\n")
@@ -204,11 +233,14 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
     return report
 
 
-def _stream(frames, path: Path, dtype) -> np.ndarray:
+def _stream(frames, path: Path, dtype, what: str) -> np.ndarray:
+    """Write ``frames`` to a raw file and map it back; InputError if they do not all have the same shape."""
     writer = NpyStreamWriter(path, dtype)
     try:
         for frame in frames:
             writer.append(frame)
+    except ValueError as exc:
+        raise InputError(f"{what} frame {writer.count}: {exc}") from exc
     finally:
         writer.close()
     return writer.read()
@@ -220,9 +252,9 @@ def _evaluate_sequence(seq: EvalSequence, config: EvalConfig, method: str, flow_
 
     depth_task = config.task == "depth"
     if depth_task:
-        gt = _stream((seq.read_depth(i) for i in range(seq.num_frames)), work / "gt.raw", np.float64)
+        gt = _stream((seq.read_depth(i) for i in range(seq.num_frames)), work / "gt.raw", np.float64, "depth")
     else:
-        gt = _stream((seq.read_normal(i) for i in range(seq.num_frames)), work / "gt.raw", np.float32)
+        gt = _stream((seq.read_normal(i) for i in range(seq.num_frames)), work / "gt.raw", np.float32, "normal")
     gt_size = tuple(gt.shape[1:3])
     if method == "gt":
         if seq.gt_flows is None:
@@ -252,7 +284,8 @@ def _evaluate_sequence(seq: EvalSequence, config: EvalConfig, method: str, flow_
         predictor.seconds = 0.0
         frames = tqdm(seq.frames(), total=seq.num_frames, desc=f"{seq.name}: {label}", unit="frame",
                       disable=not progress, leave=False)
-        pred = _stream(predict_frames(predictor.model, frames, settings, predictor), work / "pred.raw", np.float32)
+        pred = _stream(predict_frames(predictor.model, frames, settings, predictor), work / "pred.raw", np.float32,
+                       "prediction")
         at_gt = _Resized(pred, gt_size, config.task)
         if depth_task:
             metrics = depth_metrics(at_gt, gt, max_depth)
@@ -337,8 +370,9 @@ def render_markdown(report: dict) -> str:
     title = "Video depth" if task == "depth" else "Video normals"
     lines = [f"# {title} evaluation: {dataset}", ""]
     lines += [f"> {note}" for note in report["notes"]] + ([""] if report["notes"] else [])
+    skipped = f", {len(report['skipped'])} skipped (see below)" if report.get("skipped") else ""
     lines += [
-        f"- data: `{report['root']}`, {len(seqs)} sequence(s), {frames} frames"
+        f"- data: `{report['root']}`, {len(seqs)} sequence(s){skipped}, {frames} frames"
         + (f" (at most {settings['max_frames']} per sequence)" if settings.get("max_frames") else ""),
         "- models: " + "; ".join(
             f"**{m['label']}** = `{m['model']}`" + (" run frame by frame (the image prior alone)" if m["per_frame"]
@@ -367,6 +401,9 @@ def render_markdown(report: dict) -> str:
               "predictions give horizontal bands; flicker shows as vertical stripes.", ""]
     for name, entry in seqs.items():
         lines += [f"**{name}**", "", f"![{name}]({entry['slice']})", ""]
+    if report.get("skipped"):
+        lines += ["## Skipped sequences", "", "Not evaluated, so not in the means above:", ""]
+        lines += [f"- **{name}**: {reason}" for name, reason in report["skipped"].items()] + [""]
     lines += ["## Definitions", ""]
     if task == "depth":
         lines += [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers.utils import logging as hf_logging
 
 from bufferanytime.errors import InputError
@@ -59,6 +60,7 @@ def load_model(kind: str, name_or_path: str | Path | None = None, per_frame: boo
     """Create a video model of ``kind`` ("depth" or "normal") from a name, a directory or a Hub id.
 
     ``per_frame=True`` returns the prior alone, applied frame by frame: the baseline of every comparison.
+    Every failure to read the files (missing, truncated, corrupt, non-finite weights) is one InputError.
     """
     cls = model_class(kind)
     location = resolve_model_path(kind, name_or_path)
@@ -67,7 +69,7 @@ def load_model(kind: str, name_or_path: str | Path | None = None, per_frame: boo
         if read_config(directory) is not None:
             return cls.from_pretrained(directory, per_frame=per_frame)
         return cls.from_prior(location, per_frame=per_frame)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise InputError(f"{location}: cannot load a {kind} model ({type(exc).__name__}: {_first_line(exc)})") from exc
 
 

@@ -5,17 +5,24 @@ A saved video model is a directory with
 - ``config.json``: ``{"bufferanytime_model": kind, "prior": REF, "temporal": {...}, "version": ...}``, where REF
   is a Hugging Face id, an absolute path, or a path relative to the directory (a copied prior);
 - ``model.safetensors``: the trainable weights only (for depth the DPT head and temporal blocks, for normals the
-  temporal blocks); the frozen rest comes from the prior.
+  temporal blocks); the frozen rest comes from the prior. Its metadata holds a SHA-256 of the tensors
+  (``content_sha256``), checked on load, so a truncated or altered file is named instead of silently used.
+
+Every weight file read here is checked: a file that cannot be parsed, does not match its checksum, or holds NaN or
+infinite values is refused with one :class:`InputError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from bufferanytime import __version__
@@ -26,6 +33,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PRIOR_SUBDIR = "prior"
 MODEL_KEY = "bufferanytime_model"  # marks a config.json as a video model of this package
+DIGEST_KEY = "content_sha256"  # safetensors metadata: SHA-256 of the tensors (names, dtypes, shapes, bytes)
+CORRUPT_WEIGHTS = "cannot read model weights (truncated or corrupt file)"
 
 
 def resolve_dir(name_or_path: str | Path) -> Path:
@@ -36,7 +45,10 @@ def resolve_dir(name_or_path: str | Path) -> Path:
     if path.exists():
         raise InputError(f"{path}: expected a model directory, got a file")
     if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):
-        raise InputError(f"{name_or_path}: no such model directory (nor a Hugging Face id like 'org/name')")
+        raise InputError(
+            f"{name_or_path}: no such model directory (looked for {path.absolute()}), "
+            "nor a Hugging Face id like 'org/name'"
+        )
     from huggingface_hub import snapshot_download
 
     try:
@@ -53,8 +65,71 @@ def read_config(path: Path) -> dict | None:
     file = path / CONFIG_NAME
     if not file.is_file():
         return None
-    config = json.loads(file.read_text())
-    return config if MODEL_KEY in config else None
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{file}: cannot read the model config (not valid JSON)") from exc
+    return config if isinstance(config, dict) and MODEL_KEY in config else None
+
+
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict (names, dtypes, shapes and bytes), independent of the file layout."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def count_nonfinite(tensors: Iterable[torch.Tensor]) -> int:
+    """Number of NaN or infinite values among the floating-point ``tensors``."""
+    return sum(int((~torch.isfinite(t)).sum()) for t in tensors if t.is_floating_point())
+
+
+def check_finite(tensors: Iterable[torch.Tensor], source: str | Path) -> None:
+    """Refuse weights holding NaN or inf (a diverged training run): they would give NaN predictions with exit 0."""
+    bad = count_nonfinite(tensors)
+    if bad:
+        raise InputError(f"{source}: {bad} non-finite weight value(s) (NaN or inf); the model is unusable")
+
+
+def check_weight_headers(directory: Path) -> None:
+    """Parse every safetensors file of ``directory``: a truncated or altered file is named here, before a library
+    fails on it with a traceback."""
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"{file}: {CORRUPT_WEIGHTS}") from exc
+
+
+def check_module_weights(module: nn.Module, directory: Path) -> None:
+    """Refuse a loaded prior part with non-finite weights, naming the weight file(s) of ``directory`` holding them."""
+    if not count_nonfinite(module.state_dict().values()):
+        return
+    for file in sorted(directory.glob("*.safetensors")):
+        check_finite(read_weights(file, check=False).values(), file)
+    check_finite(module.state_dict().values(), directory)
+
+
+def read_weights(file: Path, check: bool = True) -> dict[str, torch.Tensor]:
+    """A safetensors file as a state dict; one InputError naming the file if it is missing, unreadable, does not
+    match its stored checksum or (with ``check``) holds non-finite values."""
+    if not file.is_file():
+        raise InputError(f"{file}: no such model weights file")
+    try:
+        with safe_open(str(file), "pt") as f:
+            expected = (f.metadata() or {}).get(DIGEST_KEY)
+            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise InputError(f"{file}: {CORRUPT_WEIGHTS}") from exc
+    if expected is not None and expected != tensors_digest(state):
+        raise InputError(f"{file}: {CORRUPT_WEIGHTS}: its content does not match its checksum")
+    if check:
+        check_finite(state.values(), file)
+    return state
 
 
 class VideoModel(nn.Module):
@@ -73,6 +148,9 @@ class VideoModel(nn.Module):
         self.temporal_config = temporal_config
         self.per_frame = per_frame
         self.clip_len = self.default_clip_len
+        #: How frames are resized for inference (see ``bufferanytime.inference.inference_size``); None: the
+        #: prior's own preprocessing, :meth:`default_input_size`. Saved as ``input_size`` in config.json.
+        self.input_size: dict | None = None
 
     # -- subclasses implement -------------------------------------------------------------------------------
     @classmethod
@@ -86,7 +164,15 @@ class VideoModel(nn.Module):
         """Write the prior named by ``prior_ref`` into ``destination`` in its own on-disk format."""
         raise NotImplementedError
 
+    def default_input_size(self) -> dict:
+        """The prior's own inference resize: ``short_side``/``long_side`` bounds and whether it enlarges."""
+        return {}
+
     # -- shared ---------------------------------------------------------------------------------------------
+    def size_rule(self) -> dict:
+        """The inference resize rule of this model: its saved ``input_size``, else its prior's default."""
+        return dict(self.input_size or self.default_input_size())
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -99,6 +185,7 @@ class VideoModel(nn.Module):
             "prior": self.prior_ref,
             "temporal": self.temporal_config.to_dict(),
             "clip_len": self.clip_len,
+            "input_size": self.size_rule(),
             "version": __version__,
         }
 
@@ -113,15 +200,23 @@ class VideoModel(nn.Module):
             config["prior"] = PRIOR_SUBDIR
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state_dict().items()}
         tmp = directory / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata={"format": "pt", DIGEST_KEY: tensors_digest(state)})
         os.replace(tmp, directory / WEIGHTS_NAME)
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def prior_location(cls, directory: Path, config: dict) -> str:
-        ref = config["prior"]
+        """The prior of a saved video model: a relative ref is resolved against the model directory."""
+        ref = str(config.get("prior", ""))
         local = directory / ref
-        return str(local) if not Path(ref).is_absolute() and local.is_dir() else ref
+        if local.is_dir():
+            return str(local)
+        if Path(ref).is_absolute() or ref.count("/") != 1 or ref.startswith("."):  # a path, not a Hugging Face id
+            raise InputError(
+                f"{local.absolute()}: no such prior directory (prior {ref!r} of {directory / CONFIG_NAME}, "
+                f"resolved against {directory.absolute()})"
+            )
+        return ref
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, per_frame: bool = False) -> VideoModel:
@@ -132,8 +227,9 @@ class VideoModel(nn.Module):
             raise InputError(f"{name_or_path}: not a bufferanytime {cls.kind} model (no matching config.json)")
         model = cls.from_prior(cls.prior_location(directory, config), config.get("temporal"), per_frame=per_frame)
         model.clip_len = int(config.get("clip_len", cls.default_clip_len))
+        model.input_size = config.get("input_size")
         if not per_frame:
-            state = load_file(str(directory / WEIGHTS_NAME))
+            state = read_weights(directory / WEIGHTS_NAME)
             missing, unexpected = model.load_state_dict(state, strict=False)
             expected = set(model.trainable_state_dict())
             if unexpected or expected & set(missing):

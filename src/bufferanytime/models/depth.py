@@ -22,8 +22,16 @@ from bufferanytime.constants import (
     IMAGENET_MEAN,
     IMAGENET_STD,
 )
-from bufferanytime.models.base import VideoModel, as_temporal_config, resolve_dir
+from bufferanytime.models.base import (
+    VideoModel,
+    as_temporal_config,
+    check_module_weights,
+    check_weight_headers,
+    resolve_dir,
+)
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
+
+DA_V2_SHORT_SIDE = 518  # Depth Anything V2's input size (short side, a multiple of its 14-pixel patch)
 
 
 def _multiple_of(size: int, multiple: int) -> int:
@@ -41,6 +49,11 @@ class VideoDepthModel(VideoModel):
     kind = "depth"
     trainable_prefixes = ("neck.", "head.", "temporal.")
     default_clip_len = CLIP_LEN_DEPTH
+
+    def default_input_size(self) -> dict:
+        """Depth Anything V2's processor: short side 518 (enlarging small frames); the long side is capped at
+        4x that so extreme panoramas stay within memory."""
+        return {"short_side": DA_V2_SHORT_SIDE, "long_side": 4 * DA_V2_SHORT_SIDE, "upscale": True}
 
     def __init__(
         self,
@@ -67,7 +80,9 @@ class VideoDepthModel(VideoModel):
     ) -> VideoDepthModel:
         """Build the video model around a Depth Anything (V2) checkpoint: a Hub id or a local directory."""
         directory = resolve_dir(name_or_path)
+        check_weight_headers(directory)
         prior = DepthAnythingForDepthEstimation.from_pretrained(str(directory))
+        check_module_weights(prior, directory)
         ref = str(directory.resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
         return cls(prior, ref, temporal, per_frame)
 

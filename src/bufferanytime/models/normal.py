@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, MarigoldNormalsPipeline, UNet2DConditionModel
 from diffusers.utils import logging as diffusers_logging
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from bufferanytime.constants import (
@@ -46,11 +46,20 @@ from bufferanytime.constants import (
     MARIGOLD_NORMALS_EPS,
 )
 from bufferanytime.errors import InputError
-from bufferanytime.models.base import PRIOR_SUBDIR, VideoModel, as_temporal_config, resolve_dir
+from bufferanytime.models.base import (
+    PRIOR_SUBDIR,
+    VideoModel,
+    as_temporal_config,
+    check_module_weights,
+    check_weight_headers,
+    read_weights,
+    resolve_dir,
+)
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
 
 PRIOR_ID = "GonzaloMG/marigold-e2e-ft-normals"
 MODEL_INDEX_NAME = "model_index.json"
+MARIGOLD_PROCESSING_RESOLUTION = 768  # Marigold's default processing resolution (long side)
 EMBEDDING_NAME = "empty_prompt_embedding.safetensors"
 EMBEDDING_KEY = "embedding"
 REQUIRED_SUBDIRS = ("unet", "vae", "scheduler")
@@ -87,7 +96,10 @@ def load_empty_prompt_embedding(directory: Path) -> torch.Tensor:
     """The stored empty-prompt embedding of a prior directory, or computed once from its text encoder."""
     stored = directory / EMBEDDING_NAME
     if stored.is_file():
-        return load_file(str(stored))[EMBEDDING_KEY].float()
+        state = read_weights(stored)
+        if EMBEDDING_KEY not in state:
+            raise InputError(f"{stored}: no {EMBEDDING_KEY!r} tensor")
+        return state[EMBEDDING_KEY].float()
     if (directory / "text_encoder").is_dir() and (directory / "tokenizer").is_dir():
         return compute_empty_prompt_embedding(directory)
     raise InputError(f"{directory}: no {EMBEDDING_NAME} and no text_encoder/ + tokenizer/ to compute it")
@@ -141,6 +153,10 @@ class VideoNormalModel(VideoModel):
     trainable_prefixes = ("temporal.",)
     default_clip_len = CLIP_LEN_NORMAL
 
+    def default_input_size(self) -> dict:
+        """Marigold's processing: the long side resized to its processing resolution (default 768), up or down."""
+        return {"long_side": self.processing_resolution or MARIGOLD_PROCESSING_RESOLUTION, "upscale": True}
+
     def __init__(
         self,
         unet: UNet2DConditionModel,
@@ -190,8 +206,12 @@ class VideoNormalModel(VideoModel):
             raise InputError(f"{name_or_path}: not a Marigold normals directory (missing {', '.join(missing)}/)")
         index_file = directory / MODEL_INDEX_NAME
         index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+        for part in ("unet", "vae"):
+            check_weight_headers(directory / part)
         unet = UNet2DConditionModel.from_pretrained(str(directory), subfolder="unet")
         vae = AutoencoderKL.from_pretrained(str(directory), subfolder="vae")
+        check_module_weights(unet, directory / "unet")
+        check_module_weights(vae, directory / "vae")
         # Trailing spacing makes the single step start at the last training timestep (the E2E-FT inference setting).
         scheduler = DDIMScheduler.from_pretrained(str(directory), subfolder="scheduler", timestep_spacing="trailing")
         embedding = load_empty_prompt_embedding(directory)
