@@ -19,7 +19,7 @@ from bufferanytime.training import TrainConfig
 
 
 def _parse(*argv):
-    return build_parser().parse_args(["train", *argv])
+    return build_parser(["train"]).parse_args(["train", *argv])
 
 
 def test_paper_defaults_per_kind():

@@ -8,7 +8,6 @@ Runs in one process, or in several with ``accelerate launch [--num_processes N] 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from bufferanytime.cli.args import non_negative_int, positive_int
@@ -29,11 +28,15 @@ from bufferanytime.constants import (
 from bufferanytime.errors import InputError
 from bufferanytime.training.config import (
     CACHE_DTYPES,
+    DIST_TIMEOUT,
     FLOW_METHODS,
     MIXED_PRECISION,
+    RUNTIME_OPTIONS,
     STABLE_NORMS,
+    WORLD_SIZE,
     TrainConfig,
     read_config_file,
+    read_run_config,
 )
 
 DESCRIPTION = (
@@ -61,7 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", **opt, metavar="RUN", help="run directory (config, log, checkpoints, final model)")
     p.add_argument("--config", default=None, metavar="FILE", help="YAML or JSON file of options (flags override it)")
     p.add_argument("--resume", action="store_true", **opt,
-                   help="continue the run in --out from its latest checkpoint (options default to its config)")
+                   help="continue the run in --out from its newest valid checkpoint (options default to its config; "
+                   "a changed option is refused unless it is a run-time one or named in --allow-change)")
+    runtime = ", ".join(sorted(o.replace("_", "-") for o in RUNTIME_OPTIONS - {"out", "resume", "allow_change"}))
+    p.add_argument("--allow-change", type=_names, action="extend", **opt, metavar="NAME[,NAME...]",
+                   help=f"with --resume: options that may differ from the run's config (e.g. lr,w-reg), or "
+                   f"{WORLD_SIZE.replace('_', '-')} for another number of processes; the change is applied and "
+                   f"recorded in RUN/config.json's history. Always allowed: {runtime}")
     p.add_argument("--steps", type=positive_int, **opt,
                    help=f"total optimizer steps of the run (default {TRAIN_STEPS})")
     p.add_argument("--clip-len", type=positive_int, **opt,
@@ -107,6 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixed-precision", choices=MIXED_PRECISION, **opt,
                    help="auto (default): bf16/fp16 on GPU, or as set by `accelerate launch`; full precision on CPU")
     p.add_argument("--cpu", action="store_true", **opt, help="train on the CPU even if a GPU is present")
+    p.add_argument("--dist-timeout", type=float, **opt, metavar="SECONDS",
+                   help=f"with several processes: stop with an error when one waits this long for the others, e.g. "
+                   f"behind a frozen process (default {DIST_TIMEOUT:g})")
     p.add_argument("--tensorboard", action="store_true", **opt, help="also log to RUN/tensorboard/")
     p.add_argument("--copy-prior", action="store_true", **opt,
                    help="copy the prior into RUN/model so that it is self-contained")
@@ -130,16 +142,18 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     resume = flags.get("resume", from_file.get("resume", False))
     if resume and out and (Path(out) / SAVED_CONFIG).is_file():
         saved_path = Path(out) / SAVED_CONFIG
-        try:
-            saved = json.loads(saved_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{saved_path}: unreadable run config ({type(exc).__name__})") from exc
+        saved, _ = read_run_config(saved_path)
         if saved.get("kind", args.kind) != args.kind:
             raise InputError(f"{out} is a {saved.get('kind')} run, not {args.kind}")
         config = config.updated(saved, str(saved_path))
     if args.config:
         config = config.updated(from_file, args.config)
     return config.updated(flags, "command line")
+
+
+def _names(text: str) -> list[str]:
+    """``lr,w-reg`` -> ``["lr", "w_reg"]`` (option names as flags or as in config.json)."""
+    return [name.strip().replace("-", "_") for name in text.split(",") if name.strip()]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,10 +3,11 @@
 The frozen parts of a step are deterministic functions of the clip: the optical flows and their cycle masks,
 the image prior's regularization targets (for every frame of the clip, so any frame can be the step's one
 regularization frame), and the frozen encoder's output (Depth Anything's ViT features, or Marigold's VAE
-latents). A clip is keyed by a hash of its :class:`~bufferanytime.training.data.ClipSpec` (video, its size and
-modification time, start, stride, length, crop, resolution) and of the run's *context* (kind, prior, flow method
-and weights, tau, precision, cache dtype): a cache directory can be shared by runs, and an entry is only reused
-by a run that would compute exactly the same tensors.
+latents). A clip is keyed by a hash of its :class:`~bufferanytime.training.data.ClipSpec` (video path and the
+SHA-256 of its bytes, start, stride, length, crop, resolution) and of the run's *context* (kind, the SHA-256 of
+the prior's files and of the flow weights, flow method, tau, precision, cache dtype): keys follow content, not
+paths or modification times, so a cache directory can be shared by runs, and an entry is only reused by a run
+that would compute exactly the same tensors, even after a prior or frames are replaced in place.
 
 Each entry is one safetensors file, written under a temporary name and renamed when complete, so concurrent
 processes and killed runs never leave a half-written entry; an unreadable entry counts as a miss.
@@ -25,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from bufferanytime.training.data import ClipSpec
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keys from content hashes
 # Tensors kept at full precision whatever the cache dtype: flows are small and their errors move pixels.
 EXACT_PREFIXES = ("flow_",)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -6,10 +6,13 @@
 - ``ema.safetensors``: their exponential moving average;
 - ``optimizer.pt`` and ``scheduler.pt``: AdamW moments and step counts, learning-rate schedule position;
 - ``rng-rank<R>.pt``: the Python, NumPy and PyTorch (CPU and CUDA) random states of each process;
-- ``state.json``: step, elapsed training time, number of processes, package version.
+- ``state.json``: step, elapsed training time, number of processes, package version;
+- ``checksums.json``, written last: the SHA-256 of every other file, checked before resuming from it.
 
 A checkpoint is assembled in a hidden temporary folder and renamed when complete (a killed run leaves either the
-whole checkpoint or none); only the newest ``keep`` checkpoints are kept.
+whole checkpoint or none). Weights that are not all finite are never written. Once a new checkpoint is in place,
+only the newest ``keep`` checkpoints up to its step are kept: the last good checkpoint is never deleted before a
+newer one is complete.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bufferanytime import __version__
+from bufferanytime.errors import InputError
+from bufferanytime.training.hashing import file_sha256
 
 CHECKPOINTS = "checkpoints"
 STATE_NAME = "state.json"
+CHECKSUMS_NAME = "checksums.json"
 PATTERN = re.compile(r"^step-(\d+)$")
 
 
@@ -51,13 +57,50 @@ def list_checkpoints(run: Path) -> list[Checkpoint]:
         for path in root.iterdir():
             match = PATTERN.match(path.name)
             if match and (path / STATE_NAME).is_file():
-                found.append(Checkpoint(path, int(match.group(1)), json.loads((path / STATE_NAME).read_text())))
+                found.append(Checkpoint(path, int(match.group(1)), _read_state(path / STATE_NAME)))
     return sorted(found, key=lambda c: c.step)
+
+
+def _read_state(path: Path) -> dict:
+    """``state.json``, or ``{}`` when damaged (then :func:`damage` tells why the checkpoint is unusable)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def latest_checkpoint(run: Path) -> Checkpoint | None:
     found = list_checkpoints(run)
     return found[-1] if found else None
+
+
+def write_checksums(tmp: Path) -> None:
+    """Record the SHA-256 of every file of the assembled checkpoint (called last, once every file is written)."""
+    sums = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file() and f.name != CHECKSUMS_NAME}
+    (tmp / CHECKSUMS_NAME).write_text(json.dumps(sums, indent=2) + "\n")
+
+
+def damage(checkpoint: Checkpoint) -> str | None:
+    """Why ``checkpoint`` cannot be trusted (a missing, truncated or altered file), or None when it is intact."""
+    path = checkpoint.path / CHECKSUMS_NAME
+    if not path.is_file():
+        return f"no {CHECKSUMS_NAME}"
+    try:
+        sums = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return f"unreadable {CHECKSUMS_NAME}"
+    for name, digest in sums.items():
+        file = checkpoint.path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file_sha256(file) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
 
 
 def rng_state() -> dict:
@@ -94,7 +137,12 @@ def write_main_state(
     scheduler: dict,
     state: dict,
 ) -> None:
-    """The main process writes the weights, optimizer, scheduler and ``state.json`` (identical on all ranks)."""
+    """The main process writes the weights, optimizer, scheduler and ``state.json`` (identical on all ranks).
+
+    Raises InputError rather than write weights that are not all finite.
+    """
+    if not (all_finite(trainable) and all_finite(ema)):
+        raise InputError(f"step {state['step']}: the weights are not all finite; checkpoint not written")
     save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "model.safetensors"))
     save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
     torch.save(optimizer, tmp / "optimizer.pt")
@@ -103,12 +151,16 @@ def write_main_state(
 
 
 def publish(run: Path, step: int, keep: int) -> Path:
-    """Rename the assembled checkpoint into place and delete all but the newest ``keep``."""
+    """Rename the assembled checkpoint into place, then delete all but the newest ``keep`` up to ``step``.
+
+    Checkpoints of later steps (left by a run resumed from an earlier, valid one) are replaced when the run
+    reaches their step, not deleted before.
+    """
     final = checkpoint_dir(run, step)
     if final.exists():
         shutil.rmtree(final)
     temporary_dir(run, step).rename(final)
-    for old in list_checkpoints(run)[:-keep]:
+    for old in [c for c in list_checkpoints(run) if c.step <= step][:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)
     return final
 

@@ -9,6 +9,7 @@ finally the command-line flags. ``None`` for ``clip_len``, ``lr`` and ``res`` me
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -45,8 +46,15 @@ KIND_DEFAULTS = {
 # Options that only say how a run is executed or reported: they may change when a run is resumed without
 # changing what it computes.
 RUNTIME_OPTIONS = frozenset(
-    {"steps", "out", "resume", "cache", "workers", "save_every", "keep_checkpoints", "tensorboard", "quiet", "cpu"}
+    {"steps", "out", "resume", "cache", "workers", "save_every", "keep_checkpoints", "tensorboard", "quiet", "cpu",
+     "dist_timeout", "allow_change"}
 )
+# Options that say nothing about the run itself: neither compared nor recorded in its history on resume.
+UNRECORDED_OPTIONS = frozenset({"out", "resume", "allow_change"})
+WORLD_SIZE = "world_size"  # the number of processes, recorded in each checkpoint; --allow-change world_size
+HISTORY = "history"  # RUN/config.json: the options changed on each resume, [{"step", "changed": {name: [old, new]}}]
+FLOAT32_MAX = 3.4028234663852886e38  # float options reach float32 tensors (the optimizer's lr): larger ones overflow
+DIST_TIMEOUT = 1800.0  # seconds a process waits for the others (a collective) before the run stops with an error
 
 
 @dataclass
@@ -88,6 +96,8 @@ class TrainConfig:
     copy_prior: bool = False
     resume: bool = False
     quiet: bool = False
+    dist_timeout: float = DIST_TIMEOUT
+    allow_change: list[str] = field(default_factory=list)
 
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
@@ -126,6 +136,7 @@ class TrainConfig:
             raise InputError("no model: pass --model PRIOR_OR_VIDEO_MODEL (directory or Hugging Face id)")
         if not self.out:
             raise InputError("no run directory: pass --out RUN")
+        self._validate_floats()
         checks = [
             (self.steps >= 1, "--steps must be >= 1"),
             (self.clip_len >= 2, "--clip-len must be >= 2 (the stabilization loss needs frame pairs)"),
@@ -155,6 +166,18 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        unknown = sorted(set(self.allow_change) - set(self.option_names()) - {WORLD_SIZE})
+        if unknown:
+            raise InputError(f"--allow-change: unknown option(s) {', '.join(unknown)}")
+
+    def _validate_floats(self) -> None:
+        """NaN and infinity pass comparisons like ``lr > 0`` or ``w_reg >= 0``: refuse them, and overflows, by name."""
+        if not self.dist_timeout > 0:
+            raise InputError("--dist-timeout must be > 0 seconds")
+        for name in sorted(_FLOAT):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                raise InputError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
 
     # -- persistence --------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -162,10 +185,33 @@ class TrainConfig:
         out["res"] = list(self.res) if self.res is not None else None
         return out
 
-    def differences(self, other: TrainConfig) -> list[str]:
-        """Names of the options, other than run-time ones, whose values differ from ``other``'s."""
+    def changes_from(self, other: TrainConfig) -> dict[str, list]:
+        """``{name: [other's value, this value]}`` for every recorded option that differs (run-time ones too)."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return [k for k in mine if k not in RUNTIME_OPTIONS and mine[k] != theirs[k]]
+        return {k: [theirs[k], mine[k]] for k in mine if k not in UNRECORDED_OPTIONS and mine[k] != theirs[k]}
+
+    def refused_changes(self, changes: dict[str, list]) -> dict[str, list]:
+        """The ``changes`` a resumed run may not make: neither run-time options nor named in ``allow_change``."""
+        allowed = RUNTIME_OPTIONS | set(self.allow_change)
+        return {k: v for k, v in changes.items() if k not in allowed}
+
+
+def format_changes(changes: dict[str, list]) -> str:
+    """``lr: 0.001 -> 0.002, world_size: 1 -> 2``."""
+    return ", ".join(f"{name}: {old} -> {new}" for name, (old, new) in changes.items())
+
+
+def read_run_config(path: str | Path) -> tuple[dict, list]:
+    """The options and the history (see ``HISTORY``) saved in a run's ``config.json``; InputError when unreadable."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable run config ({type(exc).__name__})") from exc
+    if not isinstance(saved, dict):
+        raise InputError(f"{path}: unreadable run config (not a mapping)")
+    history = saved.pop(HISTORY, [])
+    return saved, history if isinstance(history, list) else []
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -203,7 +249,7 @@ def parse_res(value) -> tuple[int, int]:
 
 _INT = {"steps", "clip_len", "stride", "clips_per_video", "batch_size", "warmup", "deferred_chunk", "seed",
         "save_every", "keep_checkpoints", "workers"}
-_FLOAT = {"min_crop", "lr", "weight_decay", "ema", "w_reg", "max_grad_norm", "tau"}
+_FLOAT = {"min_crop", "lr", "weight_decay", "ema", "w_reg", "max_grad_norm", "tau", "dist_timeout"}
 _BOOL = {"edge_mask", "cpu", "tensorboard", "copy_prior", "resume", "quiet"}
 _OPTIONAL = {"clip_len", "lr", "res", "max_grad_norm", "flow_weights", "cache", "model", "out"}
 
@@ -217,7 +263,7 @@ def _coerce(name: str, value, source: str):
     try:
         if name == "res":
             return parse_res(value)
-        if name == "data":
+        if name in ("data", "allow_change"):
             return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
         if name in _BOOL:
             if not isinstance(value, bool):

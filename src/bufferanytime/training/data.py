@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from bufferanytime.errors import InputError
 from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key, open_video
+from bufferanytime.training.hashing import file_sha256, files_sha256
 
 SEQUENCE_FRAMES = "rgb"  # the frame folder of a synthetic sequence (bufferanytime.synthetic.write_video_dir)
 MIN_CLIP_FRAMES = 2  # the stabilization loss needs at least one pair of frames
@@ -42,7 +43,7 @@ class VideoInfo:
     num_frames: int
     height: int
     width: int
-    signature: str  # changes when the file or folder changes (invalidates cached clips)
+    signature: str  # SHA-256 of the frames' bytes with ``by_content`` (keys cached clips), else ""
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,15 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _signature(path: Path) -> str:
-    stat = path.stat()
+def content_signature(path: Path) -> str:
+    """SHA-256 of a video file's bytes, or of a frame folder's frame files (names and bytes).
+
+    Unlike sizes and modification times, it changes whenever the frames do, even when copies keep the old times
+    (``cp -p``, ``rsync -a``).
+    """
     if path.is_dir():
-        files = _image_files(path)
-        latest = max((f.stat().st_mtime_ns for f in files), default=stat.st_mtime_ns)
-        return f"dir:{len(files)}:{latest}"
-    return f"file:{stat.st_size}:{stat.st_mtime_ns}"
+        return files_sha256(path, _image_files(path))
+    return file_sha256(path)
 
 
 def _find_sources(root: Path) -> list[Path]:
@@ -91,19 +94,21 @@ def _find_sources(root: Path) -> list[Path]:
     return found
 
 
-def _describe(path: Path) -> VideoInfo:
+def _describe(path: Path, by_content: bool) -> VideoInfo:
     source = open_video(path)
     num_frames = source.num_frames
     if source.kind == "video" and num_frames <= 0:  # no frame count in the container: count by decoding
         num_frames = sum(1 for _ in source)
-    return VideoInfo(str(path.resolve()), source.kind, num_frames, source.height, source.width, _signature(path))
+    signature = content_signature(path) if by_content else ""
+    return VideoInfo(str(path.resolve()), source.kind, num_frames, source.height, source.width, signature)
 
 
-def discover_videos(roots: list[str | Path], progress: bool = False) -> list[VideoInfo]:
+def discover_videos(roots: list[str | Path], progress: bool = False, by_content: bool = False) -> list[VideoInfo]:
     """Every usable video under the ``roots`` (folders, or video files), sorted by path.
 
-    Raises InputError for a missing root or when nothing usable is found; unreadable videos (with a warning)
-    and videos with fewer than two frames are skipped.
+    ``by_content`` hashes every video's bytes into its signature (what keys the training cache; read once per
+    run). Raises InputError for a missing root or when nothing usable is found; unreadable videos (with a
+    warning) and videos with fewer than two frames are skipped.
     """
     paths: list[Path] = []
     for root in roots:
@@ -120,7 +125,7 @@ def discover_videos(roots: list[str | Path], progress: bool = False) -> list[Vid
     videos = []
     for _, path in tqdm(unique, desc="indexing videos", unit="video", disable=not progress, leave=False):
         try:
-            info = _describe(path)
+            info = _describe(path, by_content)
         except InputError as exc:  # one unreadable video must not stop a run over thousands
             warnings.warn(f"skipping {exc}", stacklevel=2)
             continue
@@ -232,8 +237,10 @@ def _read_rgb(path: Path) -> np.ndarray:
 class ClipDataset(torch.utils.data.Dataset):
     """``dataset[g]`` is sample ``g`` of the run: its spec, and either its cached frozen tensors or its frames.
 
-    ``lookup(spec)`` (e.g. :meth:`bufferanytime.training.cache.ClipCache.load`) returns the cached tensors of a
-    clip or None; frames are read only when it returns None. Runs in DataLoader workers.
+    A clip that cannot be read (a video damaged in the middle, a broken frame) has ``frames`` None and its
+    reason in ``error``: the trainer skips it, and since samples are a function of ``g`` it skips the same ones
+    on resume. ``lookup(spec)`` (e.g. :meth:`bufferanytime.training.cache.ClipCache.load`) returns the cached
+    tensors of a clip or None; frames are read only when it returns None. Runs in DataLoader workers.
     """
 
     def __init__(self, sampler: ClipSampler, lookup=None):
@@ -246,12 +253,19 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, sample: int) -> dict:
         spec = self.sampler.slot(self.sampler.slot_of_sample(sample))
         cached = self.lookup(spec) if self.lookup is not None else None
+        frames, error = None, None
+        if cached is None:
+            try:
+                frames = read_clip(spec)
+            except InputError as exc:
+                error = str(exc)
         return {
             "sample": sample,
             "spec": spec,
             "reg_fraction": self.sampler.reg_fraction(sample),
             "cached": cached,
-            "frames": read_clip(spec) if cached is None else None,
+            "frames": frames,
+            "error": error,
         }
 
 

@@ -11,9 +11,18 @@ the random generators are re-seeded from ``(seed, step, rank)`` before every ste
 ``--resume`` from a checkpoint ends with the same weights as an uninterrupted one (on CPU; GPU kernels may not be
 bitwise deterministic).
 
+Faults: a clip that cannot be decoded is skipped with a warning (``skipped_clips`` in the log); a step in which
+some process has no decodable clip is skipped by all (no update, ``step_skipped`` in the log), and
+``MAX_SKIPPED_IN_A_ROW`` skipped steps in a row stop the run. A loss, gradient or weight that is not finite (NaN
+or infinity) stops the run with an error at once, before anything of that step is saved. ``--resume`` continues
+from the newest checkpoint whose checksums match, refuses changed options unless allowed, and records the allowed
+ones in ``config.json``'s ``history``. With several processes, one that waits longer than ``--dist-timeout`` for
+the others stops the run with an error.
+
 Outputs in ``RUN/``: ``config.json`` (all options), ``log.jsonl`` (one JSON object per step: ``step``,
 ``loss_reg``, ``loss_stable``, ``loss``, ``lr``, ``time`` = training seconds so far, ``step_time``,
-``cache_hits``, ``clips`` = the clip slots of the step's samples), ``checkpoints/step-N/``, ``model/`` (EMA
+``cache_hits``, ``clips`` = the clip slots of the step's samples, ``skipped_clips``, ``step_skipped``;
+losses are null in a skipped step), ``checkpoints/step-N/``, ``model/`` (EMA
 weights, loadable by ``bufferanytime depth|normal --model RUN/model``), ``summary.json`` (final step, time, cache
 use, a hash of every process's final weights), and ``tensorboard/`` with ``--tensorboard``.
 """
@@ -25,8 +34,10 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +50,10 @@ from bufferanytime.flow import get_flow_model
 from bufferanytime.models import load_model
 from bufferanytime.training import checkpoint as ckpt
 from bufferanytime.training.cache import ClipCache
-from bufferanytime.training.config import TrainConfig
+from bufferanytime.training.config import HISTORY, WORLD_SIZE, TrainConfig, format_changes, read_run_config
 from bufferanytime.training.data import ClipDataset, ClipSampler, SampleIndices, collate, discover_videos
 from bufferanytime.training.ema import EMA
+from bufferanytime.training.hashing import file_sha256, tree_sha256
 from bufferanytime.training.objectives import DepthObjective, NormalObjective, clip_length, truncate
 
 CONFIG_NAME = "config.json"
@@ -49,6 +61,7 @@ LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
 MODEL_DIR = "model"
 TENSORBOARD_PROJECT = "tensorboard"
+MAX_SKIPPED_IN_A_ROW = 10  # consecutive steps without a decodable clip in some process before the run stops
 
 
 def train(config: TrainConfig) -> Path:
@@ -61,6 +74,27 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _warn(message: str) -> None:
+    """A one-line warning on stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+
+
+def apply_hyperparameters(optimizer, scheduler, lr: float, weight_decay: float) -> None:
+    """Make the run's lr and weight decay those in use after loading a checkpoint (whose state holds the old ones).
+
+    The scheduler's ``base_lrs`` (what it multiplies by the schedule) and the optimizer's current rate both change.
+    """
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(scheduler.last_epoch)
+        group["weight_decay"] = weight_decay
 
 
 def seed_step(seed: int, step: int, rank: int) -> None:
@@ -118,7 +152,7 @@ class StepLog:
 
 class Trainer:
     def __init__(self, config: TrainConfig):
-        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 
         self.config = config
         self.run_dir = Path(config.out)
@@ -127,35 +161,56 @@ class Trainer:
             kwargs = {"log_with": "tensorboard", "project_dir": str(self.run_dir)}
         # The DPT neck has parameters that a given forward does not use (the first fusion layer's residual unit).
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        group = InitProcessGroupKwargs(timeout=timedelta(seconds=config.dist_timeout))
         self.accelerator = Accelerator(
-            cpu=config.cpu, mixed_precision=_mixed_precision(config), kwargs_handlers=[ddp], **kwargs
+            cpu=config.cpu, mixed_precision=_mixed_precision(config), kwargs_handlers=[ddp, group], **kwargs
         )
         self.device = self.accelerator.device
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         self.main = self.accelerator.is_main_process
+        self._warned: set[str] = set()  # videos already reported unreadable
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _checkpoint_to_resume(self) -> ckpt.Checkpoint | None:
-        existing = ckpt.latest_checkpoint(self.run_dir)
+        """The newest checkpoint whose files match their checksums (damaged ones are reported and passed over)."""
+        existing = ckpt.list_checkpoints(self.run_dir)
         if not self.config.resume:
-            if existing is not None or (self.run_dir / MODEL_DIR).exists():
+            if existing or (self.run_dir / MODEL_DIR).exists():
                 raise InputError(
                     f"{self.run_dir} already holds a training run; pass --resume to continue it, or another --out"
                 )
             return None
-        if existing is None:
-            self.accelerator.print(f"{self.run_dir}: no checkpoint to resume from; starting from step 0")
-        return existing
+        for checkpoint in reversed(existing):
+            problem = ckpt.damage(checkpoint)
+            if problem is None:
+                return checkpoint
+            if self.main:
+                _warn(f"{checkpoint.path} is damaged ({problem}); trying an older checkpoint")
+        if self.main:
+            _warn(f"{self.run_dir}: no {'valid ' if existing else ''}checkpoint to resume from; starting from step 0")
+        return None
 
-    def _check_resumed_config(self) -> None:
+    def _resumed_history(self, checkpoint: ckpt.Checkpoint | None) -> list:
+        """The run's history, with this session's changes appended; InputError on changes not allowed."""
         saved = self.run_dir / CONFIG_NAME
-        if not saved.is_file():
-            return
-        previous = TrainConfig().updated(json.loads(saved.read_text()), str(saved)).resolved()
-        changed = self.config.differences(previous)
-        if changed:
-            warnings.warn(f"resuming with changed options: {', '.join(changed)}", stacklevel=2)
+        if checkpoint is None or not saved.is_file():
+            return []
+        options, history = read_run_config(saved)
+        previous = TrainConfig().updated(options, str(saved)).resolved()
+        changes = self.config.changes_from(previous)
+        processes = checkpoint.state.get(WORLD_SIZE, self.world_size)
+        if processes != self.world_size:
+            changes[WORLD_SIZE] = [processes, self.world_size]
+        refused = self.config.refused_changes(changes)
+        if refused:
+            names = ",".join(name.replace("_", "-") for name in refused)
+            raise InputError(f"{self.run_dir}: --resume with changed options ({format_changes(refused)}); pass "
+                             f"--allow-change {names} to apply them, or train into another --out")
+        if changes:
+            self.accelerator.print(f"resuming with changed options: {format_changes(changes)}")
+            history = [*history, {"step": checkpoint.step, "changed": changes}]
+        return history
 
     def _build_objective(self, model):
         config = self.config
@@ -171,16 +226,18 @@ class Trainer:
         return NormalObjective(model, flow_model, config)
 
     def _cache(self, model) -> ClipCache | None:
+        """The clip cache, keyed by the content of the prior's and the flow's weights (hashed once per run)."""
         config = self.config
         if not config.cache:
             return None
         flow_weights = None
         if config.flow == "raft-small":
             weights = Path(config.flow_weights)
-            flow_weights = [str(weights.resolve()), weights.stat().st_size] if weights.is_file() else str(weights)
+            flow_weights = file_sha256(weights) if weights.is_file() else str(weights)
+        prior = Path(model.prior_ref)
         context = {
             "kind": config.kind,
-            "prior": model.prior_ref,
+            "prior": tree_sha256(prior) if prior.is_dir() else str(model.prior_ref),
             "flow": config.flow,
             "flow_weights": flow_weights,
             "tau": config.tau,
@@ -192,9 +249,8 @@ class Trainer:
     def run(self) -> Path:
         config, acc = self.config, self.accelerator
         resume_from = self._checkpoint_to_resume()
-        if config.resume:
-            self._check_resumed_config()
-        videos = discover_videos(config.data, progress=self.main and not config.quiet)
+        history = self._resumed_history(resume_from)
+        videos = discover_videos(config.data, progress=self.main and not config.quiet, by_content=bool(config.cache))
         torch.manual_seed(config.seed)  # the same initial weights in every process and every run
         model = load_model(config.kind, config.model)
         model.clip_len = config.clip_len
@@ -204,7 +260,7 @@ class Trainer:
             (self.run_dir / ckpt.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
             for stale in (self.run_dir / ckpt.CHECKPOINTS).glob(".tmp-step-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            saved = {**config.to_dict(), "resume": False}
+            saved = {**config.to_dict(), "resume": False, "allow_change": [], HISTORY: history}
             _atomic_write_text(self.run_dir / CONFIG_NAME, json.dumps(saved, indent=2) + "\n")
         acc.wait_for_everyone()
         params = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -221,6 +277,7 @@ class Trainer:
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            apply_hyperparameters(optimizer, scheduler, config.lr, config.weight_decay)
             start_step, elapsed, rng = resume_from.step, float(state["state"].get("elapsed", 0.0)), state["rng"]
             acc.print(f"resuming {self.run_dir} from step {start_step}")
 
@@ -248,27 +305,20 @@ class Trainer:
         acc.print(f"{len(videos)} videos, {sampler.num_slots} clips of up to {config.clip_len} frames at "
                   f"{config.res[0]}x{config.res[1]}, {self.world_size} process(es) x batch {config.batch_size}")
 
-        step, hits_total, samples_total = start_step, 0, 0
+        step, hits_total, samples_total, skipped_in_a_row = start_step, 0, 0, 0
         for items in loader:
             started = time.perf_counter()
-            seed_step(config.seed, step, self.rank)
-            clips, reg_frames, hits = self._prepare(items, objective, cache)
-            with acc.autocast():
-                losses = objective.losses(net, clips, reg_frames)
-            acc.backward(losses.loss)
-            if config.max_grad_norm is not None:
-                acc.clip_grad_norm_(list(params.values()), config.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            if not acc.optimizer_step_was_skipped:
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.update(params)
+            good = self._decodable(items)
+            skipped_clips, empty = self._sum_over_processes([len(items) - len(good), int(not good)])
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+            values, hits = [None, None, None], 0
+            skipped_in_a_row = skipped_in_a_row + 1 if empty else 0
+            if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                raise InputError(f"step {step + 1}: no decodable clip in {MAX_SKIPPED_IN_A_ROW} steps in a row; "
+                                 "check the videos named in the warnings above")
+            if not empty:
+                values, hits = self._train_step(step, good, objective, cache, net, params, optimizer, scheduler, ema)
             step += 1
-
-            values = torch.stack([losses.loss.detach(), losses.reg, losses.stable]).float()
-            values = acc.reduce(values, reduction="mean").tolist()
-            hits = int(acc.reduce(torch.tensor(hits, device=self.device), reduction="sum").item())
             hits_total += hits
             samples_total += len(items) * self.world_size
             step_time = time.perf_counter() - started
@@ -277,13 +327,15 @@ class Trainer:
             slots = [sampler.slot_of_sample((step - 1) * global_batch + i) for i in range(global_batch)]
             entry = {"step": step, "loss_reg": values[1], "loss_stable": values[2], "loss": values[0], "lr": lr,
                      "time": round(elapsed, 4), "step_time": round(step_time, 4), "cache_hits": hits,
-                     "clips": slots}
+                     "clips": slots, "skipped_clips": skipped_clips, "step_skipped": bool(empty)}
             if log is not None:
                 log.write(entry)
             bar.update(1)
-            bar.set_postfix(loss=f"{values[0]:.4g}", stable=f"{values[2]:.4g}", reg=f"{values[1]:.4g}")
+            if not empty:
+                bar.set_postfix(loss=f"{values[0]:.4g}", stable=f"{values[2]:.4g}", reg=f"{values[1]:.4g}")
             if config.tensorboard:
-                acc.log({k: v for k, v in entry.items() if k not in ("step", "clips")}, step=step)
+                scalars = {k: v for k, v in entry.items() if k not in ("step", "clips") and v is not None}
+                acc.log(scalars, step=step)
             if step % config.save_every == 0 or step == config.steps:
                 self._save_checkpoint(step, elapsed, model, ema, optimizer, scheduler)
         bar.close()
@@ -294,6 +346,56 @@ class Trainer:
         if config.tensorboard:
             acc.end_training()
         return model_dir
+
+    def _train_step(self, step, items, objective, cache, net, params, optimizer, scheduler, ema):
+        """One optimizer step on ``items``; returns the mean ``[loss, loss_reg, loss_stable]`` and the cache hits.
+
+        Stops the run (InputError, on every process) when the loss, a gradient or an updated weight is not finite.
+        """
+        acc = self.accelerator
+        seed_step(self.config.seed, step, self.rank)
+        clips, reg_frames, hits = self._prepare(items, objective, cache)
+        with acc.autocast():
+            losses = objective.losses(net, clips, reg_frames)
+        acc.backward(losses.loss)
+        # With a loss scaler (fp16) an infinite gradient is expected now and then: the scaler skips that step.
+        grads = [p.grad for p in params.values()] if acc.scaler is None else []
+        self._stop_unless_finite(step, [losses.loss.detach(), *grads], "the loss or its gradient is")
+        if self.config.max_grad_norm is not None:
+            acc.clip_grad_norm_(list(params.values()), self.config.max_grad_norm)
+        optimizer.step()
+        if not acc.optimizer_step_was_skipped:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        self._stop_unless_finite(step, list(params.values()), "the weights after the update are")
+        ema.update(params)
+        values = torch.stack([losses.loss.detach(), losses.reg, losses.stable]).float()
+        values = acc.reduce(values, reduction="mean").tolist()
+        return values, self._sum_over_processes([hits])[0]
+
+    def _sum_over_processes(self, counts: list[int]) -> list[int]:
+        total = self.accelerator.reduce(torch.tensor(counts, device=self.device), reduction="sum")
+        return [int(v) for v in total.tolist()]
+
+    def _stop_unless_finite(self, step: int, tensors: list, what: str) -> None:
+        """InputError on every process when any process holds a NaN or infinity in ``tensors``."""
+        if not self._sum_over_processes([int(not _all_finite(tensors))])[0]:
+            return
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        kept = f"the last checkpoint, {latest.path}, is intact" if latest else "no checkpoint was written"
+        raise InputError(f"step {step + 1}: {what} not finite (NaN or infinity); training stopped and {kept}. "
+                         "Lower --lr or set --max-grad-norm (with --resume, add --allow-change lr,max-grad-norm)")
+
+    def _decodable(self, items: list[dict]) -> list[dict]:
+        """The items whose clip could be read; a warning for each unreadable video (once per session)."""
+        good = []
+        for item in items:
+            if item["error"] is None:
+                good.append(item)
+            elif item["spec"].path not in self._warned:
+                self._warned.add(item["spec"].path)
+                _warn(f"skipping a clip that cannot be read: {item['error']}")
+        return good
 
     def _prepare(self, items: list[dict], objective, cache: ClipCache | None):
         """Prepared clips on the device (from the cache, or computed and cached), cut to the batch's shortest."""
@@ -324,13 +426,14 @@ class Trainer:
         acc.wait_for_everyone()
         ckpt.write_rank_state(tmp, self.rank)
         if self.main:
-            state = {"step": step, "elapsed": elapsed, "world_size": self.world_size, "seed": self.config.seed}
+            state = {"step": step, "elapsed": elapsed, WORLD_SIZE: self.world_size, "seed": self.config.seed}
             ckpt.write_main_state(
                 tmp, model.trainable_state_dict(), ema.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
                 state,
             )
         acc.wait_for_everyone()
         if self.main:
+            ckpt.write_checksums(tmp)  # last: covers every process's files
             ckpt.publish(self.run_dir, step, self.config.keep_checkpoints)
         acc.wait_for_everyone()
 
@@ -341,6 +444,8 @@ class Trainer:
         raw = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.int64, device=self.device)[None]
         digests = [bytes(row.tolist()).hex() for row in acc.gather(raw).cpu()]
         final = self.run_dir / MODEL_DIR
+        if not ckpt.all_finite(ema.shadow):
+            raise InputError(f"the averaged weights are not all finite; {final} not written")
         if self.main:
             if len(set(digests)) > 1:
                 warnings.warn(f"processes ended with different weights: {digests}", stacklevel=2)
