@@ -1,9 +1,11 @@
-"""`bufferanytime depth` end to end, and every bad input of the [depth] issue."""
+"""`bufferanytime depth` end to end, and every bad input of the [depth] and [trust] issues."""
 
 from __future__ import annotations
 
+import errno
 import json
 import struct
+import zlib
 
 import av
 import numpy as np
@@ -14,6 +16,8 @@ from bufferanytime.cli.main import main
 from bufferanytime.io.video import write_video
 from tests.helpers import moving_pattern
 
+FAST = ("--max-res", "64")  # the tiny test prior would otherwise run at Depth Anything V2's 518 px
+
 
 def _run(capsys, *argv):
     code = main(list(argv))
@@ -21,18 +25,19 @@ def _run(capsys, *argv):
     return code, err
 
 
-def _assert_clean_error(code, err, out_dir):
+def _assert_clean_error(code, err, out_dir, expect=""):
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expect in lines[0], lines[0]
     assert "Traceback" not in err
-    assert not out_dir.exists() or not any(out_dir.iterdir())  # nothing half-written
+    assert not out_dir.exists()  # nothing written, not even an empty output folder
 
 
 def test_depth_on_real_video_and_per_frame_baseline(shared_dir, tiny_depth_prior, tmp_path, capsys):
     video = shared_dir / "data/videos/davis_rollercoaster.mp4"
     code, err = _run(capsys, "depth", str(video), "--model", str(tiny_depth_prior), "--max-frames", "8",
-                     "-o", str(tmp_path / "out"), "-q")
+                     "--max-res", "128", "-o", str(tmp_path / "out"), "-q")
     assert code == 0, err
     result = tmp_path / "out/davis_rollercoaster"
     with np.load(result / "depth.npz") as npz:
@@ -41,11 +46,14 @@ def test_depth_on_real_video_and_per_frame_baseline(shared_dir, tiny_depth_prior
     assert np.isfinite(disparity).all()
     with av.open(str(result / "depth_vis.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 8
-    meta = json.loads((result / "meta.json").read_text())
+    meta = json.loads((result / "depth.meta.json").read_text())
     assert meta["frames"] == 8 and meta["input_size"] == [540, 960] and meta["version"]
+    assert meta["inference_size"] == [72, 128] and meta["size_rule"]["from"] == "options"
+    assert meta["model"]["path"] == str(tiny_depth_prior.resolve())
+    assert meta["device"] == "cpu" and meta["dtype"] == "float32"
 
     code, err = _run(capsys, "depth", str(video), "--model", str(tiny_depth_prior), "--max-frames", "8",
-                     "--per-frame", "-o", str(tmp_path / "pf"), "-q")
+                     "--max-res", "128", "--per-frame", "-o", str(tmp_path / "pf"), "-q")
     assert code == 0, err
     with np.load(tmp_path / "pf/davis_rollercoaster/depth.npz") as npz:
         per_frame = npz["disparity"]
@@ -54,20 +62,34 @@ def test_depth_on_real_video_and_per_frame_baseline(shared_dir, tiny_depth_prior
 
 
 def test_png16_and_exr_outputs(tiny_depth_prior, small_video, tmp_path, capsys):
-    code, err = _run(capsys, "depth", str(small_video), "--model", str(tiny_depth_prior), "--save", "npz", "png16",
-                     "exr", "-o", str(tmp_path / "out"), "-q")
+    code, err = _run(capsys, "depth", str(small_video), "--model", str(tiny_depth_prior), "--save", "npz,png16",
+                     "--save", "exr", *FAST, "-o", str(tmp_path / "out"), "-q")
     assert code == 0, err
     result = tmp_path / "out/clip"
-    meta = json.loads((result / "meta.json").read_text())
-    png = np.asarray(Image.open(result / "png16/000002.png"))
+    assert sorted(p.name for p in result.iterdir()) == ["depth.meta.json", "depth.npz", "depth_exr", "depth_png16"]
+    meta = json.loads((result / "depth.meta.json").read_text())
+    png = np.asarray(Image.open(result / "depth_png16/000002.png"))
     assert png.dtype == np.uint16
     with np.load(result / "depth.npz") as npz:
         disparity = npz["disparity"]
-    np.testing.assert_allclose(png / meta["visualisation"]["png16"]["scale"], disparity[2], atol=2e-5 * disparity.max())
+    assert disparity.std() > 1e-3 * np.abs(disparity).mean()  # an informative prior: the round trip can fail
+    np.testing.assert_allclose(png / meta["outputs"]["png16"]["scale"], disparity[2], atol=2e-5 * disparity.max())
     import OpenEXR
 
-    with OpenEXR.File(str(result / "exr/000002.exr")) as exr:
+    with OpenEXR.File(str(result / "depth_exr/000002.exr")) as exr:
         np.testing.assert_array_equal(exr.channels()["Y"].pixels, disparity[2])
+
+
+@pytest.mark.parametrize("before_input", [True, False])
+def test_save_chooses_exactly_what_is_written_in_either_order(before_input, tiny_depth_prior, small_video, tmp_path,
+                                                              capsys):
+    save = ["--save", "exr"]
+    args = [*save, str(small_video)] if before_input else [str(small_video), *save]
+    code, err = _run(capsys, "depth", *args, "--model", str(tiny_depth_prior), *FAST, "-o", str(tmp_path / "o"), "-q")
+    assert code == 0, err
+    result = tmp_path / "o/clip"
+    assert sorted(p.name for p in result.iterdir()) == ["depth.meta.json", "depth_exr"]
+    assert len(list((result / "depth_exr").glob("*.exr"))) == 6
 
 
 def _faststart_mp4(path, frames: np.ndarray) -> None:
@@ -87,6 +109,15 @@ def _mdat_offset(data: bytes) -> int:
             return offset
         offset += size
     raise AssertionError("no mdat atom")
+
+
+def _png_claiming(path, width: int, height: int) -> None:
+    """A valid small PNG whose IHDR header is rewritten to claim ``width`` x ``height`` pixels."""
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
 
 
 def _bad_inputs(tmp_path):
@@ -119,41 +150,137 @@ def _bad_inputs(tmp_path):
     Image.fromarray(clip[0]).save(mixed / "000.png")
     Image.fromarray(clip[1][:40]).save(mixed / "001.png")
     bad["mixed_sizes"] = mixed
+    _png_claiming(tmp_path / "bomb.png", 100_000, 100_000)
+    bad["image_header_100000x100000"] = tmp_path / "bomb.png"
+    (tmp_path / "empty.txt").write_text("# nothing listed\n\n")
+    bad["empty_txt_list"] = tmp_path / "empty.txt"
     return bad
 
 
-BAD = ["missing", "dir_without_images", "text_named_mp4", "truncated_video", "truncated_video_no_index",
-       "no_decodable_frame", "one_frame_video", "1x1_image", "mixed_sizes"]
+BAD = {  # case -> words the one error line must contain
+    "missing": "no such file", "dir_without_images": "contains no images", "text_named_mp4": "not a readable video",
+    "truncated_video": "truncated", "truncated_video_no_index": "not a readable video",
+    "no_decodable_frame": "no decodable frame", "one_frame_video": "at least 2", "1x1_image": "minimum side",
+    "mixed_sizes": "different sizes", "image_header_100000x100000": "more than the limit",
+    "empty_txt_list": "names no input",
+}
 
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_gives_one_clean_line(case, tiny_depth_prior, tmp_path, capsys):
     path = _bad_inputs(tmp_path)[case]
     out = tmp_path / "out"
-    code, err = _run(capsys, "depth", str(path), "--model", str(tiny_depth_prior), "-o", str(out), "-q")
-    _assert_clean_error(code, err, out)
+    code, err = _run(capsys, "depth", str(path), "--model", str(tiny_depth_prior), *FAST, "-o", str(out), "-q")
+    _assert_clean_error(code, err, out, BAD[case])
+
+
+BAD_OPTIONS = {  # case -> (options, words of the one error line); with the embedded model (10-frame window)
+    "max_res_1": (["--max-res", "1"], "--max-res must be at least 14"),
+    "short_side_1": (["--short-side", "1"], "--short-side must be at least 14"),
+    "max_frames_1_on_video": (["--max-frames", "1"], "a video model needs at least 2"),
+    "stride_leaves_one_frame": (["--stride", "6"], "a video model needs at least 2"),
+    "overlap_12_without_window": (["--overlap", "12"], "--overlap (12) must be smaller than the model's window"),
+    "window_1": (["--window", "1"], "--window must be at least 2"),
+    "device_cuda_absent": (["--device", "cuda"], "no CUDA GPU"),
+    "device_mps_absent": (["--device", "mps"], "MPS is not available"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS)
+def test_bad_option_gives_one_clean_line(case, small_video, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on machines with a GPU
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    options, expect = BAD_OPTIONS[case]
+    out = tmp_path / "out"
+    code, err = _run(capsys, "depth", str(small_video), *options, "-o", str(out), "-q")
+    _assert_clean_error(code, err, out, expect)
+
+
+def test_short_window_warns_that_windows_do_not_overlap(small_video, tmp_path, capsys):
+    code = main(["depth", str(small_video), "--window", "3", "-o", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.startswith("warning: --window 3") and "do not overlap" in err and len(err.strip().splitlines()) == 1
+    meta = json.loads((tmp_path / "out/clip/depth.meta.json").read_text())
+    assert (meta["settings"]["window"], meta["settings"]["overlap"]) == (3, 0)
+
+
+def test_sixteen_bit_frames_are_scaled_not_clipped(tiny_depth_prior, tmp_path, capsys):
+    """A 16-bit grey frame folder and its 8-bit equivalent give the same depth (clipping would make it white)."""
+    ramp = np.linspace(0, 1, 48 * 64).reshape(48, 64)
+    frames16 = [np.roll(np.round(ramp * 65535), 3 * t, axis=1).astype(np.uint16) for t in range(3)]
+    for name, scale in (("f16", 1), ("f8", 257)):
+        (tmp_path / name).mkdir()
+        for t, frame in enumerate(frames16):
+            Image.fromarray(frame if scale == 1 else np.round(frame / scale).astype(np.uint8)).save(
+                tmp_path / name / f"{t}.png")
+    for name in ("f16", "f8"):
+        assert main(["depth", str(tmp_path / name), "--model", str(tiny_depth_prior), *FAST, "--save", "npz",
+                     "-o", str(tmp_path / "out"), "-q"]) == 0, capsys.readouterr().err
+    with np.load(tmp_path / "out/f16/depth.npz") as a, np.load(tmp_path / "out/f8/depth.npz") as b:
+        assert b["disparity"].std() > 0
+        np.testing.assert_allclose(a["disparity"], b["disparity"], rtol=1e-5, atol=1e-6)
 
 
 def test_unwritable_output_directory(tiny_depth_prior, small_video, tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     code, err = _run(capsys, "depth", str(small_video), "--model", str(tiny_depth_prior),
                      "-o", str(tmp_path / "a_file/out"), "-q")
-    _assert_clean_error(code, err, tmp_path / "a_file/out")
+    _assert_clean_error(code, err, tmp_path / "a_file/out", "not a directory")
 
 
-def test_partial_batch_failure_exits_1_and_keeps_good_outputs(tiny_depth_prior, small_video, tmp_path, capsys):
+@pytest.mark.parametrize("bad", ["missing.mp4", "empty.txt", "bomb.png"])
+def test_bad_input_before_a_good_one_exits_1_and_the_good_one_runs(bad, tiny_depth_prior, small_video, tmp_path,
+                                                                   capsys):
+    _bad_inputs(tmp_path)
     out = tmp_path / "out"
-    code, err = _run(capsys, "depth", str(tmp_path / "missing.mp4"), str(small_video), "--model",
-                     str(tiny_depth_prior), "-o", str(out), "-q")
+    code = main(["depth", str(tmp_path / bad), str(small_video), "--model", str(tiny_depth_prior), *FAST,
+                 "-o", str(out)])
+    captured = capsys.readouterr()
     assert code == 1
-    assert err.count("error: ") == 1 and "missing.mp4" in err
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and bad in errors[0] and "Traceback" not in captured.err
+    assert f"wrote {out / 'clip'}/ (depth.npz, depth_vis.mp4, depth.meta.json)" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["clip"]
-    assert (out / "clip/depth.npz").is_file()
+    assert sorted(p.name for p in (out / "clip").iterdir()) == ["depth.meta.json", "depth.npz", "depth_vis.mp4"]
+
+
+def test_full_disk_fails_one_input_leaves_no_trace_and_the_batch_goes_on(tiny_depth_prior, tmp_path, capsys,
+                                                                         monkeypatch):
+    from bufferanytime.io.outputs import NpyStreamWriter
+
+    for name in ("a", "b"):
+        write_video(tmp_path / f"{name}.mp4", moving_pattern(frames=4, seed=ord(name)), fps=10)
+    out = tmp_path / "out"
+    common = ["--model", str(tiny_depth_prior), *FAST, "-o", str(out), "-q"]
+    assert main(["depth", str(tmp_path / "a.mp4"), *common]) == 0
+    before = (out / "a/depth.npz").read_bytes()
+    original, calls = NpyStreamWriter.write_npz, []
+
+    def full_disk_once(self, path, key):
+        calls.append(path)
+        if len(calls) == 1:
+            path.write_bytes(b"half an npz")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, path, key)
+
+    monkeypatch.setattr(NpyStreamWriter, "write_npz", full_disk_once)
+    capsys.readouterr()
+    code = main(["depth", str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), *common])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "No space left on device" in err
+    assert (out / "a/depth.npz").read_bytes() == before  # the earlier result is intact, not half-replaced
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]  # no hidden temporaries left
+    assert sorted(p.name for p in (out / "b").iterdir()) == ["depth.meta.json", "depth.npz", "depth_vis.mp4"]
 
 
 def test_bad_options_and_unknown_model(small_video, tmp_path, capsys):
-    code, err = _run(capsys, "depth", str(small_video), "--model", str(tmp_path / "no_model"), "-o", str(tmp_path))
-    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    code, err = _run(capsys, "depth", str(small_video), "--model", str(tmp_path / "no_model"), "-o",
+                     str(tmp_path / "out"))
+    _assert_clean_error(code, err, tmp_path / "out", "no_model")
     with pytest.raises(SystemExit) as exc:
         main(["depth", str(small_video), "-o", str(tmp_path), "--stride", "0"])
     assert exc.value.code == 2

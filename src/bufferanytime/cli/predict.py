@@ -1,7 +1,8 @@
 """``bufferanytime depth`` and ``bufferanytime normal``: run a video model over videos, frame folders or images.
 
-Several inputs are processed one after the other; a bad input is reported on one line and skipped. Exit code:
-0 when every input succeeded, 1 when some failed and others succeeded, 2 when none succeeded. Under
+Several inputs are processed one after the other; a bad input (or a failed write, such as a full disk) is
+reported on one line and skipped. Exit code: 0 when every input succeeded, 1 when some failed and others
+succeeded, 2 when none succeeded. SIGTERM stops the run like Ctrl-C: nothing half-written is left. Under
 ``accelerate launch --num_processes N`` the inputs are split across the processes.
 """
 
@@ -9,31 +10,40 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bufferanytime.cli.args import non_negative_int, positive_int
 from bufferanytime.errors import InputError
 from bufferanytime.inference.pipeline import (
-    DEFAULT_MAX_RES,
+    DEFAULT_SAVE,
     PRECISIONS,
     SAVE_FORMATS,
     InferenceSettings,
     Predictor,
+    check_size_options,
     resolve_device,
     run_video,
+    window_warning,
 )
 from bufferanytime.inference.windows import DEFAULT_OVERLAP_DIVISOR, MIN_OVERLAP
-from bufferanytime.io.outputs import ensure_writable_dir
-from bufferanytime.io.video import expand_inputs, open_video
+from bufferanytime.io.outputs import check_output_root
+from bufferanytime.io.video import VideoSource, expand_inputs, open_video
 
 DESCRIPTIONS = {
-    "depth": "Predict temporally consistent relative depth (disparity) for videos. Writes OUT/<name>/depth.npz "
-    "(array 'disparity', float32 (T,H,W), larger = nearer), depth_vis.mp4 and meta.json.",
-    "normal": "Predict temporally consistent surface normals for videos. Writes OUT/<name>/normal.npz "
+    "depth": "Predict temporally consistent relative depth (disparity) for videos. Writes into OUT/<name>/ "
+    "depth.npz (array 'disparity', float32 (T,H,W), larger = nearer), depth_vis.mp4 and depth.meta.json; "
+    "other files there (e.g. the normal outputs) are kept.",
+    "normal": "Predict temporally consistent surface normals for videos. Writes into OUT/<name>/ normal.npz "
     "(array 'normal', float32 (T,H,W,3), unit vectors, x right, y up, z towards the camera), normal_vis.mp4 "
-    "and meta.json.",
+    "and normal.meta.json; other files there (e.g. the depth outputs) are kept.",
 }
+SIZE_HELP = ("Default: the model's own input size (Depth Anything V2 priors: short side 518, enlarging small "
+             "frames, long side at most 2072; Marigold priors: long side 768; embedded models: the size they were "
+             "trained at). Outputs are always at the input resolution.")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,32 +51,48 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(kind, help=DESCRIPTIONS[kind].split(".")[0], description=DESCRIPTIONS[kind])
         p.add_argument("inputs", nargs="+", metavar="INPUT",
                        help="video file (mp4/mov/avi/mkv/webm), folder of images, image, or .txt list of these")
-        p.add_argument("-o", "--output", required=True, type=Path, help="output directory (created if needed)")
+        p.add_argument("-o", "--output", required=True, type=Path,
+                       help="output directory (created when the first result is written; never an input folder)")
         p.add_argument("--model", default=None,
                        help="registered model name, saved video-model directory, or prior directory / Hugging Face "
                        "id (default: the embedded model)")
         p.add_argument("--per-frame", action="store_true",
                        help="run the image prior alone, frame by frame (the baseline without temporal blocks)")
         p.add_argument("--max-frames", type=positive_int, default=None,
-                       help="process at most N frames (after --stride)")
+                       help="process at most N frames (after --stride); a video needs at least 2")
         p.add_argument("--stride", type=positive_int, default=1, help="use every N-th frame (default 1)")
-        p.add_argument("--max-res", type=positive_int, default=DEFAULT_MAX_RES,
-                       help=f"longest side used for inference; outputs are resized back (default {DEFAULT_MAX_RES})")
+        p.add_argument("--short-side", type=int, default=None,
+                       help=f"resize frames so their short side is N px for inference (enlarging small ones). "
+                       f"{SIZE_HELP}")
+        p.add_argument("--max-res", type=int, default=None,
+                       help="longest side used for inference, at most N px (never enlarges; with --short-side it "
+                       "caps the long side). At least 14.")
         p.add_argument("--window", type=positive_int, default=None,
-                       help="frames per sliding window (default: the model's training clip length)")
+                       help="frames per sliding window, at least 2 (default: the model's training clip length)")
         p.add_argument("--overlap", type=non_negative_int, default=None,
-                       help=f"frames shared by consecutive windows (default: window // {DEFAULT_OVERLAP_DIVISOR}, "
-                            f"at least {MIN_OVERLAP})")
+                       help=f"frames shared by consecutive windows, fewer than the window (default: window // "
+                            f"{DEFAULT_OVERLAP_DIVISOR}, at least {MIN_OVERLAP})")
         if kind == "normal":
             p.add_argument("--decode-chunk", type=positive_int, default=None,
                            help="frames decoded by the VAE at once (default 4)")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
         p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")
-        p.add_argument("--save", nargs="+", default=["npz"], choices=SAVE_FORMATS,
-                       help="output formats besides the visualisation: npz (default), png16 (16-bit PNGs, scale "
-                       "in meta.json), exr (float32 OpenEXR)")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--save", action="append", type=save_formats, default=None, metavar="FORMATS",
+                       help=f"comma-separated formats to write, exactly these (repeatable): npz (the array), vis "
+                       f"(visualisation mp4), png16 (16-bit PNGs, scale in the meta file), exr (float32 OpenEXR). "
+                       f"The meta file is always written. Default: {','.join(DEFAULT_SAVE)}")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no 'wrote ...' lines")
         p.set_defaults(func=run, kind=kind)
+
+
+def save_formats(text: str) -> tuple[str, ...]:
+    """argparse type of --save: ``npz,png16`` -> ("npz", "png16"), each one of SAVE_FORMATS."""
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in SAVE_FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"unknown format(s) {', '.join(unknown) or repr(text)}; choose from "
+                                         f"{', '.join(SAVE_FORMATS)}")
+    return formats
 
 
 def _process_split(paths: list[Path]) -> list[Path]:
@@ -82,39 +108,110 @@ def _device(name: str) -> str:
     return name
 
 
-def run(args: argparse.Namespace) -> int:
-    from bufferanytime.models import load_model
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
-    if args.window is not None and args.overlap is not None and args.overlap >= args.window:
-        raise InputError(f"--overlap ({args.overlap}) must be smaller than --window ({args.window})")
-    out_root = ensure_writable_dir(args.output)
-    paths = _process_split(expand_inputs(args.inputs))
-    settings = InferenceSettings(
-        max_res=args.max_res,
-        window=args.window,
-        overlap=args.overlap,
-        device=_device(args.device),
-        precision=args.precision,
-        save=tuple(dict.fromkeys(args.save)),
-    )
-    model = load_model(args.kind, args.model, per_frame=args.per_frame)
-    if getattr(args, "decode_chunk", None):
-        model.decode_chunk = args.decode_chunk
-    predictor = Predictor(model, resolve_device(settings.device), settings.precision)
-    failures, used = 0, set()
-    for path in paths:
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt, so a terminated run cleans up its temporaries as Ctrl-C does."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _expand(inputs: list[str]) -> tuple[list[Path], int]:
+    """Inputs with ``.txt`` lists expanded; a list that cannot be used is reported and counted as a failure."""
+    paths, failures = [], 0
+    for item in inputs:
         try:
-            source = open_video(path, max_frames=args.max_frames, stride=args.stride)
-            name = source.name
-            suffix = 2
-            while name in used:
-                name, suffix = f"{source.name}-{suffix}", suffix + 1
-            run_video(model, source, out_root / name, settings, model_name=str(args.model or "default"),
-                      progress=not args.quiet, predictor=predictor)
-            used.add(name)
+            paths += expand_inputs([item])
         except InputError as exc:
             failures += 1
             print(f"error: {exc}", file=sys.stderr)
+    return paths, failures
+
+
+def _target(out_root: Path, source: VideoSource, used: set[str]) -> Path:
+    """``OUT/<stem>`` of an input (``<stem>-2`` ... for repeated stems); refuses one inside a folder input."""
+    if not source.name:
+        raise InputError(f"{source.path}: cannot name its outputs (the input has no name)")
+    name, suffix = source.name, 2
+    while name in used:
+        name, suffix = f"{source.name}-{suffix}", suffix + 1
+    target = out_root / name
+    if source.kind == "folder":
+        folder, resolved = source.path.resolve(), target.resolve()
+        if resolved == folder or folder in resolved.parents:
+            raise InputError(f"{source.path}: its outputs would go into the input folder itself ({target}); "
+                             "choose an -o outside it")
+    return target
+
+
+def _settings(args: argparse.Namespace) -> InferenceSettings:
+    save = tuple(dict.fromkeys(f for group in args.save or [DEFAULT_SAVE] for f in group))
+    settings = InferenceSettings(max_res=args.max_res, short_side=args.short_side, window=args.window,
+                                 overlap=args.overlap, device=_device(args.device), precision=args.precision,
+                                 save=save)
+    check_size_options(settings)
+    if settings.window is not None and settings.overlap is not None and settings.overlap >= settings.window:
+        raise InputError(f"--overlap ({settings.overlap}) must be smaller than --window ({settings.window})")
+    return settings
+
+
+def _load(args: argparse.Namespace, settings: InferenceSettings) -> tuple[Predictor, dict]:
+    """The model on its device, checked against the settings; and what to record about it."""
+    from bufferanytime.models import DEFAULT_MODEL, load_model, resolve_model_path
+
+    device = resolve_device(settings.device)
+    location = resolve_model_path(args.kind, args.model)
+    model = load_model(args.kind, args.model, per_frame=args.per_frame)
+    if getattr(args, "decode_chunk", None):
+        model.decode_chunk = args.decode_chunk
+    warning = window_warning(model, settings)
+    if warning:
+        print(warning, file=sys.stderr)
+    path = Path(location)
+    info = {"name": str(args.model or DEFAULT_MODEL.get(args.kind)),
+            "path": str(path.resolve()) if path.exists() else location}
+    return Predictor(model, device, settings.precision), info
+
+
+def run(args: argparse.Namespace) -> int:
+    with sigterm_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    out_root = check_output_root(args.output)
+    paths, failures = _expand(args.inputs)
+    paths = _process_split(paths)
+    total = len(paths) + failures
+    predictor, model_info = _load(args, settings)
+    used: set[str] = set()
+    for path in paths:
+        try:
+            source = open_video(path, max_frames=args.max_frames, stride=args.stride)
+            target = _target(out_root, source, used)
+            meta = run_video(predictor.model, source, target, settings, model_info, progress=not args.quiet,
+                             predictor=predictor)
+            used.add(target.name)
+            if not args.quiet:
+                print(f"wrote {target}/ ({', '.join(meta['written'])})")
+        except InputError as exc:
+            failures += 1
+            print(f"error: {exc}", file=sys.stderr)
+        except OSError as exc:  # e.g. a full disk: nothing of this input was left, the next one may still fit
+            failures += 1
+            print(f"error: {path}: cannot write the {args.kind} outputs to {out_root} "
+                  f"({exc.strerror or exc}); nothing was written for this input", file=sys.stderr)
     if failures == 0:
         return 0
-    return 2 if failures == len(paths) else 1
+    return 2 if failures >= total else 1

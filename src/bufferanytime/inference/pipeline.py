@@ -1,16 +1,17 @@
 """Run a video model over one input and write its outputs, streaming from reader to model to writer.
 
-Per input ``OUT/<stem>/`` receives (depth | normals):
+Per input ``OUT/<stem>/`` receives, for the task KIND (``depth`` | ``normal``), the formats chosen by ``save``:
 
-- ``depth.npz`` with ``disparity`` float32 ``(T, H, W)`` | ``normal.npz`` with ``normal`` float32 ``(T, H, W, 3)``,
-  at the input resolution;
-- ``depth_vis.mp4`` (one colour range for the whole video) | ``normal_vis.mp4`` (``n * 0.5 + 0.5`` as RGB);
-- optionally ``png16/`` (16-bit PNG per frame) and ``exr/`` (float32 OpenEXR per frame);
-- ``meta.json``: model, settings, timings, value range of the visualisation, package version.
+- ``npz``: ``depth.npz`` with ``disparity`` float32 ``(T, H, W)`` | ``normal.npz`` with ``normal`` float32
+  ``(T, H, W, 3)``, at the input resolution;
+- ``vis``: ``depth_vis.mp4`` (one colour range for the whole video) | ``normal_vis.mp4`` (``n * 0.5 + 0.5``);
+- ``png16``: ``KIND_png16/`` (16-bit PNG per frame); ``exr``: ``KIND_exr/`` (float32 OpenEXR per frame);
+- always ``KIND.meta.json``: model, device, dtype, sizes, settings, timings, decoding of the files, version.
 
-The folder is assembled under a temporary name and renamed when complete. Predictions are appended to a raw
-file as they are made and re-read through a memory map for the second pass (npz, visualisation, images), so
-memory stays bounded for any video length.
+Depth and normal outputs of one input live side by side: a run replaces only the files it writes (staged under a
+hidden name and moved into place when all are complete, :class:`~bufferanytime.io.outputs.OutputFiles`).
+Predictions are appended to a raw file as they are made and re-read through a memory map for the second pass
+(npz, visualisation, images), so memory stays bounded for any video length.
 """
 
 from __future__ import annotations
@@ -30,58 +31,130 @@ import torch
 from tqdm import tqdm
 
 from bufferanytime import __version__
-from bufferanytime.inference.windows import default_overlap, sliding_windows
-from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, colorize_depth, normals_to_rgb, robust_range
-from bufferanytime.io.video import VideoSource, VideoWriter
+from bufferanytime.errors import InputError
+from bufferanytime.inference.windows import MIN_OVERLAP, default_overlap, sliding_windows
+from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles, colorize_depth, normals_to_rgb, robust_range
+from bufferanytime.io.video import MIN_VIDEO_FRAMES, VideoSource, VideoWriter
 from bufferanytime.models.base import VideoModel
 
-DEFAULT_MAX_RES = 518  # Depth Anything V2's default input side
+MIN_INFERENCE_SIDE = 14  # --max-res / --short-side below one ViT patch cannot give the prior an image
 PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
 PNG16_MAX = 65535
-SAVE_FORMATS = ("npz", "png16", "exr")
+SAVE_FORMATS = ("npz", "vis", "png16", "exr")
+DEFAULT_SAVE = ("npz", "vis")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-OUTPUT_NAMES = {
-    "depth": {"npz": "depth.npz", "key": "disparity", "vis": "depth_vis.mp4"},
-    "normal": {"npz": "normal.npz", "key": "normal", "vis": "normal_vis.mp4"},
-}
+
+def output_names(kind: str) -> dict[str, str]:
+    """File and folder names of each format of a task, in ``OUT/<stem>/``: all prefixed by the task."""
+    return {"npz": f"{kind}.npz", "key": "disparity" if kind == "depth" else "normal", "vis": f"{kind}_vis.mp4",
+            "png16": f"{kind}_png16", "exr": f"{kind}_exr", "meta": f"{kind}.meta.json"}
 
 
 @dataclass
 class InferenceSettings:
-    """How a video is run through a model. ``None`` window/overlap means: derived from the model."""
+    """How a video is run through a model. ``None`` window/overlap/size means: derived from the model.
 
-    max_res: int = DEFAULT_MAX_RES
+    ``short_side``/``max_res`` (either given) replace the model's own resize rule, see :func:`size_rule`.
+    """
+
+    max_res: int | None = None
+    short_side: int | None = None
     window: int | None = None
     overlap: int | None = None
     device: str = "auto"
     precision: str = "fp32"
-    save: tuple[str, ...] = ("npz",)
+    save: tuple[str, ...] = DEFAULT_SAVE
     extra: dict = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the best available device; an explicit device that this machine lacks -> InputError."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InputError(f"--device {name}: not a device name (cpu, cuda, cuda:N, mps)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA GPU is available on this machine; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError(f"--device {name}: Apple MPS is not available on this machine; use --device cpu or auto")
+    return device
 
 
-def inference_size(height: int, width: int, max_res: int) -> tuple[int, int]:
-    """Downscale so the longest side is at most ``max_res`` (never upscale)."""
-    scale = min(1.0, max_res / max(height, width))
+def check_size_options(settings: InferenceSettings) -> None:
+    """Refuse ``--short-side``/``--max-res`` below one ViT patch (smaller inputs carry no usable image)."""
+    for flag, value in (("--short-side", settings.short_side), ("--max-res", settings.max_res)):
+        if value is not None and value < MIN_INFERENCE_SIDE:
+            raise InputError(f"{flag} must be at least {MIN_INFERENCE_SIDE} px (one 14-pixel ViT patch), got {value}")
+
+
+def size_rule(model: VideoModel, settings: InferenceSettings) -> dict:
+    """The resize rule of a run: from the options when ``short_side`` or ``max_res`` is set, else the model's.
+
+    A rule bounds the short side (``short_side``) and the long side (``long_side``); ``upscale`` says whether
+    small frames are enlarged to meet them. ``max_res`` alone never enlarges; ``short_side`` does.
+    """
+    check_size_options(settings)
+    if settings.short_side is None and settings.max_res is None:
+        return {**model.size_rule(), "from": "model"}
+    return {"short_side": settings.short_side, "long_side": settings.max_res,
+            "upscale": settings.short_side is not None, "from": "options"}
+
+
+def scaled_size(height: int, width: int, rule: dict) -> tuple[int, int]:
+    """The largest size (aspect kept) with short side <= ``short_side`` and long side <= ``long_side``."""
+    scales = []
+    if rule.get("short_side"):
+        scales.append(rule["short_side"] / min(height, width))
+    if rule.get("long_side"):
+        scales.append(rule["long_side"] / max(height, width))
+    scale = min(scales, default=1.0)
+    if not rule.get("upscale"):
+        scale = min(scale, 1.0)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def inference_size(
+    model: VideoModel, height: int, width: int, short_side: int | None = None, max_res: int | None = None
+) -> tuple[int, int]:
+    """The size a ``height`` x ``width`` frame is resized to before ``model`` (the CLI's and eval's default).
+
+    Without ``short_side``/``max_res``: the model's own rule (Depth Anything V2: short side 518; Marigold: long
+    side 768; embedded models: their training size), which enlarges small frames as those priors' processors do.
+    """
+    return scaled_size(height, width, size_rule(model, InferenceSettings(max_res=max_res, short_side=short_side)))
+
+
 def window_settings(model: VideoModel, settings: InferenceSettings) -> tuple[int, int]:
+    """(window, overlap) of a run; InputError when they cannot work together."""
     if model.per_frame:
         return settings.window or PER_FRAME_BATCH, 0
     window = settings.window or model.clip_len
+    if window < MIN_VIDEO_FRAMES:
+        raise InputError(f"--window must be at least {MIN_VIDEO_FRAMES} frames for a video model, got {window} "
+                         "(--per-frame runs the prior alone)")
     overlap = default_overlap(window) if settings.overlap is None else settings.overlap
+    if overlap >= window:
+        where = "--window" if settings.window else "the model's window (its training clip length; set --window)"
+        raise InputError(f"--overlap ({overlap}) must be smaller than {where} ({window} frames)")
     return window, overlap
+
+
+def window_warning(model: VideoModel, settings: InferenceSettings) -> str | None:
+    """A one-line warning when a short ``--window`` leaves no room for the default overlap, else None."""
+    window, overlap = window_settings(model, settings)
+    if model.per_frame or settings.overlap is not None or overlap:
+        return None
+    return (f"warning: --window {window} is too short for the default overlap of {MIN_OVERLAP} frames, so windows "
+            "do not overlap and seams between them are not blended; use --window 4 or more, or set --overlap 1")
 
 
 class Predictor:
@@ -128,6 +201,7 @@ def predict_frames(
     Depth: ``(H, W)`` float32 disparity; normals: ``(H, W, 3)`` float32 unit vectors.
     """
     window, overlap = window_settings(model, settings)
+    rule = size_rule(model, settings)
     predictor = predictor or Predictor(model, resolve_device(settings.device), settings.precision)
     predictor.keep = overlap
     sizes: deque[tuple[int, int]] = deque()  # input sizes of frames read but not yet yielded
@@ -136,9 +210,11 @@ def predict_frames(
         for frame in frames:
             h, w = frame.shape[:2]
             sizes.append((h, w))
-            small = inference_size(h, w, settings.max_res)
+            small = scaled_size(h, w, rule)
             if small != (h, w):
-                frame = cv2.resize(frame, (small[1], small[0]), interpolation=cv2.INTER_AREA)
+                shrink = small[0] < h
+                frame = cv2.resize(frame, (small[1], small[0]),
+                                   interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
             yield torch.tensor(frame, dtype=torch.float32).permute(2, 0, 1) / 255.0  # a copy: frames may be read-only
 
     for out in sliding_windows(tensors(), predictor, model.kind, window, overlap):
@@ -163,18 +239,21 @@ def run_video(
     source: VideoSource,
     out_dir: str | Path,
     settings: InferenceSettings,
-    model_name: str = "",
+    model_info: dict | None = None,
     progress: bool = True,
     predictor: Predictor | None = None,
 ) -> dict:
-    """Predict every frame of ``source`` and write ``out_dir`` (atomically). Returns the meta dict."""
-    names = OUTPUT_NAMES[model.kind]
+    """Predict every frame of ``source`` and write the chosen formats into ``out_dir``. Returns the meta dict.
+
+    Only the files of this task are replaced in ``out_dir``; ``meta["written"]`` lists them.
+    """
+    names = output_names(model.kind)
     predictor = predictor or Predictor(model, resolve_device(settings.device), settings.precision)
     predictor.seconds = 0.0
-    window, overlap = window_settings(model, settings)
     start = time.perf_counter()
-    with OutputDir(out_dir) as tmp:
-        writer = NpyStreamWriter(tmp / "predictions.raw")
+    files = OutputFiles(out_dir)
+    with files as staging:
+        writer = NpyStreamWriter(staging / "predictions.raw")
         bar = tqdm(total=source.expected_frames or None, desc=source.name, unit="frame", disable=not progress)
         try:
             for pred in predict_frames(model, iter(source), settings, predictor):
@@ -183,40 +262,66 @@ def run_video(
         finally:
             bar.close()
             writer.close()
-        data = writer.read()
-        writer.write_npz(tmp / names["npz"], names["key"])
-        vis = _write_visualisations(model.kind, data, tmp, names["vis"], source.fps, settings.save)
-        del data
-        (tmp / "predictions.raw").unlink()
-        elapsed = time.perf_counter() - start
-        meta = {
-            "kind": model.kind,
-            "model": model_name or model.prior_ref,
-            "per_frame": model.per_frame,
-            "input": str(source.path),
-            "frames": writer.count,
-            "input_size": [source.height, source.width],
-            "inference_size": list(inference_size(source.height, source.width, settings.max_res)),
-            "fps": source.fps,
-            "settings": {**asdict(settings), "window": window, "overlap": overlap, "stride": source.stride,
-                         "max_frames": source.max_frames},
-            "timings": {
-                "total_s": round(elapsed, 3),
-                "model_s": round(predictor.seconds, 3),
-                "model_s_per_frame": round(predictor.seconds / max(writer.count, 1), 5),
-            },
-            "visualisation": vis,
-            "process": {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))},
-            "version": __version__,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        outputs = _write_outputs(model.kind, writer, staging, names, source.fps, settings.save)
+        (staging / "predictions.raw").unlink()
+        meta = _meta(model, source, settings, predictor, writer.count, model_info, outputs)
+        meta["timings"]["total_s"] = round(time.perf_counter() - start, 3)
+        (staging / names["meta"]).write_text(json.dumps(meta, indent=2) + "\n")
+    meta["written"] = files.written
     return meta
 
 
-def _write_visualisations(
-    kind: str, data: np.ndarray, out: Path, vis_name: str, fps: float, save: tuple[str, ...]
+def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, predictor: Predictor, frames: int,
+          model_info: dict | None, outputs: dict) -> dict:
+    """What a run used, as actually resolved: model location, device, dtype, sizes, windows."""
+    window, overlap = window_settings(model, settings)
+    rule = size_rule(model, settings)
+    return {
+        "kind": model.kind,
+        "model": {**(model_info or {}), "prior": model.prior_ref},
+        "per_frame": model.per_frame,
+        "input": str(source.path),
+        "frames": frames,
+        "input_size": [source.height, source.width],
+        "inference_size": list(scaled_size(source.height, source.width, rule)),
+        "size_rule": rule,
+        "fps": source.fps,
+        "device": str(predictor.device),
+        "dtype": str(predictor.dtype or torch.float32).removeprefix("torch."),
+        "settings": {**asdict(settings), "window": window, "overlap": overlap, "stride": source.stride,
+                     "max_frames": source.max_frames},
+        "timings": {
+            "model_s": round(predictor.seconds, 3),
+            "model_s_per_frame": round(predictor.seconds / max(frames, 1), 5),
+        },
+        "outputs": outputs,
+        "process": {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))},
+        "version": __version__,
+    }
+
+
+def _write_outputs(
+    kind: str, writer: NpyStreamWriter, staging: Path, names: dict, fps: float, save: tuple[str, ...]
 ) -> dict:
-    info: dict = {"file": vis_name}
+    """Write the chosen formats into ``staging`` from the raw predictions; returns how to read each."""
+    info: dict = {}
+    if "npz" in save:
+        writer.write_npz(staging / names["npz"], names["key"])
+        info["npz"] = {"file": names["npz"], "array": names["key"]}
+    data = writer.read()
+    if "vis" in save:
+        info["vis"] = _write_visualisation(kind, data, staging / names["vis"], fps)
+    if "png16" in save:
+        info["png16"] = _write_png16(kind, data, staging / names["png16"])
+    if "exr" in save:
+        _write_exr(kind, data, staging / names["exr"])
+        info["exr"] = {"dir": names["exr"], "channels": "Y" if kind == "depth" else "X,Y,Z"}
+    del data
+    return info
+
+
+def _write_visualisation(kind: str, data: np.ndarray, path: Path, fps: float) -> dict:
+    info: dict = {"file": path.name}
     if kind == "depth":
         lo, hi = robust_range(data)
         info.update({"range": [lo, hi], "colormap": "inferno", "normalisation": "global robust percentiles"})
@@ -224,14 +329,9 @@ def _write_visualisations(
     else:
         info.update({"mapping": "rgb = n * 0.5 + 0.5"})
         to_rgb = normals_to_rgb
-    with VideoWriter(out / vis_name, fps) as video:
+    with VideoWriter(path, fps) as video:
         for frame in data:
             video.write(to_rgb(frame))
-    if "png16" in save:
-        info["png16"] = _write_png16(kind, data, out / "png16")
-    if "exr" in save:
-        _write_exr(kind, data, out / "exr")
-        info["exr"] = {"dir": "exr", "channels": "Y" if kind == "depth" else "X,Y,Z"}
     return info
 
 
@@ -241,12 +341,18 @@ def _write_png16(kind: str, data: np.ndarray, folder: Path) -> dict:
         peak = float(max(np.max(frame) for frame in data)) or 1.0
         scale = PNG16_MAX / peak
         for i, frame in enumerate(data):
-            cv2.imwrite(str(folder / f"{i:06d}.png"), np.round(np.clip(frame, 0, None) * scale).astype(np.uint16))
-        return {"dir": "png16", "decode": "disparity = png / scale", "scale": scale}
+            _imwrite(folder / f"{i:06d}.png", np.round(np.clip(frame, 0, None) * scale).astype(np.uint16))
+        return {"dir": folder.name, "decode": "disparity = png / scale", "scale": scale}
     for i, frame in enumerate(data):
         img = np.round((np.clip(frame, -1, 1) * 0.5 + 0.5) * PNG16_MAX).astype(np.uint16)
-        cv2.imwrite(str(folder / f"{i:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    return {"dir": "png16", "decode": f"normal = png / {PNG16_MAX} * 2 - 1 (RGB = xyz)"}
+        _imwrite(folder / f"{i:06d}.png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return {"dir": folder.name, "decode": f"normal = png / {PNG16_MAX} * 2 - 1 (RGB = xyz)"}
+
+
+def _imwrite(path: Path, image: np.ndarray) -> None:
+    """cv2.imwrite, which reports a failed write (e.g. a full disk) by returning False, made to raise."""
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"cannot write {path.name}")
 
 
 def _write_exr(kind: str, data: np.ndarray, folder: Path) -> None:

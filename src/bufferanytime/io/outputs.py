@@ -1,7 +1,11 @@
 """Output writing in bounded memory, and atomically.
 
-- :class:`OutputDir` builds a result folder under a hidden temporary name and renames it into place only when
-  everything in it is complete, so a failure never leaves a half-written result.
+- :class:`OutputFiles` stages a run's files in a hidden folder beside their destination and moves each one into
+  place only when all are complete: a failure never leaves a half-written result, and only the files the run
+  wrote are replaced (whatever else is in the destination folder stays). Staging folders of processes that died
+  (SIGKILL, power loss) are removed by the next run in the same output folder.
+- :class:`OutputDir` builds a whole result folder under a hidden temporary name and renames it into place (for
+  commands whose output folder holds nothing else).
 - :class:`NpyStreamWriter` appends frames to a raw file as they are produced, can re-read them through a
   memory map (for a second pass that needs global statistics, such as the visualisation range), and packs them
   into an ``.npz`` by streaming, so no output video is ever held in memory whole.
@@ -10,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -22,6 +27,9 @@ from bufferanytime.errors import InputError
 COPY_CHUNK_BYTES = 16 << 20
 VIS_PERCENTILES = (1.0, 99.0)  # robust range of the depth visualisation, over the whole video
 VIS_SAMPLE_PIXELS = 2_000_000  # pixels sampled (evenly over all frames) to estimate that range
+# Hidden staging folders: ".<stem>.tmp-<pid>" (and ".<stem>.old-<pid>" of OutputDir), named after their process.
+STAGING_NAME = re.compile(r"^\..+\.(?:tmp|old)-(\d+)$")
+META_SUFFIX = ".meta.json"  # moved into place last: its presence says the other files of the run are complete
 
 
 def ensure_writable_dir(path: str | Path) -> Path:
@@ -35,6 +43,114 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as exc:
         raise InputError(f"{path}: output directory is not writable ({exc.strerror or exc})") from exc
     return path
+
+
+def check_output_root(path: str | Path) -> Path:
+    """Check, without creating anything, that ``path`` is or can become a writable directory."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot create the output directory ({existing} is not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: output directory is not writable ({existing} is read-only)")
+    return path
+
+
+def make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; returns the folders it created, deepest first (to remove them again if unused)."""
+    created = []
+    missing = path
+    while not missing.exists():
+        created.append(missing)
+        missing = missing.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty_dirs(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty; never anything with content."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (a zombie counts as alive until reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError) as exc:
+        return isinstance(exc, PermissionError)
+    return True
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Remove hidden staging folders in ``root`` whose process is dead; returns them. Live ones stay."""
+    stale = []
+    for entry in root.iterdir() if root.is_dir() else ():
+        match = STAGING_NAME.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not pid_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            stale.append(entry)
+    return stale
+
+
+class OutputFiles:
+    """Context manager: yields a staging folder; on success each file in it is moved to the same place in ``final``.
+
+    Only the files staged replace their namesakes in ``final`` (subfolders likewise, file by file); nothing else
+    in ``final`` is touched. Files named ``*.meta.json`` are moved last. On any exception, KeyboardInterrupt
+    included, the staging folder is removed, and so are the folders this created if they stayed empty.
+    ``written`` lists the top-level names moved into ``final``.
+    """
+
+    def __init__(self, final: str | Path):
+        self.final = Path(final)
+        self.staging = self.final.parent / f".{self.final.name}.tmp-{os.getpid()}"
+        self.written: list[str] = []
+        self._created: list[Path] = []
+
+    def __enter__(self) -> Path:
+        self._created = make_dirs(self.final.parent)
+        remove_stale_staging(self.final.parent)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir()
+        return self.staging
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        except BaseException:
+            exc_type = True
+            raise
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            if exc_type is not None:
+                remove_empty_dirs(self._created)
+
+    def _staged_files(self) -> list[Path]:
+        files = sorted(p.relative_to(self.staging) for p in self.staging.rglob("*") if p.is_file())
+        return sorted(files, key=lambda rel: rel.name.endswith(META_SUFFIX))
+
+    def _commit(self) -> None:
+        files = self._staged_files()
+        for rel in files:  # check every destination before moving anything: no half-moved result
+            for parent in [self.final, *(self.final / part for part in rel.parents[0].parts)]:
+                if parent.exists() and not parent.is_dir():
+                    raise InputError(f"{parent}: exists and is not a directory; cannot write {rel} there")
+            if (self.final / rel).is_dir():
+                raise InputError(f"{self.final / rel}: is a directory; cannot replace it with a file")
+        self._created = make_dirs(self.final) + self._created
+        for rel in files:
+            (self.final / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging / rel, self.final / rel)
+        self.written = list(dict.fromkeys(rel.parts[0] for rel in files))
 
 
 class OutputDir:

@@ -1,20 +1,24 @@
 """Streaming video input and output.
 
 Inputs are video files (through PyAV), folders of images (natural sort), single images, or ``.txt`` lists of
-any of these. Frames are decoded one at a time as ``(H, W, 3)`` uint8 RGB arrays and never all held in memory.
-Problems a user can cause (missing files, unreadable or truncated videos, mixed frame sizes) raise
-:class:`~bufferanytime.errors.InputError` with a one-line message.
+any of these. Frames are decoded one at a time as ``(H, W, 3)`` uint8 RGB arrays and never all held in memory;
+16-bit images are scaled to 8 bits (``round(v / 257)``), not clipped. Problems a user can cause (missing files,
+unreadable, truncated or oversized inputs, mixed frame sizes) raise :class:`~bufferanytime.errors.InputError`
+with a one-line message, as early as possible: a video's packets are counted when it is opened (a demux without
+decoding, a few percent of the decode time), so a truncated file is refused before any frame is processed.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -24,6 +28,8 @@ VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MIN_SIDE = 8  # smaller frames cannot go through a ViT with 14-pixel patches meaningfully
 MIN_VIDEO_FRAMES = 2  # a video model needs at least two frames; single images are accepted as image files
+MAX_FRAME_PIXELS = 1 << 27  # 134 M pixels (e.g. 16384x8192): larger headers are refused before decoding
+UINT16_TO_UINT8 = 257.0  # 65535 / 255: maps 16-bit values onto 8 bits with the same [0, 1] meaning
 DEFAULT_FPS = 24.0
 # A video is reported as truncated when it decodes to fewer frames than this fraction of its header's count
 # (minus one): headers are sometimes off by a frame, a cut-off file is off by far more.
@@ -38,6 +44,8 @@ def natural_key(text: str) -> list:
 def _check_size(width: int, height: int, where: str) -> None:
     if min(width, height) < MIN_SIDE:
         raise InputError(f"{where}: frame is {width}x{height}, smaller than the minimum side of {MIN_SIDE} px")
+    if width * height > MAX_FRAME_PIXELS:
+        raise InputError(f"{where}: frame is {width}x{height}, more than the limit of {MAX_FRAME_PIXELS:,} pixels")
 
 
 @dataclass
@@ -59,7 +67,8 @@ class VideoSource:
 
     @property
     def name(self) -> str:
-        return self.path.stem if self.path.is_file() else self.path.name
+        """The output stem: the file name without extension, or the folder's real name (also for ``.``)."""
+        return self.path.stem if self.path.is_file() else self.path.resolve().name
 
     @property
     def expected_frames(self) -> int:
@@ -111,6 +120,7 @@ def _decode_video(path: Path) -> Iterator[np.ndarray]:
 
 
 def _probe_video(path: Path) -> tuple[int, int, float, int]:
+    """Size, frame rate and frame count of a video; refuses one whose packets fall short of its header."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -118,14 +128,20 @@ def _probe_video(path: Path) -> tuple[int, int, float, int]:
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             fps = float(stream.average_rate or stream.guessed_rate or DEFAULT_FPS)
-            frames = stream.frames
-            if not frames and stream.duration and stream.time_base:
-                frames = int(round(float(stream.duration * stream.time_base) * fps))
+            announced = stream.frames
+            if not announced and stream.duration and stream.time_base:
+                announced = int(round(float(stream.duration * stream.time_base) * fps))
+            packets = sum(1 for packet in container.demux(stream) if packet.size)
     except av.error.FFmpegError as exc:
         raise InputError(f"{path}: not a readable video ({exc.strerror or type(exc).__name__})") from exc
     if not width or not height:
         raise InputError(f"{path}: video stream has no frame size")
-    return width, height, fps, int(frames or 0)
+    if packets == 0:
+        raise InputError(f"{path}: video has no decodable frame")
+    if announced and packets < announced * TRUNCATION_TOLERANCE - 1:
+        raise InputError(f"{path}: video is truncated (holds {packets} of the {announced} frames its header "
+                         "announces)")
+    return width, height, fps, packets
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -133,18 +149,51 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def _open_image(path: Path) -> Image.Image:
+    """PIL's lazy open (header only), with its size limits turned into one-line errors."""
     try:
-        with Image.open(path) as img:
-            return img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: image header claims more than the limit of {MAX_FRAME_PIXELS:,} pixels") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path}: not a readable image") from exc
 
 
+def _image_size(path: Path) -> tuple[int, int]:
+    with _open_image(path) as img:
+        _check_size(*img.size, str(path))
+        return img.size
+
+
+def _is_16_bit(img: Image.Image) -> bool:
+    """16-bit grey (mode I;16*) or 16-bit RGB, which PIL opens as 8-bit RGB (its tiles' raw mode says 16)."""
+    raw_modes = " ".join(str(tile.args) for tile in img.tile)
+    return img.mode.startswith("I;16") or ";16" in raw_modes
+
+
+def _to_uint8_rgb(path: Path, img: Image.Image) -> np.ndarray:
+    if img.mode in ("F", "I") or img.mode.startswith("I;32"):
+        raise InputError(f"{path}: {img.mode} (32-bit) images are not supported; save as 8- or 16-bit")
+    if not _is_16_bit(img):
+        return np.asarray(img.convert("RGB"))
+    wide = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if wide is None or wide.dtype != np.uint16:
+        raise InputError(f"{path}: cannot read this 16-bit image")
+    if wide.ndim == 2:
+        wide = cv2.cvtColor(wide, cv2.COLOR_GRAY2RGB)
+    else:
+        wide = cv2.cvtColor(wide, cv2.COLOR_BGRA2RGB if wide.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return np.round(wide / UINT16_TO_UINT8).astype(np.uint8)
+
+
 def _read_image(path: Path, expect: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one image as ``(H, W, 3)`` uint8 RGB (16-bit scaled down, not clipped)."""
     try:
-        with Image.open(path) as img:
-            frame = np.asarray(img.convert("RGB"))
+        with _open_image(path) as img:
+            _check_size(*img.size, str(path))
+            frame = _to_uint8_rgb(path, img)
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path}: not a readable image") from exc
     if expect is not None and (frame.shape[1], frame.shape[0]) != expect:
@@ -168,41 +217,67 @@ def open_video(path: str | Path, max_frames: int | None = None, stride: int = 1)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
-        files = _list_images(path)
-        if not files:
-            raise InputError(f"{path}: directory contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        width, height = _image_size(files[0])
-        for file in files[1:]:
-            if _image_size(file) != (width, height):
-                w2, h2 = _image_size(file)
-                raise InputError(f"{path}: images of different sizes ({width}x{height} and {w2}x{h2} in {file.name})")
-        _check_size(width, height, str(path))
-        return VideoSource(path, "folder", width, height, DEFAULT_FPS, len(files), max_frames, stride)
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
+        source = _open_folder(path, max_frames, stride)
+    elif path.suffix.lower() in IMAGE_EXTENSIONS:
         width, height = _image_size(path)
-        _check_size(width, height, str(path))
         return VideoSource(path, "image", width, height, DEFAULT_FPS, 1, max_frames, stride)
-    if suffix in VIDEO_EXTENSIONS:
+    elif path.suffix.lower() in VIDEO_EXTENSIONS:
         width, height, fps, frames = _probe_video(path)
         _check_size(width, height, str(path))
-        return VideoSource(path, "video", width, height, fps, frames, max_frames, stride)
-    raise InputError(f"{path}: unsupported file type '{suffix}' (videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        source = VideoSource(path, "video", width, height, fps, frames, max_frames, stride)
+    else:
+        raise InputError(f"{path}: unsupported file type '{path.suffix.lower()}' "
+                         f"(videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    _check_frame_count(source)
+    return source
+
+
+def _open_folder(path: Path, max_frames: int | None, stride: int) -> VideoSource:
+    """An image folder, checked for a common frame size from the image headers, before anything is decoded."""
+    files = _list_images(path)
+    if not files:
+        raise InputError(f"{path}: directory contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    width, height = _image_size(files[0])
+    for file in files[1:]:
+        if (size := _image_size(file)) != (width, height):
+            raise InputError(f"{path}: images of different sizes ({width}x{height} and {size[0]}x{size[1]} in "
+                             f"{file.name})")
+    return VideoSource(path, "folder", width, height, DEFAULT_FPS, len(files), max_frames, stride)
+
+
+def _check_frame_count(source: VideoSource) -> None:
+    """A video of one frame, or a clip cut down to one (``--max-frames``, ``--stride``), is refused up front."""
+    if source.expected_frames >= MIN_VIDEO_FRAMES or (source.kind == "folder" and source.num_frames == 1):
+        return
+    if source.num_frames < MIN_VIDEO_FRAMES:
+        raise InputError(f"{source.path}: video has {source.num_frames} frame; at least {MIN_VIDEO_FRAMES} are "
+                         "needed (pass a single image as an image file)")
+    raise InputError(
+        f"{source.path}: only {source.expected_frames} frame would be processed (--max-frames {source.max_frames}, "
+        f"--stride {source.stride}); a video model needs at least {MIN_VIDEO_FRAMES} (pass a single image as an "
+        "image file)"
+    )
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand ``.txt`` list files (one path per line, ``#`` comments, relative to the list) into paths."""
+    """Expand ``.txt`` list files (one path per line, ``#`` comments, relative to the list) into paths.
+
+    A list that names no input, or cannot be read as text, raises InputError.
+    """
     paths: list[Path] = []
     for item in inputs:
         item = Path(item)
-        if item.suffix.lower() == ".txt" and item.is_file():
-            for line in item.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    entry = Path(line)
-                    paths.append(entry if entry.is_absolute() else item.parent / entry)
-        else:
+        if item.suffix.lower() != ".txt" or not item.is_file():
             paths.append(item)
+            continue
+        try:
+            lines = [line.strip() for line in item.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{item}: cannot read the input list ({exc})") from exc
+        entries = [Path(line) for line in lines if line and not line.startswith("#")]
+        if not entries:
+            raise InputError(f"{item}: the input list names no input")
+        paths += [entry if entry.is_absolute() else item.parent / entry for entry in entries]
     return paths
 
 
