@@ -16,7 +16,7 @@ from pathlib import Path
 from bufferanytime.cli.args import check_device, finite_float, non_negative_int, positive_int
 from bufferanytime.evaluation.datasets import DATASETS
 from bufferanytime.evaluation.runner import FLOW_CHOICES, EvalConfig, model_specs, run_evaluation
-from bufferanytime.inference.pipeline import DEFAULT_MAX_RES, PRECISIONS
+from bufferanytime.inference.pipeline import PRECISIONS
 
 DESCRIPTION = (
     "Run one or more models over a benchmark and score them: depth with the DepthCrafter protocol (AbsRel, "
@@ -46,8 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--flow-weights", default=None, help="official RAFT-small checkpoint (raft-small.pth)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="use at most N frames of each sequence")
     p.add_argument("--sequences", type=positive_int, default=None, help="evaluate only the first N sequences")
-    p.add_argument("--max-res", type=positive_int, default=DEFAULT_MAX_RES,
-                   help=f"longest side used for inference (default {DEFAULT_MAX_RES})")
+    p.add_argument("--short-side", type=positive_int, default=None,
+                   help="resize frames so their short side is N px for inference (default: each model's own input "
+                   "size, as `bufferanytime depth` uses it)")
+    p.add_argument("--max-res", type=positive_int, default=None,
+                   help="longest side used for inference, at most N px (default: each model's own input size)")
     p.add_argument("--window", type=positive_int, default=None, help="frames per sliding window (default: the model's)")
     p.add_argument("--overlap", type=non_negative_int, default=None, help="frames shared by consecutive windows")
     p.add_argument("--column", type=finite_float, default=None,
@@ -63,11 +66,13 @@ def run(args: argparse.Namespace) -> int:
     from bufferanytime.cli.main import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
     from bufferanytime.errors import InputError
     from bufferanytime.evaluation.runner import NoSequenceEvaluated
+    from bufferanytime.inference.pipeline import InferenceSettings, check_size_options
     from bufferanytime.io.outputs import check_output_root
 
     if args.window is not None and args.overlap is not None and args.overlap >= args.window:
         raise InputError(f"--overlap ({args.overlap}) must be smaller than --window ({args.window})")
     check_device(args.device)
+    check_size_options(InferenceSettings(max_res=args.max_res, short_side=args.short_side))
     check_output_root(args.output)
     config = EvalConfig(
         task=args.task,
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         sequences=args.sequences,
         max_res=args.max_res,
+        short_side=args.short_side,
         window=args.window,
         overlap=args.overlap,
         device=args.device,

@@ -112,7 +112,8 @@ class EvalConfig:
     flow_weights: str | None = None
     max_frames: int | None = None
     sequences: int | None = None
-    max_res: int = 518
+    max_res: int | None = None  # None (with short_side None): each model's own input size
+    short_side: int | None = None
     window: int | None = None
     overlap: int | None = None
     device: str = "auto"
@@ -183,7 +184,8 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
     flow_model = None if method == "gt" else get_flow_model(
         method, **({"weights": config.flow_weights} if method == "raft-small" else {})
     )
-    settings = InferenceSettings(max_res=config.max_res, window=config.window, overlap=config.overlap,
+    settings = InferenceSettings(max_res=config.max_res, short_side=config.short_side, window=config.window,
+                                 overlap=config.overlap,
                                  device=config.device, precision=config.precision)
     device = resolve_device(settings.device)
     predictors = {}
@@ -313,6 +315,13 @@ def _evaluate_sequence(seq: EvalSequence, config: EvalConfig, method: str, flow_
     return entry
 
 
+def _size_text(settings: dict) -> str:
+    """The inference size of the report's settings, in words."""
+    parts = [f"{label} {settings[key]} px" for key, label in (("short_side", "short side"), ("max_res", "longest side"))
+             if settings.get(key)]
+    return ", ".join(parts) if parts else "each model's own input size"
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
@@ -379,7 +388,7 @@ def render_markdown(report: dict) -> str:
                                                     else f" as a video model (window {m['clip_len']} frames)")
             for m in report["models"]
         ),
-        f"- inference: longest side {settings['max_res']} px, device {settings['device']}, {settings['precision']}",
+        f"- inference: {_size_text(settings)}, device {settings['device']}, {settings['precision']}",
         "- OPW flow: " + ("the ground-truth flow and its validity masks" if report["flow"]["method"] == "gt"
                           else f"{report['flow']['method']} on the RGB frames")
         + f", forward-backward check at {report['flow']['tau']} px",

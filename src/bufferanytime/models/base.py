@@ -55,8 +55,8 @@ def resolve_dir(name_or_path: str | Path) -> Path:
         return Path(snapshot_download(str(name_or_path)))
     except Exception as exc:  # offline, unknown repo, ... all mean the same to the user
         raise InputError(
-            f"{name_or_path}: cannot load from the Hugging Face Hub ({type(exc).__name__}); "
-            "download it elsewhere and pass the local directory instead"
+            f"{name_or_path}: no such model directory (looked for {path.absolute()}), and cannot load it from the "
+            f"Hugging Face Hub ({type(exc).__name__}); download it elsewhere and pass the local directory instead"
         ) from exc
 
 
