@@ -64,7 +64,7 @@ def test_dataset_errors(tmp_path):
 
 def test_cli_writes_seeded_folders(tmp_path, capsys):
     out = tmp_path / "synth"
-    args = ["synth", "-o", str(out), "--videos", "2", "--frames", "3", "--size", "24x32", "--seed", "40"]
+    args = ["synth", "-o", str(out), "--videos", "2", "--frames", "3", "--size", "24x32", "--seed", "40", "-q"]
     assert main([*args, "--flicker", "0.2"]) == 0
     data = SyntheticVideoDataset(out)
     assert data.names == ["seq_000040", "seq_000041"]
@@ -92,15 +92,38 @@ def test_cli_writes_seeded_folders(tmp_path, capsys):
         ["--videos", "0"],
         ["--seed", "-3"],
         ["--flicker", "2"],
+        ["--flicker", "nan"],
         ["--noise", "-0.1"],
+        ["--fps", "nan"],
+        ["--fps", "0"],
         ["--textures", "/nonexistent/folder"],
     ],
 )
 def test_cli_bad_arguments(tmp_path, capsys, extra):
-    code = main(["synth", "-o", str(tmp_path / "o"), "--frames", "2", "--size", "16x16", *extra])
+    try:
+        code = main(["synth", "-o", str(tmp_path / "o"), "--frames", "2", "--size", "16x16", *extra])
+    except SystemExit as exc:  # option values refused by argparse
+        code = exc.code
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and "Traceback" not in capsys.readouterr().err
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_conflicting_folder_before_a_good_one(tmp_path, capsys):
+    """A video that cannot be written is one error line; the later ones are still rendered (exit 1)."""
+    out = tmp_path / "synth"
+    (out / "seq_000005").mkdir(parents=True)
+    (out / "seq_000005" / "mine.txt").write_text("kept")
+    code = main(["synth", "-o", str(out), "--videos", "2", "--frames", "2", "--size", "8x8", "--seed", "5", "-q"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip().splitlines() == [
+        f"error: {out / 'seq_000005'} is not a synthetic video; use --overwrite to replace it"]
+    assert "wrote 1 video(s)" in captured.out and "1 failed" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["seq_000005", "seq_000006"]
+    assert [p.name for p in (out / "seq_000005").iterdir()] == ["mine.txt"]
+    assert SyntheticVideoDataset(out).names == ["seq_000006"]
 
 
 def test_photo_textures(tmp_path):

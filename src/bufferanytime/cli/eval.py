@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=non_negative_int, default=None, help="frames shared by consecutive windows")
     p.add_argument("--column", type=finite_float, default=None,
                    help="time-slice column as a fraction of the width (default 0.5, the centre)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")
     p.add_argument("--note", action="append", default=[], help="a line shown at the top of report.md (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--fps", type=positive_float, default=DEFAULT_FPS, help="frame rate of rgb.mp4 (> 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing sequence folders")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
@@ -95,20 +97,32 @@ def _same_video(folder: Path, seed: int, size: tuple[int, int], args: argparse.N
     )
 
 
+def _conflict(folder: Path, seed: int, size: tuple[int, int], args: argparse.Namespace) -> str | None:
+    """Why an existing ``folder`` must not be replaced (None when it holds this very video)."""
+    same = _same_video(folder, seed, size, args)
+    if same:
+        return None
+    what = "is not a synthetic video" if same is None else "holds a video made with other settings"
+    return f"{folder} {what}; use --overwrite to replace it"
+
+
 def run(args: argparse.Namespace) -> int:
+    """Render the videos; one that cannot be written is reported in one line and the others still are."""
+    from bufferanytime.cli.main import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+
     size = _check(args)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    written = kept = 0
-    for seed in tqdm(range(args.seed, args.seed + args.videos), desc="synth", unit="video"):
+    written = kept = failed = 0
+    seeds = range(args.seed, args.seed + args.videos)
+    for seed in tqdm(seeds, desc="synth", unit="video", disable=args.quiet):
         folder = out / f"seq_{seed:06d}"
         if folder.exists() and not args.overwrite:
-            same = _same_video(folder, seed, size, args)
-            if same:
-                kept += 1
-                continue
-            what = "is not a synthetic video" if same is None else "holds a video made with other settings"
-            raise InputError(f"{folder} {what}; use --overwrite to replace it")
+            problem = _conflict(folder, seed, size, args)
+            kept += problem is None
+            if problem is not None:
+                failed += 1
+                tqdm.write(f"error: {problem}", file=sys.stderr)
+            continue
         video = render_video(
             seed,
             args.frames,
@@ -121,5 +135,9 @@ def run(args: argparse.Namespace) -> int:
         write_video_dir(video, folder, fps=args.fps)
         written += 1
     kept_note = f", kept {kept} existing" if kept else ""
-    print(f"wrote {written} video(s) to {out}{kept_note}")
-    return 0
+    failed_note = f", {failed} failed" if failed else ""
+    if written or kept:
+        print(f"wrote {written} video(s) to {out}{kept_note}{failed_note}")
+    if failed:
+        return EXIT_PARTIAL if written or kept else EXIT_USAGE
+    return EXIT_OK

@@ -1,0 +1,141 @@
+"""Top-level failures of the ``bufferanytime`` command: full disk and friends, bad option values (NaN, inf, <= 0),
+an output under a file, a device this machine lacks. Each is one ``error:`` line, exit 2, and nothing written."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bufferanytime.cli.args import check_device, finite_float, non_negative_float, positive_float
+from bufferanytime.cli.main import main
+from bufferanytime.errors import InputError
+
+
+def _run(capsys, *argv: str) -> tuple[int, list[str]]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def _files_under(path) -> list:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(errno.ENOSPC, "no space left on device"), (errno.EDQUOT, "disk quota exceeded"),
+     (errno.EROFS, "read-only file system"), (errno.EACCES, "permission denied")],
+)
+def test_full_disk_while_writing_is_one_line_and_leaves_nothing(code, reason, tmp_path, capsys, monkeypatch):
+    """``synth`` with the disk filling up while it writes an array: no traceback, no partial video folder."""
+    import bufferanytime.synthetic.dataset as dataset
+
+    def full(file, array):
+        with open(file, "wb") as f:
+            f.write(b"partial")
+        raise OSError(code, "simulated", str(file))
+
+    monkeypatch.setattr(dataset.np, "save", full)
+    out = tmp_path / "synth"
+    status, err = _run(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", "-q")
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {out}/.seq_000000.tmp-") and err[0].endswith(f"depth.npy: {reason}")
+    assert _files_under(out) == []
+
+
+def test_other_os_errors_are_not_hidden(tmp_path, monkeypatch):
+    """An OSError that is not the environment's fault (here EIO) stays a traceback: it is a bug to report."""
+    import bufferanytime.synthetic.dataset as dataset
+
+    def broken(file, array):
+        raise OSError(errno.EIO, "simulated", str(file))
+
+    monkeypatch.setattr(dataset.np, "save", broken)
+    with pytest.raises(OSError, match="simulated"):
+        main(["synth", "-o", str(tmp_path / "synth"), "--frames", "2", "--size", "8x8"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-2"])
+def test_synth_fps_must_be_positive_and_finite(value, tmp_path, capsys):
+    out = tmp_path / "synth"
+    code, err = _run(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", f"--fps={value}")
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: argument --fps: must be ")
+    assert err[0].endswith("(see `bufferanytime synth --help`)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--flicker", "nan"), ("--exposure", "inf"), ("--noise", "nan"),
+                                               ("--noise", "-0.5")])
+def test_synth_float_options_refuse_non_finite(option, value, tmp_path, capsys):
+    out = tmp_path / "synth"
+    code, err = _run(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", f"{option}={value}")
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {option}: must be ")
+    assert not out.exists()
+
+
+def test_synth_output_under_a_file(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("mine")
+    code, err = _run(capsys, "synth", "-o", str(blocker / "sub"), "--frames", "2", "--size", "8x8", "-q")
+    assert code == 2
+    assert err == [f"error: {blocker / 'sub'}: cannot create the output directory ({blocker} is not a directory)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"] and blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize(("option", "value"), [("--lr", "nan"), ("--lr", "0"), ("--steps", "0"),
+                                               ("--batch-size", "-1"), ("--threads", "0")])
+def test_train_prior_numeric_options(option, value, tmp_path, capsys):
+    out = tmp_path / "prior"
+    code, err = _run(capsys, "train-prior", "depth", "--data", str(tmp_path), "-o", str(out), f"{option}={value}")
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {option}: must be ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--iters", "0"), ("--raft-min-side", "-1"), ("--stride", "0"),
+                                               ("--max-frames", "0")])
+def test_flow_numeric_options(option, value, tmp_path, capsys):
+    out = tmp_path / "flow"
+    code, err = _run(capsys, "flow", str(tmp_path), "-o", str(out), f"{option}={value}")
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {option}: must be >= ")
+    assert not out.exists()
+
+
+def test_flow_missing_device_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for k in range(2):
+        Image.fromarray(np.full((16, 16, 3), 40 * k, np.uint8)).save(frames / f"{k}.png")
+    out = tmp_path / "flow"
+    code, err = _run(capsys, "flow", str(frames), "-o", str(out), "--device", "cuda")
+    assert code == 2 and err == ["error: --device cuda: no CUDA device on this machine (use --device cpu)"]
+    assert not out.exists()
+
+
+def test_float_types():
+    assert finite_float("-1.5") == -1.5 and positive_float("2") == 2.0 and non_negative_float("0") == 0.0
+    for text in ("nan", "inf", "-inf", "abc"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            finite_float(text)
+    for text, check in (("0", positive_float), ("-1e-9", non_negative_float), ("nan", positive_float)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            check(text)
+
+
+def test_check_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1") == "cuda:1" and check_device("auto") == "auto" and check_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="has 2 CUDA device"):
+        check_device("cuda:2")
+    for bad in ("tpu", "cpu:1", "cuda:x"):
+        with pytest.raises(InputError, match="expected auto, cpu|only cuda takes"):
+            check_device(bad)
