@@ -128,10 +128,20 @@ def test_update_to_infinite_weights_is_caught_after_the_optimizer_step(flicker_d
 def test_non_finite_float_options_are_refused(flicker_data, informative_depth_prior, tmp_path, capsys, option,
                                               value):
     run = tmp_path / "run"
-    code = main(_cli(flicker_data, informative_depth_prior, run, "--steps", "1", option, value))
-    line = _error_line(capsys)
-    assert code == 2 and option in line and ("finite" in line or "> 0" in line), line
+    with pytest.raises(SystemExit) as stopped:  # argparse's usage error
+        main(_cli(flicker_data, informative_depth_prior, run, "--steps", "1", option, value))
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert stopped.value.code == 2 and len(errors) == 1 and option in errors[0] and "finite" in errors[0], errors
     assert not run.exists()
+
+
+@pytest.mark.parametrize("option", ["lr", "w_reg", "ema", "tau", "dist_timeout", "weight_decay"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e39])
+def test_non_finite_values_from_a_config_file_are_refused(flicker_data, informative_depth_prior, tmp_path, option,
+                                                          value):
+    config = tiny_config(flicker_data, informative_depth_prior, tmp_path / "run", **{option: value})
+    with pytest.raises(InputError, match=f"--{option.replace('_', '-')} must be"):
+        config.resolved()
 
 
 # -- damaged checkpoints ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bufferanytime.cli.args import non_negative_int, positive_int
+from bufferanytime.cli.args import finite_float, non_negative_float, non_negative_int, positive_float, positive_int
 from bufferanytime.constants import (
     CLIP_LEN_DEPTH,
     CLIP_LEN_NORMAL,
@@ -82,21 +82,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--res", **opt, metavar="N|HxW",
                    help=f"training resolution after random crop and resize (default {TRAIN_RES_DEPTH} for depth, "
                    f"{TRAIN_RES_NORMAL} for normals)")
-    p.add_argument("--min-crop", type=float, **opt,
+    p.add_argument("--min-crop", type=positive_float, **opt,
                    help="smallest random crop, as a fraction of the largest crop of the target aspect (default 0.5)")
     p.add_argument("--batch-size", type=positive_int, **opt, help="clips per process and step (default 1)")
-    p.add_argument("--lr", type=float, **opt,
+    p.add_argument("--lr", type=positive_float, **opt,
                    help=f"AdamW learning rate (default {LR_DEPTH:g} for depth, {LR_NORMAL:g} for normals)")
-    p.add_argument("--weight-decay", type=float, **opt, help="AdamW weight decay (default 0.01)")
+    p.add_argument("--weight-decay", type=non_negative_float, **opt, help="AdamW weight decay (default 0.01)")
     p.add_argument("--warmup", type=non_negative_int, **opt,
                    help=f"linear learning-rate warm-up steps from 0, constant after (default {WARMUP_STEPS})")
-    p.add_argument("--ema", type=float, **opt,
+    p.add_argument("--ema", type=finite_float, **opt,
                    help=f"decay of the weights' moving average saved as RUN/model (default {EMA_DECAY}; 0 = off)")
-    p.add_argument("--w-reg", type=float, **opt, help=f"weight of the regularization loss (default {W_REG:g})")
-    p.add_argument("--max-grad-norm", type=float, **opt, help="clip the gradient norm (default: no clipping)")
+    p.add_argument("--w-reg", type=non_negative_float, **opt,
+                   help=f"weight of the regularization loss (default {W_REG:g})")
+    p.add_argument("--max-grad-norm", type=positive_float, **opt, help="clip the gradient norm (default: no clipping)")
     p.add_argument("--flow", choices=FLOW_METHODS, **opt, help="optical flow for the stabilization loss (default dis)")
     p.add_argument("--flow-weights", **opt, metavar="PATH", help="raft-small checkpoint (raft-small.pth)")
-    p.add_argument("--tau", type=float, **opt, help=f"cycle-consistency threshold in pixels (default {CYCLE_TAU})")
+    p.add_argument("--tau", type=positive_float, **opt,
+                   help=f"cycle-consistency threshold in pixels (default {CYCLE_TAU})")
     p.add_argument("--no-edge-mask", dest="edge_mask", action="store_false", **opt,
                    help="do not mask the stabilization loss near Canny edges of the prediction")
     p.add_argument("--stable-norm", choices=STABLE_NORMS, **opt,
@@ -116,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixed-precision", choices=MIXED_PRECISION, **opt,
                    help="auto (default): bf16/fp16 on GPU, or as set by `accelerate launch`; full precision on CPU")
     p.add_argument("--cpu", action="store_true", **opt, help="train on the CPU even if a GPU is present")
-    p.add_argument("--dist-timeout", type=float, **opt, metavar="SECONDS",
+    p.add_argument("--dist-timeout", type=positive_float, **opt, metavar="SECONDS",
                    help=f"with several processes: stop with an error when one waits this long for the others, e.g. "
                    f"behind a frozen process (default {DIST_TIMEOUT:g})")
     p.add_argument("--tensorboard", action="store_true", **opt, help="also log to RUN/tensorboard/")

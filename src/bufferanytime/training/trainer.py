@@ -67,7 +67,14 @@ MAX_SKIPPED_IN_A_ROW = 10  # consecutive steps without a decodable clip in some 
 def train(config: TrainConfig) -> Path:
     """Run (or continue, with ``config.resume``) a training run; returns the final model directory."""
     config = config.resolved()
-    return Trainer(config).run()
+    trainer = Trainer(config)
+    try:
+        return trainer.run()
+    except RuntimeError as exc:  # what a collective raises when another process did not answer in time
+        if trainer.world_size > 1 and "timed out" in str(exc).lower():
+            raise InputError(f"process {trainer.rank} waited more than --dist-timeout {config.dist_timeout:g} s for "
+                             f"the other processes (one froze or died); training stopped") from exc
+        raise
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
