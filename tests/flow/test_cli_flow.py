@@ -46,6 +46,6 @@ def test_flow_cli_bad_input(tmp_path, shifted_pair):
         _run([str(frames), "-o", str(tmp_path / "out"), "--method", "raft-small"])
     with pytest.raises(InputError, match="two frames"):
         _run([str(frames / "frame_00.png"), "-o", str(tmp_path / "out"), "--method", "dis"])
-    with pytest.raises(InputError, match="two frames"):
+    with pytest.raises(InputError, match="needs at least (2|two frames)"):  # found by the reader or by flow
         _run([str(frames), "-o", str(tmp_path / "out"), "--method", "dis", "--max-frames", "1"])
     assert not (tmp_path / "out" / "clip").exists()
