@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
     p.add_argument("--input", type=Path, default=None,
                    help=f"real clip to process (default: ../shared/{DEMO_CLIP} next to the checkout)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (they are also off when stderr is not a terminal, e.g. in a log file)")
     p.set_defaults(func=run)
+
+
+def _show_progress(quiet: bool) -> bool:
+    """Progress bars only on a terminal: nested bars redraw with cursor-movement escapes that garble a log."""
+    return not quiet and sys.stderr.isatty()
 
 
 def _default_input() -> Path | None:
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     open_video(clip, max_frames=DEMO_FRAMES)  # a bad clip fails here, before any work or output
     out = ensure_writable_dir(args.output)
     models, embedded = _models(out)
+    progress = _show_progress(args.quiet)
     if embedded:
         print(f"Using the embedded models: depth '{models['depth']}', normal '{models['normal']}'.")
     else:
@@ -115,16 +123,18 @@ def run(args: argparse.Namespace) -> int:
     write_video_dir(render_video(DEMO_SEED, **DEMO_SYNTH), synth_root / f"seq_{DEMO_SEED}")
     synthetic = {}
     for kind in KINDS:
+        print(f"synthetic {kind}: evaluating the per-frame prior and the video model ...", flush=True)
         specs = [ModelSpec(models[kind], per_frame=True, label="per-frame prior"),
                  ModelSpec(models[kind], label="video model")]
         config = EvalConfig(task=kind, dataset="synthetic", root=str(synth_root), models=specs, flow="gt",
                             max_res=DEMO_MAX_RES, device="cpu")
-        synthetic[kind] = run_evaluation(config, out / f"eval_{kind}", progress=not args.quiet)["mean"]
+        synthetic[kind] = run_evaluation(config, out / f"eval_{kind}", progress=progress)["mean"]
         print(f"synthetic {kind}: " + ", ".join(f"{label}: OPW {m['opw']:.4f}" for label, m in
                                                  synthetic[kind].items()))
     real_dir = out / "real"
     real_dir.mkdir(exist_ok=True)
-    real = {kind: _real_clip(kind, models[kind], clip, real_dir, not args.quiet) for kind in KINDS}
+    print(f"real clip {clip.name}: running both models ...", flush=True)
+    real = {kind: _real_clip(kind, models[kind], clip, real_dir, progress) for kind in KINDS}
     for kind in KINDS:
         print(f"real clip {kind}: " + ", ".join(f"{label}: OPW {v:.4f}" for label, v in real[kind].items()))
     (out / "report.md").write_text(_report(models, embedded, synthetic, real, clip))
