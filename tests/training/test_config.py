@@ -51,7 +51,8 @@ def test_resume_takes_the_saved_run_config(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     saved = TrainConfig(kind="depth", data=["d"], model="m", out=str(run), lr=2e-4, clip_len=8, steps=10)
-    (run / "config.json").write_text(json.dumps(saved.to_dict()))
+    history = [{"step": 5, "changed": {"steps": [5, 10]}}]  # a run's record of changes is not an option
+    (run / "config.json").write_text(json.dumps({**saved.to_dict(), "history": history}))
     cfg = build_config(_parse("depth", "--out", str(run), "--resume", "--steps", "20")).resolved()
     assert (cfg.lr, cfg.clip_len, cfg.steps, cfg.resume, cfg.data) == (2e-4, 8, 20, True, ["d"])
     with pytest.raises(InputError, match="depth run"):
@@ -98,3 +99,11 @@ def test_cli_reports_missing_data_dir_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and "no such data folder" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_allow_change_takes_option_names_as_flags_or_keys():
+    base = ("depth", "--data", "d", "--model", "m", "--out", "o")
+    cfg = build_config(_parse(*base, "--allow-change", "lr,w-reg", "--allow-change", "world-size")).resolved()
+    assert cfg.allow_change == ["lr", "w_reg", "world_size"]
+    with pytest.raises(InputError, match="--allow-change: unknown option.*lerning_rate"):
+        build_config(_parse(*base, "--allow-change", "lr,lerning-rate")).resolved()

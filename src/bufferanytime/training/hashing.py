@@ -22,7 +22,14 @@ def files_sha256(root: Path, files: Iterable[Path]) -> str:
 
 
 def tree_sha256(root: str | Path) -> str:
-    """SHA-256 of every file under ``root`` (weights and configs of a model folder), hidden ones excepted."""
+    """SHA-256 of every file under ``root`` (weights and configs of a model folder).
+
+    Hidden files and folders (download metadata such as ``.cache/huggingface/``) are left out.
+    """
     root = Path(root)
-    files = [p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts[-1:])]
+    files = [p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root))]
     return files_sha256(root, sorted(files))
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
