@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -54,13 +55,19 @@ def test_bad_sequences_are_skipped_and_the_others_scored(tiny_depth_prior, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "report"]  # no temporary folder left
 
 
-def test_unreadable_file_found_while_evaluating_skips_only_its_sequence(tiny_depth_prior, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\x89PNG truncated", "000002.png: not a readable image"),
+     (cv2.imencode(".png", np.zeros((20, 30, 3), np.uint8))[1].tobytes(), "RGB frame 2 is 30x20 px, frame 0 is 24x16")],
+)
+def test_bad_frame_found_while_evaluating_skips_only_its_sequence(content, message, tiny_depth_prior, tmp_path,
+                                                                  capsys):
     root = _synthetic(tmp_path / "data", seeds=(0, 1))
-    (root / "seq_000000" / "rgb" / "000002.png").write_bytes(b"\x89PNG truncated")
+    (root / "seq_000000" / "rgb" / "000002.png").write_bytes(content)
     out = tmp_path / "report"
     code, err, _ = _eval(capsys, root, out, tiny_depth_prior, "synthetic", "--flow", "gt")
     assert code == 1 and len(err) == 1
-    assert err[0].startswith("error: sequence seq_000000 skipped: ") and "000002.png" in err[0]
+    assert err[0].startswith("error: sequence seq_000000 skipped: ") and message in err[0]
     assert list(json.loads((out / "report.json").read_text())["sequences"]) == ["seq_000001"]
 
 

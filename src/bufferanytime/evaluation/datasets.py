@@ -77,8 +77,15 @@ class EvalSequence:
     error: str | None = None
 
     def frames(self) -> Iterator[np.ndarray]:
+        """The RGB frames in order; InputError when one differs in size from the first."""
+        first = None
         for i in range(self.num_frames):
-            yield self.read_rgb(i)
+            frame = self.read_rgb(i)
+            first = frame.shape if first is None else first
+            if frame.shape != first:
+                raise InputError(f"RGB frame {i} is {frame.shape[1]}x{frame.shape[0]} px, frame 0 is "
+                                 f"{first[1]}x{first[0]} px")
+            yield frame
 
     def truncated(self, max_frames: int | None) -> EvalSequence:
         """The same sequence limited to its first ``max_frames`` frames."""

@@ -88,7 +88,7 @@ def _meta_json(meta: dict[str, Any]) -> str:
 def _read_png(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise InputError(f"cannot read frame {path}")
+        raise InputError(f"{path}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
