@@ -20,13 +20,13 @@ def test_two_cpu_processes_split_the_inputs(tiny_depth_prior, tmp_path):
         write_video(videos[-1], moving_pattern(frames=3, height=32, width=40, seed=i), fps=10)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "bufferanytime", "depth",
-           *map(str, videos), "--model", str(tiny_depth_prior), "-o", str(tmp_path / "out"), "-q"]
+           *map(str, videos), "--model", str(tiny_depth_prior), "--max-res", "64", "-o", str(tmp_path / "out"), "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = {}
     for i in range(3):
-        meta = json.loads((tmp_path / f"out/v{i}/meta.json").read_text())
+        meta = json.loads((tmp_path / f"out/v{i}/depth.meta.json").read_text())
         assert meta["process"]["world_size"] == 2
         ranks[f"v{i}"] = meta["process"]["rank"]
     assert ranks == {"v0": 0, "v1": 1, "v2": 0}

@@ -1,5 +1,9 @@
+import struct
+import zlib
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -63,3 +67,78 @@ def test_stream_writer_packs_an_npz_equal_to_numpy(tmp_path):
     with np.load(tmp_path / "out.npz") as npz:
         assert list(npz.keys()) == ["normal"]
         assert np.array_equal(npz["normal"], data)
+
+
+def test_sixteen_bit_grey_and_rgb_images_are_scaled_not_clipped(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
+    rgb = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb[..., ::-1])  # OpenCV writes BGR
+    cv2.imwrite(str(tmp_path / "rgb16.tif"), rgb[..., ::-1])
+    expected = {"grey16.png": np.repeat(grey[..., None], 3, axis=2), "rgb16.png": rgb, "rgb16.tif": rgb}
+    for name, wide in expected.items():
+        (frame,) = list(open_video(tmp_path / name))
+        assert frame.dtype == np.uint8 and frame.shape == (20, 24, 3)
+        np.testing.assert_array_equal(frame, np.round(wide / 257.0).astype(np.uint8), err_msg=name)
+        assert (frame == 255).mean() < 0.01  # clipping to 8 bits would make almost every pixel 255
+
+
+def test_oversized_image_header_is_refused_before_decoding(tmp_path):
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    data = bytearray((tmp_path / "a.png").read_bytes())
+    data[16:24] = struct.pack(">II", 100_000, 100_000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "a.png").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="more than the limit"):
+        open_video(tmp_path / "a.png")
+
+
+def test_empty_or_unreadable_text_list_is_an_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("# only a comment\n\n")
+    with pytest.raises(InputError, match="names no input"):
+        expand_inputs([tmp_path / "empty.txt"])
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(InputError, match="cannot read the input list"):
+        expand_inputs([tmp_path / "binary.txt"])
+
+
+def test_truncated_video_is_refused_when_opened_not_after_decoding(tmp_path):
+    """A cut-off file whose index survives (moov first) is found by counting packets at open: no frame decoded."""
+    clip = moving_pattern(frames=20, height=48, width=64)
+    with av.open(str(tmp_path / "full.mp4"), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in clip:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    data = (tmp_path / "full.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 2 // 3])
+    assert open_video(tmp_path / "full.mp4").num_frames == 20
+    with pytest.raises(InputError, match="truncated"):
+        open_video(tmp_path / "cut.mp4")
+
+
+def test_one_frame_is_refused_up_front_for_videos_and_frame_folders(tmp_path):
+    write_video(tmp_path / "a.mp4", moving_pattern(frames=4), fps=10)
+    with pytest.raises(InputError, match="at least 2"):
+        open_video(tmp_path / "a.mp4", max_frames=1)
+    with pytest.raises(InputError, match="at least 2"):
+        open_video(tmp_path / "a.mp4", stride=4)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(folder / f"{i}.png")
+    with pytest.raises(InputError, match="at least 2"):
+        open_video(folder, max_frames=1)
+    assert len(list(open_video(folder, max_frames=2))) == 2
+
+
+def test_dot_folder_is_named_after_its_real_name(tmp_path, monkeypatch):
+    folder = tmp_path / "my_frames"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(folder / f"{i}.png")
+    monkeypatch.chdir(folder)
+    assert open_video(".").name == "my_frames"
+    assert open_video("../my_frames/").name == "my_frames"
