@@ -58,22 +58,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "id (default: the embedded model)")
         p.add_argument("--per-frame", action="store_true",
                        help="run the image prior alone, frame by frame (the baseline without temporal blocks)")
-        p.add_argument("--max-frames", type=positive_int, default=None,
+        p.add_argument("--max-frames", type=positive_int, metavar="N", default=None,
                        help="process at most N frames (after --stride); a video needs at least 2")
-        p.add_argument("--stride", type=positive_int, default=1, help="use every N-th frame (default 1)")
-        p.add_argument("--short-side", type=int, default=None,
+        p.add_argument("--stride", type=positive_int, metavar="N", default=1, help="use every N-th frame (default 1)")
+        p.add_argument("--short-side", type=int, metavar="N", default=None,
                        help=f"resize frames so their short side is N px for inference (enlarging small ones). "
                        f"{SIZE_HELP}")
-        p.add_argument("--max-res", type=int, default=None,
+        p.add_argument("--max-res", type=int, metavar="N", default=None,
                        help="longest side used for inference, at most N px (never enlarges; with --short-side it "
                        "caps the long side). At least 14.")
-        p.add_argument("--window", type=positive_int, default=None,
+        p.add_argument("--window", type=positive_int, metavar="N", default=None,
                        help="frames per sliding window, at least 2 (default: the model's training clip length)")
-        p.add_argument("--overlap", type=non_negative_int, default=None,
+        p.add_argument("--overlap", type=non_negative_int, metavar="N", default=None,
                        help=f"frames shared by consecutive windows, fewer than the window (default: window // "
                             f"{DEFAULT_OVERLAP_DIVISOR}, at least {MIN_OVERLAP})")
         if kind == "normal":
-            p.add_argument("--decode-chunk", type=positive_int, default=None,
+            p.add_argument("--decode-chunk", type=positive_int, metavar="N", default=None,
                            help="frames decoded by the VAE at once (default 4)")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
         p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")

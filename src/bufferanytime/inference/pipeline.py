@@ -142,9 +142,11 @@ def window_settings(model: VideoModel, settings: InferenceSettings) -> tuple[int
         raise InputError(f"--window must be at least {MIN_VIDEO_FRAMES} frames for a video model, got {window} "
                          "(--per-frame runs the prior alone)")
     overlap = default_overlap(window) if settings.overlap is None else settings.overlap
+    if overlap >= window and settings.window:
+        raise InputError(f"--overlap ({overlap}) must be smaller than --window ({window})")
     if overlap >= window:
-        where = "--window" if settings.window else "the model's window (its training clip length; set --window)"
-        raise InputError(f"--overlap ({overlap}) must be smaller than {where} ({window} frames)")
+        raise InputError(f"--overlap ({overlap}) must be smaller than the model's window of {window} frames (its "
+                         "training clip length); pass a larger --window")
     return window, overlap
 
 
