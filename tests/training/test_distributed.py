@@ -71,7 +71,7 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process_with_thei
 @pytest.mark.slow
 def test_non_finite_loss_stops_every_process_and_leaves_no_nan_file(flicker_data, informative_depth_prior, tmp_path):
     run = tmp_path / "ddp"
-    args = _train_args(flicker_data, informative_depth_prior, run, "--steps", "8", "--lr", "1e6", "--save-every", "1")
+    args = _train_args(flicker_data, informative_depth_prior, run, "--steps", "30", "--lr", "1e6", "--save-every", "1")
     done = _launch(["-m", "bufferanytime", *args], timeout=300)
     errors = _error_lines(done.stderr)
     assert done.returncode != 0 and len(errors) == 2, done.stderr[-3000:]  # both processes, the same step

@@ -90,7 +90,7 @@ def _error_line(capsys) -> str:
 def test_huge_lr_stops_with_one_line_error_and_leaves_no_nan_file(flicker_data, informative_depth_prior, tmp_path,
                                                                    capsys):
     run = tmp_path / "run"
-    code = main(_cli(flicker_data, informative_depth_prior, run, "--steps", "8", "--lr", "1e6", "--save-every", "1",
+    code = main(_cli(flicker_data, informative_depth_prior, run, "--steps", "30", "--lr", "1e6", "--save-every", "1",
                      "--keep-checkpoints", "1"))
     line = _error_line(capsys)
     assert code == 2 and "not finite" in line and "--lr" in line, line
