@@ -109,3 +109,36 @@ def test_missing_device_is_one_line(device, tiny_depth_prior, tmp_path, capsys, 
     kind = "CUDA" if device.startswith("cuda") else "MPS"
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: --device {device}: no ") and kind in err[0]
     assert not out.exists()
+
+
+def test_report_folder_with_user_files_is_refused_and_kept(tiny_depth_prior, tmp_path, capsys):
+    root = _synthetic(tmp_path / "data", seeds=(0,))
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, err, _ = _eval(capsys, root, out, tiny_depth_prior, "synthetic", "--flow", "gt")
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {out}: holds files that are not an eval report (notes.txt)")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    # an earlier report is replaced
+    report = tmp_path / "report"
+    assert _eval(capsys, root, report, tiny_depth_prior, "synthetic", "--flow", "gt")[0] == 0
+    (report / "report.md").write_text("old")
+    assert _eval(capsys, root, report, tiny_depth_prior, "synthetic", "--flow", "gt")[0] == 0
+    assert (report / "report.md").read_text().startswith("# Video depth evaluation")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "report", "results"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [(["--column", "nan"], "argument --column: must be a finite number"),
+                                                (["-o", "FILE/report"], "is not a directory")])
+def test_bad_column_or_output_under_a_file(extra, message, tiny_depth_prior, tmp_path, capsys):
+    root = _synthetic(tmp_path / "data", seeds=(0,))
+    blocker = tmp_path / "FILE"
+    blocker.write_text("mine")
+    extra = [str(blocker / "report") if e == "FILE/report" else e for e in extra]
+    try:
+        code, err, _ = _eval(capsys, root, tmp_path / "report", tiny_depth_prior, "synthetic", *extra)
+    except SystemExit as exc:
+        code, err = exc.code, capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "data"] and blocker.read_text() == "mine"

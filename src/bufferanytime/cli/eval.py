@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="model to evaluate: registered name, saved video-model directory, or prior; repeat for more")
     p.add_argument("--per-frame", action="store_true",
                    help="also evaluate each model's per-frame baseline (its image prior alone), as an extra row")
-    p.add_argument("-o", "--output", required=True, type=Path, help="report folder (replaced when complete)")
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="report folder: new, empty, or an earlier report (replaced when the new one is complete)")
     p.add_argument("--flow", choices=list(FLOW_CHOICES), default="auto",
                    help="flow for OPW: auto = raft-small with --flow-weights, else dis; gt = the synthetic set's "
                    "ground-truth flow")

@@ -1,6 +1,7 @@
 """``run_evaluation``: run models over a benchmark, score them, and write the report folder.
 
-The report folder (written under a temporary name, renamed when complete) holds
+The report folder (written under a temporary name, renamed when complete; an existing folder is replaced only
+when it holds nothing but an earlier report) holds
 
 - ``report.json``: settings, models, per-sequence metrics of every model and their means over sequences;
 - ``report.md``: the table of the paper (rows = models; AbsRel, delta1, OPW, seconds per frame for depth; mean,
@@ -54,6 +55,7 @@ TASKS = ("depth", "normal")
 FLOW_CHOICES = ("auto", "dis", "raft-small", "gt")
 MAX_DEPTH = {**EVAL_MAX_DEPTH, "synthetic": SYNTHETIC_MAX_DEPTH}
 WORK_DIR = "_work"  # scratch space inside the temporary report folder, removed before it is renamed
+REPORT_ENTRIES = frozenset({"report.json", "report.md", "slices"})  # what a report folder holds (and may replace)
 
 
 class NoSequenceEvaluated(InputError):
@@ -163,6 +165,19 @@ def _check(config: EvalConfig) -> None:
         raise InputError(f"--column must be a fraction of the width in [0, 1), got {config.column}")
 
 
+def check_report_dir(output: Path) -> None:
+    """The report folder is replaced whole: refuse one that holds anything but an earlier report."""
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise InputError(f"{output}: exists and is not a folder")
+    others = sorted(p.name for p in output.iterdir() if p.name not in REPORT_ENTRIES)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise InputError(f"{output}: holds files that are not an eval report ({shown}); they would be replaced, "
+                         "so choose a new or empty folder")
+
+
 def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True,
                    on_skip: Callable[[str], None] = print_error) -> dict:
     """Evaluate ``config.models`` on ``config.dataset`` and write the report folder ``output``; return the report.
@@ -174,6 +189,8 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
     from bufferanytime.models import load_model
 
     _check(config)
+    output = Path(output).resolve()
+    check_report_dir(output)
     sequences = load_sequences(config.dataset, config.root)[: config.sequences]
     if config.task == "normal" and sequences[0].read_normal is None:
         raise InputError(
