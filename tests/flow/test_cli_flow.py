@@ -49,3 +49,29 @@ def test_flow_cli_bad_input(tmp_path, shifted_pair):
     with pytest.raises(InputError, match="needs at least (2|two frames)"):  # found by the reader or by flow
         _run([str(frames), "-o", str(tmp_path / "out"), "--method", "dis", "--max-frames", "1"])
     assert not (tmp_path / "out" / "clip").exists()
+
+
+def test_flow_keeps_other_files_of_the_output_folder(tmp_path, shifted_pair):
+    """``flow`` next to depth outputs (or the user's files) in ``OUT/<stem>/`` replaces only its own two files."""
+    frames = _frames(tmp_path / "clip", shifted_pair)
+    out = tmp_path / "out" / "clip"
+    out.mkdir(parents=True)
+    (out / "depth.npz").write_bytes(b"depth of an earlier run")
+    (out / "flow.npz").write_bytes(b"stale flow")
+    assert _run([str(frames), "-o", str(tmp_path / "out"), "--method", "dis"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["depth.npz", "flow.mp4", "flow.npz"]
+    assert (out / "depth.npz").read_bytes() == b"depth of an earlier run"
+    with np.load(out / "flow.npz") as data:
+        assert data["fwd"].shape == (2, 48, 64, 2)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip"]
+
+
+def test_flow_output_inside_the_input_folder_is_refused(tmp_path, shifted_pair):
+    frames = _frames(tmp_path / "clip", shifted_pair, n=2)
+    before = sorted(p.name for p in frames.iterdir())
+    with pytest.raises(InputError, match="into the input folder itself"):
+        _run([str(frames), "-o", str(frames / ".."), "--method", "dis"])
+    with pytest.raises(InputError, match="into the input folder itself"):
+        _run([str(frames), "-o", str(frames), "--method", "dis"])
+    assert sorted(p.name for p in frames.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]

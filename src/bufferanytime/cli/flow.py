@@ -5,7 +5,9 @@ Writes ``OUT/<stem>/flow.npz`` with ``fwd`` (flow frame t -> t+1) and ``bwd`` (f
 and ``OUT/<stem>/flow.mp4``, the forward flows in the Middlebury colour wheel with one magnitude scale for the
 whole clip (its largest forward-flow magnitude), so colours are comparable across frames.
 
-Frames are streamed: only two frames are decoded at a time; flows go to disk as they are computed.
+Frames are streamed: only two frames are decoded at a time; flows go to disk as they are computed. Only
+``flow.npz`` and ``flow.mp4`` are replaced in ``OUT/<stem>/``: depth or normal outputs next to them, and anything
+else there, are kept.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from bufferanytime.cli.args import check_device, non_negative_int, positive_int
 from bufferanytime.errors import InputError
 from bufferanytime.flow import FLOW_MODELS, RAFT_MIN_SIDE, flow_to_color, get_flow_model
 from bufferanytime.flow.raft_small import DEFAULT_ITERS
-from bufferanytime.io import NpyStreamWriter, OutputDir, open_video, write_video
-from bufferanytime.io.outputs import COPY_CHUNK_BYTES, ensure_writable_dir
+from bufferanytime.io import NpyStreamWriter, open_video, write_video
+from bufferanytime.io.outputs import COPY_CHUNK_BYTES, OutputFiles, check_output_root
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
             "min_side": args.raft_min_side,
         }
     model = get_flow_model(args.method, **kwargs)
-    out_root = ensure_writable_dir(args.output)
+    target = _target(check_output_root(args.output), source)
 
-    with OutputDir(out_root / source.name) as tmp:
+    with OutputFiles(target) as tmp:
         fwd = NpyStreamWriter(tmp / "fwd.raw")
         bwd = NpyStreamWriter(tmp / "bwd.raw")
         max_magnitude = 0.0
@@ -114,5 +116,16 @@ def run(args: argparse.Namespace) -> int:
         del flows_fwd
         (tmp / "fwd.raw").unlink()
         (tmp / "bwd.raw").unlink()
-    print(f"wrote {out_root / source.name / 'flow.npz'} ({fwd.count} pairs) and flow.mp4")
+    print(f"wrote {target / 'flow.npz'} ({fwd.count} pairs) and flow.mp4")
     return 0
+
+
+def _target(out_root: Path, source) -> Path:
+    """``OUT/<stem>``; refused when it would lie inside the input folder (the outputs would mix with the frames)."""
+    target = out_root / source.name
+    if source.kind == "folder":
+        folder = source.path.resolve()
+        if target.resolve() == folder or folder in target.resolve().parents:
+            raise InputError(f"{source.path}: its outputs would go into the input folder itself ({target}); "
+                             "choose an -o outside it")
+    return target
