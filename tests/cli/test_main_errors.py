@@ -100,11 +100,11 @@ def test_train_prior_numeric_options(option, value, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("option", "value"), [("--iters", "0"), ("--raft-min-side", "-1"), ("--stride", "0"),
-                                               ("--max-frames", "0")])
+                                               ("--max-frames", "0"), ("--iters", "nan"), ("--stride", "1.5")])
 def test_flow_numeric_options(option, value, tmp_path, capsys):
     out = tmp_path / "flow"
     code, err = _run(capsys, "flow", str(tmp_path), "-o", str(out), f"{option}={value}")
-    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {option}: must be >= ")
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {option}: must be ")
     assert not out.exists()
 
 

@@ -16,15 +16,24 @@ from bufferanytime.errors import InputError
 DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    """An integer >= 1 (counts, sizes)."""
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    """An integer >= 0."""
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
