@@ -50,6 +50,20 @@ def test_full_disk_while_writing_is_one_line_and_leaves_nothing(code, reason, tm
     assert _files_under(out) == []
 
 
+def test_full_disk_on_an_open_file_names_the_output(tmp_path, capsys, monkeypatch):
+    """A write that fails on an already open file has no path in its OSError: the command's output is named."""
+    import bufferanytime.synthetic.dataset as dataset
+
+    def full(file, array):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset.np, "save", full)
+    out = tmp_path / "synth"
+    status, err = _run(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", "-q")
+    assert status == 2 and err == [f"error: {out}: no space left on device"]
+    assert _files_under(out) == []
+
+
 def test_other_os_errors_are_not_hidden(tmp_path, monkeypatch):
     """An OSError that is not the environment's fault (here EIO) stays a traceback: it is a bug to report."""
     import bufferanytime.synthetic.dataset as dataset

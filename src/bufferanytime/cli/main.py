@@ -43,10 +43,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def os_error_line(exc: OSError) -> str:
-    """``<path>: no space left on device`` and the like, from an OSError of :data:`USER_OS_ERRORS`."""
+def os_error_line(exc: OSError, fallback: object = None) -> str:
+    """``<path>: no space left on device`` and the like, from an OSError of :data:`USER_OS_ERRORS`.
+
+    A failed write on an open file carries no path: ``fallback`` (the command's output) is named instead."""
     reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-    path = exc.filename if exc.filename is not None else None
+    path = exc.filename if exc.filename is not None else fallback
     return f"{path}: {reason}" if path is not None else reason
 
 
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in USER_OS_ERRORS:
             raise
-        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        print(f"error: {os_error_line(exc, getattr(args, 'output', None) or getattr(args, 'out', None))}",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
