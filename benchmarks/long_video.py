@@ -67,11 +67,11 @@ def make_long_video(path: Path, frames: int, height: int, width: int, seed: int 
 
 
 def run_cli(args: list[str]) -> tuple[int, dict]:
-    """Run ``bufferanytime`` in a fresh process; return its peak RSS (KB) and the meta.json of the output."""
+    """Run ``bufferanytime`` in a fresh process; return its peak RSS (KB) and the depth.meta.json of the output."""
     out = subprocess.run([sys.executable, "-c", RSS_SNIPPET, *args], capture_output=True, text=True, check=True)
     rss = int(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("MAXRSS_KB")))
     output = Path(args[args.index("-o") + 1])
-    meta = json.loads(next(output.glob("*/meta.json")).read_text())
+    meta = json.loads(next(output.glob("*/depth.meta.json")).read_text())
     return rss, meta
 
 
