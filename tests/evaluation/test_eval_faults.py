@@ -8,10 +8,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from bufferanytime.cli.main import main
 from bufferanytime.synthetic import render_video, write_video_dir
-from tests.evaluation.formats import make_kitti
+from tests.evaluation.formats import make_bonn, make_kitti
 
 MAX_RES = 32
 
@@ -142,3 +143,18 @@ def test_bad_column_or_output_under_a_file(extra, message, tiny_depth_prior, tmp
         code, err = exc.code, capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "data"] and blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("depth", "message"),
+    [(np.full((9, 13), 200, np.uint8), "expected a single-channel 16-bit depth PNG"),
+     (np.full((7, 11), 4000, np.uint16), "depth frame 2: frame shape (6, 10) differs from (8, 12)")],
+)
+def test_bonn_depth_of_the_wrong_kind_or_size_skips_its_sequence(depth, message, tiny_depth_prior, tmp_path, capsys):
+    root = make_bonn(tmp_path / "bonn", seqs=("mine_a", "mine_b"), frames=36, size=(9, 13))
+    Image.fromarray(depth).save(sorted((root / "mine_a" / "depth").iterdir())[32])
+    out = tmp_path / "report"
+    code, err, _ = _eval(capsys, root, out, tiny_depth_prior, "bonn")
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("error: sequence mine_a skipped: ") and message in err[0]
+    assert list(json.loads((out / "report.json").read_text())["sequences"]) == ["mine_b"]
