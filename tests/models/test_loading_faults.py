@@ -161,9 +161,10 @@ def test_missing_prior_names_the_resolved_path(saved_models, frames, tmp_path, c
 
 def test_missing_model_directory_names_the_absolute_path(frames, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, err = _predict(capsys, "depth", frames, Path("models/mine"), tmp_path / "out")
-    assert code == 2 and len(err) == 1
-    assert f"looked for {tmp_path / 'models/mine'}" in err[0]
+    code, err = _predict(capsys, "depth", frames, Path("models/v2/mine"), tmp_path / "out")  # not a Hub id: no network
+    assert code == 2 and err == [f"error: models/v2/mine: no such model directory (looked for "
+                                 f"{tmp_path / 'models/v2/mine'}), nor a Hugging Face id like 'org/name'"]
+    assert _files_under(tmp_path / "out") == []
 
 
 def test_config_that_is_not_json_is_one_line(saved_models, tmp_path):
