@@ -163,7 +163,7 @@ def test_missing_model_directory_names_the_absolute_path(frames, tmp_path, capsy
     monkeypatch.chdir(tmp_path)
     code, err = _predict(capsys, "depth", frames, Path("models/v2/mine"), tmp_path / "out")  # not a Hub id: no network
     assert code == 2 and err == [f"error: models/v2/mine: no such model directory (looked for "
-                                 f"{tmp_path / 'models/v2/mine'}), nor a Hugging Face id like 'org/name'"]
+                                 f"{Path.cwd() / 'models/v2/mine'}), nor a Hugging Face id like 'org/name'"]
     assert _files_under(tmp_path / "out") == []
 
 
