@@ -119,7 +119,7 @@ def test_report_folder_with_user_files_is_refused_and_kept(tiny_depth_prior, tmp
     (out / "notes.txt").write_text("mine")
     code, err, _ = _eval(capsys, root, out, tiny_depth_prior, "synthetic", "--flow", "gt")
     assert code == 2 and len(err) == 1
-    assert err[0].startswith(f"error: {out}: holds files that are not an eval report (notes.txt)")
+    assert err[0].startswith(f"error: {out.resolve()}: holds files that are not an eval report (notes.txt)")
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
     # an earlier report is replaced
     report = tmp_path / "report"
