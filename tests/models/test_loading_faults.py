@@ -3,6 +3,7 @@ through every command that loads a model (depth, normal, eval, train), and nothi
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -157,6 +158,24 @@ def test_missing_prior_names_the_resolved_path(saved_models, frames, tmp_path, c
         f"resolved against {model.absolute()})"
     ]
     assert _files_under(tmp_path / "out") == []
+
+
+def test_missing_hub_prior_says_where_it_looked(saved_models, tmp_path, monkeypatch):
+    """A Hub id as prior, unavailable offline: the message names the model's config and its folder."""
+    import huggingface_hub
+
+    def offline(repo_id, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    model = _copy(saved_models["depth"], tmp_path)
+    config = json.loads((model / "config.json").read_text()) | {"prior": "someone/missing-prior"}
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError) as exc:
+        load_model("depth", str(model))
+    assert str(exc.value).startswith("someone/missing-prior: no such model directory (looked for ")
+    assert str(exc.value).endswith(f"(the prior of {model / 'config.json'}; not in {model.absolute()} either)")
+    assert "cannot load it from the Hugging Face Hub (LocalEntryNotFoundError)" in str(exc.value)
 
 
 def test_missing_model_directory_names_the_absolute_path(frames, tmp_path, capsys, monkeypatch):

@@ -230,7 +230,14 @@ class VideoModel(nn.Module):
         config = read_config(directory)
         if config is None or config[MODEL_KEY] != cls.kind:
             raise InputError(f"{name_or_path}: not a bufferanytime {cls.kind} model (no matching config.json)")
-        model = cls.from_prior(cls.prior_location(directory, config), config.get("temporal"), per_frame=per_frame)
+        prior = cls.prior_location(directory, config)
+        try:
+            model = cls.from_prior(prior, config.get("temporal"), per_frame=per_frame)
+        except InputError as exc:
+            if Path(prior).is_dir():
+                raise
+            raise InputError(f"{exc} (the prior of {directory / CONFIG_NAME}; not in {directory.absolute()} "
+                             "either)") from exc
         model.clip_len = int(config.get("clip_len", cls.default_clip_len))
         model.input_size = config.get("input_size")
         if not per_frame:
