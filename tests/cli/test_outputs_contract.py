@@ -143,7 +143,7 @@ def test_rerun_removes_temporaries_of_dead_processes_only(tiny_depth_prior, smal
 def _start_slow_run(tiny_depth_prior: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     """A real `bufferanytime depth` process, returned once its staging folder exists (i.e. mid-run)."""
     video = tmp_path / "long.mp4"
-    write_video(video, moving_pattern(frames=60), fps=10)
+    write_video(video, moving_pattern(frames=300), fps=10)  # minutes of work for the tiny prior at 518 px
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     # Depth Anything V2's own size (518 px short side) keeps this tiny prior busy for a while, window by window.
@@ -156,7 +156,7 @@ def _start_slow_run(tiny_depth_prior: Path, tmp_path: Path) -> tuple[subprocess.
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the run never started writing"
         time.sleep(0.05)
-    time.sleep(0.5)  # mid-prediction
+    time.sleep(0.2)  # mid-prediction
     assert process.poll() is None, "the run ended before it could be interrupted; make it longer"
     return process, out, staging
 
