@@ -146,3 +146,20 @@ def test_photo_textures(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError):
         render_video(2, 2, (24, 32), texture_dir=empty)
+
+
+def test_tiny_16_bit_and_unreadable_photos(tmp_path):
+    """A photo smaller than a crop is used whole; a 16-bit one is scaled to 8 bits; a broken one is one InputError."""
+    import cv2
+
+    from bufferanytime.synthetic.textures import TEXTURE_SIZE, photo_texture
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.full((3, 5, 3), 200, np.uint8))
+    tile = photo_texture(rng, tmp_path / "tiny.png")
+    assert tile.shape == (TEXTURE_SIZE, TEXTURE_SIZE, 3) and np.allclose(tile, 200 / 255)
+    cv2.imwrite(str(tmp_path / "deep.png"), np.full((40, 40, 3), 40000, np.uint16))
+    np.testing.assert_allclose(photo_texture(rng, tmp_path / "deep.png"), 40000 / 65535, atol=1 / 255)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="bad.png: not a readable image"):
+        photo_texture(rng, tmp_path / "bad.png")

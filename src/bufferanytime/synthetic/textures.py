@@ -193,11 +193,11 @@ def photo_texture(rng: np.random.Generator, path: Path, size: int = TEXTURE_SIZE
     """A random crop of a photo, mirrored into a seamless tile of ``(size, size, 3)`` in [0, 1]."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise InputError(f"cannot read image {path}")
+        raise InputError(f"{path}: not a readable image")
     img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     h, w = img.shape[:2]
     side = int(min(h, w) * rng.uniform(0.2, 0.6))
-    side = max(side, 8)
+    side = min(max(side, 8), h, w)  # at least 8 px, unless the photo itself is smaller
     y0 = int(rng.integers(0, h - side + 1))
     x0 = int(rng.integers(0, w - side + 1))
     crop = cv2.resize(img[y0 : y0 + side, x0 : x0 + side], (size // 2, size // 2), interpolation=cv2.INTER_AREA)
