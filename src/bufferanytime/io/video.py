@@ -30,10 +30,10 @@ MIN_SIDE = 8  # smaller frames cannot go through a ViT with 14-pixel patches mea
 MIN_VIDEO_FRAMES = 2  # a video model needs at least two frames; single images are accepted as image files
 MAX_FRAME_PIXELS = 1 << 27  # 134 M pixels (e.g. 16384x8192): larger headers are refused before decoding
 UINT16_TO_UINT8 = 257.0  # 65535 / 255: maps 16-bit values onto 8 bits with the same [0, 1] meaning
-DEFAULT_FPS = 24.0
-# A video is reported as truncated when it decodes to fewer frames than this fraction of its header's count
-# (minus one): headers are sometimes off by a frame, a cut-off file is off by far more.
-TRUNCATION_TOLERANCE = 0.98  # for image folders, which carry no frame rate
+DEFAULT_FPS = 24.0  # for image folders, which carry no frame rate
+# A video is reported as truncated when it holds (packets counted at open) or decodes (frames) fewer than this
+# fraction of the count announced (minus one): headers are sometimes off by a frame, a cut-off file by far more.
+TRUNCATION_TOLERANCE = 0.98
 
 
 def natural_key(text: str) -> list:
@@ -99,8 +99,8 @@ class VideoSource:
         if raw == 0:
             raise InputError(f"{self.path}: video has no decodable frame")
         if raw < self.num_frames * TRUNCATION_TOLERANCE - 1:
-            raise InputError(f"{self.path}: video is truncated (decoded {raw} of the {self.num_frames} frames "
-                             "its header announces)")
+            raise InputError(f"{self.path}: video is truncated or corrupt (decoded {raw} of its {self.num_frames} "
+                             "frames)")
         if count < MIN_VIDEO_FRAMES:
             raise InputError(
                 f"{self.path}: video has {count} frame(s) to process; at least {MIN_VIDEO_FRAMES} are needed "
