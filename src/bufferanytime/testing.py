@@ -7,8 +7,12 @@ code path that loads a real Depth Anything V2 or Marigold checkpoint runs on the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import DepthAnythingForDepthEstimation
 
 
 def tiny_depth_config(hidden_size: int = 32, layers: int = 4, fusion: int = 32, heads: int = 2):
@@ -37,11 +41,29 @@ def tiny_depth_config(hidden_size: int = 32, layers: int = 4, fusion: int = 32, 
     )
 
 
+def make_informative(prior: DepthAnythingForDepthEstimation) -> None:
+    """Re-initialise a random Depth Anything's DPT neck and head in place so its disparity varies with the image.
+
+    The library's default initialisation makes a random DPT's output constant (1.0 +- 1e-6: activations shrink
+    layer after layer), so tests could not see a wrong resize, colour order or frame order, and training kills its
+    last ReLU. Fan-in scaled weights keep activations O(1), like a real prior; the last bias keeps the ReLU active.
+    Draws from torch's global generator: seed it first.
+    """
+    for module in [*prior.neck.modules(), *prior.head.modules()]:
+        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            fan_in = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.weight[:, 0].numel()
+            torch.nn.init.normal_(module.weight, std=fan_in**-0.5)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+    torch.nn.init.constant_(prior.head.conv3.bias, 1.0)
+
+
 def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
     """Write a tiny random prior of ``kind`` ("depth" or "normal") to ``path`` and return the path.
 
     ``depth``: a ``DepthAnythingForDepthEstimation`` directory (``config.json`` + safetensors), loadable with
-    ``VideoDepthModel.from_prior``. ``normal``: a Marigold-layout directory (see ``bufferanytime.models.normal``).
+    ``VideoDepthModel.from_prior``, whose disparity varies with the image (see :func:`make_informative`).
+    ``normal``: a Marigold-layout directory (see ``bufferanytime.models.normal``).
     """
     path = Path(path)
     torch.manual_seed(seed)
@@ -49,8 +71,7 @@ def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
         from transformers import DepthAnythingForDepthEstimation
 
         model = DepthAnythingForDepthEstimation(tiny_depth_config())
-        # Random heads end in a ReLU that can zero the whole output; a positive bias keeps it informative.
-        torch.nn.init.constant_(model.head.conv3.bias, 1.0)
+        make_informative(model)
         model.save_pretrained(path)
         return path
     if kind == "normal":
@@ -99,14 +120,6 @@ def make_sized_depth_prior(path: str | Path, size: str = "small", seed: int = 0)
     )
     torch.manual_seed(seed)
     prior = DepthAnythingForDepthEstimation(config)
-    # Default initialisation makes a random DPT's output constant (activations shrink layer after layer), and
-    # training then kills its last ReLU; fan-in scaled weights keep the output image-dependent, like a real prior.
-    for module in [*prior.neck.modules(), *prior.head.modules()]:
-        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-            fan_in = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.weight[:, 0].numel()
-            torch.nn.init.normal_(module.weight, std=fan_in**-0.5)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-    torch.nn.init.constant_(prior.head.conv3.bias, 1.0)
+    make_informative(prior)
     prior.save_pretrained(path)
     return path

@@ -18,7 +18,6 @@ def _prior_per_frame(prior_dir, frames, model):
 def test_fresh_video_model_equals_prior_per_frame(tiny_depth_prior):
     torch.manual_seed(0)
     model = VideoDepthModel.from_prior(tiny_depth_prior).eval()
-    torch.nn.init.normal_(model.head.conv3.weight, std=0.5)  # make the random prior's output vary with the image
     frames = torch.rand(2, 5, 3, 56, 84)
     with torch.no_grad():
         video = model(frames)
@@ -27,7 +26,7 @@ def test_fresh_video_model_equals_prior_per_frame(tiny_depth_prior):
         per_frame = model(frames)
     assert video.shape == (2, 5, 56, 84)
     output_range = (per_frame.max() - per_frame.min()).item()
-    assert output_range > 0
+    assert output_range > 0.1  # the tiny prior's output varies with the image: the comparison below means something
     assert (video - per_frame).abs().max().item() <= 1e-5 * output_range
 
 
@@ -48,10 +47,12 @@ def test_only_head_and_temporal_parameters_train(tiny_depth_prior):
     assert any(n.startswith("temporal.") for n in names) and any(n.startswith("head.") for n in names)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert not model.backbone.training  # frozen parts stay in eval mode
-    model(torch.rand(1, 3, 3, 28, 28)).sum().backward()
+    model(torch.rand(1, 3, 3, 28, 28)).mean().backward()
     assert all(p.grad is None for p in model.backbone.parameters())
-    assert model.head.conv3.weight.grad is not None
-    assert model.temporal[0].proj_out.weight.grad is not None
+    # real gradients, not just allocated ones (measured: mean absolute value 0.2 in the head, 0.015 temporal)
+    assert model.head.conv3.weight.grad.abs().mean() > 1e-2
+    for block in model.temporal:  # zero-initialised output projections: the first thing a fresh block learns
+        assert block.proj_out.weight.grad.abs().mean() > 1e-3
 
 
 def test_save_and_load_round_trip(tiny_depth_prior, tmp_path):

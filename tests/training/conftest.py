@@ -1,17 +1,13 @@
-"""Fixtures of the training tests: flickering synthetic clips and a tiny depth prior whose output means something."""
+"""Fixtures of the training tests: flickering synthetic clips and a tiny training configuration."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-from transformers import DepthAnythingForDepthEstimation
 
 from bufferanytime.synthetic import render_video, write_video_dir
-from bufferanytime.testing import make_tiny_prior
 from bufferanytime.training import TrainConfig
 
 FLICKER = 0.3
@@ -40,27 +36,9 @@ def flicker_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def informative_depth_prior(tmp_path_factory) -> Path:
-    """The tiny random Depth Anything prior with its DPT neck and head re-initialised with fan-in scaled weights.
-
-    With the library's default initialisation the tiny prior's disparity is constant to 1e-6 (activations shrink
-    through every layer), so it neither flickers nor can be stabilised. Fan-in scaling keeps activations O(1):
-    the disparity varies with the image (std ~0.25) and, on the flickering clips, from frame to frame. The last
-    bias keeps the final ReLU active.
-    """
-    path = tmp_path_factory.mktemp("priors") / "informative-depth"
-    base = make_tiny_prior("depth", path.with_name("tiny-depth-base"))
-    prior = DepthAnythingForDepthEstimation.from_pretrained(str(base))
-    torch.manual_seed(0)
-    for module in [*prior.neck.modules(), *prior.head.modules()]:
-        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-            fan_in = module.weight[0].numel() if isinstance(module, nn.Conv2d) else module.weight[:, 0].numel()
-            nn.init.normal_(module.weight, std=1.0 / math.sqrt(fan_in))
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-    nn.init.constant_(prior.head.conv3.bias, 1.0)
-    prior.save_pretrained(path)
-    return path
+def informative_depth_prior(tiny_depth_prior) -> Path:
+    """The name test_distributed.py still uses for the tiny depth prior (informative by default)."""
+    return tiny_depth_prior
 
 
 def tiny_config(data: Path, model: Path, out: Path, **overrides) -> TrainConfig:

@@ -24,9 +24,9 @@ def frames():
 
 
 @pytest.mark.parametrize("norm, factor", [("clip", 1.0), ("none", 3.0)])
-def test_clip_normalised_stabilization_ignores_the_disparity_scale(informative_depth_prior, tmp_path, frames, norm,
+def test_clip_normalised_stabilization_ignores_the_disparity_scale(tiny_depth_prior, tmp_path, frames, norm,
                                                                  factor):
-    objective = _objective(informative_depth_prior, tmp_path, stable_norm=norm)
+    objective = _objective(tiny_depth_prior, tmp_path, stable_norm=norm)
     clip = objective.prepare(frames, [1])
     with torch.no_grad():  # move the video model away from its prior, so that the regularization loss is not 0
         objective.model.head.conv2.weight.add_(0.1 * torch.randn_like(objective.model.head.conv2.weight))
@@ -35,13 +35,13 @@ def test_clip_normalised_stabilization_ignores_the_disparity_scale(informative_d
         objective.model.head.conv3.weight.mul_(3.0)
         objective.model.head.conv3.bias.mul_(3.0)
     after = objective.losses(objective.net, [clip], [1])
-    assert before.stable.item() > 0 and before.reg.item() > 1e-4
+    assert before.stable.item() > 0.05 and before.reg.item() > 0.1  # measured 0.18-0.73 and 1.6-2.3
     assert after.stable.item() == pytest.approx(factor * before.stable.item(), rel=1e-4)
     assert after.reg.item() == pytest.approx(before.reg.item(), rel=1e-4)  # Eq. 1 is scale-free as well
 
 
-def test_targets_do_not_depend_on_which_frames_are_prepared(informative_depth_prior, tmp_path, frames):
-    objective = _objective(informative_depth_prior, tmp_path)
+def test_targets_do_not_depend_on_which_frames_are_prepared(tiny_depth_prior, tmp_path, frames):
+    objective = _objective(tiny_depth_prior, tmp_path)
     every = objective.prepare(frames, None)
     one = objective.prepare(frames, [2])
     assert every["target_frames"].tolist() == [0, 1, 2, 3] and one["target_frames"].tolist() == [2]
