@@ -375,3 +375,24 @@ def test_video_signature_follows_bytes_not_size_or_time(tmp_path):
     second = {v.path: v.signature for v in discover_videos([tmp_path], by_content=True)}
     changed = [path for path in first if first[path] != second[path]]
     assert changed == [str(video.resolve())]
+
+
+def test_checkpoint_from_before_checksums_resumes_when_readable(flicker_data, informative_depth_prior, tmp_path,
+                                                                capsys):
+    """A checkpoint of an earlier version (no checksums.json) is used when every file reads, else passed over."""
+    run, steps = tmp_path / "run", 4
+    train(tiny_config(flicker_data, informative_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=2))
+    expected = _weights(run, steps)
+    for step in (2, 4):
+        (_checkpoint(run, step) / CHECKSUMS_NAME).unlink()
+    ema = _checkpoint(run, 4) / "ema.safetensors"
+    ema.write_bytes(ema.read_bytes()[:100])  # the newest one cannot be read any more
+    capsys.readouterr()
+
+    train(tiny_config(flicker_data, informative_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=2,
+                      resume=True))
+    err = capsys.readouterr().err
+    assert "step-00000004 is damaged" in err and "ema.safetensors cannot be read" in err
+    assert "step-00000002" not in err  # the readable legacy checkpoint was resumed from, not passed over
+    assert [e["step"] for e in _log(run)] == list(range(1, steps + 1))
+    _assert_same(_weights(run, steps), expected)

@@ -85,7 +85,7 @@ def damage(checkpoint: Checkpoint) -> str | None:
     """Why ``checkpoint`` cannot be trusted (a missing, truncated or altered file), or None when it is intact."""
     path = checkpoint.path / CHECKSUMS_NAME
     if not path.is_file():
-        return f"no {CHECKSUMS_NAME}"
+        return _unreadable_file(checkpoint.path)
     try:
         sums = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -96,6 +96,19 @@ def damage(checkpoint: Checkpoint) -> str | None:
             return f"{name} is missing"
         if file_sha256(file) != digest:
             return f"{name} does not match its checksum"
+    return None
+
+
+def _unreadable_file(folder: Path) -> str | None:
+    """For a checkpoint written before checksums existed: the first of its files that cannot be read, if any."""
+    for file in sorted(folder.iterdir()):
+        try:
+            if file.suffix == ".safetensors":
+                load_file(str(file))
+            elif file.suffix == ".pt":
+                torch.load(file, weights_only=file.name.startswith(("optimizer", "scheduler")))
+        except Exception:  # any reader failure means the same here: this file cannot be resumed from
+            return f"{file.name} cannot be read (a checkpoint without {CHECKSUMS_NAME})"
     return None
 
 
