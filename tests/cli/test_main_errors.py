@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +20,8 @@ from PIL import Image
 from bufferanytime.cli.args import check_device, finite_float, non_negative_float, positive_float
 from bufferanytime.cli.main import main
 from bufferanytime.errors import InputError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(capsys, *argv: str) -> tuple[int, list[str]]:
@@ -153,3 +161,22 @@ def test_check_device(monkeypatch):
     for bad in ("tpu", "cpu:1", "cuda:x"):
         with pytest.raises(InputError, match="expected auto, cpu|only cuda takes"):
             check_device(bad)
+
+
+def test_sigterm_cleans_up_every_command_like_ctrl_c(tmp_path):
+    """SIGTERM is handled in cli.main for all commands: `synth` killed mid-video leaves no hidden temporary."""
+    out = tmp_path / "synth"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "bufferanytime", "synth", "-o", str(out), "--videos", "50",
+                                "--frames", "12", "--size", "120x160", "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".") for p in (out.iterdir() if out.is_dir() else ())):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "synth never started writing"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no hidden temporaries left

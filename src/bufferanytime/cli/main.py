@@ -5,7 +5,8 @@ as the parser default. Only the module of the command being run is imported (the
 transformers and diffusers, seconds of start-up); ``bufferanytime --help`` lists every command from
 ``COMMANDS``. Bad input raises :class:`~bufferanytime.errors.InputError`, shown here as a single ``error: ...``
 line with exit code 2; so are a bad option (argparse) and a file-system failure the user has to fix (full disk,
-quota, read-only or forbidden output: :data:`USER_OS_ERRORS`).
+quota, read-only or forbidden output: :data:`USER_OS_ERRORS`). SIGTERM is handled like Ctrl-C (KeyboardInterrupt),
+so every command removes its temporaries and exits with 130.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
@@ -76,6 +80,24 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt, so a terminated command cleans up its temporaries as Ctrl-C does."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (default: the command line) and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -85,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

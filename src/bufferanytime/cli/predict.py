@@ -2,18 +2,15 @@
 
 Several inputs are processed one after the other; a bad input (or a failed write, such as a full disk) is
 reported on one line and skipped. Exit code: 0 when every input succeeded, 1 when some failed and others
-succeeded, 2 when none succeeded. SIGTERM stops the run like Ctrl-C: nothing half-written is left. Under
-``accelerate launch --num_processes N`` the inputs are split across the processes.
+succeeded, 2 when none succeeded. SIGTERM stops the run like Ctrl-C (see ``cli.main``): nothing half-written
+is left. Under ``accelerate launch --num_processes N`` the inputs are split across the processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bufferanytime.cli.args import non_negative_int, positive_int
@@ -108,24 +105,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt, so a terminated run cleans up its temporaries as Ctrl-C does."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread: signals cannot be handled here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _expand(inputs: list[str]) -> tuple[list[Path], int]:
     """Inputs with ``.txt`` lists expanded; a list that cannot be used is reported and counted as a failure."""
     paths, failures = [], 0
@@ -184,11 +163,6 @@ def _load(args: argparse.Namespace, settings: InferenceSettings) -> tuple[Predic
 
 
 def run(args: argparse.Namespace) -> int:
-    with sigterm_as_interrupt():
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     out_root = check_output_root(args.output)
     paths, failures = _expand(args.inputs)
