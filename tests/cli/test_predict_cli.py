@@ -181,8 +181,8 @@ BAD_OPTIONS = {  # case -> (options, words of the one error line); with the embe
     "stride_leaves_one_frame": (["--stride", "6"], "a video model needs at least 2"),
     "overlap_12_without_window": (["--overlap", "12"], "--overlap (12) must be smaller than the model's window"),
     "window_1": (["--window", "1"], "--window must be at least 2"),
-    "device_cuda_absent": (["--device", "cuda"], "no CUDA GPU"),
-    "device_mps_absent": (["--device", "mps"], "MPS is not available"),
+    "device_cuda_absent": (["--device", "cuda"], "no CUDA device"),
+    "device_mps_absent": (["--device", "mps"], "no Apple MPS device"),
 }
 
 

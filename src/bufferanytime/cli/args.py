@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
-
-from bufferanytime.errors import InputError
-
-DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")
 
 
 def _int(text: str) -> int:
@@ -68,20 +63,7 @@ def non_negative_float(text: str) -> float:
 
 def check_device(name: str) -> str:
     """``name`` if this machine has that torch device (``auto`` always); InputError otherwise, in one line."""
-    import torch
+    from bufferanytime.inference.pipeline import resolve_device
 
-    match = DEVICE_PATTERN.fullmatch(name)
-    if match is None:
-        raise InputError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    kind, index = match.group(1), match.group(2)
-    if kind == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(f"--device {name}: no CUDA device on this machine (use --device cpu)")
-        if index is not None and int(index[1:]) >= count:
-            raise InputError(f"--device {name}: this machine has {count} CUDA device(s)")
-    elif index is not None:
-        raise InputError(f"--device {name!r}: only cuda takes a device index")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise InputError(f"--device {name}: no Apple MPS device on this machine (use --device cpu)")
+    resolve_device(name)
     return name

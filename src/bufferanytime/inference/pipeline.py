@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no tem
 PNG16_MAX = 65535
 SAVE_FORMATS = ("npz", "vis", "png16", "exr")
 DEFAULT_SAVE = ("npz", "vis")
+DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")  # what --device accepts
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -69,24 +71,29 @@ class InferenceSettings:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the best available device; an explicit device that this machine lacks -> InputError."""
+    """``auto`` -> the best available device; a malformed name or a device this machine lacks -> InputError."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError(f"--device {name}: not a device name (cpu, cuda, cuda:N, mps)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: no CUDA GPU is available on this machine; use --device cpu or auto")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError(f"--device {name}: Apple MPS is not available on this machine; use --device cpu or auto")
+    match = DEVICE_PATTERN.fullmatch(name)
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise InputError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else 0
+    if device.type == "cuda" and count == 0:
+        raise InputError(f"--device {name}: no CUDA device on this machine (use --device cpu)")
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise InputError(f"--device {name}: this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not _mps_available():
+        raise InputError(f"--device {name}: no Apple MPS device on this machine (use --device cpu)")
     return device
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def check_size_options(settings: InferenceSettings) -> None:
