@@ -48,7 +48,7 @@ def test_fresh_video_model_equals_per_frame_prior(tiny_normal_prior):
         model.per_frame = True
         per_frame = model(frames)
     assert video.shape == (2, 5, 3, 64, 64)
-    assert per_frame.std(dim=(1, 3, 4)).min() > 1e-3  # the random prior's output depends on the image
+    assert per_frame.std(dim=(1, 3, 4)).min() > 0.05  # the random prior's output depends on the image (0.18)
     assert (video - per_frame).abs().max().item() <= 1e-5
 
 
@@ -107,7 +107,8 @@ def test_only_temporal_parameters_train(tiny_normal_prior):
     assert all(p.grad is None for p in model.vae.parameters())
     out_projections = [p for n, p in model.temporal.named_parameters() if "proj_out.weight" in n]
     assert len(out_projections) == len(model.unet.down_blocks) + 1 + len(model.unet.up_blocks)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in out_projections)
+    # real gradients, not just allocated ones (measured: mean absolute value 13-82)
+    assert all(p.grad.abs().mean() > 1.0 for p in out_projections)
 
 
 def test_outputs_are_finite_unit_vectors_at_the_input_size(tiny_normal_prior):
@@ -147,9 +148,9 @@ def test_temporal_blocks_mix_frames_once_trained(tiny_normal_prior):
         video_changed = model.predict_latents(latents_changed)
         per_frame = model.predict_latents(latents, per_frame=True)
         per_frame_changed = model.predict_latents(latents_changed, per_frame=True)
-    assert (video[:, 3] - video_changed[:, 3]).abs().max() > 1e-4  # frame 0 reaches frame 3
+    assert (video[:, 3] - video_changed[:, 3]).abs().mean() > 1e-2  # frame 0 reaches frame 3 (measured 0.1)
     assert torch.equal(per_frame[:, 3], per_frame_changed[:, 3])  # ... but not frame by frame
-    assert (video - per_frame).abs().max() > 1e-4
+    assert (video - per_frame).abs().mean() > 1e-2  # measured 0.3
 
 
 def test_save_and_load_round_trip(tiny_normal_prior, tmp_path):
