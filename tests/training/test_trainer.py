@@ -137,7 +137,7 @@ def test_training_continues_from_a_saved_video_model(reference_run, flicker_data
     run = tmp_path / "run"
     train(tiny_config(flicker_data, reference_run / "model", run, steps=1, tensorboard=True, copy_prior=True))
     first = _log(run)[0]
-    assert first["loss_reg"] > 1e-4  # the starting model is no longer its prior, which still sets the targets
+    assert first["loss_reg"] > 0.05  # the starting model is no longer its prior, which still sets the targets (0.49)
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["prior"] == "prior" and (run / "model" / "prior" / "config.json").is_file()  # self-contained
