@@ -35,12 +35,6 @@ def flicker_data(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def informative_depth_prior(tiny_depth_prior) -> Path:
-    """The name test_distributed.py still uses for the tiny depth prior (informative by default)."""
-    return tiny_depth_prior
-
-
 def tiny_config(data: Path, model: Path, out: Path, **overrides) -> TrainConfig:
     """A CPU run small enough for the test suite (4-frame clips at 42x56, no warm-up, no workers)."""
     options = {

@@ -42,10 +42,10 @@ def _error_lines(stderr: str) -> list[str]:
 
 @pytest.mark.slow
 def test_two_processes_end_with_identical_weights_equal_to_one_process_with_their_batch(
-    flicker_data, informative_depth_prior, tmp_path
+    flicker_data, tiny_depth_prior, tmp_path
 ):
     run = tmp_path / "ddp"
-    args = _train_args(flicker_data, informative_depth_prior, run, "--steps", str(STEPS), "--lr", "1e-3",
+    args = _train_args(flicker_data, tiny_depth_prior, run, "--steps", str(STEPS), "--lr", "1e-3",
                        "--ema", "0.5")
     done = _launch(["-m", "bufferanytime", *args], timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -57,7 +57,7 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process_with_thei
 
     # One process with both processes' clips in its batch takes the same steps (up to float rounding).
     single = tmp_path / "single"
-    train(tiny_config(flicker_data, informative_depth_prior, single, steps=STEPS, batch_size=2))
+    train(tiny_config(flicker_data, tiny_depth_prior, single, steps=STEPS, batch_size=2))
     ddp_log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     single_log = [json.loads(line) for line in (single / "log.jsonl").read_text().splitlines()]
     assert [e["clips"] for e in ddp_log] == [e["clips"] for e in single_log]
@@ -69,13 +69,14 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process_with_thei
 
 
 @pytest.mark.slow
-def test_non_finite_loss_stops_every_process_and_leaves_no_nan_file(flicker_data, informative_depth_prior, tmp_path):
+def test_non_finite_loss_stops_every_process_and_leaves_no_nan_file(flicker_data, tiny_depth_prior, tmp_path):
     run = tmp_path / "ddp"
-    args = _train_args(flicker_data, informative_depth_prior, run, "--steps", "30", "--lr", "1e6", "--save-every", "1")
+    args = _train_args(flicker_data, tiny_depth_prior, run, "--steps", "30", "--lr", "1e6", "--save-every", "1")
     done = _launch(["-m", "bufferanytime", *args], timeout=300)
-    errors = _error_lines(done.stderr)
-    assert done.returncode != 0 and len(errors) == 2, done.stderr[-3000:]  # both processes, the same step
-    assert errors[0] == errors[1] and "not finite" in errors[0]
+    # Both processes stop at the same step; the launcher may SIGTERM the slower one before it says so itself.
+    errors = [line for line in _error_lines(done.stderr) if line != "error: interrupted"]
+    assert done.returncode != 0 and 1 <= len(errors) <= 2, done.stderr[-3000:]
+    assert len(set(errors)) == 1 and "not finite" in errors[0]
     assert not (run / "model").exists()
     for path in [*run.rglob("*.safetensors"), *run.rglob("*.pt")]:
         tensors = load_file(str(path)).values() if path.suffix == ".safetensors" else []
@@ -83,15 +84,16 @@ def test_non_finite_loss_stops_every_process_and_leaves_no_nan_file(flicker_data
 
 
 @pytest.mark.slow
-def test_frozen_process_ends_the_run_with_an_error_after_the_timeout(flicker_data, informative_depth_prior,
+def test_frozen_process_ends_the_run_with_an_error_after_the_timeout(flicker_data, tiny_depth_prior,
                                                                       tmp_path):
     run = tmp_path / "ddp"
     script = Path(__file__).with_name("frozen_rank.py")  # the second process sleeps before its first step
-    args = _train_args(flicker_data, informative_depth_prior, run, "--steps", "2", "--dist-timeout", "5")
+    args = _train_args(flicker_data, tiny_depth_prior, run, "--steps", "2", "--dist-timeout", "5")
     started = time.monotonic()
     done = _launch([str(script), *args], timeout=100)
     assert done.returncode != 0 and time.monotonic() - started < FROZEN_SECONDS, done.stderr[-3000:]
-    errors = _error_lines(done.stderr)
+    # the frozen process, stopped by the launcher with SIGTERM, may say it was interrupted
+    errors = [line for line in _error_lines(done.stderr) if line != "error: interrupted"]
     assert errors == ["error: process 0 waited more than --dist-timeout 5 s for the other processes (one froze or "
                       "died); training stopped"], done.stderr[-3000:]
     assert not (run / "model").exists() and list((run / "checkpoints").iterdir()) == []

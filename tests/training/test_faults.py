@@ -87,10 +87,10 @@ def _error_line(capsys) -> str:
 # -- non-finite values ------------------------------------------------------------------------------------------
 
 
-def test_huge_lr_stops_with_one_line_error_and_leaves_no_nan_file(flicker_data, informative_depth_prior, tmp_path,
+def test_huge_lr_stops_with_one_line_error_and_leaves_no_nan_file(flicker_data, tiny_depth_prior, tmp_path,
                                                                    capsys):
     run = tmp_path / "run"
-    code = main(_cli(flicker_data, informative_depth_prior, run, "--steps", "30", "--lr", "1e6", "--save-every", "1",
+    code = main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "30", "--lr", "1e6", "--save-every", "1",
                      "--keep-checkpoints", "1"))
     line = _error_line(capsys)
     assert code == 2 and "not finite" in line and "--lr" in line, line
@@ -102,7 +102,7 @@ def test_huge_lr_stops_with_one_line_error_and_leaves_no_nan_file(flicker_data, 
     assert [e["step"] for e in _log(run)] == list(range(1, stopped))  # nothing of the bad step is kept
 
 
-def test_update_to_infinite_weights_is_caught_after_the_optimizer_step(flicker_data, informative_depth_prior,
+def test_update_to_infinite_weights_is_caught_after_the_optimizer_step(flicker_data, tiny_depth_prior,
                                                                         tmp_path, capsys, monkeypatch):
     """A finite loss and gradient can still give infinite weights (an lr near float32's limit): injected here."""
     run = tmp_path / "run"
@@ -114,22 +114,22 @@ def test_update_to_infinite_weights_is_caught_after_the_optimizer_step(flicker_d
         return result
 
     monkeypatch.setattr(torch.optim.AdamW, "step", overflowing_step)
-    code = main(_cli(flicker_data, informative_depth_prior, run, "--steps", "2"))
+    code = main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "2"))
     line = _error_line(capsys)
     assert code == 2 and line.startswith("error: step 1: the weights after the update are not finite"), line
     assert "no checkpoint was written" in line
     assert not (run / "model").exists() and list((run / "checkpoints").iterdir()) == []
-    assert main(_cli(flicker_data, informative_depth_prior, tmp_path / "big", "--lr", "1e39")) == 2
+    assert main(_cli(flicker_data, tiny_depth_prior, tmp_path / "big", "--lr", "1e39")) == 2
     assert "--lr must be a finite number" in _error_line(capsys)  # beyond float32: refused before training
 
 
 @pytest.mark.parametrize("option", ["--lr", "--w-reg", "--ema", "--tau", "--dist-timeout", "--min-crop"])
 @pytest.mark.parametrize("value", ["nan", "inf"])
-def test_non_finite_float_options_are_refused(flicker_data, informative_depth_prior, tmp_path, capsys, option,
+def test_non_finite_float_options_are_refused(flicker_data, tiny_depth_prior, tmp_path, capsys, option,
                                               value):
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as stopped:  # argparse's usage error
-        main(_cli(flicker_data, informative_depth_prior, run, "--steps", "1", option, value))
+        main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "1", option, value))
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert stopped.value.code == 2 and len(errors) == 1 and option in errors[0] and "finite" in errors[0], errors
     assert not run.exists()
@@ -137,9 +137,9 @@ def test_non_finite_float_options_are_refused(flicker_data, informative_depth_pr
 
 @pytest.mark.parametrize("option", ["lr", "w_reg", "ema", "tau", "dist_timeout", "weight_decay"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e39])
-def test_non_finite_values_from_a_config_file_are_refused(flicker_data, informative_depth_prior, tmp_path, option,
+def test_non_finite_values_from_a_config_file_are_refused(flicker_data, tiny_depth_prior, tmp_path, option,
                                                           value):
-    config = tiny_config(flicker_data, informative_depth_prior, tmp_path / "run", **{option: value})
+    config = tiny_config(flicker_data, tiny_depth_prior, tmp_path / "run", **{option: value})
     with pytest.raises(InputError, match=f"--{option.replace('_', '-')} must be"):
         config.resolved()
 
@@ -148,10 +148,10 @@ def test_non_finite_values_from_a_config_file_are_refused(flicker_data, informat
 
 
 def test_resume_passes_over_damaged_checkpoints_and_ends_like_an_uninterrupted_run(
-    flicker_data, informative_depth_prior, tmp_path, capsys
+    flicker_data, tiny_depth_prior, tmp_path, capsys
 ):
     run, steps = tmp_path / "run", 6
-    config = tiny_config(flicker_data, informative_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=3)
+    config = tiny_config(flicker_data, tiny_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=3)
     train(config)
     model = load_file(str(run / "model" / "model.safetensors"))
     expected = {"checkpoint": _weights(run, steps), "model": {k: v.clone() for k, v in model.items()}}
@@ -166,7 +166,7 @@ def test_resume_passes_over_damaged_checkpoints_and_ends_like_an_uninterrupted_r
     assert load_file(str(weights)).keys() == expected["checkpoint"].keys()
     capsys.readouterr()
 
-    train(tiny_config(flicker_data, informative_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=3,
+    train(tiny_config(flicker_data, tiny_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=3,
                       resume=True))
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 2 and "step-00000006" in warnings[0] and "optimizer.pt" in warnings[0]
@@ -176,14 +176,14 @@ def test_resume_passes_over_damaged_checkpoints_and_ends_like_an_uninterrupted_r
     _assert_same(load_file(str(run / "model" / "model.safetensors")), expected["model"])
 
 
-def test_resume_without_any_valid_checkpoint_starts_over_and_says_so(flicker_data, informative_depth_prior,
+def test_resume_without_any_valid_checkpoint_starts_over_and_says_so(flicker_data, tiny_depth_prior,
                                                                      tmp_path, capsys):
     run = tmp_path / "run"
-    train(tiny_config(flicker_data, informative_depth_prior, run, steps=2))
+    train(tiny_config(flicker_data, tiny_depth_prior, run, steps=2))
     expected = _weights(run, 2)
     (_checkpoint(run, 2) / "model.safetensors").write_bytes(b"")
     capsys.readouterr()
-    assert main(_cli(flicker_data, informative_depth_prior, run, "--steps", "2", "--resume")) == 0
+    assert main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "2", "--resume")) == 0
     err = capsys.readouterr().err
     assert "step-00000002 is damaged" in err and "no valid checkpoint to resume from; starting from step 0" in err
     assert [e["step"] for e in _log(run)] == [1, 2]
@@ -193,13 +193,13 @@ def test_resume_without_any_valid_checkpoint_starts_over_and_says_so(flicker_dat
 # -- changed options on resume ----------------------------------------------------------------------------------
 
 
-def test_resume_refuses_changed_options_and_leaves_the_run_untouched(flicker_data, informative_depth_prior,
+def test_resume_refuses_changed_options_and_leaves_the_run_untouched(flicker_data, tiny_depth_prior,
                                                                      tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(_cli(flicker_data, informative_depth_prior, run, "--steps", "2")) == 0
+    assert main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "2")) == 0
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     capsys.readouterr()
-    code = main(_cli(flicker_data, informative_depth_prior, run, "--steps", "4", "--resume", "--lr", "2e-3",
+    code = main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "4", "--resume", "--lr", "2e-3",
                      "--w-reg", "0.5"))
     line = _error_line(capsys)
     assert code == 2 and "lr: 0.001 -> 0.002" in line and "w_reg: 1.0 -> 0.5" in line, line
@@ -207,10 +207,10 @@ def test_resume_refuses_changed_options_and_leaves_the_run_untouched(flicker_dat
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
-def test_allowed_change_is_applied_and_recorded_in_the_history(flicker_data, informative_depth_prior, tmp_path):
+def test_allowed_change_is_applied_and_recorded_in_the_history(flicker_data, tiny_depth_prior, tmp_path):
     run = tmp_path / "run"
-    assert main(_cli(flicker_data, informative_depth_prior, run, "--steps", "2")) == 0
-    assert main(_cli(flicker_data, informative_depth_prior, run, "--steps", "4", "--resume", "--lr", "2e-3",
+    assert main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "2")) == 0
+    assert main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "4", "--resume", "--lr", "2e-3",
                      "--allow-change", "lr")) == 0
     assert [e["lr"] for e in _log(run)] == [1e-3, 1e-3, 2e-3, 2e-3]  # really used, not only announced
     state = torch.load(_checkpoint(run, 4) / "scheduler.pt", weights_only=True)
@@ -218,25 +218,25 @@ def test_allowed_change_is_applied_and_recorded_in_the_history(flicker_data, inf
     saved = json.loads((run / "config.json").read_text())
     assert saved["lr"] == 2e-3 and saved["allow_change"] == []
     assert saved["history"] == [{"step": 2, "changed": {"steps": [2, 4], "lr": [1e-3, 2e-3]}}]
-    assert main(_cli(flicker_data, informative_depth_prior, run, "--steps", "5", "--resume", "--lr", "2e-3")) == 0
+    assert main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "5", "--resume", "--lr", "2e-3")) == 0
     history = json.loads((run / "config.json").read_text())["history"]
     assert history[1:] == [{"step": 4, "changed": {"steps": [4, 5]}}] and len(history) == 2  # kept, appended
 
 
-def test_resume_refuses_another_number_of_processes_unless_allowed(flicker_data, informative_depth_prior, tmp_path,
+def test_resume_refuses_another_number_of_processes_unless_allowed(flicker_data, tiny_depth_prior, tmp_path,
                                                                    capsys):
     run = tmp_path / "run"
-    assert main(_cli(flicker_data, informative_depth_prior, run, "--steps", "2")) == 0
+    assert main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "2")) == 0
     checkpoint = _checkpoint(run, 2)
     state = json.loads((checkpoint / "state.json").read_text())
     (checkpoint / "state.json").write_text(json.dumps({**state, "world_size": 2}))  # as written by 2 processes
     write_checksums(checkpoint)
     capsys.readouterr()
-    code = main(_cli(flicker_data, informative_depth_prior, run, "--steps", "3", "--resume"))
+    code = main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "3", "--resume"))
     line = _error_line(capsys)
     assert code == 2 and "world_size: 2 -> 1" in line and "--allow-change world-size" in line, line
     assert len(_log(run)) == 2
-    assert main(_cli(flicker_data, informative_depth_prior, run, "--steps", "3", "--resume", "--allow-change",
+    assert main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "3", "--resume", "--allow-change",
                      "world-size")) == 0
     history = json.loads((run / "config.json").read_text())["history"]
     assert history == [{"step": 2, "changed": {"steps": [2, 3], "world_size": [2, 1]}}]
@@ -263,12 +263,12 @@ def damaged_video_data(tmp_path_factory) -> Path:
     return root
 
 
-def test_undecodable_clip_is_skipped_counted_and_resume_stays_exact(damaged_video_data, informative_depth_prior,
+def test_undecodable_clip_is_skipped_counted_and_resume_stays_exact(damaged_video_data, tiny_depth_prior,
                                                                     tmp_path, capsys):
     videos = discover_videos([damaged_video_data])
     broken = [i for i, v in enumerate(videos) if v.path.endswith("broken.mp4")]
     full, part = tmp_path / "full", tmp_path / "part"
-    train(tiny_config(damaged_video_data, informative_depth_prior, full, steps=6, save_every=3))
+    train(tiny_config(damaged_video_data, tiny_depth_prior, full, steps=6, save_every=3))
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "broken.mp4" in warnings[0]  # once per video, not per visit
     log = _log(full)
@@ -279,18 +279,18 @@ def test_undecodable_clip_is_skipped_counted_and_resume_stays_exact(damaged_vide
         assert (entry["loss"] is None) == entry["step_skipped"]
     assert (full / "model" / "model.safetensors").is_file()
 
-    train(tiny_config(damaged_video_data, informative_depth_prior, part, steps=3, save_every=3))
-    train(tiny_config(damaged_video_data, informative_depth_prior, part, steps=6, save_every=3, resume=True))
+    train(tiny_config(damaged_video_data, tiny_depth_prior, part, steps=3, save_every=3))
+    train(tiny_config(damaged_video_data, tiny_depth_prior, part, steps=6, save_every=3, resume=True))
     assert [(e["step"], e["loss"], e["step_skipped"]) for e in _log(part)] == [
         (e["step"], e["loss"], e["step_skipped"]) for e in log
     ]
     _assert_same(_weights(part, 6), _weights(full, 6))
 
 
-def test_run_without_any_decodable_clip_stops_after_the_limit(damaged_video_data, informative_depth_prior,
+def test_run_without_any_decodable_clip_stops_after_the_limit(damaged_video_data, tiny_depth_prior,
                                                               tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(_cli(damaged_video_data / "broken.mp4", informative_depth_prior, run, "--steps", "50"))
+    code = main(_cli(damaged_video_data / "broken.mp4", tiny_depth_prior, run, "--steps", "50"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 2 and err[0].startswith("warning: ") and "broken.mp4" in err[0]
     assert err[1] == (f"error: step {MAX_SKIPPED_IN_A_ROW}: no decodable clip in {MAX_SKIPPED_IN_A_ROW} steps in "
@@ -301,8 +301,8 @@ def test_run_without_any_decodable_clip_stops_after_the_limit(damaged_video_data
 # -- frozen processes -------------------------------------------------------------------------------------------
 
 
-def test_dist_timeout_reaches_the_process_group(flicker_data, informative_depth_prior, tmp_path):
-    config = tiny_config(flicker_data, informative_depth_prior, tmp_path / "run", dist_timeout=42.0)
+def test_dist_timeout_reaches_the_process_group(flicker_data, tiny_depth_prior, tmp_path):
+    config = tiny_config(flicker_data, tiny_depth_prior, tmp_path / "run", dist_timeout=42.0)
     handler = Trainer(config.resolved()).accelerator.init_handler
     assert handler is not None and handler.timeout == timedelta(seconds=42)
     with pytest.raises(InputError, match="--dist-timeout must be > 0"):
@@ -323,9 +323,9 @@ def _perturb_prior_in_place(prior: Path) -> None:
     model.save_pretrained(str(prior))
 
 
-def test_prior_replaced_in_place_is_a_cache_miss(flicker_data, informative_depth_prior, tmp_path):
+def test_prior_replaced_in_place_is_a_cache_miss(flicker_data, tiny_depth_prior, tmp_path):
     prior, cache = tmp_path / "prior", tmp_path / "cache"
-    shutil.copytree(informative_depth_prior, prior)
+    shutil.copytree(tiny_depth_prior, prior)
 
     def first_step(name: str) -> dict:
         train(tiny_config(flicker_data, prior, tmp_path / name, steps=1, cache=str(cache)))
@@ -340,13 +340,13 @@ def test_prior_replaced_in_place_is_a_cache_miss(flicker_data, informative_depth
     assert replaced["cache_hits"] == 0 and replaced["loss_reg"] < 1e-8, replaced
 
 
-def test_frames_replaced_with_their_old_times_are_a_cache_miss(informative_depth_prior, tmp_path):
+def test_frames_replaced_with_their_old_times_are_a_cache_miss(tiny_depth_prior, tmp_path):
     data, cache = tmp_path / "data", tmp_path / "cache"
     write_video_dir(render_video(0, FRAMES, SIZE, flicker=0.3), data / "seq")
     frames = sorted((data / "seq" / "rgb").iterdir())
 
     def first_step(name: str) -> dict:
-        train(tiny_config(data, informative_depth_prior, tmp_path / name, steps=1, cache=str(cache)))
+        train(tiny_config(data, tiny_depth_prior, tmp_path / name, steps=1, cache=str(cache)))
         return _log(tmp_path / name)[0]
 
     assert first_step("a")["cache_hits"] == 0
@@ -377,11 +377,11 @@ def test_video_signature_follows_bytes_not_size_or_time(tmp_path):
     assert changed == [str(video.resolve())]
 
 
-def test_checkpoint_from_before_checksums_resumes_when_readable(flicker_data, informative_depth_prior, tmp_path,
+def test_checkpoint_from_before_checksums_resumes_when_readable(flicker_data, tiny_depth_prior, tmp_path,
                                                                 capsys):
     """A checkpoint of an earlier version (no checksums.json) is used when every file reads, else passed over."""
     run, steps = tmp_path / "run", 4
-    train(tiny_config(flicker_data, informative_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=2))
+    train(tiny_config(flicker_data, tiny_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=2))
     expected = _weights(run, steps)
     for step in (2, 4):
         (_checkpoint(run, step) / CHECKSUMS_NAME).unlink()
@@ -389,7 +389,7 @@ def test_checkpoint_from_before_checksums_resumes_when_readable(flicker_data, in
     ema.write_bytes(ema.read_bytes()[:100])  # the newest one cannot be read any more
     capsys.readouterr()
 
-    train(tiny_config(flicker_data, informative_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=2,
+    train(tiny_config(flicker_data, tiny_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=2,
                       resume=True))
     err = capsys.readouterr().err
     assert "step-00000004 is damaged" in err and "ema.safetensors cannot be read" in err

@@ -80,6 +80,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def say_error(message: str) -> None:
+    """Print ``error: message`` as ONE write, so lines of processes sharing stderr never run into each other."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -110,16 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(str(exc))
         return EXIT_USAGE
     except OSError as exc:
         if exc.errno not in USER_OS_ERRORS:
             raise
-        print(f"error: {os_error_line(exc, getattr(args, 'output', None) or getattr(args, 'out', None))}",
-              file=sys.stderr)
+        say_error(os_error_line(exc, getattr(args, "output", None) or getattr(args, "out", None)))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        say_error("interrupted")
         return 130
 
 
