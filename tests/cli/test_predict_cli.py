@@ -293,3 +293,30 @@ def test_version_and_help(capsys):
     with pytest.raises(SystemExit):
         main(["depth", "--help"])
     assert "--per-frame" in capsys.readouterr().out
+
+
+def test_per_frame_output_is_the_prior_on_each_frame_in_order(tiny_depth_prior, tmp_path, capsys):
+    """Frames at the inference size (no resize): the CLI must give the prior's output on each frame, in order, from
+    RGB in [0, 1]; a wrong colour order or range, a flip or a frame shuffle would change the numbers."""
+    import torch
+
+    from bufferanytime.models import load_model
+
+    frames = moving_pattern(frames=4, height=56, width=70, seed=3)
+    frames[1] = frames[1][:, ::-1]  # distinct frames: a shuffle would show
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:03d}.png")
+    code, err = _run(capsys, "depth", str(folder), "--model", str(tiny_depth_prior), "--per-frame", "--max-res", "70",
+                     "-o", str(tmp_path / "out"), "-q")
+    assert code == 0, err
+    with np.load(tmp_path / "out/frames/depth.npz") as npz:
+        cli = npz["disparity"]
+    model = load_model("depth", tiny_depth_prior, per_frame=True).eval()
+    with torch.no_grad():
+        direct = model(torch.tensor(frames).permute(0, 3, 1, 2)[None].float() / 255.0)[0].numpy()
+    spread = float(direct.std())
+    assert spread > 0.05  # the prior's output means something
+    assert np.abs(cli - direct).max() < 1e-4 * max(1.0, float(np.abs(direct).max()))
+    assert np.abs(cli[0] - direct[1]).mean() > 0.1 * spread  # frames are told apart
