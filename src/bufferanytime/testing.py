@@ -6,6 +6,8 @@ code path that loads a real Depth Anything V2 or Marigold checkpoint runs on the
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,7 +65,7 @@ def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
 
     ``depth``: a ``DepthAnythingForDepthEstimation`` directory (``config.json`` + safetensors), loadable with
     ``VideoDepthModel.from_prior``, whose disparity varies with the image (see :func:`make_informative`).
-    ``normal``: a Marigold-layout directory (see ``bufferanytime.models.normal``).
+    ``normal``: a Marigold-layout directory (see :func:`make_tiny_normal_prior`).
     """
     path = Path(path)
     torch.manual_seed(seed)
@@ -75,8 +77,6 @@ def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
         model.save_pretrained(path)
         return path
     if kind == "normal":
-        from bufferanytime.models.normal import make_tiny_normal_prior
-
         return make_tiny_normal_prior(path, seed=seed)
     raise ValueError(f"unknown prior kind {kind!r}; expected 'depth' or 'normal'")
 
@@ -122,4 +122,101 @@ def make_sized_depth_prior(path: str | Path, size: str = "small", seed: int = 0)
     prior = DepthAnythingForDepthEstimation(config)
     make_informative(prior)
     prior.save_pretrained(path)
+    return path
+
+
+def tiny_normal_components(seed: int = 0) -> dict:
+    """Tiny random instances of the real classes, in the Marigold-E2E-FT (Stable Diffusion 2) configuration."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 32, 32),  # four levels: downsampling by 8, like Stable Diffusion's VAE
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    # Random decoders give near-zero vectors at some pixels, where normalising amplifies rounding noise; like a
+    # real normals model, lean the output towards the camera (z) so every pixel has a well-defined direction.
+    with torch.no_grad():
+        vae.decoder.conv_out.bias[2] += 1.0
+    # Stable Diffusion 2's scheduler config (v-prediction), with the trailing spacing of E2E-FT inference.
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+    )
+    # The empty prompt tokenises to BOS + EOS: two tokens of cross_attention_dim features.
+    embedding = torch.randn(1, 2, unet.config.cross_attention_dim)
+    return {"unet": unet, "vae": vae, "scheduler": scheduler, "embedding": embedding}
+
+
+def _tiny_text_encoder(hidden_size: int, work_dir: Path):
+    """A tiny CLIP tokenizer (BOS/EOS/pad and one word) and text encoder of width ``hidden_size``."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2, "a</w>": 3}
+    (work_dir / "vocab.json").write_text(json.dumps(vocab))
+    (work_dir / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(
+        vocab_file=str(work_dir / "vocab.json"),
+        merges_file=str(work_dir / "merges.txt"),
+        pad_token="!",
+        model_max_length=77,
+    )
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
+    return tokenizer, CLIPTextModel(config).eval()
+
+
+def make_tiny_normal_prior(path: str | Path, seed: int = 0, text_encoder: bool = False) -> Path:
+    """Write a tiny random Marigold-layout normals prior to ``path`` and return the path.
+
+    By default the empty-prompt embedding is stored (``empty_prompt_embedding.safetensors``) and there is no text
+    encoder; ``text_encoder=True`` writes a tiny ``text_encoder/`` + ``tokenizer/`` instead, like a real checkpoint.
+    """
+    from bufferanytime.models.normal import write_marigold_prior
+
+    path = Path(path)
+    parts = tiny_normal_components(seed)
+    if not text_encoder:
+        write_marigold_prior(path, parts["unet"], parts["vae"], parts["scheduler"], parts["embedding"])
+        return path
+    with tempfile.TemporaryDirectory() as work_dir:
+        tokenizer, encoder = _tiny_text_encoder(parts["unet"].config.cross_attention_dim, Path(work_dir))
+        write_marigold_prior(
+            path, parts["unet"], parts["vae"], parts["scheduler"], None, text_encoder=encoder, tokenizer=tokenizer
+        )
     return path

@@ -13,9 +13,9 @@ from bufferanytime.models.normal import (
     EMBEDDING_KEY,
     EMBEDDING_NAME,
     compute_empty_prompt_embedding,
-    make_tiny_normal_prior,
     to_camera_axes,
 )
+from bufferanytime.testing import make_tiny_normal_prior
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -116,7 +116,7 @@ def test_outputs_are_finite_unit_vectors_at_the_input_size(tiny_normal_prior):
     _perturb_temporal(model)
     with torch.no_grad():
         normals = model(_frames(t=3, h=50, w=70))
-        latents = model.encode(_frames(t=3, h=50, w=70))
+        latents = model.encode_latents(_frames(t=3, h=50, w=70))
     assert normals.shape == (1, 3, 3, 50, 70)
     assert torch.isfinite(normals).all()
     assert torch.allclose(normals.norm(dim=2), torch.ones(1, 3, 50, 70), atol=1e-5)
@@ -128,8 +128,8 @@ def test_stages_compose_to_forward_and_decode_in_chunks_equals_at_once(tiny_norm
     _perturb_temporal(model)
     frames = _frames(t=7)
     with torch.no_grad():
-        latents = model.predict_latents(model.encode(frames))
-        at_once = model.decode(latents.flatten(0, 1)).unflatten(0, (1, 7))
+        latents = model.predict_latents(model.encode_latents(frames))
+        at_once = model.decode_latents(latents.flatten(0, 1)).unflatten(0, (1, 7))
         model.decode_chunk = 3
         chunked = model(frames)
     assert latents.shape == (1, 7, 4, 8, 8)
@@ -143,7 +143,7 @@ def test_temporal_blocks_mix_frames_once_trained(tiny_normal_prior):
     changed = frames.clone()
     changed[:, 0] = torch.rand_like(changed[:, 0])
     with torch.no_grad():
-        latents, latents_changed = model.encode(frames), model.encode(changed)
+        latents, latents_changed = model.encode_latents(frames), model.encode_latents(changed)
         video = model.predict_latents(latents)
         video_changed = model.predict_latents(latents_changed)
         per_frame = model.predict_latents(latents, per_frame=True)

@@ -6,7 +6,8 @@ transformers and diffusers, seconds of start-up); ``bufferanytime --help`` lists
 ``COMMANDS``. Bad input raises :class:`~bufferanytime.errors.InputError`, shown here as a single ``error: ...``
 line with exit code 2; so are a bad option (argparse) and a file-system failure the user has to fix (full disk,
 quota, read-only or forbidden output: :data:`USER_OS_ERRORS`). SIGTERM is handled like Ctrl-C (KeyboardInterrupt),
-so every command removes its temporaries and exits with 130.
+so every command removes its temporaries and exits with 130. The libraries' own progress bars (Hub downloads,
+weight loading) are turned off here, for the process the command owns, not at import of the library.
 """
 
 from __future__ import annotations
@@ -104,9 +105,22 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def quiet_library_progress_bars() -> None:
+    """Turn off the progress bars of huggingface_hub and transformers (the commands show their own).
+
+    transformers reads huggingface_hub's setting when it is imported; if it already is, it is told directly."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:
+        hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (default: the command line) and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    quiet_library_progress_bars()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -1,4 +1,5 @@
-"""Video models and the one way to create them by name: :func:`load_model`.
+"""Video models (Depth Anything V2 / Marigold-E2E-FT priors with temporal blocks) and the one way to create
+them by name: :func:`load_model`; :func:`list_models` names the registered (embedded) models.
 
 ``load_model(kind, name_or_path)`` accepts a registered name (the embedded models), a saved video-model
 directory, or a prior (a Depth Anything V2 / Marigold-E2E-FT directory or Hugging Face id), which is wrapped
@@ -10,36 +11,45 @@ from __future__ import annotations
 from pathlib import Path
 
 from safetensors import SafetensorError
-from transformers.utils import logging as hf_logging
 
 from bufferanytime.errors import InputError
-from bufferanytime.models.base import VideoModel, read_config, resolve_dir
+from bufferanytime.models.base import CONFIG_NAME, VideoModel, read_config, resolve_dir
 from bufferanytime.models.depth import VideoDepthModel
 from bufferanytime.models.normal import VideoNormalModel
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
+from bufferanytime.registry import Registry
 
-hf_logging.disable_progress_bar()
-
-MODEL_CLASSES: dict[str, type[VideoModel]] = {"depth": VideoDepthModel, "normal": VideoNormalModel}
+#: The video-model class of each kind of buffer.
+MODEL_CLASSES: Registry[type[VideoModel]] = Registry("model kind")
+for _cls in (VideoDepthModel, VideoNormalModel):
+    MODEL_CLASSES.register(_cls.kind, _cls)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-# Embedded models shipped inside the package: name -> {kind: directory relative to bufferanytime/weights}.
-# Demonstration models trained on procedural scenes, not real-world models: see "Embedded models" in the README and
-# each model's prior_training_record.json / video_training_record.json.
-EMBEDDED: dict[str, dict[str, str]] = {
-    "tiny-synthetic": {
-        kind: f"tiny-synthetic/{kind}"
-        for kind in ("depth", "normal")
-        if (WEIGHTS_DIR / "tiny-synthetic" / kind / "config.json").is_file()
-    }
-}
-DEFAULT_MODEL: dict[str, str] = {kind: "tiny-synthetic" for kind in EMBEDDED["tiny-synthetic"]}
+#: Models loadable by name: name -> {kind: directory}. The embedded ones ship inside the package
+#: (bufferanytime/weights/NAME/KIND): demonstration models trained on procedural scenes, not real-world models;
+#: see "Embedded models" in the README and each model's prior_training_record.json / video_training_record.json.
+MODELS: Registry[dict[str, Path]] = Registry("model")
+EMBEDDED_NAME = "tiny-synthetic"
+MODELS.register(
+    EMBEDDED_NAME,
+    {
+        kind: WEIGHTS_DIR / EMBEDDED_NAME / kind
+        for kind in MODEL_CLASSES
+        if (WEIGHTS_DIR / EMBEDDED_NAME / kind / CONFIG_NAME).is_file()
+    },
+)
+#: The model ``load_model(kind)`` loads without a name: the embedded one, for each kind it has.
+DEFAULT_MODEL: dict[str, str] = {kind: EMBEDDED_NAME for kind in MODELS.get(EMBEDDED_NAME)}
+
+
+def list_models(kind: str | None = None) -> list[str]:
+    """Names ``load_model`` accepts besides paths and Hub ids; with ``kind``, those that have that kind."""
+    return [name for name in MODELS if kind is None or kind in MODELS.get(name)]
 
 
 def model_class(kind: str) -> type[VideoModel]:
-    if kind not in MODEL_CLASSES:
-        raise InputError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
-    return MODEL_CLASSES[kind]
+    """The video-model class of ``kind`` ("depth" or "normal")."""
+    return MODEL_CLASSES.get(kind)
 
 
 def resolve_model_path(kind: str, name_or_path: str | Path | None) -> str:
@@ -49,10 +59,10 @@ def resolve_model_path(kind: str, name_or_path: str | Path | None) -> str:
             raise InputError(f"no default {kind} model is available; pass --model DIR_OR_HF_ID")
         name_or_path = DEFAULT_MODEL[kind]
     name = str(name_or_path)
-    if name in EMBEDDED:
-        if kind not in EMBEDDED[name]:
+    if name in MODELS:
+        if kind not in MODELS.get(name):
             raise InputError(f"embedded model {name!r} has no {kind} variant")
-        return str(WEIGHTS_DIR / EMBEDDED[name][kind])
+        return str(MODELS.get(name)[kind])
     return name
 
 
@@ -79,11 +89,14 @@ def _first_line(exc: Exception) -> str:
 
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
     "MODEL_CLASSES",
     "TemporalBlock",
     "TemporalConfig",
     "VideoDepthModel",
     "VideoModel",
     "VideoNormalModel",
+    "list_models",
     "load_model",
 ]

@@ -249,6 +249,11 @@ class VideoModel(nn.Module):
         return model
 
 
+def nearest_multiple(size: int, multiple: int) -> int:
+    """The multiple of ``multiple`` nearest to ``size`` (at least ``multiple``): the side a model resizes to."""
+    return max(multiple, int(round(size / multiple)) * multiple)
+
+
 def as_temporal_config(temporal: TemporalConfig | dict | None) -> TemporalConfig:
     if isinstance(temporal, TemporalConfig):
         return temporal

@@ -2,8 +2,9 @@
 
 The ViT backbone is frozen and always runs without gradient; the DPT refinement (reassemble, fusion, head) is
 fine-tuned and three zero-initialised :class:`TemporalBlock` s sit after the first three of the four fusion
-layers (Fig. 4a of the paper). Any ``DepthAnythingForDepthEstimation`` of transformers works as the prior, at
-any size. Output: relative disparity, larger = nearer.
+layers (Fig. 4a of the paper). They enter the library's own neck through forward hooks on those fusion layers
+(:func:`temporal_hooks`), so transformers' ``forward`` is used as is. Any ``DepthAnythingForDepthEstimation`` of
+transformers works as the prior, at any size. Output: relative disparity, larger = nearer.
 """
 
 from __future__ import annotations
@@ -27,15 +28,12 @@ from bufferanytime.models.base import (
     as_temporal_config,
     check_module_weights,
     check_weight_headers,
+    nearest_multiple,
     resolve_dir,
 )
-from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
+from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, temporal_hooks
 
 DA_V2_SHORT_SIDE = 518  # Depth Anything V2's input size (short side, a multiple of its 14-pixel patch)
-
-
-def _multiple_of(size: int, multiple: int) -> int:
-    return max(multiple, int(round(size / multiple)) * multiple)
 
 
 class VideoDepthModel(VideoModel):
@@ -63,6 +61,8 @@ class VideoDepthModel(VideoModel):
         per_frame: bool = False,
     ):
         super().__init__(prior_ref, as_temporal_config(temporal), per_frame)
+        if self.temporal_config.layout != "stage":
+            raise ValueError(f"the depth model has one temporal layout, 'stage'; got {self.temporal_config.layout!r}")
         self.patch_size = prior.config.patch_size
         self.backbone = prior.backbone.requires_grad_(False).eval()
         self.neck = prior.neck
@@ -71,6 +71,8 @@ class VideoDepthModel(VideoModel):
         self.temporal = nn.ModuleList(
             TemporalBlock(channels, self.temporal_config) for _ in range(DEPTH_NUM_TEMPORAL_BLOCKS)
         )
+        # (fusion layer, temporal block) pairs: a block follows each of the first three fusion layers
+        self._temporal_sites = list(zip(self.neck.fusion_stage.layers, self.temporal, strict=False))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -98,7 +100,7 @@ class VideoDepthModel(VideoModel):
     # -- stages, exposed for training (the frozen features can be cached) -----------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """``(N,3,H,W)`` in [0,1] -> normalised pixel values with sides that are multiples of the patch size."""
-        size = (_multiple_of(images.shape[-2], DINOV2_PATCH), _multiple_of(images.shape[-1], DINOV2_PATCH))
+        size = (nearest_multiple(images.shape[-2], DINOV2_PATCH), nearest_multiple(images.shape[-1], DINOV2_PATCH))
         if size != tuple(images.shape[-2:]):
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
@@ -108,22 +110,15 @@ class VideoDepthModel(VideoModel):
         """Frozen ViT features (one tensor per DPT input layer) of ``(N,3,h,w)`` preprocessed pixels."""
         return list(self.backbone(pixel_values).feature_maps)
 
-    def decode(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
-        """DPT neck and head with temporal blocks; ``features`` of N = B*T frames at pixel size ``size``.
+    def decode_head(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
+        """DPT neck (with temporal blocks) and head; ``features`` of N = B*T frames at pixel size ``size``.
 
         Returns disparity ``(N, h, w)`` at the preprocessed size.
         """
         patch_h, patch_w = size[0] // self.patch_size, size[1] // self.patch_size
-        hidden = self.neck.reassemble_stage(features, patch_h, patch_w)
-        hidden = [conv(x) for conv, x in zip(self.neck.convs, hidden, strict=True)][::-1]
-        fused, fused_all = None, []
-        for i, (x, layer) in enumerate(zip(hidden, self.neck.fusion_stage.layers, strict=True)):
-            out_size = hidden[i + 1].shape[2:] if i + 1 < len(hidden) else None
-            fused = layer(x, size=out_size) if fused is None else layer(fused, x, size=out_size)
-            if i < len(self.temporal) and not self.per_frame:
-                fused = self.temporal[i](fused, num_frames)
-            fused_all.append(fused)
-        return self.head(fused_all, patch_h, patch_w)
+        with temporal_hooks([] if self.per_frame else self._temporal_sites, num_frames):
+            fused = self.neck(features, patch_h, patch_w)
+        return self.head(fused, patch_h, patch_w)
 
     def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen per-frame stage: ``(N,3,H,W)`` in [0,1] -> ViT features, each with N leading."""
@@ -132,7 +127,8 @@ class VideoDepthModel(VideoModel):
     def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
         """The temporal stage on ``encode_frames`` output of B*T frames -> disparity ``(B*T, H, W)`` at ``size``."""
         h, w = size
-        disparity = self.decode(features, num_frames, (_multiple_of(h, DINOV2_PATCH), _multiple_of(w, DINOV2_PATCH)))
+        size_in = (nearest_multiple(h, DINOV2_PATCH), nearest_multiple(w, DINOV2_PATCH))
+        disparity = self.decode_head(features, num_frames, size_in)
         if disparity.shape[-2:] != (h, w):
             disparity = F.interpolate(disparity[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
         return disparity

@@ -21,15 +21,27 @@ see ``MARIGOLD_E2E_FT_AXES`` in ``bufferanytime.constants``), so :func:`to_camer
 place, to give ours (x right, y up, z towards the camera). The prs-eth Marigold normals checkpoints already use
 our convention (diffusers' Marigold docs); they are not the prior of the paper and are not special-cased.
 
-The U-Net and the VAE are frozen. One zero-initialised :class:`TemporalBlock` follows every down block, the mid
-block and every up block of the U-Net (Fig. 4b of the paper), so a fresh video model is exactly its prior.
+The U-Net and the VAE are frozen. Zero-initialised :class:`TemporalBlock` s enter diffusers' own
+``UNet2DConditionModel.forward`` through forward hooks (:func:`temporal_hooks`), so a fresh video model is
+exactly its prior and no library code is copied. Where they sit is ``TemporalConfig.layout``:
+
+- ``"stage"`` (default, the embedded model): one block after every down block, the mid block and every up block
+  (Fig. 4b of the paper): 9 blocks on Stable Diffusion 2's U-Net (4 down, 1 mid, 4 up).
+- ``"layer"``: one block after every resnet/attention pair, where AnimateDiff's ``UNetMotion`` (which the paper
+  adapts) puts its motion modules: 21 blocks on SD2 (8 down, 1 mid, 12 up).
+
+The paper's layout is ``"layer"``; the embedded model uses ``"stage"``, trained before the difference was noticed,
+and retraining it takes hours of CPU. ``benchmarks/motion_layout.py`` measures the cost of each (parameters,
+time per frame). diffusers' ``UNetMotionModel`` / ``MotionAdapter`` cannot serve directly: they are built for
+AnimateDiff's SD1.5 motion adapters (their own motion-module class and state-dict keys, inserted at conversion
+from a ``UNet2DConditionModel`` with an adapter of matching block widths), carry no zero-initialised residual
+output in our :class:`TemporalBlock` format, and would change the keys of the embedded weights.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -52,10 +64,11 @@ from bufferanytime.models.base import (
     as_temporal_config,
     check_module_weights,
     check_weight_headers,
+    nearest_multiple,
     read_weights,
     resolve_dir,
 )
-from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
+from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, temporal_hooks
 
 PRIOR_ID = "GonzaloMG/marigold-e2e-ft-normals"
 MODEL_INDEX_NAME = "model_index.json"
@@ -63,16 +76,13 @@ MARIGOLD_PROCESSING_RESOLUTION = 768  # Marigold's default processing resolution
 EMBEDDING_NAME = "empty_prompt_embedding.safetensors"
 EMBEDDING_KEY = "embedding"
 REQUIRED_SUBDIRS = ("unet", "vae", "scheduler")
+TEMPORAL_LAYOUTS = ("stage", "layer")  # see the module docstring
 
 
 def to_camera_axes(normals: torch.Tensor) -> torch.Tensor:
     """Prior normals ``(N, 3, H, W)`` -> our camera axes (x right, y up, z towards the camera)."""
     signs = torch.tensor(MARIGOLD_E2E_FT_AXES, device=normals.device, dtype=normals.dtype)
     return normals * signs.view(1, 3, 1, 1)
-
-
-def _multiple_of(size: int, multiple: int) -> int:
-    return max(multiple, int(round(size / multiple)) * multiple)
 
 
 def compute_empty_prompt_embedding(directory: Path) -> torch.Tensor:
@@ -144,9 +154,10 @@ class VideoNormalModel(VideoModel):
 
     Frames are resized inside to the nearest multiple of the VAE and U-Net downsampling factors (64 for Stable
     Diffusion 2) and the normals resized back to ``(H, W)`` and renormalised. The stages are exposed for training:
-    :meth:`encode` (frozen, no gradient), :meth:`predict_latents` (U-Net + temporal blocks, differentiable) and
-    :meth:`decode` (differentiable, one chunk of frames). ``decode_chunk`` frames go through the VAE at once.
-    With ``per_frame=True`` the temporal blocks are skipped: for a fresh model, the prior frame by frame.
+    :meth:`encode_latents` (frozen, no gradient), :meth:`predict_latents` (U-Net + temporal blocks,
+    differentiable) and :meth:`decode_latents` (differentiable, one chunk of frames). ``decode_chunk`` frames go
+    through the VAE at once. With ``per_frame=True`` the temporal blocks are skipped: for a fresh model, the prior
+    frame by frame.
     """
 
     kind = "normal"
@@ -183,17 +194,7 @@ class VideoNormalModel(VideoModel):
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale * 2**unet.num_upsamplers
         self.register_buffer("empty_prompt_embedding", empty_prompt_embedding.float(), persistent=False)
-        # One temporal block per U-Net stage, as wide as the stage's output.
-        blocks = {
-            "down": nn.ModuleList(self._temporal_block(block) for block in unet.down_blocks),
-            "up": nn.ModuleList(self._temporal_block(block) for block in unet.up_blocks),
-        }
-        if unet.mid_block is not None:
-            blocks["mid"] = self._temporal_block(unet.mid_block)
-        self.temporal = nn.ModuleDict(blocks)
-
-    def _temporal_block(self, stage: nn.Module) -> TemporalBlock:
-        return TemporalBlock(stage.resnets[-1].out_channels, self.temporal_config)
+        self.temporal, self._temporal_sites = _temporal_layout(unet, self.temporal_config)
 
     @classmethod
     def from_prior(
@@ -264,13 +265,14 @@ class VideoNormalModel(VideoModel):
     # -- stages, exposed for training ------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """``(N,3,H,W)`` in [0,1] -> [-1,1] with sides that are multiples of ``size_multiple``."""
-        size = (_multiple_of(images.shape[-2], self.size_multiple), _multiple_of(images.shape[-1], self.size_multiple))
+        multiple = self.size_multiple
+        size = (nearest_multiple(images.shape[-2], multiple), nearest_multiple(images.shape[-1], multiple))
         if size != tuple(images.shape[-2:]):
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
         return images * 2.0 - 1.0
 
     @torch.no_grad()
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+    def encode_latents(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``(B,T,3,H,W)`` in [0,1] -> RGB latents ``(B,T,4,h,w)`` (frozen VAE, ``decode_chunk`` at once)."""
         b, t = frames.shape[:2]
         images = self.preprocess(frames.flatten(0, 1).to(self.vae.dtype))
@@ -291,7 +293,7 @@ class VideoNormalModel(VideoModel):
         latents = self.scheduler.step(model_output, self.timestep, noise).prev_sample
         return latents.unflatten(0, (b, t))
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normal latents ``(N,4,h,w)`` -> unit normals ``(N,3,8h,8w)`` in our camera convention (differentiable)."""
         images = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
         images = images.clamp(-1.0, 1.0)
@@ -301,13 +303,13 @@ class VideoNormalModel(VideoModel):
 
     def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen per-frame stage: ``(N,3,H,W)`` in [0,1] -> ``[rgb latents (N,4,h,w)]``."""
-        return [self.encode(images[None])[0]]
+        return [self.encode_latents(images[None])[0]]
 
     def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
         """The temporal stage on ``encode_frames`` output of B*T frames -> unit normals ``(B*T, 3, H, W)``."""
         rgb_latents = features[0].unflatten(0, (-1, num_frames))
         latents = self.predict_latents(rgb_latents).flatten(0, 1)
-        normals = torch.cat([self.decode(chunk) for chunk in latents.split(self.decode_chunk)])
+        normals = torch.cat([self.decode_latents(chunk) for chunk in latents.split(self.decode_chunk)])
         if normals.shape[-2:] != tuple(size):
             normals = F.interpolate(normals, size=tuple(size), mode="bilinear", align_corners=False)
             normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)
@@ -319,61 +321,56 @@ class VideoNormalModel(VideoModel):
 
     # -- the U-Net with temporal blocks ------------------------------------------------------------------------
     def _unet(self, sample: torch.Tensor, num_frames: int, per_frame: bool) -> torch.Tensor:
-        """``UNet2DConditionModel.forward`` (diffusers) for the Stable Diffusion configuration, with a temporal
-        block after every down block, the mid block and every up block.
-
-        A temporal block acts as the last layer of its block: the skip connection that carries a down block's
-        output carries the temporally mixed features.
-        """
-        unet = self.unet
+        """diffusers' ``UNet2DConditionModel.forward`` on the empty prompt at the single timestep, with the
+        temporal blocks hooked in (none when ``per_frame``)."""
         context = self.empty_prompt_embedding.to(sample.dtype).repeat(sample.shape[0], 1, 1)  # as diffusers does
-        emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=self.timestep), None)
-        if unet.time_embed_act is not None:
-            emb = unet.time_embed_act(emb)
-        factor = 2**unet.num_upsamplers
-        forward_upsample_size = any(size % factor != 0 for size in sample.shape[-2:])
+        with temporal_hooks([] if per_frame else self._temporal_sites, num_frames):
+            return self.unet(sample, self.timestep, encoder_hidden_states=context, return_dict=False)[0]
 
-        hidden = unet.conv_in(sample)
-        skips: tuple[torch.Tensor, ...] = (hidden,)
-        for i, block in enumerate(unet.down_blocks):
-            if getattr(block, "has_cross_attention", False):
-                out, res = block(hidden_states=hidden, temb=emb, encoder_hidden_states=context)
-            else:
-                out, res = block(hidden_states=hidden, temb=emb)
-            hidden = out if per_frame else self.temporal["down"][i](out, num_frames)
-            skips += tuple(hidden if r is out else r for r in res)
 
-        if unet.mid_block is not None:
-            if getattr(unet.mid_block, "has_cross_attention", False):
-                hidden = unet.mid_block(hidden, emb, encoder_hidden_states=context)
-            else:
-                hidden = unet.mid_block(hidden, emb)
-            if not per_frame:
-                hidden = self.temporal["mid"](hidden, num_frames)
+def _stage_sites(stage: nn.Module, layout: str) -> list[nn.Module]:
+    """The modules of a U-Net stage that a temporal block follows: the stage itself ("stage"), or each of its
+    attentions (each resnet where it has none) in the "layer" layout, as AnimateDiff's motion modules."""
+    if layout == "stage":
+        return [stage]
+    attentions = getattr(stage, "attentions", None)
+    return list(attentions) if attentions else list(stage.resnets)
 
-        for i, block in enumerate(unet.up_blocks):
-            res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
-            upsample_size = skips[-1].shape[2:] if i < len(unet.up_blocks) - 1 and forward_upsample_size else None
-            if getattr(block, "has_cross_attention", False):
-                hidden = block(
-                    hidden_states=hidden,
-                    temb=emb,
-                    res_hidden_states_tuple=res,
-                    encoder_hidden_states=context,
-                    upsample_size=upsample_size,
-                )
-            else:
-                hidden = block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size)
-            if not per_frame:
-                hidden = self.temporal["up"][i](hidden, num_frames)
 
-        if unet.conv_norm_out is not None:
-            hidden = unet.conv_act(unet.conv_norm_out(hidden))
-        return unet.conv_out(hidden)
+def _site_channels(site: nn.Module) -> int:
+    """Channels of a site's output: a stage's last resnet, an attention's output projection, or a resnet."""
+    if hasattr(site, "resnets"):
+        return site.resnets[-1].out_channels
+    if hasattr(site, "proj_out"):
+        return site.proj_out.out_features if isinstance(site.proj_out, nn.Linear) else site.proj_out.out_channels
+    return site.out_channels
+
+
+def _temporal_layout(
+    unet: UNet2DConditionModel, config: TemporalConfig
+) -> tuple[nn.ModuleDict, list[tuple[nn.Module, TemporalBlock]]]:
+    """The temporal blocks of ``config.layout`` (keys ``down.i``, ``mid``, ``up.i``; one level deeper, per layer,
+    in the "layer" layout) and the (U-Net module, block) pairs they follow."""
+    if config.layout not in TEMPORAL_LAYOUTS:
+        raise ValueError(f"unknown temporal layout {config.layout!r}; expected one of {TEMPORAL_LAYOUTS}")
+    stages = {"down": list(unet.down_blocks), "up": list(unet.up_blocks)}
+    if unet.mid_block is not None:
+        stages["mid"] = [unet.mid_block]
+    blocks, sites = {}, []
+    for name, modules in stages.items():
+        per_stage = []
+        for stage in modules:
+            pairs = [(site, TemporalBlock(_site_channels(site), config)) for site in _stage_sites(stage, config.layout)]
+            sites += pairs
+            blocks_here = [block for _, block in pairs]
+            per_stage.append(blocks_here[0] if config.layout == "stage" else nn.ModuleList(blocks_here))
+        blocks[name] = per_stage[0] if name == "mid" else nn.ModuleList(per_stage)
+    return nn.ModuleDict(blocks), sites
 
 
 def _check_unet(unet: UNet2DConditionModel) -> None:
-    """The U-Net loop above covers the Stable Diffusion configuration Marigold uses; refuse anything else."""
+    """Only the conditioning Marigold uses is passed to the U-Net (timestep, empty prompt); refuse a U-Net that
+    needs more (class or added embeddings, a centred input) or whose input is not RGB latents + noise latents."""
     config = unet.config
     unsupported = {
         "class_embed_type": config.class_embed_type,
@@ -384,96 +381,3 @@ def _check_unet(unet: UNet2DConditionModel) -> None:
     used = [name for name, value in unsupported.items() if value is not None]
     if used or config.in_channels != 2 * config.out_channels:
         raise ValueError(f"unsupported Marigold U-Net (in_channels={config.in_channels}, options {used})")
-
-
-def tiny_normal_components(seed: int = 0) -> dict:
-    """Tiny random instances of the real classes, in the Marigold-E2E-FT (Stable Diffusion 2) configuration."""
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=8,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 32, 32),  # four levels: downsampling by 8, like Stable Diffusion's VAE
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    # Random decoders give near-zero vectors at some pixels, where normalising amplifies rounding noise; like a
-    # real normals model, lean the output towards the camera (z) so every pixel has a well-defined direction.
-    with torch.no_grad():
-        vae.decoder.conv_out.bias[2] += 1.0
-    # Stable Diffusion 2's scheduler config (v-prediction), with the trailing spacing of E2E-FT inference.
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="v_prediction",
-        timestep_spacing="trailing",
-    )
-    # The empty prompt tokenises to BOS + EOS: two tokens of cross_attention_dim features.
-    embedding = torch.randn(1, 2, unet.config.cross_attention_dim)
-    return {"unet": unet, "vae": vae, "scheduler": scheduler, "embedding": embedding}
-
-
-def _tiny_text_encoder(hidden_size: int, work_dir: Path):
-    """A tiny CLIP tokenizer (BOS/EOS/pad and one word) and text encoder of width ``hidden_size``."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2, "a</w>": 3}
-    (work_dir / "vocab.json").write_text(json.dumps(vocab))
-    (work_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(
-        vocab_file=str(work_dir / "vocab.json"),
-        merges_file=str(work_dir / "merges.txt"),
-        pad_token="!",
-        model_max_length=77,
-    )
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
-    return tokenizer, CLIPTextModel(config).eval()
-
-
-def make_tiny_normal_prior(path: str | Path, seed: int = 0, text_encoder: bool = False) -> Path:
-    """Write a tiny random Marigold-layout normals prior to ``path`` and return the path.
-
-    By default the empty-prompt embedding is stored (``empty_prompt_embedding.safetensors``) and there is no text
-    encoder; ``text_encoder=True`` writes a tiny ``text_encoder/`` + ``tokenizer/`` instead, like a real checkpoint.
-    """
-    path = Path(path)
-    parts = tiny_normal_components(seed)
-    if not text_encoder:
-        write_marigold_prior(path, parts["unet"], parts["vae"], parts["scheduler"], parts["embedding"])
-        return path
-    with tempfile.TemporaryDirectory() as work_dir:
-        tokenizer, encoder = _tiny_text_encoder(parts["unet"].config.cross_attention_dim, Path(work_dir))
-        write_marigold_prior(
-            path, parts["unet"], parts["vae"], parts["scheduler"], None, text_encoder=encoder, tokenizer=tokenizer
-        )
-    return path

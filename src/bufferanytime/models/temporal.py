@@ -9,6 +9,8 @@ also runs on longer ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,6 +33,10 @@ class TemporalConfig:
     ff_mult: int = 4
     norm_groups: int = 32
     max_period: float = 10000.0  # of the sinusoidal frame-position encoding
+    # Where the blocks sit in the normal model's U-Net: "stage" (one after every down block, the mid block and
+    # every up block: today's embedded model) or "layer" (one after every resnet/attention pair, the layout of
+    # AnimateDiff's UNetMotion that the paper adapts). The depth model has one layout (between fusion stages).
+    layout: str = "stage"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,16 +60,25 @@ class TemporalAttentionLayer(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.max_period = max_period
+        # Frame-position encodings built once per (frames, device, dtype), not on every call.
+        self._positions: dict[tuple, torch.Tensor] = {}
         self.norm1 = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.to_out = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim))
 
+    def positions(self, frames: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The sinusoidal encoding of ``frames`` positions, computed on first use and cached."""
+        key = (frames, dim, device, dtype)
+        if key not in self._positions:
+            self._positions[key] = sinusoidal_positions(frames, dim, self.max_period, device, dtype)
+        return self._positions[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(S, T, dim)``, S independent sequences (pixels) of T frames."""
         seqs, frames, dim = x.shape
-        h = self.norm1(x) + sinusoidal_positions(frames, dim, self.max_period, x.device, x.dtype)
+        h = self.norm1(x) + self.positions(frames, dim, x.device, x.dtype)
         q, k, v = self.to_qkv(h).reshape(seqs, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(q, k, v)
         x = x + self.to_out(attn.transpose(1, 2).reshape(seqs, frames, dim))
@@ -105,3 +120,38 @@ class TemporalBlock(nn.Module):
         y = torch.cat([self._sequences(part) for part in y.split(chunk)])
         y = y.reshape(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
         return x + y
+
+
+def _mix(output, block: TemporalBlock, num_frames: int):
+    """Apply ``block`` to the features in a library module's output.
+
+    A tensor (a resnet, a mid or up block); a 1-tuple (an attention with ``return_dict=False``); or a down block's
+    ``(features, skips)``, whose skip equal to its output carries the mixed features too (the block acts as the
+    last layer of the down block).
+    """
+    if isinstance(output, torch.Tensor):
+        return block(output, num_frames)
+    features, rest = output[0], output[1:]
+    mixed = block(features, num_frames)
+    if len(rest) == 1 and isinstance(rest[0], tuple):
+        return mixed, tuple(mixed if r is features else r for r in rest[0])
+    return (mixed, *rest)
+
+
+@contextmanager
+def temporal_hooks(sites: Sequence[tuple[nn.Module, TemporalBlock]], num_frames: int) -> Iterator[None]:
+    """Within the ``with``, each ``(module, block)`` of ``sites`` has ``block`` applied to its output.
+
+    This is how temporal blocks enter a library model (a DPT neck, a diffusers U-Net) without copying its
+    ``forward``: a forward hook per site, registered for one call and removed after it, so the library model
+    is unchanged outside (and ``num_frames`` is passed, not stored).
+    """
+    handles = [
+        module.register_forward_hook(lambda _m, _a, out, block=block: _mix(out, block, num_frames))
+        for module, block in sites
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

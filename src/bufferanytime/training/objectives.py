@@ -100,7 +100,7 @@ class DepthNet(nn.Module):
         self.model = model
 
     def forward(self, features: list[torch.Tensor], num_frames: int, pixel_size, out_size) -> torch.Tensor:
-        disparity = self.model.decode(features, num_frames, tuple(pixel_size))
+        disparity = self.model.decode_head(features, num_frames, tuple(pixel_size))
         if tuple(disparity.shape[-2:]) != tuple(out_size):
             disparity = F.interpolate(disparity[:, None], size=tuple(out_size), mode="bilinear", align_corners=False)
             disparity = disparity[:, 0]
@@ -168,7 +168,7 @@ class DepthObjective:
         return prepared
 
     def _prior_disparity(self, features, pixel_size, out_size) -> torch.Tensor:
-        disparity = self.prior.decode(features, features[0].shape[0], tuple(pixel_size))
+        disparity = self.prior.decode_head(features, features[0].shape[0], tuple(pixel_size))
         if tuple(disparity.shape[-2:]) != tuple(out_size):
             disparity = F.interpolate(disparity[:, None], size=tuple(out_size), mode="bilinear", align_corners=False)
             disparity = disparity[:, 0]
@@ -212,7 +212,7 @@ class NormalObjective:
     def prepare(self, frames: torch.Tensor, target_frames: list[int] | None) -> dict[str, torch.Tensor]:
         """``frames (L,3,H,W)`` in [0,1] -> VAE latents, flows, masks, and prior latents for ``target_frames``."""
         length = frames.shape[0]
-        latents = torch.cat([self.model.encode(chunk[None])[0] for chunk in frames.split(FROZEN_BATCH)])
+        latents = torch.cat([self.model.encode_latents(chunk[None])[0] for chunk in frames.split(FROZEN_BATCH)])
         targets_for = list(range(length)) if target_frames is None else list(target_frames)
         # One frame at a time: the same bits with and without the cache (see DepthObjective.prepare).
         targets = [self.model.predict_latents(latents[i : i + 1][None], per_frame=True)[0] for i in targets_for]
@@ -234,7 +234,7 @@ class NormalObjective:
         flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
 
         def decode(z: torch.Tensor) -> torch.Tensor:  # (B, k, 4, h, w) -> (B, k, 3, H, W) unit normals
-            normals = self.model.decode(z.flatten(0, 1)).float()
+            normals = self.model.decode_latents(z.flatten(0, 1)).float()
             if tuple(normals.shape[-2:]) != (height, width):
                 normals = F.interpolate(normals, size=(height, width), mode="bilinear", align_corners=False)
                 normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)

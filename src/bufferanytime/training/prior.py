@@ -303,7 +303,7 @@ def train_normal_prior(config: PriorTrainConfig, out_dir: str | Path, progress: 
 
     def unet_loss() -> torch.Tensor:
         rgb, normal = train.batch(rng, config.batch_size, crop)
-        pred = model.decode(model.predict_latents(model.encode(rgb[:, None]))[:, 0])
+        pred = model.decode_latents(model.predict_latents(model.encode_latents(rgb[:, None]))[:, 0])
         return (1 - (pred * normal).sum(dim=1)).mean()
 
     _optimize(list(model.unet.parameters()), config, unet_steps, min(200, unet_steps // 10), unet_loss, log, start,
