@@ -260,6 +260,35 @@ def render_video(
     the photos found there to the procedural textures.
     """
     height, width = (int(s) for s in size)
+    _check_arguments(seed, num_frames, height, width, flicker, exposure, noise)
+    # independent streams: geometry and motion, textures, nuisances (each leaves the others unchanged)
+    scene_rng, texture_rng, nuisance_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    bank = TextureBank(texture_rng, texture_dir)
+    scene = sample_scene(scene_rng, num_frames, (height, width), bank)
+    nuisances = _Nuisances(
+        flicker_gains=1.0 + flicker * nuisance_rng.uniform(-1.0, 1.0, num_frames),
+        exposure_gains=1.0 + exposure * nuisance_rng.uniform(-1.0, 1.0, num_frames),
+        noise=noise,
+        rng=nuisance_rng,
+    )
+    buffers = _render_buffers(scene, seed, num_frames, (height, width), nuisances)
+    return SyntheticVideo(
+        **buffers,
+        intrinsics={k: float(v) for k, v in scene.intrinsics.items()},
+        poses=[p.copy() for p in scene.cam_to_world],
+        seed=int(seed),
+        object_names=[o.name for o in scene.objects],
+        nuisances={"flicker": float(flicker), "exposure": float(exposure), "noise": float(noise)},
+        flicker_gains=[float(g) for g in nuisances.flicker_gains],
+        exposure_gains=[float(g) for g in nuisances.exposure_gains],
+        scene_kind=scene.kind,
+    )
+
+
+def _check_arguments(
+    seed: int, num_frames: int, height: int, width: int, flicker: float, exposure: float, noise: float
+) -> None:
+    """Refuse arguments no video can be rendered with, in one line each."""
     if num_frames < 1:
         raise InputError(f"num_frames must be at least 1, got {num_frames}")
     if height < 2 or width < 2:
@@ -272,66 +301,79 @@ def render_video(
     if noise < 0.0:
         raise InputError(f"noise must be non-negative, got {noise}")
 
-    # independent streams: geometry and motion, textures, nuisances (each leaves the others unchanged)
-    scene_rng, texture_rng, nuisance_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    bank = TextureBank(texture_rng, texture_dir)
-    scene = sample_scene(scene_rng, num_frames, (height, width), bank)
-    flicker_gains = 1.0 + flicker * nuisance_rng.uniform(-1.0, 1.0, num_frames)
-    exposure_gains = 1.0 + exposure * nuisance_rng.uniform(-1.0, 1.0, num_frames)
 
+@dataclass
+class _Nuisances:
+    """Per-frame light and exposure gains and the pixel-noise std, drawn from their own stream ``rng``."""
+
+    flicker_gains: np.ndarray  # (T,)
+    exposure_gains: np.ndarray  # (T,)
+    noise: float
+    rng: np.random.Generator
+
+
+def _empty_buffers(num_frames: int, height: int, width: int) -> dict[str, np.ndarray]:
+    """Zeroed arrays of every :class:`SyntheticVideo` buffer (flows have one entry fewer than frames)."""
+    pairs = max(num_frames - 1, 0)
+    return {
+        "rgb": np.zeros((num_frames, height, width, 3), np.uint8),
+        "depth": np.zeros((num_frames, height, width), np.float32),
+        "normal": np.zeros((num_frames, height, width, 3), np.float32),
+        "object_id": np.zeros((num_frames, height, width), np.int16),
+        "flow_fwd": np.zeros((pairs, height, width, 2), np.float32),
+        "flow_bwd": np.zeros((pairs, height, width, 2), np.float32),
+        "flow_valid_fwd": np.zeros((pairs, height, width), bool),
+        "flow_valid_bwd": np.zeros((pairs, height, width), bool),
+    }
+
+
+def _render_buffers(
+    scene: Scene, seed: int, num_frames: int, size: tuple[int, int], nuisances: _Nuisances
+) -> dict[str, np.ndarray]:
+    """Every buffer of every frame: cast and shade each frame, then the flows between it and the previous one."""
+    height, width = size
     jj, ii = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
     uv = (jj.ravel(), ii.ravel())
     cam_dirs = _camera_rays(scene.intrinsics, *uv)
-
-    T = num_frames
-    rgb = np.zeros((T, height, width, 3), np.uint8)
-    depth = np.zeros((T, height, width), np.float32)
-    normal = np.zeros((T, height, width, 3), np.float32)
-    object_id = np.zeros((T, height, width), np.int16)
-    flow_fwd = np.zeros((max(T - 1, 0), height, width, 2), np.float32)
-    flow_bwd = np.zeros_like(flow_fwd)
-    valid_fwd = np.zeros((max(T - 1, 0), height, width), bool)
-    valid_bwd = np.zeros_like(valid_fwd)
-
+    out = _empty_buffers(num_frames, height, width)
     previous: _Hits | None = None
-    for t in range(T):
-        pose = scene.cam_to_world[t]
-        eye, dirs = pose[:3, 3], _mat(cam_dirs, pose[:3, :3].T)
-        hits = _cast(scene.objects, t, eye, dirs)
-        if np.any(hits.index < 0):  # the room and the sky dome enclose the camera
-            raise RuntimeError(f"seed {seed}: {np.sum(hits.index < 0)} rays escaped the scene in frame {t}")
-        color, n_world = _shade(scene, t, hits, eye, dirs, flicker_gains[t])
-        color = color * exposure_gains[t]
-        if noise > 0:
-            color = color + nuisance_rng.normal(0.0, noise, color.shape)
-        rgb[t] = np.round(np.clip(color, 0.0, 1.0) * 255.0).reshape(height, width, 3).astype(np.uint8)
-        depth[t] = hits.depth.reshape(height, width)
-        n_cam = _mat(n_world, pose[:3, :3])
-        n_cam /= np.linalg.norm(n_cam, axis=1, keepdims=True)
-        normal[t] = n_cam.reshape(height, width, 3)
-        object_id[t] = hits.index.reshape(height, width)
+    for t in range(num_frames):
+        hits = _render_frame(scene, seed, t, cam_dirs, nuisances, out)
         if previous is not None:
-            f, v = _transport(scene, t, previous, hits.index, uv, (height, width))
-            flow_fwd[t - 1], valid_fwd[t - 1] = f.reshape(height, width, 2), v.reshape(height, width)
-            b, v = _transport(scene, t - 1, hits, previous.index, uv, (height, width))
-            flow_bwd[t - 1], valid_bwd[t - 1] = b.reshape(height, width, 2), v.reshape(height, width)
+            _render_flows(scene, t, previous, hits, uv, out)
         previous = hits
+    return out
 
-    return SyntheticVideo(
-        rgb=rgb,
-        depth=depth,
-        normal=normal,
-        flow_fwd=flow_fwd,
-        flow_bwd=flow_bwd,
-        flow_valid_fwd=valid_fwd,
-        flow_valid_bwd=valid_bwd,
-        intrinsics={k: float(v) for k, v in scene.intrinsics.items()},
-        poses=[p.copy() for p in scene.cam_to_world],
-        seed=int(seed),
-        object_id=object_id,
-        object_names=[o.name for o in scene.objects],
-        nuisances={"flicker": float(flicker), "exposure": float(exposure), "noise": float(noise)},
-        flicker_gains=[float(g) for g in flicker_gains],
-        exposure_gains=[float(g) for g in exposure_gains],
-        scene_kind=scene.kind,
-    )
+
+def _render_frame(
+    scene: Scene, seed: int, t: int, cam_dirs: np.ndarray, nuisances: _Nuisances, out: dict[str, np.ndarray]
+) -> _Hits:
+    """Cast frame ``t``'s camera rays; write its colours, depth, normals and object ids into ``out``."""
+    height, width = out["depth"].shape[1:]
+    pose = scene.cam_to_world[t]
+    eye, dirs = pose[:3, 3], _mat(cam_dirs, pose[:3, :3].T)
+    hits = _cast(scene.objects, t, eye, dirs)
+    if np.any(hits.index < 0):  # the room and the sky dome enclose the camera
+        raise RuntimeError(f"seed {seed}: {np.sum(hits.index < 0)} rays escaped the scene in frame {t}")
+    color, n_world = _shade(scene, t, hits, eye, dirs, nuisances.flicker_gains[t])
+    color = color * nuisances.exposure_gains[t]
+    if nuisances.noise > 0:
+        color = color + nuisances.rng.normal(0.0, nuisances.noise, color.shape)
+    out["rgb"][t] = np.round(np.clip(color, 0.0, 1.0) * 255.0).reshape(height, width, 3).astype(np.uint8)
+    out["depth"][t] = hits.depth.reshape(height, width)
+    n_cam = _mat(n_world, pose[:3, :3])
+    n_cam /= np.linalg.norm(n_cam, axis=1, keepdims=True)
+    out["normal"][t] = n_cam.reshape(height, width, 3)
+    out["object_id"][t] = hits.index.reshape(height, width)
+    return hits
+
+
+def _render_flows(
+    scene: Scene, t: int, previous: _Hits, hits: _Hits, uv: tuple[np.ndarray, np.ndarray], out: dict[str, np.ndarray]
+) -> None:
+    """Forward (frame t-1 -> t) and backward (t -> t-1) flows and their validity, written into ``out``."""
+    size = out["depth"].shape[1:]
+    forward, valid = _transport(scene, t, previous, hits.index, uv, size)
+    out["flow_fwd"][t - 1], out["flow_valid_fwd"][t - 1] = forward.reshape(*size, 2), valid.reshape(size)
+    backward, valid = _transport(scene, t - 1, hits, previous.index, uv, size)
+    out["flow_bwd"][t - 1], out["flow_valid_bwd"][t - 1] = backward.reshape(*size, 2), valid.reshape(size)

@@ -163,99 +163,149 @@ def _random_view_params(rng: np.random.Generator, size: tuple[int, int]) -> dict
     return {"fx": float(f), "fy": float(f), "cx": width / 2, "cy": height / 2}
 
 
+@dataclass
+class _Layout:
+    """The static part of a scene and what the camera path, the light and the placed objects depend on."""
+
+    kind: str  # "room" or "outdoor"
+    objects: list[SceneObject]
+    low: np.ndarray  # the box the camera path stays in
+    high: np.ndarray
+    eye0: np.ndarray  # where the camera starts and what it looks at
+    target0: np.ndarray
+    max_dist: float  # objects stand at most this far from the middle frame's camera
+    elevation: float  # of the light, radians
+    light_intensity: float
+    ambient: float
+    bounds: tuple[np.ndarray, np.ndarray] | None  # the room's walls, which objects keep clear of
+    scale: float  # of the objects
+    haze: np.ndarray
+
+
 def sample_scene(rng: np.random.Generator, num_frames: int, size: tuple[int, int], bank: TextureBank) -> Scene:
     """Draw a complete random scene (see the module docstring) for a video of ``num_frames`` frames.
 
     ``rng`` draws the layout, light and motion; ``bank`` draws the textures from its own stream.
     """
-    T = num_frames
     intrinsics = _random_view_params(rng, size)
-    objects: list[SceneObject] = []
-    kind = "room" if rng.random() < 0.55 else "outdoor"
-
-    if kind == "room":
-        width, depth, height = rng.uniform(4.0, 9.0), rng.uniform(5.0, 11.0), rng.uniform(2.5, 3.5)
-        floor_tex = bank.draw((0.6, 2.5))
-        wall_tex = bank.draw((1.0, 3.0))
-        ceiling_tex = bank.draw((1.5, 4.0), patterns=("noise", "gradient"))
-        planes = [
-            ("floor", np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0]), np.zeros(3), floor_tex),
-            ("ceiling", np.array([0.0, -1.0, 0.0]), np.array([1.0, 0.0, 0.0]), np.array([0, height, 0]), ceiling_tex),
-            ("wall", np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), np.array([-width / 2, 0, 0]), wall_tex),
-            ("wall", np.array([-1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), np.array([width / 2, 0, 0]), wall_tex),
-            ("wall", np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0]), np.array([0, 0, -depth / 2]), wall_tex),
-            ("wall", np.array([0.0, 0.0, -1.0]), np.array([1.0, 0.0, 0.0]), np.array([0, 0, depth / 2]), wall_tex),
-        ]
-        # a different texture on one or two walls, as rooms often have
-        for i in bank.rng.choice(np.arange(2, 6), size=int(bank.rng.integers(0, 3)), replace=False):
-            planes[i] = (*planes[i][:4], bank.draw((1.0, 3.0)))
-        for name, normal, tangent, origin, tex in planes:
-            rot, trans = _static(T, frame_from_normal(normal, tangent), origin)
-            objects.append(
-                SceneObject(name, Plane(), tex, rot, trans, uv_offset=rng.uniform(0, 10, 3), casts_shadow=False)
-            )
-        low = np.array([-width / 2, 0.0, -depth / 2]) + WALL_MARGIN
-        high = np.array([width / 2, height, depth / 2]) - WALL_MARGIN
-        eye0 = np.array([rng.uniform(-0.3, 0.3) * width / 2, rng.uniform(1.0, 1.9), depth / 2 - rng.uniform(1.0, 2.0)])
-        target0 = np.array(
-            [
-                rng.uniform(-0.4, 0.4) * width / 2,
-                rng.uniform(0.4, 1.4),
-                # short rooms: keep the interval non-empty (the camera may start close to the far wall)
-                rng.uniform(-depth / 2 + 1.0, max(-depth / 2 + 1.5, eye0[2] - 2.5)),
-            ]
-        )
-        max_dist = max(2.0, min(6.0, eye0[2] + depth / 2 - 0.8))
-        elevation = np.deg2rad(rng.uniform(35.0, 80.0))
-        light_intensity, ambient = rng.uniform(0.45, 0.75), rng.uniform(0.35, 0.55)
-        bounds = (np.array([-width / 2, 0.0, -depth / 2]), np.array([width / 2, height, depth / 2]))
-        scale = 1.0
-        haze = np.ones(3)
-    else:
-        radius = rng.uniform(60.0, 150.0)
-        ground_tex = bank.draw((1.0, 4.0))
-        rot, trans = _static(T, np.eye(3), np.zeros(3))
-        objects.append(
-            SceneObject("ground", Plane(), ground_tex, rot, trans, uv_offset=rng.uniform(0, 10, 3), casts_shadow=False)
-        )
-        sky_tex, haze = _sky_texture(bank.rng)
-        rot, trans = _static(T, random_rotation(rng), np.zeros(3))
-        objects.append(
-            SceneObject("sky", Dome(r=float(radius)), sky_tex, rot, trans, emissive=True, casts_shadow=False)
-        )
-        low = np.array([-radius / 4, 0.6, -radius / 4])
-        high = np.array([radius / 4, 4.0, radius / 4])
-        eye0 = np.array([0.0, rng.uniform(1.0, 3.0), 0.0])
-        target0 = np.array([rng.uniform(-2.0, 2.0), rng.uniform(0.0, 1.0), -rng.uniform(5.0, 10.0)])
-        max_dist = 12.0
-        elevation = np.deg2rad(rng.uniform(25.0, 70.0))
-        light_intensity, ambient = rng.uniform(0.6, 0.85), rng.uniform(0.25, 0.45)
-        bounds = None
-        scale = rng.uniform(1.0, 2.0)
-
-    # camera path: the eye wanders slowly, and so does the point it looks at
-    eye_speed = rng.uniform(0.05, 0.15) * rng.uniform(0.5, 1.0, 3)
-    eyes = _fit_path(eye0, smooth_path(rng, T, eye_speed), low, high)
-    targets = target0 + smooth_path(rng, T, rng.uniform(0.05, 0.2) * np.ones(3))
-    rolls = np.deg2rad(rng.uniform(0.0, 4.0)) * np.sin(
-        2 * np.pi * np.arange(T) / rng.uniform(40.0, 160.0) + rng.uniform(0, 2 * np.pi)
-    )
-    cam_to_world = np.stack([look_at(eyes[k], targets[k], rolls[k]) for k in range(T)])
-
+    layout = _room(rng, num_frames, bank) if rng.random() < 0.55 else _outdoor(rng, num_frames, bank)
+    eyes, cam_to_world = _camera_path(rng, num_frames, layout)
     azimuth = rng.uniform(0, 2 * np.pi)
+    elevation = layout.elevation
     light_dir = np.array([np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)])
-
-    placed = _place_objects(rng, T, intrinsics, size, cam_to_world, eyes, max_dist, bounds, scale, bank)
+    placed = _place_objects(
+        rng, num_frames, intrinsics, size, cam_to_world, eyes, layout.max_dist, layout.bounds, layout.scale, bank
+    )
     return Scene(
-        kind=kind,
-        objects=objects + placed,
+        kind=layout.kind,
+        objects=layout.objects + placed,
         intrinsics=intrinsics,
         cam_to_world=cam_to_world,
         light_dir=light_dir,
-        light_intensity=float(light_intensity),
-        ambient=float(ambient),
-        haze_color=np.asarray(haze, np.float64),
+        light_intensity=float(layout.light_intensity),
+        ambient=float(layout.ambient),
+        haze_color=np.asarray(layout.haze, np.float64),
     )
+
+
+def _room_planes(
+    bank: TextureBank, width: float, depth: float, height: float
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, Texture]]:
+    """Floor, ceiling and four walls as (name, normal, tangent, origin, texture); one or two walls differ."""
+    floor_tex = bank.draw((0.6, 2.5))
+    wall_tex = bank.draw((1.0, 3.0))
+    ceiling_tex = bank.draw((1.5, 4.0), patterns=("noise", "gradient"))
+    planes = [
+        ("floor", np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0]), np.zeros(3), floor_tex),
+        ("ceiling", np.array([0.0, -1.0, 0.0]), np.array([1.0, 0.0, 0.0]), np.array([0, height, 0]), ceiling_tex),
+        ("wall", np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), np.array([-width / 2, 0, 0]), wall_tex),
+        ("wall", np.array([-1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), np.array([width / 2, 0, 0]), wall_tex),
+        ("wall", np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0]), np.array([0, 0, -depth / 2]), wall_tex),
+        ("wall", np.array([0.0, 0.0, -1.0]), np.array([1.0, 0.0, 0.0]), np.array([0, 0, depth / 2]), wall_tex),
+    ]
+    # a different texture on one or two walls, as rooms often have
+    for i in bank.rng.choice(np.arange(2, 6), size=int(bank.rng.integers(0, 3)), replace=False):
+        planes[i] = (*planes[i][:4], bank.draw((1.0, 3.0)))
+    return planes
+
+
+def _room(rng: np.random.Generator, num_frames: int, bank: TextureBank) -> _Layout:
+    """A closed room, the camera inside it near one end, looking towards the other."""
+    width, depth, height = rng.uniform(4.0, 9.0), rng.uniform(5.0, 11.0), rng.uniform(2.5, 3.5)
+    objects = []
+    for name, normal, tangent, origin, tex in _room_planes(bank, width, depth, height):
+        rot, trans = _static(num_frames, frame_from_normal(normal, tangent), origin)
+        objects.append(SceneObject(name, Plane(), tex, rot, trans, uv_offset=rng.uniform(0, 10, 3), casts_shadow=False))
+    eye0 = np.array([rng.uniform(-0.3, 0.3) * width / 2, rng.uniform(1.0, 1.9), depth / 2 - rng.uniform(1.0, 2.0)])
+    target0 = np.array(
+        [
+            rng.uniform(-0.4, 0.4) * width / 2,
+            rng.uniform(0.4, 1.4),
+            # short rooms: keep the interval non-empty (the camera may start close to the far wall)
+            rng.uniform(-depth / 2 + 1.0, max(-depth / 2 + 1.5, eye0[2] - 2.5)),
+        ]
+    )
+    elevation = np.deg2rad(rng.uniform(35.0, 80.0))
+    light_intensity, ambient = rng.uniform(0.45, 0.75), rng.uniform(0.35, 0.55)
+    corner_low, corner_high = np.array([-width / 2, 0.0, -depth / 2]), np.array([width / 2, height, depth / 2])
+    return _Layout(
+        kind="room",
+        objects=objects,
+        low=corner_low + WALL_MARGIN,
+        high=corner_high - WALL_MARGIN,
+        eye0=eye0,
+        target0=target0,
+        max_dist=max(2.0, min(6.0, eye0[2] + depth / 2 - 0.8)),
+        elevation=elevation,
+        light_intensity=light_intensity,
+        ambient=ambient,
+        bounds=(corner_low, corner_high),
+        scale=1.0,
+        haze=np.ones(3),
+    )
+
+
+def _outdoor(rng: np.random.Generator, num_frames: int, bank: TextureBank) -> _Layout:
+    """Open ground under a sky dome, the camera near its centre."""
+    radius = rng.uniform(60.0, 150.0)
+    ground_tex = bank.draw((1.0, 4.0))
+    rot, trans = _static(num_frames, np.eye(3), np.zeros(3))
+    ground = SceneObject("ground", Plane(), ground_tex, rot, trans, uv_offset=rng.uniform(0, 10, 3), casts_shadow=False)
+    sky_tex, haze = _sky_texture(bank.rng)
+    rot, trans = _static(num_frames, random_rotation(rng), np.zeros(3))
+    sky = SceneObject("sky", Dome(r=float(radius)), sky_tex, rot, trans, emissive=True, casts_shadow=False)
+    eye0 = np.array([0.0, rng.uniform(1.0, 3.0), 0.0])
+    target0 = np.array([rng.uniform(-2.0, 2.0), rng.uniform(0.0, 1.0), -rng.uniform(5.0, 10.0)])
+    elevation = np.deg2rad(rng.uniform(25.0, 70.0))
+    light_intensity, ambient = rng.uniform(0.6, 0.85), rng.uniform(0.25, 0.45)
+    return _Layout(
+        kind="outdoor",
+        objects=[ground, sky],
+        low=np.array([-radius / 4, 0.6, -radius / 4]),
+        high=np.array([radius / 4, 4.0, radius / 4]),
+        eye0=eye0,
+        target0=target0,
+        max_dist=12.0,
+        elevation=elevation,
+        light_intensity=light_intensity,
+        ambient=ambient,
+        bounds=None,
+        scale=rng.uniform(1.0, 2.0),
+        haze=haze,
+    )
+
+
+def _camera_path(rng: np.random.Generator, num_frames: int, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Eye positions ``(T, 3)`` and camera-to-world poses ``(T, 4, 4)``: the eye wanders slowly within the
+    layout's box, and so does the point it looks at; the camera rolls a few degrees."""
+    eye_speed = rng.uniform(0.05, 0.15) * rng.uniform(0.5, 1.0, 3)
+    eyes = _fit_path(layout.eye0, smooth_path(rng, num_frames, eye_speed), layout.low, layout.high)
+    targets = layout.target0 + smooth_path(rng, num_frames, rng.uniform(0.05, 0.2) * np.ones(3))
+    rolls = np.deg2rad(rng.uniform(0.0, 4.0)) * np.sin(
+        2 * np.pi * np.arange(num_frames) / rng.uniform(40.0, 160.0) + rng.uniform(0, 2 * np.pi)
+    )
+    cam_to_world = np.stack([look_at(eyes[k], targets[k], rolls[k]) for k in range(num_frames)])
+    return eyes, cam_to_world
 
 
 def _place_objects(
