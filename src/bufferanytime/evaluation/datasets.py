@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bufferanytime.constants import (
     BONN_DEPTH_SCALE,
@@ -48,11 +47,10 @@ from bufferanytime.constants import (
     SINTEL_DPT_TAG,
 )
 from bufferanytime.errors import InputError
+from bufferanytime.io.images import read_png_depth, read_rgb
 
 DATASETS = ("synthetic", "kitti", "scannet", "bonn", "sintel")
-INVALID_DEPTH = -1.0  # what DepthCrafter writes where a 16-bit depth PNG holds 0
 DPT_MAX_PIXELS = 100_000_000  # sanity bound on the size read from a .dpt header (as in the official reader)
-UINT16_TO_UINT8 = 257.0  # 65535 / 255: full 16-bit range onto the full 8-bit range
 
 Crop = tuple[slice, slice]
 
@@ -128,39 +126,6 @@ def write_dpt(path: str | Path, depth: np.ndarray) -> None:
         np.array([SINTEL_DPT_TAG], "<f4").tofile(f)
         np.array([w, h], "<i4").tofile(f)
         depth.tofile(f)
-
-
-def _open_image(path: str | Path, what: str) -> Image.Image:
-    """The decoded image at ``path``; InputError for a missing, truncated, corrupt or absurdly large file."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: not a readable {what} ({type(exc).__name__})") from exc
-
-
-def read_png_depth(path: str | Path, scale: float, zero_invalid: bool = True) -> np.ndarray:
-    """A 16-bit depth PNG as float64 metres: ``png / scale``, with 0 -> -1 (invalid) when ``zero_invalid``.
-
-    Read with all 16 bits (KITTI depth is ``png / 256`` and goes up to 255.99 m)."""
-    raw = np.asarray(_open_image(path, "depth PNG"))
-    if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32, np.uint32):
-        raise InputError(f"{path}: expected a single-channel 16-bit depth PNG, got {raw.dtype} {raw.shape}")
-    depth = raw.astype(np.float64) / scale
-    if zero_invalid:
-        depth[raw == 0] = INVALID_DEPTH
-    return depth
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image as uint8 RGB ``(H, W, 3)``; 16-bit images are scaled to 8 bits (Pillow's ``convert("RGB")``
-    would clip 16-bit grayscale at 255)."""
-    img = _open_image(path, "image")
-    if img.mode.startswith("I"):  # 16- or 32-bit integer grayscale, 0..65535
-        gray = np.clip(np.round(np.asarray(img, dtype=np.float64) / UINT16_TO_UINT8), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-    return np.asarray(img.convert("RGB"))
 
 
 def benchmark_sort(names: list[str]) -> list[str]:

@@ -11,25 +11,21 @@ decoding, a few percent of the decode time), so a truncated file is refused befo
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bufferanytime.errors import InputError
+from bufferanytime.io.images import MAX_FRAME_PIXELS, open_image, read_rgb
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MIN_SIDE = 8  # smaller frames cannot go through a ViT with 14-pixel patches meaningfully
 MIN_VIDEO_FRAMES = 2  # a video model needs at least two frames; single images are accepted as image files
-MAX_FRAME_PIXELS = 1 << 27  # 134 M pixels (e.g. 16384x8192): larger headers are refused before decoding
-UINT16_TO_UINT8 = 257.0  # 65535 / 255: maps 16-bit values onto 8 bits with the same [0, 1] meaning
 DEFAULT_FPS = 24.0  # for image folders, which carry no frame rate
 # A video is reported as truncated when it holds (packets counted at open) or decodes (frames) fewer than this
 # fraction of the count announced (minus one): headers are sometimes off by a frame, a cut-off file by far more.
@@ -149,53 +145,16 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _open_image(path: Path) -> Image.Image:
-    """PIL's lazy open (header only), with its size limits turned into one-line errors."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: image header claims more than the limit of {MAX_FRAME_PIXELS:,} pixels") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image") from exc
-
-
 def _image_size(path: Path) -> tuple[int, int]:
-    with _open_image(path) as img:
+    with open_image(path) as img:
         _check_size(*img.size, str(path))
         return img.size
 
 
-def _is_16_bit(img: Image.Image) -> bool:
-    """16-bit grey (mode I;16*) or 16-bit RGB, which PIL opens as 8-bit RGB (its tiles' raw mode says 16)."""
-    raw_modes = " ".join(str(tile.args) for tile in img.tile)
-    return img.mode.startswith("I;16") or ";16" in raw_modes
-
-
-def _to_uint8_rgb(path: Path, img: Image.Image) -> np.ndarray:
-    if img.mode in ("F", "I") or img.mode.startswith("I;32"):
-        raise InputError(f"{path}: {img.mode} (32-bit) images are not supported; save as 8- or 16-bit")
-    if not _is_16_bit(img):
-        return np.asarray(img.convert("RGB"))
-    wide = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if wide is None or wide.dtype != np.uint16:
-        raise InputError(f"{path}: cannot read this 16-bit image")
-    if wide.ndim == 2:
-        wide = cv2.cvtColor(wide, cv2.COLOR_GRAY2RGB)
-    else:
-        wide = cv2.cvtColor(wide, cv2.COLOR_BGRA2RGB if wide.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return np.round(wide / UINT16_TO_UINT8).astype(np.uint8)
-
-
 def _read_image(path: Path, expect: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode one image as ``(H, W, 3)`` uint8 RGB (16-bit scaled down, not clipped)."""
-    try:
-        with _open_image(path) as img:
-            _check_size(*img.size, str(path))
-            frame = _to_uint8_rgb(path, img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image") from exc
+    """Decode one image as ``(H, W, 3)`` uint8 RGB, refusing one of another size than ``expect`` (width, height)."""
+    frame = read_rgb(path)
+    _check_size(frame.shape[1], frame.shape[0], str(path))
     if expect is not None and (frame.shape[1], frame.shape[0]) != expect:
         raise InputError(
             f"{path}: size {frame.shape[1]}x{frame.shape[0]} differs from the folder's first image "

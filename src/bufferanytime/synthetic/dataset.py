@@ -25,6 +25,7 @@ import numpy as np
 
 from bufferanytime.errors import InputError
 from bufferanytime.io import OutputDir, write_video
+from bufferanytime.io.images import read_rgb
 from bufferanytime.synthetic.renderer import SyntheticVideo
 
 LAYOUT_VERSION = 1
@@ -85,13 +86,6 @@ def _meta_json(meta: dict[str, Any]) -> str:
     return f'{head[:-2]},\n "poses": [\n  {poses}\n ]\n}}\n'
 
 
-def _read_png(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"{path}: not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 class SyntheticVideoDataset:
     """The synthetic video folders (each with a ``meta.json``) found under ``root``, sorted by path.
 
@@ -127,11 +121,11 @@ class SyntheticVideoDataset:
     def frames(self, i: int) -> Iterator[np.ndarray]:
         """The RGB frames of video ``i``, one ``(H, W, 3)`` uint8 array at a time."""
         for path in self._frame_paths(i):
-            yield _read_png(path)
+            yield read_rgb(path)
 
     def frame(self, i: int, t: int) -> np.ndarray:
         """RGB frame ``t`` of video ``i``, ``(H, W, 3)`` uint8."""
-        return _read_png(self._frame_paths(i)[t])
+        return read_rgb(self._frame_paths(i)[t])
 
     def clip(self, i: int, start: int = 0, stop: int | None = None) -> dict[str, Any]:
         """Frames ``start:stop`` of video ``i``: per-frame arrays get ``stop - start`` entries, flows one less."""
@@ -143,7 +137,7 @@ class SyntheticVideoDataset:
         folder = self.paths[i]
         sample: dict[str, Any] = {"name": self.names[i], "meta": meta, "start": start}
         paths = self._frame_paths(i)[start:stop]
-        sample["rgb"] = np.stack([_read_png(p) for p in paths])
+        sample["rgb"] = np.stack([read_rgb(p) for p in paths])
         for name in ARRAYS:
             array = np.load(folder / f"{name}.npy", mmap_mode="r")
             sample[name] = array[start:stop] if name in PER_FRAME else array[start : stop - 1]

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from bufferanytime.errors import InputError
+from bufferanytime.io.images import read_rgb
 
 TEXTURE_SIZE = 256  # texels per side of every texture (a power of two, so the pyramid tiles exactly)
 MIN_MIP_SIZE = 1  # coarsest pyramid level, texels per side (the mean colour)
@@ -191,10 +192,7 @@ def list_images(texture_dir: str | Path) -> list[Path]:
 
 def photo_texture(rng: np.random.Generator, path: Path, size: int = TEXTURE_SIZE) -> np.ndarray:
     """A random crop of a photo, mirrored into a seamless tile of ``(size, size, 3)`` in [0, 1]."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"{path}: not a readable image")
-    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    img = read_rgb(path)
     h, w = img.shape[:2]
     side = int(min(h, w) * rng.uniform(0.2, 0.6))
     side = min(max(side, 8), h, w)  # at least 8 px, unless the photo itself is smaller

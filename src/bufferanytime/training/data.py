@@ -21,10 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from bufferanytime.errors import InputError
+from bufferanytime.io.images import read_rgb
 from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key, open_video
 from bufferanytime.training.hashing import file_sha256, files_sha256
 
@@ -206,7 +206,7 @@ def read_clip(spec: ClipSpec) -> torch.Tensor:
         for index in wanted:
             if index >= len(files):
                 break
-            frames.append(_read_rgb(files[index]))
+            frames.append(read_rgb(files[index]))
     else:
         wanted_set, last = set(wanted), wanted[-1]
         for index, frame in enumerate(open_video(path)):
@@ -224,14 +224,6 @@ def read_clip(spec: ClipSpec) -> torch.Tensor:
         shrink = w > width or h > height
         out[i] = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image") from exc
 
 
 class ClipDataset(torch.utils.data.Dataset):
