@@ -10,8 +10,7 @@ from .conftest import tiny_config
 
 def _objective(prior, tmp_path, **overrides):
     config = tiny_config(tmp_path, prior, tmp_path / "run", **overrides).resolved()
-    model = load_model("depth", prior)
-    return DepthObjective(model, load_model("depth", prior, per_frame=True), get_flow_model("dis"), config)
+    return DepthObjective.build(load_model("depth", prior), get_flow_model("dis"), config, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

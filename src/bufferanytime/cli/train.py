@@ -8,36 +8,21 @@ Runs in one process, or in several with ``accelerate launch [--num_processes N] 
 from __future__ import annotations
 
 import argparse
+from dataclasses import Field, fields
 from pathlib import Path
 
 from bufferanytime.cli.args import finite_float, non_negative_float, non_negative_int, positive_float, positive_int
-from bufferanytime.constants import (
-    CLIP_LEN_DEPTH,
-    CLIP_LEN_NORMAL,
-    CYCLE_TAU,
-    DEFERRED_CHUNK,
-    EMA_DECAY,
-    LR_DEPTH,
-    LR_NORMAL,
-    TRAIN_RES_DEPTH,
-    TRAIN_RES_NORMAL,
-    TRAIN_STEPS,
-    W_REG,
-    WARMUP_STEPS,
-)
 from bufferanytime.errors import InputError
 from bufferanytime.training.config import (
-    CACHE_DTYPES,
-    DIST_TIMEOUT,
-    FLOW_METHODS,
-    MIXED_PRECISION,
+    RECORDED_OPTIONS,
+    RUN_CONFIG,
     RUNTIME_OPTIONS,
-    STABLE_NORMS,
-    WORLD_SIZE,
     TrainConfig,
     read_config_file,
     read_run_config,
 )
+from bufferanytime.training.objectives import OBJECTIVES
+from bufferanytime.training.options import NON_NEGATIVE, POSITIVE, default_of, flag, info, value_types
 
 DESCRIPTION = (
     "Upgrade an image prior (Depth Anything V2 for depth, Marigold-E2E-FT for normals) to a temporally consistent "
@@ -46,94 +31,89 @@ DESCRIPTION = (
     "per step), RUN/checkpoints/, and RUN/model, loadable with `bufferanytime depth|normal --model RUN/model`. "
     "Under `accelerate launch --num_processes N -m bufferanytime train ...` it trains data-parallel."
 )
-SAVED_CONFIG = "config.json"
+# The argparse type of a number flag: its Python type and the sign its check asks for (Check.sign).
+NUMBER_TYPES = {
+    (int, POSITIVE): positive_int,
+    (int, NON_NEGATIVE): non_negative_int,
+    (float, POSITIVE): positive_float,
+    (float, NON_NEGATIVE): non_negative_float,
+    (float, None): finite_float,
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """``bufferanytime train``: one flag per field of :class:`TrainConfig`, plus ``--config FILE``."""
     p = sub.add_parser("train", help="fine-tune an image prior into a video model (no video ground truth)",
                        description=DESCRIPTION)
-    # Every option defaults to "not given" so that a config file or a resumed run's config is only overridden
-    # by the flags actually passed.
-    opt = {"default": argparse.SUPPRESS}
-    p.add_argument("kind", choices=["depth", "normal"], help="which video model to train")
-    p.add_argument("--data", nargs="+", action="extend", metavar="DIR", **opt,
-                   help="folders searched recursively for videos, frame folders and `bufferanytime synth` "
-                   "sequences (ground-truth files are ignored); may be repeated")
-    p.add_argument("--model", **opt, help="image prior (Depth Anything V2 / Marigold-E2E-FT directory or Hugging "
-                   "Face id) or a saved video model to continue from")
-    p.add_argument("--out", **opt, metavar="RUN", help="run directory (config, log, checkpoints, final model)")
-    p.add_argument("--config", default=None, metavar="FILE", help="YAML or JSON file of options (flags override it)")
-    p.add_argument("--resume", action="store_true", **opt,
-                   help="continue the run in --out from its newest valid checkpoint (options default to its config; "
-                   "a changed option is refused unless it is a run-time one or named in --allow-change)")
-    runtime = ", ".join(sorted(o.replace("_", "-") for o in RUNTIME_OPTIONS - {"out", "resume", "allow_change"}))
-    p.add_argument("--allow-change", type=_names, action="extend", **opt, metavar="NAME[,NAME...]",
-                   help=f"with --resume: options that may differ from the run's config (e.g. lr,w-reg), or "
-                   f"{WORLD_SIZE.replace('_', '-')} for another number of processes; the change is applied and "
-                   f"recorded in RUN/config.json's history. Always allowed: {runtime}")
-    p.add_argument("--steps", type=positive_int, **opt,
-                   help=f"total optimizer steps of the run (default {TRAIN_STEPS})")
-    p.add_argument("--clip-len", type=positive_int, **opt,
-                   help=f"frames per clip (default {CLIP_LEN_DEPTH} for depth, {CLIP_LEN_NORMAL} for normals); "
-                   "shorter videos give shorter clips")
-    p.add_argument("--stride", type=positive_int, **opt, help="use every N-th frame of a video (default 1)")
-    p.add_argument("--clips-per-video", type=positive_int, **opt,
-                   help="fixed clips (start frame and crop) drawn per video; epochs revisit them (default 1)")
-    p.add_argument("--res", **opt, metavar="N|HxW",
-                   help=f"training resolution after random crop and resize (default {TRAIN_RES_DEPTH} for depth, "
-                   f"{TRAIN_RES_NORMAL} for normals)")
-    p.add_argument("--min-crop", type=positive_float, **opt,
-                   help="smallest random crop, as a fraction of the largest crop of the target aspect (default 0.5)")
-    p.add_argument("--batch-size", type=positive_int, **opt, help="clips per process and step (default 1)")
-    p.add_argument("--lr", type=positive_float, **opt,
-                   help=f"AdamW learning rate (default {LR_DEPTH:g} for depth, {LR_NORMAL:g} for normals)")
-    p.add_argument("--weight-decay", type=non_negative_float, **opt, help="AdamW weight decay (default 0.01)")
-    p.add_argument("--warmup", type=non_negative_int, **opt,
-                   help=f"linear learning-rate warm-up steps from 0, constant after (default {WARMUP_STEPS})")
-    p.add_argument("--ema", type=finite_float, **opt,
-                   help=f"decay of the weights' moving average saved as RUN/model (default {EMA_DECAY}; 0 = off)")
-    p.add_argument("--w-reg", type=non_negative_float, **opt,
-                   help=f"weight of the regularization loss (default {W_REG:g})")
-    p.add_argument("--max-grad-norm", type=positive_float, **opt, help="clip the gradient norm (default: no clipping)")
-    p.add_argument("--flow", choices=FLOW_METHODS, **opt, help="optical flow for the stabilization loss (default dis)")
-    p.add_argument("--flow-weights", **opt, metavar="PATH", help="raft-small checkpoint (raft-small.pth)")
-    p.add_argument("--tau", type=positive_float, **opt,
-                   help=f"cycle-consistency threshold in pixels (default {CYCLE_TAU})")
-    p.add_argument("--no-edge-mask", dest="edge_mask", action="store_false", **opt,
-                   help="do not mask the stabilization loss near Canny edges of the prediction")
-    p.add_argument("--stable-norm", choices=STABLE_NORMS, **opt,
-                   help="depth: stabilization loss on the disparity normalised by one median / mean absolute "
-                   "deviation per clip (clip, default; scale-free like the regularization loss) or on the raw "
-                   "disparity, as Alg. 2 writes it (none)")
-    p.add_argument("--deferred-chunk", type=positive_int, **opt,
-                   help=f"normals: frames decoded at once in deferred back-propagation (default {DEFERRED_CHUNK})")
-    p.add_argument("--seed", type=non_negative_int, **opt, help="seed of clips, crops and initial weights (default 0)")
-    p.add_argument("--cache", **opt, metavar="DIR",
-                   help="keep flows, prior targets and frozen features per clip in DIR (reused from epoch 2 on)")
-    p.add_argument("--cache-dtype", choices=CACHE_DTYPES, **opt,
-                   help="storage type of cached features and targets (default float32; flows stay float32)")
-    p.add_argument("--save-every", type=positive_int, **opt, help="checkpoint every N steps (default 1000)")
-    p.add_argument("--keep-checkpoints", type=positive_int, **opt, help="newest checkpoints kept (default 2)")
-    p.add_argument("--workers", type=non_negative_int, **opt, help="data loading processes (default 2)")
-    p.add_argument("--mixed-precision", choices=MIXED_PRECISION, **opt,
-                   help="auto (default): bf16/fp16 on GPU, or as set by `accelerate launch`; full precision on CPU")
-    p.add_argument("--cpu", action="store_true", **opt, help="train on the CPU even if a GPU is present")
-    p.add_argument("--dist-timeout", type=positive_float, **opt, metavar="SECONDS",
-                   help=f"with several processes: stop with an error when one waits this long for the others, e.g. "
-                   f"behind a frozen process (default {DIST_TIMEOUT:g})")
-    p.add_argument("--tensorboard", action="store_true", **opt, help="also log to RUN/tensorboard/")
-    p.add_argument("--copy-prior", action="store_true", **opt,
-                   help="copy the prior into RUN/model so that it is self-contained")
-    p.add_argument("-q", "--quiet", action="store_true", **opt, help="no progress bar")
+    for f in fields(TrainConfig):
+        _add_option(p, f)
+        if f.name == "out":
+            p.add_argument("--config", default=None, metavar="FILE",
+                           help="YAML or JSON file of options (flags override it)")
     p.set_defaults(func=run)
+
+
+def _add_option(parser: argparse.ArgumentParser, f: Field) -> None:
+    """The flag of one option, from its field: type, choices, action and help with the default shown."""
+    option = info(f)
+    kind, _ = value_types(TrainConfig)[f.name]
+    help_text = _help(f)
+    if option.positional:
+        parser.add_argument(f.name, choices=option.choices, help=help_text)
+        return
+    # Every flag defaults to "not given" so that a config file or a resumed run's config is only overridden by
+    # the flags actually passed.
+    kwargs = {"default": argparse.SUPPRESS, "help": help_text}
+    names = [flag(f.name)] if option.short is None else [option.short, flag(f.name)]
+    if kind is bool:
+        negated = default_of(f) is True
+        kwargs["action"] = "store_false" if negated else "store_true"
+        names = [f"--no-{f.name.replace('_', '-')}"] if negated else names
+        kwargs["dest"] = f.name
+    elif kind is list:
+        kwargs["action"] = "extend"
+        if option.split:
+            kwargs["type"] = option.split
+        else:
+            kwargs["nargs"] = "+"
+    elif kind in (int, float):
+        kwargs["type"] = NUMBER_TYPES[kind, option.check.sign if option.check else None]
+    if option.choices:
+        kwargs["choices"] = option.choices
+    if option.metavar:
+        kwargs["metavar"] = option.metavar
+    parser.add_argument(*names, **kwargs)
+
+
+def _help(f: Field) -> str:
+    """The option's help with its default: where ``{default}`` says, else appended when there is one to show."""
+    option, value = info(f), default_of(f)
+    if option.per_kind:
+        kinds = [OBJECTIVES.get(name) for name in OBJECTIVES]
+        default = ", ".join(f"{_shown(kind.defaults[f.name])} for {kind.noun}" for kind in kinds)
+    else:
+        default = _shown(value)
+    runtime = ", ".join(sorted(flag(name)[2:] for name in RUNTIME_OPTIONS & RECORDED_OPTIONS))
+    text = option.help.format(default=default, runtime=runtime)
+    nothing_to_show = not option.per_kind and (value is None or isinstance(value, bool) or value == [])
+    if "{default}" in option.help or option.positional or nothing_to_show:
+        return text
+    return f"{text} (default {default})"
+
+
+def _shown(value) -> str | None:
+    """How a default reads in the help: ``1e-05``, ``518`` for ``(518, 518)``, ``294x518``."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return str(value[0]) if value[0] == value[1] else f"{value[0]}x{value[1]}"
+    return None if value is None else str(value)
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """Merge defaults, the resumed run's config, ``--config`` and the flags (see the module docstring)."""
     names = set(TrainConfig.option_names())
     flags = {k: v for k, v in vars(args).items() if k in names and k != "kind"}
-    if "res" in flags:
-        flags["res"] = str(flags["res"])
     from_file = read_config_file(args.config) if args.config else {}
     file_kind = from_file.pop("kind", args.kind)
     if file_kind != args.kind:
@@ -142,8 +122,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig(kind=args.kind)
     out = flags.get("out", from_file.get("out"))
     resume = flags.get("resume", from_file.get("resume", False))
-    if resume and out and (Path(out) / SAVED_CONFIG).is_file():
-        saved_path = Path(out) / SAVED_CONFIG
+    if resume and out and (Path(out) / RUN_CONFIG).is_file():
+        saved_path = Path(out) / RUN_CONFIG
         saved, _ = read_run_config(saved_path)
         if saved.get("kind", args.kind) != args.kind:
             raise InputError(f"{out} is a {saved.get('kind')} run, not {args.kind}")
@@ -151,11 +131,6 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         config = config.updated(from_file, args.config)
     return config.updated(flags, "command line")
-
-
-def _names(text: str) -> list[str]:
-    """``lr,w-reg`` -> ``["lr", "w_reg"]`` (option names as flags or as in config.json)."""
-    return [name.strip().replace("-", "_") for name in text.split(",") if name.strip()]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,103 +1,128 @@
-"""Every option of a training run in one dataclass, with the paper's defaults.
+"""Every option of a training run in one dataclass, with the paper's defaults, each declared in one place.
 
-Options are resolved in this order, later ones winning: the defaults below (from :mod:`bufferanytime.constants`),
-the run's own ``RUN/config.json`` when resuming, a ``--config FILE`` (YAML or JSON mapping of option names), and
-finally the command-line flags. ``None`` for ``clip_len``, ``lr`` and ``res`` means "the default of the kind"
-(depth or normal), filled in by :meth:`TrainConfig.resolved`.
+An option is one field of :class:`TrainConfig`: its type, default (from :mod:`bufferanytime.constants` when the
+paper gives it), help, check and choices (:func:`~bufferanytime.training.options.option`). The flag of
+``bufferanytime train``, the key of a config file, the coercion of its value, the validation with an error that
+names the flag, the help with its default, and whether it may change on ``--resume`` all follow from that field.
+
+Options are resolved in this order, later ones winning: the defaults below, the run's own ``RUN/config.json``
+when resuming, a ``--config FILE`` (YAML or JSON mapping of option names), and finally the command-line flags.
+``None`` for ``clip_len``, ``lr`` and ``res`` means "the default of the kind" (the ``defaults`` of its
+objective, :mod:`~bufferanytime.training.objectives`), filled in by :meth:`TrainConfig.resolved`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import yaml
 
 from bufferanytime.constants import (
     ADAMW_WEIGHT_DECAY,
-    CLIP_LEN_DEPTH,
-    CLIP_LEN_NORMAL,
     CYCLE_TAU,
     DEFERRED_CHUNK,
     EMA_DECAY,
-    LR_DEPTH,
-    LR_NORMAL,
     TRAIN_BATCH_PER_PROCESS,
     TRAIN_MIN_CROP,
-    TRAIN_RES_DEPTH,
-    TRAIN_RES_NORMAL,
     TRAIN_STEPS,
     W_REG,
     WARMUP_STEPS,
 )
 from bufferanytime.errors import InputError
+from bufferanytime.training.cache import DTYPES as CACHE_DTYPES
+from bufferanytime.training.objectives import OBJECTIVES, objective_class
+from bufferanytime.training.options import Check, above, at_least, between, check_values, coerce, info, option
 
-KINDS = ("depth", "normal")
+KINDS = tuple(OBJECTIVES)  # the kinds of buffer a video model can be trained for
 FLOW_METHODS = ("dis", "raft-small")
+WEIGHTED_FLOWS = ("raft-small",)  # flow methods that read --flow-weights
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-CACHE_DTYPES = ("float32", "float16", "bfloat16")
 STABLE_NORMS = ("clip", "none")
-KIND_DEFAULTS = {
-    "depth": {"clip_len": CLIP_LEN_DEPTH, "lr": LR_DEPTH, "res": (TRAIN_RES_DEPTH, TRAIN_RES_DEPTH)},
-    "normal": {"clip_len": CLIP_LEN_NORMAL, "lr": LR_NORMAL, "res": (TRAIN_RES_NORMAL, TRAIN_RES_NORMAL)},
-}
-# Options that only say how a run is executed or reported: they may change when a run is resumed without
-# changing what it computes.
-RUNTIME_OPTIONS = frozenset(
-    {"steps", "out", "resume", "cache", "workers", "save_every", "keep_checkpoints", "tensorboard", "quiet", "cpu",
-     "dist_timeout", "allow_change"}
-)
-# Options that say nothing about the run itself: neither compared nor recorded in its history on resume.
-UNRECORDED_OPTIONS = frozenset({"out", "resume", "allow_change"})
+RUN_CONFIG = "config.json"  # RUN/config.json: every option of the run, and its HISTORY
 WORLD_SIZE = "world_size"  # the number of processes, recorded in each checkpoint; --allow-change world_size
 HISTORY = "history"  # RUN/config.json: the options changed on each resume, [{"step", "changed": {name: [old, new]}}]
-FLOAT32_MAX = 3.4028234663852886e38  # float options reach float32 tensors (the optimizer's lr): larger ones overflow
 DIST_TIMEOUT = 1800.0  # seconds a process waits for the others (a collective) before the run stops with an error
+# The errors for a missing required option.
+NO_DATA = "no training data: pass --data DIR (one or more folders of videos or frame folders)"
+NO_MODEL = "no model: pass --model PRIOR_OR_VIDEO_MODEL (directory or Hugging Face id)"
+NO_OUT = "no run directory: pass --out RUN"
+
+
+def _names(text: str) -> list[str]:
+    """``lr,w-reg`` -> ``["lr", "w_reg"]`` (option names as flags or as in config.json)."""
+    return [name.strip().replace("-", "_") for name in text.split(",") if name.strip()]
 
 
 @dataclass
 class TrainConfig:
-    """Options of ``bufferanytime train``; see ``bufferanytime train --help`` for what each one does."""
+    """Options of ``bufferanytime train``, one field each, in the order of ``--help`` (see the module docstring).
 
-    kind: str = "depth"
-    data: list[str] = field(default_factory=list)
-    model: str | None = None
-    out: str | None = None
-    steps: int = TRAIN_STEPS
-    clip_len: int | None = None
-    stride: int = 1
-    clips_per_video: int = 1
-    res: tuple[int, int] | None = None
-    min_crop: float = TRAIN_MIN_CROP
-    batch_size: int = TRAIN_BATCH_PER_PROCESS
-    lr: float | None = None
-    weight_decay: float = ADAMW_WEIGHT_DECAY
-    warmup: int = WARMUP_STEPS
-    ema: float = EMA_DECAY
-    w_reg: float = W_REG
-    max_grad_norm: float | None = None
-    flow: str = "dis"
-    flow_weights: str | None = None
-    tau: float = CYCLE_TAU
-    edge_mask: bool = True
-    stable_norm: str = "clip"
-    deferred_chunk: int = DEFERRED_CHUNK
-    seed: int = 0
-    cache: str | None = None
-    cache_dtype: str = "float32"
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    workers: int = 2
-    mixed_precision: str = "auto"
-    cpu: bool = False
-    tensorboard: bool = False
-    copy_prior: bool = False
-    resume: bool = False
-    quiet: bool = False
-    dist_timeout: float = DIST_TIMEOUT
-    allow_change: list[str] = field(default_factory=list)
+    ``runtime`` options say how a run is executed or reported: they may change when it is resumed without
+    changing what it computes. Options not ``recorded`` say nothing about the run itself.
+    """
+
+    kind: str = option("depth", "which video model to train", choices=KINDS, positional=True)
+    data: list[str] = option([], "folders searched recursively for videos, frame folders and `bufferanytime synth` "
+                             "sequences (ground-truth files are ignored); may be repeated", metavar="DIR",
+                             required=NO_DATA)
+    model: str | None = option(None, "image prior (Depth Anything V2 / Marigold-E2E-FT directory or Hugging Face id) "
+                               "or a saved video model to continue from", required=NO_MODEL)
+    out: str | None = option(None, "run directory (config, log, checkpoints, final model)", metavar="RUN",
+                             required=NO_OUT, runtime=True, recorded=False)
+    resume: bool = option(False, "continue the run in --out from its newest valid checkpoint (options default to its "
+                          "config; a changed option is refused unless it is a run-time one or named in "
+                          "--allow-change)", runtime=True, recorded=False)
+    allow_change: list[str] = option([], "with --resume: options that may differ from the run's config (e.g. "
+                                     "lr,w-reg), or world-size for another number of processes; the change is "
+                                     "applied and recorded in RUN/config.json's history. Always allowed: {runtime}",
+                                     metavar="NAME[,NAME...]", split=_names, runtime=True, recorded=False)
+    steps: int = option(TRAIN_STEPS, "total optimizer steps of the run", at_least(1), runtime=True)
+    clip_len: int | None = option(None, "frames per clip (default {default}); shorter videos give shorter clips",
+                                  at_least(2, " (the stabilization loss needs frame pairs)"), per_kind=True)
+    stride: int = option(1, "use every N-th frame of a video", at_least(1))
+    clips_per_video: int = option(1, "fixed clips (start frame and crop) drawn per video; epochs revisit them",
+                                  at_least(1))
+    res: tuple[int, int] | None = option(None, "training resolution after random crop and resize",
+                                         Check(lambda res: min(res) >= 8, "sides must be >= 8 pixels"),
+                                         metavar="N|HxW", per_kind=True)
+    min_crop: float = option(TRAIN_MIN_CROP, "smallest random crop, as a fraction of the largest crop of the target "
+                             "aspect", between(0, 1, "(]"))
+    batch_size: int = option(TRAIN_BATCH_PER_PROCESS, "clips per process and step", at_least(1))
+    lr: float | None = option(None, "AdamW learning rate", above(0), per_kind=True)
+    weight_decay: float = option(ADAMW_WEIGHT_DECAY, "AdamW weight decay", at_least(0))
+    warmup: int = option(WARMUP_STEPS, "linear learning-rate warm-up steps from 0, constant after", at_least(0))
+    ema: float = option(EMA_DECAY, "decay of the weights' moving average saved as RUN/model (default {default}; "
+                        "0 = off)", between(0, 1, "[)", " (0 disables the average)"))
+    w_reg: float = option(W_REG, "weight of the regularization loss", at_least(0))
+    max_grad_norm: float | None = option(None, "clip the gradient norm (default: no clipping)", above(0))
+    flow: str = option("dis", "optical flow for the stabilization loss", choices=FLOW_METHODS)
+    flow_weights: str | None = option(None, "raft-small checkpoint (raft-small.pth)", metavar="PATH")
+    tau: float = option(CYCLE_TAU, "cycle-consistency threshold in pixels", above(0))
+    edge_mask: bool = option(True, "do not mask the stabilization loss near Canny edges of the prediction")
+    stable_norm: str = option("clip", "depth: stabilization loss on the disparity normalised by one median / mean "
+                              "absolute deviation per clip ({default}, default; scale-free like the regularization "
+                              "loss) or on the raw disparity, as Alg. 2 writes it (none)", choices=STABLE_NORMS)
+    deferred_chunk: int = option(DEFERRED_CHUNK, "normals: frames decoded at once in deferred back-propagation",
+                                 at_least(1))
+    seed: int = option(0, "seed of clips, crops and initial weights", at_least(0))
+    cache: str | None = option(None, "keep flows, prior targets and frozen features per clip in DIR (reused from "
+                               "epoch 2 on)", metavar="DIR", runtime=True)
+    cache_dtype: str = option("float32", "storage type of cached features and targets (default {default}; flows "
+                              "stay float32)", choices=tuple(CACHE_DTYPES))
+    save_every: int = option(1000, "checkpoint every N steps", at_least(1), runtime=True)
+    keep_checkpoints: int = option(2, "newest checkpoints kept", at_least(1), runtime=True)
+    workers: int = option(2, "data loading processes", at_least(0), runtime=True)
+    mixed_precision: str = option("auto", "{default} (default): bf16/fp16 on GPU, or as set by `accelerate launch`; "
+                                  "full precision on CPU", choices=MIXED_PRECISION)
+    cpu: bool = option(False, "train on the CPU even if a GPU is present", runtime=True)
+    dist_timeout: float = option(DIST_TIMEOUT, "with several processes: stop with an error when one waits this long "
+                                 "for the others, e.g. behind a frozen process", above(0, " seconds"),
+                                 metavar="SECONDS", runtime=True)
+    tensorboard: bool = option(False, "also log to RUN/tensorboard/", runtime=True)
+    copy_prior: bool = option(False, "copy the prior into RUN/model so that it is self-contained")
+    quiet: bool = option(False, "no progress bar", short="-q", runtime=True)
 
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
@@ -112,72 +137,33 @@ class TrainConfig:
             name = str(key).replace("-", "_")
             if name not in known:
                 raise InputError(f"{source}: unknown option {key!r} (known: {', '.join(sorted(known))})")
-            clean[name] = _coerce(name, value, source)
+            clean[name] = coerce(TrainConfig, name, value, source)
         return replace(self, **clean)
 
     def resolved(self) -> TrainConfig:
         """Fill kind-dependent defaults and check every value; raises InputError on bad values."""
         if self.kind not in KINDS:
             raise InputError(f"unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
-        defaults = KIND_DEFAULTS[self.kind]
-        cfg = replace(
-            self,
-            clip_len=self.clip_len if self.clip_len is not None else defaults["clip_len"],
-            lr=self.lr if self.lr is not None else defaults["lr"],
-            res=tuple(self.res) if self.res is not None else defaults["res"],
-        )
+        defaults = objective_class(self.kind).defaults
+        filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
+        cfg = replace(self, **filled)
+        cfg.res = tuple(cfg.res)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        if not self.data:
-            raise InputError("no training data: pass --data DIR (one or more folders of videos or frame folders)")
-        if not self.model:
-            raise InputError("no model: pass --model PRIOR_OR_VIDEO_MODEL (directory or Hugging Face id)")
-        if not self.out:
-            raise InputError("no run directory: pass --out RUN")
-        self._validate_floats()
-        checks = [
-            (self.steps >= 1, "--steps must be >= 1"),
-            (self.clip_len >= 2, "--clip-len must be >= 2 (the stabilization loss needs frame pairs)"),
-            (self.stride >= 1, "--stride must be >= 1"),
-            (self.clips_per_video >= 1, "--clips-per-video must be >= 1"),
-            (min(self.res) >= 8, "--res sides must be >= 8 pixels"),
-            (0.0 < self.min_crop <= 1.0, "--min-crop must be in (0, 1]"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (self.lr > 0, "--lr must be > 0"),
-            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
-            (self.warmup >= 0, "--warmup must be >= 0"),
-            (0.0 <= self.ema < 1.0, "--ema must be in [0, 1) (0 disables the average)"),
-            (self.w_reg >= 0, "--w-reg must be >= 0"),
-            (self.max_grad_norm is None or self.max_grad_norm > 0, "--max-grad-norm must be > 0"),
-            (self.flow in FLOW_METHODS, f"--flow must be one of {', '.join(FLOW_METHODS)}"),
-            (self.flow != "raft-small" or bool(self.flow_weights), "--flow raft-small needs --flow-weights PATH"),
-            (self.tau > 0, "--tau must be > 0"),
-            (self.stable_norm in STABLE_NORMS, f"--stable-norm must be one of {', '.join(STABLE_NORMS)}"),
-            (self.deferred_chunk >= 1, "--deferred-chunk must be >= 1"),
-            (self.seed >= 0, "--seed must be >= 0"),
-            (self.cache_dtype in CACHE_DTYPES, f"--cache-dtype must be one of {', '.join(CACHE_DTYPES)}"),
-            (self.save_every >= 1, "--save-every must be >= 1"),
-            (self.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1"),
-            (self.workers >= 0, "--workers must be >= 0"),
-            (self.mixed_precision in MIXED_PRECISION, f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        """InputError naming the flag of the first bad value (see :func:`~.options.check_values`)."""
+        check_values(self)
+        if self.flow in WEIGHTED_FLOWS and not self.flow_weights:
+            raise InputError(f"--flow {self.flow} needs --flow-weights PATH")
         unknown = sorted(set(self.allow_change) - set(self.option_names()) - {WORLD_SIZE})
         if unknown:
             raise InputError(f"--allow-change: unknown option(s) {', '.join(unknown)}")
 
-    def _validate_floats(self) -> None:
-        """NaN and infinity pass comparisons like ``lr > 0`` or ``w_reg >= 0``: refuse them, and overflows, by name."""
-        if not self.dist_timeout > 0:
-            raise InputError("--dist-timeout must be > 0 seconds")
-        for name in sorted(_FLOAT):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
-                raise InputError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    @property
+    def used_flow_weights(self) -> str | None:
+        """``flow_weights`` when the flow method reads them, else None."""
+        return self.flow_weights if self.flow in WEIGHTED_FLOWS else None
 
     # -- persistence --------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -188,12 +174,16 @@ class TrainConfig:
     def changes_from(self, other: TrainConfig) -> dict[str, list]:
         """``{name: [other's value, this value]}`` for every recorded option that differs (run-time ones too)."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return {k: [theirs[k], mine[k]] for k in mine if k not in UNRECORDED_OPTIONS and mine[k] != theirs[k]}
+        return {k: [theirs[k], mine[k]] for k in mine if k in RECORDED_OPTIONS and mine[k] != theirs[k]}
 
     def refused_changes(self, changes: dict[str, list]) -> dict[str, list]:
         """The ``changes`` a resumed run may not make: neither run-time options nor named in ``allow_change``."""
         allowed = RUNTIME_OPTIONS | set(self.allow_change)
         return {k: v for k, v in changes.items() if k not in allowed}
+
+
+RUNTIME_OPTIONS = frozenset(f.name for f in fields(TrainConfig) if info(f).runtime)
+RECORDED_OPTIONS = frozenset(f.name for f in fields(TrainConfig) if info(f).recorded)
 
 
 def format_changes(changes: dict[str, list]) -> str:
@@ -229,54 +219,3 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{path}: a config file must hold a mapping of option names to values")
     return data
-
-
-def parse_res(value) -> tuple[int, int]:
-    """``518``, ``"518"``, ``"294x518"`` or ``[294, 518]`` -> ``(H, W)``."""
-    try:
-        if isinstance(value, int | float):
-            return int(value), int(value)
-        if isinstance(value, list | tuple) and len(value) == 2:
-            return int(value[0]), int(value[1])
-        text = str(value).lower().strip()
-        if "x" in text:
-            h, w = text.split("x")
-            return int(h), int(w)
-        return int(text), int(text)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"bad resolution {value!r}: expected N or HxW (e.g. 518 or 294x518)") from exc
-
-
-_INT = {"steps", "clip_len", "stride", "clips_per_video", "batch_size", "warmup", "deferred_chunk", "seed",
-        "save_every", "keep_checkpoints", "workers"}
-_FLOAT = {"min_crop", "lr", "weight_decay", "ema", "w_reg", "max_grad_norm", "tau", "dist_timeout"}
-_BOOL = {"edge_mask", "cpu", "tensorboard", "copy_prior", "resume", "quiet"}
-_OPTIONAL = {"clip_len", "lr", "res", "max_grad_norm", "flow_weights", "cache", "model", "out"}
-
-
-def _coerce(name: str, value, source: str):
-    """Type-check a value from a config file (the CLI's argparse already types its own)."""
-    if value is None:
-        if name in _OPTIONAL:
-            return None
-        raise InputError(f"{source}: option {name!r} cannot be null")
-    try:
-        if name == "res":
-            return parse_res(value)
-        if name in ("data", "allow_change"):
-            return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
-        if name in _BOOL:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if name in _INT:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if name in _FLOAT:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{source}: bad value {value!r} for option {name!r}") from exc

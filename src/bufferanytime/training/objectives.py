@@ -30,7 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bufferanytime.constants import MARIGOLD_NORMALS_EPS
+from bufferanytime.constants import (
+    CLIP_LEN_DEPTH,
+    CLIP_LEN_NORMAL,
+    LR_DEPTH,
+    LR_NORMAL,
+    MARIGOLD_NORMALS_EPS,
+    TRAIN_RES_DEPTH,
+    TRAIN_RES_NORMAL,
+)
 from bufferanytime.flow import FlowModel, cycle_mask
 from bufferanytime.losses import (
     affine_invariant_loss,
@@ -39,8 +47,11 @@ from bufferanytime.losses import (
     normalize_affine,
     stabilization_loss,
 )
+from bufferanytime.models import load_model
 from bufferanytime.models.depth import VideoDepthModel
 from bufferanytime.models.normal import VideoNormalModel
+from bufferanytime.registry import Registry
+from bufferanytime.tasks import DEPTH, NORMAL, Task, get_task
 
 FROZEN_BATCH = 8  # frames sent through a frozen network at once while preparing a clip (bounds its memory)
 FLOW_KEYS = ("flow_fwd", "flow_bwd", "cycle_fwd", "cycle_bwd")  # (L-1, ...) tensors of a prepared clip
@@ -89,6 +100,13 @@ def pick_target(prepared: dict[str, torch.Tensor], frame: int) -> torch.Tensor:
     return prepared["targets"][frames.index(frame)]
 
 
+def _resized(disparity: torch.Tensor, size) -> torch.Tensor:
+    """Disparity ``(N, h, w)`` at the preprocessed size -> ``(N, H, W)`` at the clip's ``size`` (bilinear)."""
+    if tuple(disparity.shape[-2:]) == tuple(size):
+        return disparity
+    return F.interpolate(disparity[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
 class DepthNet(nn.Module):
     """The trainable path of the depth model, from frozen ViT features to disparity at the clip's resolution.
 
@@ -100,11 +118,7 @@ class DepthNet(nn.Module):
         self.model = model
 
     def forward(self, features: list[torch.Tensor], num_frames: int, pixel_size, out_size) -> torch.Tensor:
-        disparity = self.model.decode_head(features, num_frames, tuple(pixel_size))
-        if tuple(disparity.shape[-2:]) != tuple(out_size):
-            disparity = F.interpolate(disparity[:, None], size=tuple(out_size), mode="bilinear", align_corners=False)
-            disparity = disparity[:, 0]
-        return disparity
+        return _resized(self.model.decode_head(features, num_frames, tuple(pixel_size)), out_size)
 
 
 class NormalNet(nn.Module):
@@ -131,16 +145,56 @@ def _stabilization(buffers: torch.Tensor, flows: dict[str, torch.Tensor], config
     )
 
 
-class DepthObjective:
-    kind = "depth"
+class Objective:
+    """The training side of a task: what a step computes for one kind of buffer, and that kind's defaults.
+
+    ``defaults`` are the paper's per-kind options (``clip_len``, ``lr``, ``res``) used when a run leaves them
+    unset; ``noun`` names the kind in ``--help``. ``net`` is the trainable module (what data parallelism wraps).
+    """
+
+    task: Task
+    defaults: dict
+    noun: str
+    net: nn.Module
+
+    @classmethod
+    def build(cls, model, flow_model: FlowModel, config, device: torch.device) -> Objective:
+        """The objective of a run: ``model`` is the video model being trained (already on its device)."""
+        return cls(model, flow_model, config)
+
+    def frame_tensor_keys(self, prepared: dict) -> tuple[str, ...]:
+        """The per-frame tensors of a prepared clip (cut with the clip by :func:`truncate`)."""
+        raise NotImplementedError
+
+    def prepare(self, frames: torch.Tensor, target_frames: list[int] | None) -> dict[str, torch.Tensor]:
+        """The frozen, cacheable part of a step for ``frames (L,3,H,W)`` in [0,1]."""
+        raise NotImplementedError
+
+    def losses(self, net: nn.Module, clips: list[dict[str, torch.Tensor]], reg_frames: list[int]) -> StepLosses:
+        """The trainable part of a step on prepared clips of equal length, one regularization frame each."""
+        raise NotImplementedError
+
+
+class DepthObjective(Objective):
+    task = DEPTH
+    defaults = {"clip_len": CLIP_LEN_DEPTH, "lr": LR_DEPTH, "res": (TRAIN_RES_DEPTH, TRAIN_RES_DEPTH)}
+    noun = "depth"
 
     def __init__(self, model: VideoDepthModel, prior: VideoDepthModel, flow_model: FlowModel, config):
+        """``prior``: the frozen image prior that sets the regularization targets (see :meth:`build`)."""
         self.model = model
-        self.prior = prior.requires_grad_(False).eval()
-        self.prior.backbone = model.backbone  # both frozen copies of the same ViT: compute its features once
+        self.prior = prior
         self.flow_model = flow_model
         self.config = config
         self.net = DepthNet(model)
+
+    @classmethod
+    def build(cls, model: VideoDepthModel, flow_model: FlowModel, config, device: torch.device) -> DepthObjective:
+        """With a frozen copy of the prior of its own, whose ViT is the model's (the same frozen weights: its
+        features are computed and held once); the video model's head is fine-tuned, the prior's is not."""
+        prior = load_model(cls.task.name, model.prior_ref, per_frame=True)
+        prior.backbone = model.backbone
+        return cls(model, prior.requires_grad_(False).eval().to(device), flow_model, config)
 
     def frame_tensor_keys(self, prepared: dict) -> tuple[str, ...]:
         return tuple(k for k in prepared if k.startswith("features."))
@@ -168,11 +222,7 @@ class DepthObjective:
         return prepared
 
     def _prior_disparity(self, features, pixel_size, out_size) -> torch.Tensor:
-        disparity = self.prior.decode_head(features, features[0].shape[0], tuple(pixel_size))
-        if tuple(disparity.shape[-2:]) != tuple(out_size):
-            disparity = F.interpolate(disparity[:, None], size=tuple(out_size), mode="bilinear", align_corners=False)
-            disparity = disparity[:, 0]
-        return disparity
+        return _resized(self.prior.decode_head(features, features[0].shape[0], tuple(pixel_size)), out_size)
 
     def losses(self, net: nn.Module, clips: list[dict[str, torch.Tensor]], reg_frames: list[int]) -> StepLosses:
         """``clips``: prepared clips of equal length L on the device; ``reg_frames``: one frame index per clip."""
@@ -196,8 +246,10 @@ class DepthObjective:
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
 
 
-class NormalObjective:
-    kind = "normal"
+class NormalObjective(Objective):
+    task = NORMAL
+    defaults = {"clip_len": CLIP_LEN_NORMAL, "lr": LR_NORMAL, "res": (TRAIN_RES_NORMAL, TRAIN_RES_NORMAL)}
+    noun = "normals"
 
     def __init__(self, model: VideoNormalModel, flow_model: FlowModel, config):
         self.model = model
@@ -248,3 +300,14 @@ class NormalObjective:
         )
         loss = self.config.w_reg * loss_reg + loss_stable
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
+
+
+#: The objective of each task that can be trained, by task name.
+OBJECTIVES: Registry[type[Objective]] = Registry("trainable kind")
+for _objective in (DepthObjective, NormalObjective):
+    OBJECTIVES.register(_objective.task.name, _objective)
+
+
+def objective_class(task: str | Task) -> type[Objective]:
+    """The objective that trains ``task`` (a task or its name)."""
+    return OBJECTIVES.get(get_task(task).name)

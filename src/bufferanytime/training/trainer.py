@@ -37,6 +37,7 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,13 +51,19 @@ from bufferanytime.flow import get_flow_model
 from bufferanytime.models import load_model
 from bufferanytime.training import checkpoint as ckpt
 from bufferanytime.training.cache import ClipCache
-from bufferanytime.training.config import HISTORY, WORLD_SIZE, TrainConfig, format_changes, read_run_config
+from bufferanytime.training.config import (
+    HISTORY,
+    RUN_CONFIG,
+    WORLD_SIZE,
+    TrainConfig,
+    format_changes,
+    read_run_config,
+)
 from bufferanytime.training.data import ClipDataset, ClipSampler, SampleIndices, collate, discover_videos
 from bufferanytime.training.ema import EMA
 from bufferanytime.training.hashing import file_sha256, tree_sha256
-from bufferanytime.training.objectives import DepthObjective, NormalObjective, clip_length, truncate
+from bufferanytime.training.objectives import Objective, clip_length, objective_class, truncate
 
-CONFIG_NAME = "config.json"
 LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
 MODEL_DIR = "model"
@@ -157,6 +164,31 @@ class StepLog:
         self.file.close()
 
 
+@dataclass
+class RunParts:
+    """The live objects of a run, built once by :meth:`Trainer._build`."""
+
+    model: torch.nn.Module  # the video model being trained
+    objective: Objective
+    params: dict[str, torch.nn.Parameter]  # its trainable weights, by name
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA
+    net: torch.nn.Module | None = None  # objective.net as prepared by Accelerate (wrapped for data parallelism)
+    cache: ClipCache | None = None
+
+
+@dataclass
+class Progress:
+    """Where the run is: its step, training seconds, and this session's counts."""
+
+    step: int = 0
+    elapsed: float = 0.0
+    cache_hits: int = 0
+    samples: int = 0
+    skipped_in_a_row: int = 0
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
@@ -200,7 +232,7 @@ class Trainer:
 
     def _resumed_history(self, checkpoint: ckpt.Checkpoint | None) -> list:
         """The run's history, with this session's changes appended; InputError on changes not allowed."""
-        saved = self.run_dir / CONFIG_NAME
+        saved = self.run_dir / RUN_CONFIG
         if checkpoint is None or not saved.is_file():
             return []
         options, history = read_run_config(saved)
@@ -219,18 +251,48 @@ class Trainer:
             history = [*history, {"step": checkpoint.step, "changed": changes}]
         return history
 
-    def _build_objective(self, model):
+    def _build(self) -> RunParts:
+        """The model (the same initial weights in every process and run), its objective and optimizer."""
         config = self.config
-        flow_kwargs = {}
-        if config.flow == "raft-small":
-            flow_kwargs = {"weights": config.flow_weights, "device": self.device}
+        torch.manual_seed(config.seed)
+        model = load_model(config.kind, config.model)
+        model.clip_len = config.clip_len
+        model.train()
+        flow_kwargs = {"weights": config.used_flow_weights, "device": self.device} if config.used_flow_weights else {}
         flow_model = get_flow_model(config.flow, **flow_kwargs)
-        if config.kind == "depth":
-            prior = load_model("depth", model.prior_ref, per_frame=True)
-            objective = DepthObjective(model, prior, flow_model, config)
-            objective.prior.to(self.device)
-            return objective
-        return NormalObjective(model, flow_model, config)
+        objective = objective_class(config.kind).build(model, flow_model, config, self.device)
+        params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup)
+        return RunParts(model, objective, params, optimizer, scheduler, EMA(params, config.ema))
+
+    def _start_run_dir(self, history: list) -> None:
+        """Main process, once the inputs are known to be good: checkpoint folder, stale temporaries, config.json."""
+        (self.run_dir / ckpt.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        for stale in (self.run_dir / ckpt.CHECKPOINTS).glob(".tmp-step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        saved = {**self.config.to_dict(), "resume": False, "allow_change": [], HISTORY: history}
+        _atomic_write_text(self.run_dir / RUN_CONFIG, json.dumps(saved, indent=2) + "\n")
+
+    def _restore(self, parts: RunParts, checkpoint: ckpt.Checkpoint) -> tuple[Progress, dict | None]:
+        """Load weights, average, optimizer and schedule from ``checkpoint``; its progress and random states."""
+        state = ckpt.load_checkpoint(checkpoint, self.rank, torch.device("cpu"))
+        missing, unexpected = parts.model.load_state_dict(state["trainable"], strict=False)
+        if unexpected or set(missing) & set(parts.model.trainable_state_dict()):
+            raise InputError(f"{checkpoint.path}: checkpoint does not match the model")
+        parts.ema.load_state_dict(state["ema"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        apply_hyperparameters(parts.optimizer, parts.scheduler, self.config.lr, self.config.weight_decay)
+        self.accelerator.print(f"resuming {self.run_dir} from step {checkpoint.step}")
+        return Progress(checkpoint.step, float(state["state"].get("elapsed", 0.0))), state["rng"]
+
+    def _to_device(self, parts: RunParts) -> None:
+        """Hand the trainable net and the optimizer to Accelerate; the average follows them to the device."""
+        parts.net, parts.optimizer = self.accelerator.prepare(parts.objective.net, parts.optimizer)
+        for name, value in parts.ema.shadow.items():
+            parts.ema.shadow[name] = value.to(self.device)
+        parts.cache = self._cache(parts.model)
 
     def _cache(self, model) -> ClipCache | None:
         """The clip cache, keyed by the content of the prior's and the flow's weights (hashed once per run)."""
@@ -238,8 +300,8 @@ class Trainer:
         if not config.cache:
             return None
         flow_weights = None
-        if config.flow == "raft-small":
-            weights = Path(config.flow_weights)
+        if config.used_flow_weights:
+            weights = Path(config.used_flow_weights)
             flow_weights = file_sha256(weights) if weights.is_file() else str(weights)
         prior = Path(model.prior_ref)
         context = {
@@ -252,130 +314,119 @@ class Trainer:
         }
         return ClipCache(config.cache, context, config.cache_dtype)
 
-    # -- the run -----------------------------------------------------------------------------------------------
-    def run(self) -> Path:
-        config, acc = self.config, self.accelerator
-        resume_from = self._checkpoint_to_resume()
-        history = self._resumed_history(resume_from)
-        videos = discover_videos(config.data, progress=self.main and not config.quiet, by_content=bool(config.cache))
-        torch.manual_seed(config.seed)  # the same initial weights in every process and every run
-        model = load_model(config.kind, config.model)
-        model.clip_len = config.clip_len
-        model.train()
-        objective = self._build_objective(model)
-        if self.main:  # only once the inputs are known to be good
-            (self.run_dir / ckpt.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-            for stale in (self.run_dir / ckpt.CHECKPOINTS).glob(".tmp-step-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            saved = {**config.to_dict(), "resume": False, "allow_change": [], HISTORY: history}
-            _atomic_write_text(self.run_dir / CONFIG_NAME, json.dumps(saved, indent=2) + "\n")
-        acc.wait_for_everyone()
-        params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup)
-        ema = EMA(params, config.ema)
-
-        start_step, elapsed, rng = 0, 0.0, None
-        if resume_from is not None:
-            state = ckpt.load_checkpoint(resume_from, self.rank, torch.device("cpu"))
-            missing, unexpected = model.load_state_dict(state["trainable"], strict=False)
-            if unexpected or set(missing) & set(model.trainable_state_dict()):
-                raise InputError(f"{resume_from.path}: checkpoint does not match the model")
-            ema.load_state_dict(state["ema"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            apply_hyperparameters(optimizer, scheduler, config.lr, config.weight_decay)
-            start_step, elapsed, rng = resume_from.step, float(state["state"].get("elapsed", 0.0)), state["rng"]
-            acc.print(f"resuming {self.run_dir} from step {start_step}")
-
-        net, optimizer = acc.prepare(objective.net, optimizer)
-        for name, value in ema.shadow.items():
-            ema.shadow[name] = value.to(self.device)
-        cache = self._cache(model)
-        sampler = ClipSampler(
-            videos, config.clip_len, config.stride, config.res, config.min_crop, config.clips_per_video, config.seed
-        )
-        loader = torch.utils.data.DataLoader(
+    def _loader(self, sampler: ClipSampler, cache: ClipCache | None, start_step: int) -> torch.utils.data.DataLoader:
+        """This process's samples from ``start_step`` on (see :mod:`~bufferanytime.training.data`)."""
+        config = self.config
+        return torch.utils.data.DataLoader(
             ClipDataset(sampler, cache.load if cache is not None else None),
             batch_size=config.batch_size,
             sampler=SampleIndices(start_step, config.steps, config.batch_size, self.rank, self.world_size),
             num_workers=config.workers,
             collate_fn=collate,
         )
+
+    # -- the run -----------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Set up (or resume) the run, train to ``config.steps`` and write the final model."""
+        config, acc = self.config, self.accelerator
+        resume_from = self._checkpoint_to_resume()
+        history = self._resumed_history(resume_from)
+        videos = discover_videos(config.data, progress=self.main and not config.quiet, by_content=bool(config.cache))
+        parts = self._build()
+        if self.main:
+            self._start_run_dir(history)
+        acc.wait_for_everyone()
+        progress, rng = self._restore(parts, resume_from) if resume_from is not None else (Progress(), None)
+        self._to_device(parts)
+        sampler = ClipSampler(
+            videos, config.clip_len, config.stride, config.res, config.min_crop, config.clips_per_video, config.seed
+        )
+        loader = self._loader(sampler, parts.cache, progress.step)
         if config.tensorboard:
             acc.init_trackers(TENSORBOARD_PROJECT)
-        log = StepLog(self.run_dir / LOG_NAME, start_step) if self.main else None
-        bar = tqdm(total=config.steps, initial=start_step, desc=f"train {config.kind}", unit="step",
-                   disable=not self.main or config.quiet)
         if rng is not None:
             ckpt.set_rng_state(rng)
         acc.print(f"{len(videos)} videos, {sampler.num_slots} clips of up to {config.clip_len} frames at "
                   f"{config.res[0]}x{config.res[1]}, {self.world_size} process(es) x batch {config.batch_size}")
-
-        step, hits_total, samples_total, skipped_in_a_row = start_step, 0, 0, 0
-        for items in loader:
-            started = time.perf_counter()
-            good = self._decodable(items)
-            skipped_clips, empty = self._sum_over_processes([len(items) - len(good), int(not good)])
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
-            values, hits = [None, None, None], 0
-            skipped_in_a_row = skipped_in_a_row + 1 if empty else 0
-            if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
-                raise InputError(f"step {step + 1}: no decodable clip in {MAX_SKIPPED_IN_A_ROW} steps in a row; "
-                                 "check the videos named in the warnings above")
-            if not empty:
-                values, hits = self._train_step(step, good, objective, cache, net, params, optimizer, scheduler, ema)
-            step += 1
-            hits_total += hits
-            samples_total += len(items) * self.world_size
-            step_time = time.perf_counter() - started
-            elapsed += step_time
-            global_batch = config.batch_size * self.world_size
-            slots = [sampler.slot_of_sample((step - 1) * global_batch + i) for i in range(global_batch)]
-            entry = {"step": step, "loss_reg": values[1], "loss_stable": values[2], "loss": values[0], "lr": lr,
-                     "time": round(elapsed, 4), "step_time": round(step_time, 4), "cache_hits": hits,
-                     "clips": slots, "skipped_clips": skipped_clips, "step_skipped": bool(empty)}
-            if log is not None:
-                log.write(entry)
-            bar.update(1)
-            if not empty:
-                bar.set_postfix(loss=f"{values[0]:.4g}", stable=f"{values[2]:.4g}", reg=f"{values[1]:.4g}")
-            if config.tensorboard:
-                scalars = {k: v for k, v in entry.items() if k not in ("step", "clips") and v is not None}
-                acc.log(scalars, step=step)
-            if step % config.save_every == 0 or step == config.steps:
-                self._save_checkpoint(step, elapsed, model, ema, optimizer, scheduler)
-        bar.close()
-        if log is not None:
-            log.close()
-
-        model_dir = self._finish(step, elapsed, model, params, ema, hits_total, samples_total)
+        self._loop(parts, loader, sampler, progress)
+        model_dir = self._finish(parts, progress)
         if config.tensorboard:
             acc.end_training()
         return model_dir
 
-    def _train_step(self, step, items, objective, cache, net, params, optimizer, scheduler, ema):
+    def _loop(self, parts: RunParts, loader, sampler: ClipSampler, progress: Progress) -> None:
+        """The step loop: train (or skip) each step's samples, log it, checkpoint every ``save_every`` steps."""
+        config = self.config
+        log = StepLog(self.run_dir / LOG_NAME, progress.step) if self.main else None
+        bar = tqdm(total=config.steps, initial=progress.step, desc=f"train {config.kind}", unit="step",
+                   disable=not self.main or config.quiet)
+        for items in loader:
+            entry = self._step(parts, items, sampler, progress)
+            self._report(entry, log, bar)
+            if progress.step % config.save_every == 0 or progress.step == config.steps:
+                self._save_checkpoint(parts, progress)
+        bar.close()
+        if log is not None:
+            log.close()
+
+    def _step(self, parts: RunParts, items: list[dict], sampler: ClipSampler, progress: Progress) -> dict:
+        """One step on this process's ``items`` (skipped by all when a process has no decodable clip); its log."""
+        started = time.perf_counter()
+        good = self._decodable(items)
+        skipped_clips, empty = self._sum_over_processes([len(items) - len(good), int(not good)])
+        lr = parts.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        progress.skipped_in_a_row = progress.skipped_in_a_row + 1 if empty else 0
+        if progress.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise InputError(f"step {progress.step + 1}: no decodable clip in {MAX_SKIPPED_IN_A_ROW} steps in a row; "
+                             "check the videos named in the warnings above")
+        values, hits = [None, None, None], 0
+        if not empty:
+            values, hits = self._train_step(progress.step, good, parts)
+        step_time = time.perf_counter() - started
+        progress.step += 1
+        progress.cache_hits += hits
+        progress.samples += len(items) * self.world_size
+        progress.elapsed += step_time
+        global_batch = self.config.batch_size * self.world_size
+        slots = [sampler.slot_of_sample((progress.step - 1) * global_batch + i) for i in range(global_batch)]
+        return {"step": progress.step, "loss_reg": values[1], "loss_stable": values[2], "loss": values[0], "lr": lr,
+                "time": round(progress.elapsed, 4), "step_time": round(step_time, 4), "cache_hits": hits,
+                "clips": slots, "skipped_clips": skipped_clips, "step_skipped": bool(empty)}
+
+    def _report(self, entry: dict, log: StepLog | None, bar: tqdm) -> None:
+        """A step's entry to ``RUN/log.jsonl`` (main process), the progress bar and TensorBoard."""
+        if log is not None:
+            log.write(entry)
+        bar.update(1)
+        if not entry["step_skipped"]:
+            bar.set_postfix(loss=f"{entry['loss']:.4g}", stable=f"{entry['loss_stable']:.4g}",
+                            reg=f"{entry['loss_reg']:.4g}")
+        if self.config.tensorboard:
+            scalars = {k: v for k, v in entry.items() if k not in ("step", "clips") and v is not None}
+            self.accelerator.log(scalars, step=entry["step"])
+
+    def _train_step(self, step: int, items: list[dict], parts: RunParts) -> tuple[list[float], int]:
         """One optimizer step on ``items``; returns the mean ``[loss, loss_reg, loss_stable]`` and the cache hits.
 
         Stops the run (InputError, on every process) when the loss, a gradient or an updated weight is not finite.
         """
-        acc = self.accelerator
+        acc, params = self.accelerator, parts.params
         seed_step(self.config.seed, step, self.rank)
-        clips, reg_frames, hits = self._prepare(items, objective, cache)
+        clips, reg_frames, hits = self._prepare(items, parts.objective, parts.cache)
         with acc.autocast():
-            losses = objective.losses(net, clips, reg_frames)
+            losses = parts.objective.losses(parts.net, clips, reg_frames)
         acc.backward(losses.loss)
         # With a loss scaler (fp16) an infinite gradient is expected now and then: the scaler skips that step.
         grads = [p.grad for p in params.values()] if acc.scaler is None else []
         self._stop_unless_finite(step, [losses.loss.detach(), *grads], "the loss or its gradient is")
         if self.config.max_grad_norm is not None:
             acc.clip_grad_norm_(list(params.values()), self.config.max_grad_norm)
-        optimizer.step()
+        parts.optimizer.step()
         if not acc.optimizer_step_was_skipped:
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            parts.scheduler.step()
+        parts.optimizer.zero_grad(set_to_none=True)
         self._stop_unless_finite(step, list(params.values()), "the weights after the update are")
-        ema.update(params)
+        parts.ema.update(params)
         values = torch.stack([losses.loss.detach(), losses.reg, losses.stable]).float()
         values = acc.reduce(values, reduction="mean").tolist()
         return values, self._sum_over_processes([hits])[0]
@@ -404,7 +455,7 @@ class Trainer:
                 _warn(f"skipping a clip that cannot be read: {item['error']}")
         return good
 
-    def _prepare(self, items: list[dict], objective, cache: ClipCache | None):
+    def _prepare(self, items: list[dict], objective: Objective, cache: ClipCache | None):
         """Prepared clips on the device (from the cache, or computed and cached), cut to the batch's shortest."""
         lengths = [clip_length(it["cached"]) if it["cached"] is not None else it["frames"].shape[0] for it in items]
         length = min(lengths)
@@ -424,8 +475,10 @@ class Trainer:
             reg_frames.append(reg)
         return clips, reg_frames, hits
 
-    def _save_checkpoint(self, step: int, elapsed: float, model, ema: EMA, optimizer, scheduler) -> None:
-        acc = self.accelerator
+    # -- saving ------------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, parts: RunParts, progress: Progress) -> None:
+        """Every process's random states, then (main) the weights and optimizer, published when complete."""
+        acc, step = self.accelerator, progress.step
         tmp = ckpt.temporary_dir(self.run_dir, step)
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -433,55 +486,60 @@ class Trainer:
         acc.wait_for_everyone()
         ckpt.write_rank_state(tmp, self.rank)
         if self.main:
-            state = {"step": step, "elapsed": elapsed, WORLD_SIZE: self.world_size, "seed": self.config.seed}
-            ckpt.write_main_state(
-                tmp, model.trainable_state_dict(), ema.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
-                state,
-            )
+            state = {"step": step, "elapsed": progress.elapsed, WORLD_SIZE: self.world_size, "seed": self.config.seed}
+            ckpt.write_main_state(tmp, parts.model.trainable_state_dict(), parts.ema.state_dict(),
+                                  parts.optimizer.state_dict(), parts.scheduler.state_dict(), state)
         acc.wait_for_everyone()
         if self.main:
             ckpt.write_checksums(tmp)  # last: covers every process's files
             ckpt.publish(self.run_dir, step, self.config.keep_checkpoints)
         acc.wait_for_everyone()
 
-    def _finish(self, step, elapsed, model, params, ema: EMA, hits_total: int, samples_total: int) -> Path:
+    def _finish(self, parts: RunParts, progress: Progress) -> Path:
         """Write ``RUN/model`` (EMA weights) and ``RUN/summary.json``; check every process has the same weights."""
         acc = self.accelerator
-        digest = weights_digest(params)
-        raw = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.int64, device=self.device)[None]
-        digests = [bytes(row.tolist()).hex() for row in acc.gather(raw).cpu()]
+        raw = torch.tensor(list(bytes.fromhex(weights_digest(parts.params))), dtype=torch.int64, device=self.device)
+        digests = [bytes(row.tolist()).hex() for row in acc.gather(raw[None]).cpu()]
         final = self.run_dir / MODEL_DIR
-        if not ckpt.all_finite(ema.shadow):
+        if not ckpt.all_finite(parts.ema.shadow):
             raise InputError(f"the averaged weights are not all finite; {final} not written")
         if self.main:
             if len(set(digests)) > 1:
                 warnings.warn(f"processes ended with different weights: {digests}", stacklevel=2)
-            current = {name: p.detach().clone() for name, p in params.items()}
-            ema.copy_to(params)
-            ema_digest = weights_digest(params)
-            tmp = self.run_dir / f".{MODEL_DIR}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp, copy_prior=self.config.copy_prior)
-            old = self.run_dir / f".{MODEL_DIR}.old-{os.getpid()}"
-            if final.exists():
-                final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(current[name])
+            ema_digest = self._write_model(parts, final)
             summary = {
-                "step": step,
-                "elapsed": round(elapsed, 3),
+                "step": progress.step,
+                "elapsed": round(progress.elapsed, 3),
                 "world_size": self.world_size,
                 "weights_sha256_per_process": digests,
                 "processes_identical": len(set(digests)) == 1,
                 "ema_sha256": ema_digest,
-                "cache_hits_this_session": hits_total,
-                "samples_this_session": samples_total,
+                "cache_hits_this_session": progress.cache_hits,
+                "samples_this_session": progress.samples,
                 "model": str(final),
             }
             _atomic_write_text(self.run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
             acc.print(f"model written to {final}")
         acc.wait_for_everyone()
         return final
+
+    def _write_model(self, parts: RunParts, final: Path) -> str:
+        """Save the model with its averaged weights as ``final`` (replaced whole); the digest of those weights.
+
+        The trained weights are put back afterwards: the model object is left as training left it.
+        """
+        current = {name: p.detach().clone() for name, p in parts.params.items()}
+        parts.ema.copy_to(parts.params)
+        ema_digest = weights_digest(parts.params)
+        tmp = self.run_dir / f".{MODEL_DIR}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        parts.model.save_pretrained(tmp, copy_prior=self.config.copy_prior)
+        old = self.run_dir / f".{MODEL_DIR}.old-{os.getpid()}"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        with torch.no_grad():
+            for name, p in parts.params.items():
+                p.copy_(current[name])
+        return ema_digest
