@@ -21,7 +21,7 @@ from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.training import TrainConfig, train
 from bufferanytime.training.checkpoint import CHECKSUMS_NAME, write_checksums
 from bufferanytime.training.data import discover_videos
-from bufferanytime.training.trainer import MAX_SKIPPED_IN_A_ROW, Trainer
+from bufferanytime.training.trainer import Trainer
 
 from .conftest import FRAMES, SIZE, tiny_config
 
@@ -293,9 +293,10 @@ def test_run_without_any_decodable_clip_stops_after_the_limit(damaged_video_data
     code = main(_cli(damaged_video_data / "broken.mp4", tiny_depth_prior, run, "--steps", "50"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 2 and err[0].startswith("warning: ") and "broken.mp4" in err[0]
-    assert err[1] == (f"error: step {MAX_SKIPPED_IN_A_ROW}: no decodable clip in {MAX_SKIPPED_IN_A_ROW} steps in "
+    limit = TrainConfig().max_skipped_steps
+    assert err[1] == (f"error: step {limit}: no decodable clip in {limit} steps in "
                       "a row; check the videos named in the warnings above")
-    assert len(_log(run)) == MAX_SKIPPED_IN_A_ROW - 1 and not (run / "model").exists()
+    assert len(_log(run)) == limit - 1 and not (run / "model").exists()
 
 
 # -- frozen processes -------------------------------------------------------------------------------------------

@@ -120,6 +120,7 @@ class TrainConfig:
     dist_timeout: float = option(DIST_TIMEOUT, "with several processes: stop with an error when one waits this long "
                                  "for the others, e.g. behind a frozen process", above(0, " seconds"),
                                  metavar="SECONDS", runtime=True)
+    max_skipped_steps: int = option(10, "stop after N steps in a row with no decodable clip", at_least(1), runtime=True)
     tensorboard: bool = option(False, "also log to RUN/tensorboard/", runtime=True)
     copy_prior: bool = option(False, "copy the prior into RUN/model so that it is self-contained")
     quiet: bool = option(False, "no progress bar", short="-q", runtime=True)

@@ -13,7 +13,7 @@ bitwise deterministic).
 
 Faults: a clip that cannot be decoded is skipped with a warning (``skipped_clips`` in the log); a step in which
 some process has no decodable clip is skipped by all (no update, ``step_skipped`` in the log), and
-``MAX_SKIPPED_IN_A_ROW`` skipped steps in a row stop the run. A loss, gradient or weight that is not finite (NaN
+``--max-skipped-steps`` skipped steps in a row stop the run. A loss, gradient or weight that is not finite (NaN
 or infinity) stops the run with an error at once, before anything of that step is saved. ``--resume`` continues
 from the newest checkpoint whose checksums match, refuses changed options unless allowed, and records the allowed
 ones in ``config.json``'s ``history``. With several processes, one that waits longer than ``--dist-timeout`` for
@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from bufferanytime.errors import InputError
 from bufferanytime.flow import get_flow_model
+from bufferanytime.io.atomic import atomic_path, write_text_atomic
 from bufferanytime.models import load_model
 from bufferanytime.training import checkpoint as ckpt
 from bufferanytime.training.cache import ClipCache
@@ -68,7 +69,6 @@ LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
 MODEL_DIR = "model"
 TENSORBOARD_PROJECT = "tensorboard"
-MAX_SKIPPED_IN_A_ROW = 10  # consecutive steps without a decodable clip in some process before the run stops
 
 
 def train(config: TrainConfig) -> Path:
@@ -82,12 +82,6 @@ def train(config: TrainConfig) -> Path:
             raise InputError(f"process {trainer.rank} waited more than --dist-timeout {config.dist_timeout:g} s for "
                              f"the other processes (one froze or died); training stopped") from exc
         raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _warn(message: str) -> None:
@@ -153,7 +147,7 @@ class StepLog:
                     continue
                 if entry.get("step", 0) <= keep_until:
                     kept.append(line)
-        _atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
         self.file = path.open("a")
 
     def write(self, entry: dict) -> None:
@@ -272,7 +266,7 @@ class Trainer:
         for stale in (self.run_dir / ckpt.CHECKPOINTS).glob(".tmp-step-*"):
             shutil.rmtree(stale, ignore_errors=True)
         saved = {**self.config.to_dict(), "resume": False, "allow_change": [], HISTORY: history}
-        _atomic_write_text(self.run_dir / RUN_CONFIG, json.dumps(saved, indent=2) + "\n")
+        write_text_atomic(self.run_dir / RUN_CONFIG, json.dumps(saved, indent=2) + "\n")
 
     def _restore(self, parts: RunParts, checkpoint: ckpt.Checkpoint) -> tuple[Progress, dict | None]:
         """Load weights, average, optimizer and schedule from ``checkpoint``; its progress and random states."""
@@ -376,8 +370,9 @@ class Trainer:
         skipped_clips, empty = self._sum_over_processes([len(items) - len(good), int(not good)])
         lr = parts.optimizer.param_groups[0]["lr"]  # the rate this step uses
         progress.skipped_in_a_row = progress.skipped_in_a_row + 1 if empty else 0
-        if progress.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
-            raise InputError(f"step {progress.step + 1}: no decodable clip in {MAX_SKIPPED_IN_A_ROW} steps in a row; "
+        limit = self.config.max_skipped_steps
+        if progress.skipped_in_a_row >= limit:
+            raise InputError(f"step {progress.step + 1}: no decodable clip in {limit} steps in a row; "
                              "check the videos named in the warnings above")
         values, hits = [None, None, None], 0
         if not empty:
@@ -518,7 +513,7 @@ class Trainer:
                 "samples_this_session": progress.samples,
                 "model": str(final),
             }
-            _atomic_write_text(self.run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+            write_text_atomic(self.run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
             acc.print(f"model written to {final}")
         acc.wait_for_everyone()
         return final
@@ -531,14 +526,8 @@ class Trainer:
         current = {name: p.detach().clone() for name, p in parts.params.items()}
         parts.ema.copy_to(parts.params)
         ema_digest = weights_digest(parts.params)
-        tmp = self.run_dir / f".{MODEL_DIR}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        parts.model.save_pretrained(tmp, copy_prior=self.config.copy_prior)
-        old = self.run_dir / f".{MODEL_DIR}.old-{os.getpid()}"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_path(final) as tmp:
+            parts.model.save_pretrained(tmp, copy_prior=self.config.copy_prior)
         with torch.no_grad():
             for name, p in parts.params.items():
                 p.copy_(current[name])
