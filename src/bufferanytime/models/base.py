@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
+from bufferanytime.io.atomic import atomic_path, write_text_atomic
 from bufferanytime.models.temporal import TemporalConfig
 
 CONFIG_NAME = "config.json"
@@ -204,10 +204,9 @@ class VideoModel(nn.Module):
                 self.copy_prior(self.prior_ref, directory / PRIOR_SUBDIR)
             config["prior"] = PRIOR_SUBDIR
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state_dict().items()}
-        tmp = directory / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
-        save_file(state, str(tmp), metadata={"format": "pt", DIGEST_KEY: tensors_digest(state)})
-        os.replace(tmp, directory / WEIGHTS_NAME)
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", DIGEST_KEY: tensors_digest(state)})
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def prior_location(cls, directory: Path, config: dict) -> str:

@@ -41,7 +41,6 @@ output in our :class:`TemporalBlock` format, and would change the keys of the em
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -58,6 +57,7 @@ from bufferanytime.constants import (
     MARIGOLD_NORMALS_EPS,
 )
 from bufferanytime.errors import InputError
+from bufferanytime.io.atomic import atomic_path
 from bufferanytime.models.base import (
     PRIOR_SUBDIR,
     VideoModel,
@@ -239,9 +239,8 @@ class VideoNormalModel(VideoModel):
         are the prior's, unchanged), so the U-Net is not loaded a second time."""
         prior_dir = Path(directory) / PRIOR_SUBDIR
         if copy_prior and not prior_dir.exists():
-            tmp = Path(directory) / f".{PRIOR_SUBDIR}.tmp-{os.getpid()}"
-            self.save_prior(tmp)
-            os.replace(tmp, prior_dir)
+            with atomic_path(prior_dir) as tmp:
+                self.save_prior(tmp)
         super().save_pretrained(directory, copy_prior=copy_prior)
 
     def save_prior(self, destination: str | Path) -> None:

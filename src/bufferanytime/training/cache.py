@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bufferanytime.io.atomic import atomic_path
 from bufferanytime.training.data import ClipSpec
 
 CACHE_VERSION = 2  # 2: keys from content hashes
@@ -68,6 +68,5 @@ class ClipCache:
             stored[name] = value.contiguous()
         path = self.path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file(stored, str(tmp), metadata={"clip": json.dumps(spec.to_dict(), default=list)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(stored, str(tmp), metadata={"clip": json.dumps(spec.to_dict(), default=list)})

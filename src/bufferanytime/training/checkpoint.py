@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
+from bufferanytime.io.atomic import replace_atomic
 from bufferanytime.training.hashing import file_sha256
 
 CHECKPOINTS = "checkpoints"
@@ -170,9 +171,7 @@ def publish(run: Path, step: int, keep: int) -> Path:
     reaches their step, not deleted before.
     """
     final = checkpoint_dir(run, step)
-    if final.exists():
-        shutil.rmtree(final)
-    temporary_dir(run, step).rename(final)
+    replace_atomic(temporary_dir(run, step), final)
     for old in [c for c in list_checkpoints(run) if c.step <= step][:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)
     return final
