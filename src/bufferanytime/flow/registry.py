@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from bufferanytime.errors import InputError
 from bufferanytime.flow.dis import DISFlow
 from bufferanytime.flow.raft_small import DEFAULT_ITERS, RAFTSmall
+from bufferanytime.registry import Registry
 
 FlowModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -69,7 +70,15 @@ class RAFTSmallFlow:
         return torch.cat(out)
 
 
-FLOW_MODELS: dict[str, Callable[..., FlowModel]] = {"dis": DISFlow, "raft-small": RAFTSmallFlow}
+#: The flow estimators, by name: each a class whose instances are ``FlowModel`` s.
+FLOW_MODELS: Registry[Callable[..., FlowModel]] = Registry("flow method")
+FLOW_MODELS.register("dis", DISFlow)
+FLOW_MODELS.register("raft-small", RAFTSmallFlow)
+
+
+def list_flows() -> list[str]:
+    """Names ``get_flow_model`` accepts."""
+    return FLOW_MODELS.list()
 
 
 def get_flow_model(name: str, **kwargs) -> FlowModel:
@@ -79,8 +88,7 @@ def get_flow_model(name: str, **kwargs) -> FlowModel:
     checkpoint; ``get_flow_model("dis")`` takes no weights. Unknown names or a missing weights file raise
     ``InputError``.
     """
-    if name not in FLOW_MODELS:
-        raise InputError(f"unknown flow method {name!r}; choose one of {', '.join(FLOW_MODELS)}")
-    if name == "raft-small" and kwargs.get("weights") is None:
+    cls = FLOW_MODELS.get(name)
+    if cls is RAFTSmallFlow and kwargs.get("weights") is None:
         raise InputError("raft-small needs its weights: pass the official raft-small.pth (--flow-weights PATH)")
-    return FLOW_MODELS[name](**kwargs)
+    return cls(**kwargs)
