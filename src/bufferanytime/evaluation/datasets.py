@@ -48,8 +48,8 @@ from bufferanytime.constants import (
 )
 from bufferanytime.errors import InputError
 from bufferanytime.io.images import read_png_depth, read_rgb
+from bufferanytime.registry import Registry
 
-DATASETS = ("synthetic", "kitti", "scannet", "bonn", "sintel")
 DPT_MAX_PIXELS = 100_000_000  # sanity bound on the size read from a .dpt header (as in the official reader)
 
 Crop = tuple[slice, slice]
@@ -339,22 +339,26 @@ def _no_frames(i: int) -> np.ndarray:
     raise InputError(f"frame {i}: the sequence has no readable frames")
 
 
-READERS: dict[str, Callable[[str | Path], list[EvalSequence]]] = {
-    "synthetic": synthetic_sequences,
-    "kitti": kitti_sequences,
-    "scannet": scannet_sequences,
-    "bonn": bonn_sequences,
-    "sintel": sintel_sequences,
-}
+#: The benchmark readers, by dataset name: each lists the evaluation sequences under a root folder.
+DATASETS: Registry[Callable[[str | Path], list[EvalSequence]]] = Registry("dataset")
+DATASETS.register("synthetic", synthetic_sequences)
+DATASETS.register("kitti", kitti_sequences)
+DATASETS.register("scannet", scannet_sequences)
+DATASETS.register("bonn", bonn_sequences)
+DATASETS.register("sintel", sintel_sequences)
+
+
+def list_datasets() -> list[str]:
+    """Names ``load_sequences`` accepts."""
+    return DATASETS.list()
 
 
 def load_sequences(dataset: str, root: str | Path) -> list[EvalSequence]:
     """All evaluation sequences of ``dataset`` under ``root``, in a stable order; InputError if there are none."""
-    if dataset not in READERS:
-        raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    reader = DATASETS.get(dataset)
     if not Path(root).is_dir():
         raise InputError(f"{root}: no such directory")
-    sequences = READERS[dataset](root)
+    sequences = reader(root)
     if not sequences:
         raise InputError(f"{root}: no {dataset} sequences found")
     return sequences
