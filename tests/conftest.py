@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from bufferanytime.io.video import write_video
 from bufferanytime.testing import make_tiny_prior
-from tests.helpers import moving_pattern
+from tests.helpers import moving_pattern, one_torch_thread
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -39,10 +38,8 @@ def small_video(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture()
-def one_torch_thread():
-    """For tiny tensors extra threads only add synchronisation, which a busy machine makes very slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(name="one_torch_thread")
+def _one_torch_thread():
+    """One torch thread for this test (see :func:`tests.helpers.one_torch_thread`)."""
+    with one_torch_thread():
+        yield

@@ -1,9 +1,29 @@
-"""Small data generators shared by tests."""
+"""Small data generators and settings shared by tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import cv2
 import numpy as np
+import torch
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread inside the ``with``, then the previous count again.
+
+    For tiny tensors extra threads only add synchronisation, which a busy machine makes very slow; runs compared
+    bit for bit must also use the same thread count. The fixtures of that name (per test in tests/conftest.py,
+    per module and automatic in tests/training/conftest.py) are this, at their scope.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def moving_pattern(frames: int = 6, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:

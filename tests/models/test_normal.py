@@ -16,15 +16,14 @@ from bufferanytime.models.normal import (
     to_camera_axes,
 )
 from bufferanytime.testing import make_tiny_normal_prior
+from tests.helpers import one_torch_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """The tiny models gain nothing from intra-op threads; on a shared machine they only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def _perturb_temporal(model: VideoNormalModel, std: float = 0.5) -> None:

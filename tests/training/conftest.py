@@ -5,25 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.training import TrainConfig
+from tests.helpers import one_torch_thread
 
 FLICKER = 0.3
 SIZE = (48, 64)
 FRAMES = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tensors here are tiny: threads only add synchronisation, which a busy machine makes very slow. Module
-    scope: set before the module's own fixtures, since runs compared bit for bit must use the same thread count.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(name="one_torch_thread", scope="module", autouse=True)
+def _one_torch_thread_per_module():
+    """One torch thread for the whole module (see :func:`tests.helpers.one_torch_thread`). Module scope: set
+    before the module's own fixtures, since runs compared bit for bit must use the same thread count."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
