@@ -18,6 +18,8 @@ detached copy of the predicted buffers.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -43,6 +45,14 @@ def diamond_kernel(radius: int = EDGE_MANHATTAN_RADIUS) -> np.ndarray:
     """uint8 ``(2r+1, 2r+1)`` structuring element of the offsets with Manhattan norm ``<= radius``."""
     offsets = np.abs(np.arange(-radius, radius + 1))
     return (offsets[:, None] + offsets[None, :] <= radius).astype(np.uint8)
+
+
+@functools.cache
+def _dilation_kernel(radius: int) -> np.ndarray:
+    """:func:`diamond_kernel`, built once per radius (read-only: shared by every call)."""
+    kernel = diamond_kernel(radius)
+    kernel.flags.writeable = False
+    return kernel
 
 
 def canny_edges(frame: np.ndarray) -> np.ndarray:
@@ -74,7 +84,7 @@ def edge_keep_mask(buffers: torch.Tensor, radius: int = EDGE_MANHATTAN_RADIUS) -
     """
     lead, (c, h, w) = buffers.shape[:-3], buffers.shape[-3:]
     frames = buffers.detach().float().reshape(-1, c, h, w).cpu().numpy()
-    kernel = diamond_kernel(radius)
+    kernel = _dilation_kernel(radius)
     keep = np.empty((frames.shape[0], h, w), dtype=bool)
     for i, frame in enumerate(frames):
         near = cv2.dilate(canny_edges(frame).astype(np.uint8), kernel)
@@ -129,39 +139,56 @@ def stabilization_loss(
     n = b * (k - 1)
     ff = flow_fwd.detach().to(buffers.dtype).reshape(n, 2, h, w)
     fb = flow_bwd.detach().to(buffers.dtype).reshape(n, 2, h, w)
-
     with torch.no_grad():
-        if cycle_fwd is None:
-            m_fwd = cycle_mask(ff, fb, tau)
-        else:
-            m_fwd = _with_batch(cycle_fwd, 4).reshape(n, h, w).bool() & inside_mask(ff)
-        if cycle_bwd is None:
-            m_bwd = cycle_mask(fb, ff, tau)
-        else:
-            m_bwd = _with_batch(cycle_bwd, 4).reshape(n, h, w).bool() & inside_mask(fb)
-        m_fwd, m_bwd = m_fwd.view(b, k - 1, h, w), m_bwd.view(b, k - 1, h, w)
-
-        if isinstance(edge_mask, torch.Tensor):
-            keep = _with_batch(edge_mask, 4).bool().to(buffers.device)
-        elif edge_mask:
-            keep = edge_keep_mask(buffers)
-        else:
-            keep = None
-        if keep is not None:
-            m_fwd = m_fwd & keep[:, :-1]
-            m_bwd = m_bwd & keep[:, 1:]
-
+        m_fwd, m_bwd = _cycle_masks(ff, fb, tau, cycle_fwd, cycle_bwd, (b, k, h, w))
+        m_fwd, m_bwd = _edge_masks(m_fwd, m_bwd, buffers, edge_mask)
         if valid is not None:
-            valid = _with_batch(valid, 4).to(buffers.device)
-            vf = valid.to(buffers.dtype)
-            sampled_next = warp(vf[:, 1:].reshape(n, 1, h, w), ff, padding_mode="zeros")
-            sampled_prev = warp(vf[:, :-1].reshape(n, 1, h, w), fb, padding_mode="zeros")
-            m_fwd = m_fwd & valid[:, :-1].bool() & (sampled_next.view(b, k - 1, h, w) >= _VALID_WARP_MIN)
-            m_bwd = m_bwd & valid[:, 1:].bool() & (sampled_prev.view(b, k - 1, h, w) >= _VALID_WARP_MIN)
-
+            m_fwd, m_bwd = _valid_masks(m_fwd, m_bwd, _with_batch(valid, 4).to(buffers.device), ff, fb, buffers.dtype)
     prev = buffers[:, :-1].reshape(n, c, h, w)
     nxt = buffers[:, 1:].reshape(n, c, h, w)
     err_fwd = (warp(nxt, ff) - prev).abs() * m_fwd.reshape(n, 1, h, w)  # grid of frame k
     err_bwd = (warp(prev, fb) - nxt).abs() * m_bwd.reshape(n, 1, h, w)  # grid of frame k+1
     norm = b * (k - 1) * h * w  # (K-1) H W per clip, averaged over the batch
     return 0.5 * (err_fwd.sum() + err_bwd.sum()) / norm
+
+
+def _cycle_masks(ff: torch.Tensor, fb: torch.Tensor, tau: float, cycle_fwd: torch.Tensor | None,
+                 cycle_bwd: torch.Tensor | None, shape: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward and backward cycle masks ``(B, K-1, H, W)`` of flattened flows ``(B*(K-1), 2, H, W)``: computed,
+    or the given (cached) ones restricted to points that land inside the other frame."""
+    b, k, h, w = shape
+    n = b * (k - 1)
+    if cycle_fwd is None:
+        m_fwd = cycle_mask(ff, fb, tau)
+    else:
+        m_fwd = _with_batch(cycle_fwd, 4).reshape(n, h, w).bool() & inside_mask(ff)
+    if cycle_bwd is None:
+        m_bwd = cycle_mask(fb, ff, tau)
+    else:
+        m_bwd = _with_batch(cycle_bwd, 4).reshape(n, h, w).bool() & inside_mask(fb)
+    return m_fwd.view(b, k - 1, h, w), m_bwd.view(b, k - 1, h, w)
+
+
+def _edge_masks(m_fwd: torch.Tensor, m_bwd: torch.Tensor, buffers: torch.Tensor,
+                edge_mask: bool | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masks without pixels near edges: of ``buffers`` (``edge_mask`` True), or a given keep-mask."""
+    if isinstance(edge_mask, torch.Tensor):
+        keep = _with_batch(edge_mask, 4).bool().to(buffers.device)
+    elif edge_mask:
+        keep = edge_keep_mask(buffers)
+    else:
+        return m_fwd, m_bwd
+    return m_fwd & keep[:, :-1], m_bwd & keep[:, 1:]
+
+
+def _valid_masks(m_fwd: torch.Tensor, m_bwd: torch.Tensor, valid: torch.Tensor, ff: torch.Tensor, fb: torch.Tensor,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masks where a pixel is valid and so is the pixel it samples from the other frame."""
+    b, k1, h, w = m_fwd.shape
+    n = b * k1
+    vf = valid.to(dtype)
+    sampled_next = warp(vf[:, 1:].reshape(n, 1, h, w), ff, padding_mode="zeros")
+    sampled_prev = warp(vf[:, :-1].reshape(n, 1, h, w), fb, padding_mode="zeros")
+    m_fwd = m_fwd & valid[:, :-1].bool() & (sampled_next.view(b, k1, h, w) >= _VALID_WARP_MIN)
+    m_bwd = m_bwd & valid[:, 1:].bool() & (sampled_prev.view(b, k1, h, w) >= _VALID_WARP_MIN)
+    return m_fwd, m_bwd

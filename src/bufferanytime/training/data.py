@@ -171,6 +171,7 @@ class ClipSampler:
         self.min_crop = min_crop
         self.clips_per_video = clips_per_video
         self.seed = seed
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, its slot order): samples come epoch by epoch
 
     @property
     def num_slots(self) -> int:
@@ -188,8 +189,13 @@ class ClipSampler:
 
     def slot_of_sample(self, sample: int) -> int:
         epoch, position = divmod(sample, self.num_slots)
-        order = np.random.default_rng([self.seed, _ORDER_STREAM, epoch]).permutation(self.num_slots)
-        return int(order[position])
+        return int(self._epoch_order(epoch)[position])
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """The order in which ``epoch`` visits the slots, drawn from ``(seed, epoch)`` once per epoch."""
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, _ORDER_STREAM, epoch]).permutation(self.num_slots))
+        return self._order[1]
 
     def reg_fraction(self, sample: int) -> float:
         """Uniform in [0, 1): picks the one regularization frame of the sample once its length is known."""
