@@ -127,7 +127,7 @@ def make_sized_depth_prior(path: str | Path, size: str = "small", seed: int = 0)
 
 def tiny_normal_components(seed: int = 0) -> dict:
     """Tiny random instances of the real classes, in the Marigold-E2E-FT (Stable Diffusion 2) configuration."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -157,8 +157,17 @@ def tiny_normal_components(seed: int = 0) -> dict:
     # real normals model, lean the output towards the camera (z) so every pixel has a well-defined direction.
     with torch.no_grad():
         vae.decoder.conv_out.bias[2] += 1.0
-    # Stable Diffusion 2's scheduler config (v-prediction), with the trailing spacing of E2E-FT inference.
-    scheduler = DDIMScheduler(
+    scheduler = sd2_scheduler()
+    # The empty prompt tokenises to BOS + EOS: two tokens of cross_attention_dim features.
+    embedding = torch.randn(1, 2, unet.config.cross_attention_dim)
+    return {"unet": unet, "vae": vae, "scheduler": scheduler, "embedding": embedding}
+
+
+def sd2_scheduler():
+    """Stable Diffusion 2's scheduler config (v-prediction), with the trailing spacing of E2E-FT inference."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
@@ -169,9 +178,29 @@ def tiny_normal_components(seed: int = 0) -> dict:
         prediction_type="v_prediction",
         timestep_spacing="trailing",
     )
-    # The empty prompt tokenises to BOS + EOS: two tokens of cross_attention_dim features.
-    embedding = torch.randn(1, 2, unet.config.cross_attention_dim)
-    return {"unet": unet, "vae": vae, "scheduler": scheduler, "embedding": embedding}
+
+
+def normal_prior_components(seed: int = 0) -> dict:
+    """The embedded normal prior's architecture (``train-prior normal``): the Marigold classes, scaled down.
+
+    A 3-level VAE (downsampling by 4, so that a small decoder keeps detail) and a 2-level U-Net with
+    cross-attention on the stored empty-prompt embedding, v-prediction DDIM scheduler with trailing spacing.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        norm_num_groups=8, sample_size=128,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=8, out_channels=4, block_out_channels=(48, 96), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=48, attention_head_dim=(4, 8), use_linear_projection=True, norm_num_groups=16,
+    )
+    embedding = torch.randn(1, 2, unet.config.cross_attention_dim) * 0.5
+    return {"vae": vae, "unet": unet, "scheduler": sd2_scheduler(), "embedding": embedding}
 
 
 def _tiny_text_encoder(hidden_size: int, work_dir: Path):

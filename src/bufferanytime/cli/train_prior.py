@@ -10,14 +10,14 @@ import json
 from pathlib import Path
 
 from bufferanytime.cli.args import non_negative_int, positive_float, positive_int
-from bufferanytime.training.prior import PriorTrainConfig
+from bufferanytime.training.prior import PRIOR_TRAINERS, PriorTrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     defaults = PriorTrainConfig()
     p = sub.add_parser("train-prior", help="train a small single-image prior on synthetic data (for demos)",
                        description=__doc__)
-    p.add_argument("kind", choices=["depth", "normal"])
+    p.add_argument("kind", choices=list(PRIOR_TRAINERS))
     p.add_argument("--data", nargs="+", required=True, help="folders of synthetic videos (bufferanytime synth)")
     p.add_argument("--val", default=None, help="folder of held-out synthetic videos for the final metrics")
     p.add_argument("-o", "--output", type=Path, required=True, help="where to write the prior")
@@ -32,11 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bufferanytime.training.prior import train_depth_prior, train_normal_prior
-
     config = PriorTrainConfig(kind=args.kind, data=args.data, val=args.val, steps=args.steps,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads)
-    train = train_depth_prior if args.kind == "depth" else train_normal_prior
-    record = train(config, args.output, progress=not args.quiet)
+    record = PRIOR_TRAINERS[args.kind](config, args.output, not args.quiet)
     print(json.dumps({"seconds": record["seconds"], "val_metrics": record["val_metrics"]}, indent=2))
     return 0

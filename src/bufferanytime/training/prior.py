@@ -28,12 +28,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bufferanytime.constants import IMAGENET_MEAN, IMAGENET_STD
+from bufferanytime.constants import IMAGENET_MEAN, IMAGENET_STD, MARIGOLD_E2E_FT_AXES
 from bufferanytime.errors import InputError
+from bufferanytime.io.arrays import array_to_tensor, channels_last, frames_to_tensor
 from bufferanytime.losses import normalize_affine
 from bufferanytime.synthetic import SyntheticVideoDataset
+from bufferanytime.tasks import DEPTH, NORMAL
 
 NORMAL_CROP = (96, 128)  # the normal prior trains on smaller crops: its decoder runs at full resolution
+# The prior's channel convention: normals in ours times these signs (the VAE learns normal maps as such images).
+_NORMAL_AXES = torch.tensor(MARIGOLD_E2E_FT_AXES, dtype=torch.float32).view(1, 3, 1, 1)
 VAL_MAX_DEPTH = 100.0  # synthetic scenes are bounded rooms / grounds; every valid depth is far below this
 
 
@@ -89,10 +93,8 @@ class FrameBank:
         ys, xs = rng.integers(0, h - ch + 1, size), rng.integers(0, w - cw + 1, size)
         rgb = np.stack([self.rgb[i, y : y + ch, x : x + cw] for i, y, x in zip(idx, ys, xs, strict=True)])
         tgt = np.stack([self.target[i, y : y + ch, x : x + cw] for i, y, x in zip(idx, ys, xs, strict=True)])
-        rgb_t = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
-        tgt_t = torch.from_numpy(tgt.astype(np.float32))
-        if tgt_t.ndim == 4:
-            tgt_t = tgt_t.permute(0, 3, 1, 2)
+        rgb_t = frames_to_tensor(rgb)
+        tgt_t = array_to_tensor(tgt) if tgt.ndim == 4 else torch.from_numpy(tgt.astype(np.float32))
         gain = torch.from_numpy(rng.uniform(0.8, 1.2, (size, 1, 1, 1))).float()  # mild photometric jitter
         return (rgb_t * gain).clamp(0, 1), tgt_t
 
@@ -102,10 +104,13 @@ def ssi_disparity_loss(pred: torch.Tensor, gt_depth: torch.Tensor) -> torch.Tens
     return (normalize_affine(pred) - normalize_affine(1.0 / gt_depth.clamp_min(1e-3))).abs().mean()
 
 
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
 def _imagenet(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
+    """Depth Anything's input normalisation of ``(B,3,H,W)`` images in [0, 1]."""
+    return (images - _MEAN) / _STD
 
 
 def _lr_lambda(total: int, warmup: int):
@@ -120,27 +125,34 @@ def _lr_lambda(total: int, warmup: int):
 CHECKPOINT_EVERY = 500  # steps between flushes of the log (and saves of the depth prior)
 
 
+@dataclass
+class _Run:
+    """What every stage of a prior training writes to: the log, the start time, whether to show progress."""
+
+    log: TextIO
+    start: float
+    progress: bool
+
+
 def _optimize(
     parameters: list[torch.nn.Parameter],
     config: PriorTrainConfig,
     steps: int,
     warmup: int,
     step_loss: Callable[[], torch.Tensor],
-    log: TextIO,
-    start: float,
+    run: _Run,
     desc: str,
-    progress: bool,
     stage: str | None = None,
     checkpoint: Callable[[], None] | None = None,
 ) -> None:
     """AdamW with warm-up + cosine decay and gradient clipping over ``steps`` calls of ``step_loss``.
 
-    Each step is one line of ``log``; every CHECKPOINT_EVERY steps (and at the end) the log is flushed and
+    Each step is one line of ``run.log``; every CHECKPOINT_EVERY steps (and at the end) the log is flushed and
     ``checkpoint`` (if given) is called.
     """
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, warmup))
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    bar = tqdm(range(steps), desc=desc, disable=not run.progress)
     for step in bar:
         loss = step_loss()
         optimizer.zero_grad(set_to_none=True)
@@ -150,22 +162,22 @@ def _optimize(
         scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
         record = {"stage": stage} if stage else {}
-        record.update({"step": step + 1, "loss": loss.item(), "time": round(time.time() - start, 2)})
-        log.write(json.dumps(record) + "\n")
+        record.update({"step": step + 1, "loss": loss.item(), "time": round(time.time() - run.start, 2)})
+        run.log.write(json.dumps(record) + "\n")
         if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == steps:
-            log.flush()
+            run.log.flush()
             if checkpoint is not None:
                 checkpoint()
 
 
 def _validate_depth(model, bank: FrameBank) -> dict:
-    from bufferanytime.evaluation.metrics import depth_metrics
+    from bufferanytime.tasks.metrics import depth_metrics
 
     model.eval()
     results = []
     with torch.no_grad():
         for start in range(0, len(bank), 16):
-            rgb = torch.from_numpy(bank.rgb[start : start + 16]).permute(0, 3, 1, 2).float() / 255.0
+            rgb = frames_to_tensor(bank.rgb[start : start + 16])
             h, w = rgb.shape[-2:]
             size = (round(h / 14) * 14, round(w / 14) * 14)
             pred = model(pixel_values=_imagenet(F.interpolate(rgb, size=size, mode="bilinear", antialias=True)))
@@ -195,62 +207,28 @@ def train_depth_prior(config: PriorTrainConfig, out_dir: str | Path, progress: b
     torch.nn.init.constant_(model.head.conv3.bias, 1.0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = open(out_dir / "train_log.jsonl", "w")  # noqa: SIM115
-    start = time.time()
+    run = _Run(open(out_dir / "train_log.jsonl", "w"), time.time(), progress)  # noqa: SIM115
 
     def step_loss() -> torch.Tensor:
         rgb, depth = train.batch(rng, config.batch_size, config.crop)
         return ssi_disparity_loss(model(pixel_values=_imagenet(rgb)).predicted_depth, depth)
 
-    _optimize(list(model.parameters()), config, config.steps, min(500, config.steps // 10), step_loss, log, start,
-              "depth prior", progress, checkpoint=lambda: model.save_pretrained(out_dir))
-    log.close()
+    _optimize(list(model.parameters()), config, config.steps, min(500, config.steps // 10), step_loss, run,
+              "depth prior", checkpoint=lambda: model.save_pretrained(out_dir))
+    run.log.close()
     record = {
         "kind": "depth",
         "config": asdict(config),
         "train_seeds": [train.seeds[0], train.seeds[-1]] if train.seeds else [],
         "train_frames": len(train),
         "val_seeds": val.seeds if val else [],
-        "seconds": round(time.time() - start, 1),
+        "seconds": round(time.time() - run.start, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "val_metrics": _validate_depth(model, val) if val else {},
     }
     model.save_pretrained(out_dir)
     (out_dir / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-def normal_prior_components(seed: int = 0) -> dict:
-    """The embedded normal prior's architecture: the Marigold (Stable Diffusion 2) classes, scaled down.
-
-    A 3-level VAE (downsampling by 4, so that a small decoder keeps detail) and a 2-level U-Net with
-    cross-attention on the stored empty-prompt embedding, v-prediction DDIM scheduler with trailing spacing.
-    """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        norm_num_groups=8, sample_size=128,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=32, in_channels=8, out_channels=4, block_out_channels=(48, 96), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=48, attention_head_dim=(4, 8), use_linear_projection=True, norm_num_groups=16,
-    )
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
-        timestep_spacing="trailing",
-    )
-    embedding = torch.randn(1, 2, unet.config.cross_attention_dim) * 0.5
-    return {"vae": vae, "unet": unet, "scheduler": scheduler, "embedding": embedding}
-
-
-def _angular_error_deg(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    cos = (F.normalize(pred, dim=1) * F.normalize(gt, dim=1)).sum(dim=1).clamp(-1, 1)
-    return torch.rad2deg(torch.acos(cos))
 
 
 def train_normal_prior(config: PriorTrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -261,8 +239,8 @@ def train_normal_prior(config: PriorTrainConfig, out_dir: str | Path, progress: 
     2. With the VAE frozen, the U-Net is trained end to end through the single step from zero noise and the
        decoder, with an angular (1 - cosine) loss on the decoded normals, as Marigold-E2E-FT does.
     """
-    from bufferanytime.constants import MARIGOLD_E2E_FT_AXES
-    from bufferanytime.models.normal import VideoNormalModel, write_marigold_prior
+    from bufferanytime.models.normal import write_marigold_prior
+    from bufferanytime.testing import normal_prior_components
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -270,73 +248,88 @@ def train_normal_prior(config: PriorTrainConfig, out_dir: str | Path, progress: 
     train = FrameBank(config.data, "normal")
     val = FrameBank([config.val], "normal") if config.val else None
     parts = normal_prior_components(config.seed)
-    vae, unet = parts["vae"], parts["unet"]
-    axes = torch.tensor(MARIGOLD_E2E_FT_AXES, dtype=torch.float32).view(1, 3, 1, 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = open(out_dir / "train_log.jsonl", "w")  # noqa: SIM115
-    start = time.time()
+    run = _Run(open(out_dir / "train_log.jsonl", "w"), time.time(), progress)  # noqa: SIM115
     vae_steps = config.steps // 3
-    crop = NORMAL_CROP
-
-    vae.train()
-
-    def vae_loss() -> torch.Tensor:
-        rgb, normal = train.batch(rng, config.batch_size, crop)
-        images = torch.cat([rgb * 2 - 1, normal * axes])  # RGB and normals, both as [-1, 1] images
-        posterior = vae.encode(images).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        return (recon - images).abs().mean() + 1e-6 * posterior.kl().mean()
-
-    _optimize(list(vae.parameters()), config, vae_steps, min(200, vae_steps // 10), vae_loss, log, start,
-              "normal prior: VAE", progress, stage="vae")
-    vae.eval()
-    with torch.no_grad():
-        rgb, normal = train.batch(rng, 32, crop)
-        latents = vae.encode(torch.cat([rgb * 2 - 1, normal * axes])).latent_dist.mode()
-    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-
-    model = VideoNormalModel(vae=vae, unet=unet, scheduler=parts["scheduler"],
-                             empty_prompt_embedding=parts["embedding"], per_frame=True)
-    model.unet.requires_grad_(True).train()
-    unet_steps = config.steps - vae_steps
-
-    def unet_loss() -> torch.Tensor:
-        rgb, normal = train.batch(rng, config.batch_size, crop)
-        pred = model.decode_latents(model.predict_latents(model.encode_latents(rgb[:, None]))[:, 0])
-        return (1 - (pred * normal).sum(dim=1)).mean()
-
-    _optimize(list(model.unet.parameters()), config, unet_steps, min(200, unet_steps // 10), unet_loss, log, start,
-              "normal prior: U-Net", progress, stage="unet")
-    log.close()
+    _train_vae(parts["vae"], train, rng, config, vae_steps, run)
+    model = _train_unet(parts, train, rng, config, config.steps - vae_steps, run)
+    run.log.close()
     model.unet.requires_grad_(False).eval()
     write_marigold_prior(out_dir, model.unet, model.vae, model.scheduler, model.empty_prompt_embedding)
     record = {
         "kind": "normal",
         "config": asdict(config),
-        "stages": {"vae_steps": vae_steps, "unet_steps": unet_steps},
+        "stages": {"vae_steps": vae_steps, "unet_steps": config.steps - vae_steps},
         "train_seeds": [train.seeds[0], train.seeds[-1]] if train.seeds else [],
         "train_frames": len(train),
         "val_seeds": val.seeds if val else [],
-        "seconds": round(time.time() - start, 1),
-        "parameters": {"vae": sum(p.numel() for p in vae.parameters()),
-                       "unet": sum(p.numel() for p in unet.parameters())},
+        "seconds": round(time.time() - run.start, 1),
+        "parameters": {"vae": sum(p.numel() for p in model.vae.parameters()),
+                       "unet": sum(p.numel() for p in model.unet.parameters())},
         "val_metrics": _validate_normal(out_dir, val) if val else {},
     }
     (out_dir / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
+def _train_vae(vae, train: FrameBank, rng: np.random.Generator, config: PriorTrainConfig, steps: int,
+               run: _Run) -> None:
+    """Stage 1: the VAE auto-encodes RGB frames and normal maps alike; then its latents are scaled to unit std."""
+    vae.train()
+
+    def vae_loss() -> torch.Tensor:
+        rgb, normal = train.batch(rng, config.batch_size, NORMAL_CROP)
+        images = torch.cat([rgb * 2 - 1, normal * _NORMAL_AXES])  # RGB and normals, both as [-1, 1] images
+        posterior = vae.encode(images).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        return (recon - images).abs().mean() + 1e-6 * posterior.kl().mean()
+
+    _optimize(list(vae.parameters()), config, steps, min(200, steps // 10), vae_loss, run, "normal prior: VAE",
+              stage="vae")
+    vae.eval()
+    with torch.no_grad():
+        rgb, normal = train.batch(rng, 32, NORMAL_CROP)
+        latents = vae.encode(torch.cat([rgb * 2 - 1, normal * _NORMAL_AXES])).latent_dist.mode()
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+
+
+def _train_unet(parts: dict, train: FrameBank, rng: np.random.Generator, config: PriorTrainConfig, steps: int,
+                run: _Run):
+    """Stage 2: the U-Net, end to end through the frozen VAE's decoder, with a 1 - cosine loss on normals."""
+    from bufferanytime.models.normal import VideoNormalModel
+
+    model = VideoNormalModel(vae=parts["vae"], unet=parts["unet"], scheduler=parts["scheduler"],
+                             empty_prompt_embedding=parts["embedding"], per_frame=True)
+    model.unet.requires_grad_(True).train()
+
+    def unet_loss() -> torch.Tensor:
+        rgb, normal = train.batch(rng, config.batch_size, NORMAL_CROP)
+        pred = model.decode_latents(model.predict_latents(model.encode_latents(rgb[:, None]))[:, 0])
+        return (1 - (pred * normal).sum(dim=1)).mean()
+
+    _optimize(list(model.unet.parameters()), config, steps, min(200, steps // 10), unet_loss, run,
+              "normal prior: U-Net", stage="unet")
+    return model
+
+
 def _validate_normal(prior_dir: Path, bank: FrameBank) -> dict:
     """Metrics of the saved prior (reloaded, as users load it) on held-out frames."""
-    from bufferanytime.evaluation.metrics import normal_metrics
     from bufferanytime.models.normal import VideoNormalModel
+    from bufferanytime.tasks.metrics import normal_metrics
 
     model = VideoNormalModel.from_prior(prior_dir, per_frame=True).eval()
     preds = []
     with torch.no_grad():
         for start in range(0, len(bank), 8):
-            rgb = torch.from_numpy(bank.rgb[start : start + 8]).permute(0, 3, 1, 2).float() / 255.0
-            preds.append(model(rgb[:, None])[:, 0].permute(0, 2, 3, 1).numpy())
+            rgb = frames_to_tensor(bank.rgb[start : start + 8])
+            preds.append(channels_last(model(rgb[:, None])[:, 0]))
     pred = np.concatenate(preds)
     return {k: float(v) for k, v in normal_metrics(pred, bank.target.astype(np.float32)).items()}
+
+
+#: How the prior of each task is trained, by task name (``bufferanytime train-prior KIND``).
+PRIOR_TRAINERS: dict[str, Callable[[PriorTrainConfig, str | Path, bool], dict]] = {
+    DEPTH.name: train_depth_prior,
+    NORMAL.name: train_normal_prior,
+}
