@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import DepthAnythingForDepthEstimation
@@ -86,3 +87,17 @@ def test_copy_prior_makes_a_self_contained_directory(tiny_depth_prior, tmp_path)
     frames = torch.rand(1, 2, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(load_model("depth", moved).eval()(frames), model.eval()(frames))
+
+
+def test_temporal_blocks_follow_the_first_three_fusion_layers_and_only_during_a_call(tiny_depth_prior):
+    model = VideoDepthModel.from_prior(tiny_depth_prior).eval()
+    layers = model.neck.fusion_stage.layers
+    assert [site for site, _ in model._temporal_sites] == list(layers[:3])
+    hooks_before = [len(m._forward_hooks) for m in model.modules()]  # transformers may hook modules itself
+    with torch.no_grad():
+        for p in model.temporal.parameters():
+            p.normal_(std=0.05)
+        model(torch.rand(1, 2, 3, 42, 56))
+    assert [len(m._forward_hooks) for m in model.modules()] == hooks_before
+    with pytest.raises(ValueError, match="one temporal layout"):
+        VideoDepthModel.from_prior(tiny_depth_prior, temporal={"layout": "layer"})

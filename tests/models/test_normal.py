@@ -228,3 +228,39 @@ def test_bad_prior_directories_are_input_errors(tiny_normal_prior, tmp_path):
     (broken / EMBEDDING_NAME).unlink()
     with pytest.raises(InputError, match="text_encoder"):
         load_model("normal", broken)
+
+
+def test_layer_layout_has_a_block_after_every_resnet_attention_pair(tiny_normal_prior, tmp_path):
+    """The paper's (AnimateDiff UNetMotion) layout: fresh it is the prior; trained it mixes frames; it round-trips."""
+    stage = VideoNormalModel.from_prior(tiny_normal_prior)
+    model = VideoNormalModel.from_prior(tiny_normal_prior, temporal={"layout": "layer"}).eval()
+    unet = model.unet
+    pairs = sum(len(b.attentions or b.resnets) if hasattr(b, "attentions") else len(b.resnets)
+                for b in [*unet.down_blocks, *unet.up_blocks]) + len(unet.mid_block.attentions)
+    assert len(model._temporal_sites) == pairs == 7 and len(stage._temporal_sites) == 5
+    assert set(model.trainable_state_dict()).isdisjoint(stage.trainable_state_dict())
+    frames = _frames(t=4)
+    with torch.no_grad():
+        fresh = model(frames)
+        prior = model.predict_latents(model.encode_latents(frames), per_frame=True)
+        assert torch.equal(model.predict_latents(model.encode_latents(frames)), prior)
+        _perturb_temporal(model)
+        trained = model(frames)
+    assert (trained - fresh).abs().mean() > 1e-2
+    model.save_pretrained(tmp_path / "layer")
+    assert json.loads((tmp_path / "layer" / "config.json").read_text())["temporal"]["layout"] == "layer"
+    with torch.no_grad():
+        assert torch.equal(load_model("normal", tmp_path / "layer").eval()(frames), trained)
+    with pytest.raises(ValueError, match="unknown temporal layout"):
+        VideoNormalModel.from_prior(tiny_normal_prior, temporal={"layout": "everywhere"})
+
+
+def test_hooks_are_gone_after_each_call(tiny_normal_prior):
+    """Temporal blocks enter the U-Net only for the duration of a call: the library model is left unchanged."""
+    model = VideoNormalModel.from_prior(tiny_normal_prior).eval()
+    _perturb_temporal(model)
+    hooks_before = [len(m._forward_hooks) for m in model.modules()]
+    with torch.no_grad():
+        model(_frames(t=2))
+    assert [len(m._forward_hooks) for m in model.modules()] == hooks_before
+    assert not any(m._forward_hooks for m in model.unet.modules())

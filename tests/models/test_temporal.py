@@ -54,3 +54,11 @@ def test_block_gives_the_same_output_and_gradients_in_chunks(monkeypatch):
     (grad_chunked,) = torch.autograd.grad(chunked.square().sum(), x)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
     torch.testing.assert_close(grad_chunked, grad_whole, rtol=1e-5, atol=1e-5)
+
+
+def test_position_encoding_is_built_once_per_length_and_equals_the_definition():
+    layer = TemporalAttentionLayer(16, 2, 2, 10000.0)
+    first = layer.positions(5, 16, torch.device("cpu"), torch.float32)
+    assert layer.positions(5, 16, torch.device("cpu"), torch.float32) is first
+    assert torch.equal(first, sinusoidal_positions(5, 16, 10000.0))
+    assert layer.positions(7, 16, torch.device("cpu"), torch.float32).shape == (7, 16)
