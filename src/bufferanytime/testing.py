@@ -17,30 +17,41 @@ if TYPE_CHECKING:
     from transformers import DepthAnythingForDepthEstimation
 
 
-def tiny_depth_config(hidden_size: int = 32, layers: int = 4, fusion: int = 32, heads: int = 2):
-    """A Depth Anything config with a tiny DINOv2 backbone (patch 14), same structure as DA-V2-Small."""
+def depth_anything_config(
+    hidden: int, layers: int, heads: int, out_indices: list[int], neck: list[int], fusion: int, mlp_ratio: int,
+    head_hidden: int,
+):
+    """A relative-depth Depth Anything config: a DINOv2 backbone (patch 14, ``hidden`` wide, ``layers`` deep) whose
+    ``out_indices`` layers feed a DPT neck of widths ``neck`` fused at ``fusion`` channels."""
     from transformers import DepthAnythingConfig, Dinov2Config
 
     backbone = Dinov2Config(
         image_size=518,
         patch_size=14,
-        hidden_size=hidden_size,
+        hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        mlp_ratio=2,
-        out_indices=list(range(1, layers + 1))[-4:],
+        mlp_ratio=mlp_ratio,
+        out_indices=out_indices,
         reshape_hidden_states=False,
         apply_layernorm=True,
     )
     return DepthAnythingConfig(
         backbone_config=backbone,
         patch_size=14,
-        reassemble_hidden_size=hidden_size,
-        neck_hidden_sizes=[hidden_size // 2, hidden_size, hidden_size * 2, hidden_size * 2],
+        reassemble_hidden_size=hidden,
+        neck_hidden_sizes=neck,
         fusion_hidden_size=fusion,
-        head_hidden_size=16,
+        head_hidden_size=head_hidden,
         depth_estimation_type="relative",
     )
+
+
+def tiny_depth_config(hidden_size: int = 32, layers: int = 4, fusion: int = 32, heads: int = 2):
+    """A Depth Anything config with a tiny DINOv2 backbone (patch 14), same structure as DA-V2-Small."""
+    neck = [hidden_size // 2, hidden_size, hidden_size * 2, hidden_size * 2]
+    out_indices = list(range(1, layers + 1))[-4:]
+    return depth_anything_config(hidden_size, layers, heads, out_indices, neck, fusion, mlp_ratio=2, head_hidden=16)
 
 
 def make_informative(prior: DepthAnythingForDepthEstimation) -> None:
@@ -95,29 +106,10 @@ def make_sized_depth_prior(path: str | Path, size: str = "small", seed: int = 0)
 
     Costs what the real prior of that size costs, so speed and memory figures measured on it carry over.
     """
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+    from transformers import DepthAnythingForDepthEstimation
 
     hidden, layers, heads, out_indices, neck, fusion = DEPTH_ANYTHING_V2_SIZES[size]
-    backbone = Dinov2Config(
-        image_size=518,
-        patch_size=14,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        mlp_ratio=4,
-        out_indices=out_indices,
-        reshape_hidden_states=False,
-        apply_layernorm=True,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        patch_size=14,
-        reassemble_hidden_size=hidden,
-        neck_hidden_sizes=neck,
-        fusion_hidden_size=fusion,
-        head_hidden_size=32,
-        depth_estimation_type="relative",
-    )
+    config = depth_anything_config(hidden, layers, heads, out_indices, neck, fusion, mlp_ratio=4, head_hidden=32)
     torch.manual_seed(seed)
     prior = DepthAnythingForDepthEstimation(config)
     make_informative(prior)
