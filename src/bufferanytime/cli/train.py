@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=DESCRIPTION)
     for f in fields(TrainConfig):
         _add_option(p, f)
-        if f.name == "out":
+        if f.name == "out":  # --help lists where options come from next to where the run goes
             p.add_argument("--config", default=None, metavar="FILE",
                            help="YAML or JSON file of options (flags override it)")
     p.set_defaults(func=run)
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_option(parser: argparse.ArgumentParser, f: Field) -> None:
     """The flag of one option, from its field: type, choices, action and help with the default shown."""
     option = info(f)
-    kind, _ = value_types(TrainConfig)[f.name]
+    value_type, _ = value_types(TrainConfig)[f.name]
     help_text = _help(f)
     if option.positional:
         parser.add_argument(f.name, choices=option.choices, help=help_text)
@@ -65,19 +65,19 @@ def _add_option(parser: argparse.ArgumentParser, f: Field) -> None:
     # the flags actually passed.
     kwargs = {"default": argparse.SUPPRESS, "help": help_text}
     names = [flag(f.name)] if option.short is None else [option.short, flag(f.name)]
-    if kind is bool:
+    if value_type is bool:
         negated = default_of(f) is True
         kwargs["action"] = "store_false" if negated else "store_true"
         names = [f"--no-{f.name.replace('_', '-')}"] if negated else names
         kwargs["dest"] = f.name
-    elif kind is list:
+    elif value_type is list:
         kwargs["action"] = "extend"
         if option.split:
             kwargs["type"] = option.split
         else:
             kwargs["nargs"] = "+"
-    elif kind in (int, float):
-        kwargs["type"] = NUMBER_TYPES[kind, option.check.sign if option.check else None]
+    elif value_type in (int, float):
+        kwargs["type"] = NUMBER_TYPES[value_type, option.check.sign if option.check else None]
     if option.choices:
         kwargs["choices"] = option.choices
     if option.metavar:

@@ -1,15 +1,11 @@
-"""Training: upgrade an image prior (Depth Anything V2, Marigold-E2E-FT) to a video model with unlabelled videos.
-
-``train(TrainConfig(...))`` runs the paper's recipe (Sec. 3.1, 3.2, 7): a regularization loss to the frozen image
-prior on one random frame per clip plus the optical-flow based stabilization loss on all frames, AdamW with a
-linear warm-up, an exponential moving average of the weights. ``bufferanytime train`` is its command line.
-"""
+"""Training: upgrade an image prior to a video model on unlabelled videos (``train(TrainConfig(...))``, Sec. 3, 7),
+and the small priors of the embedded models (``training.prior``); options, data, objectives, checkpoints, cache."""
 
 from bufferanytime.training.cache import ClipCache
 from bufferanytime.training.config import TrainConfig, read_config_file
 from bufferanytime.training.data import ClipDataset, ClipSampler, ClipSpec, VideoInfo, discover_videos, read_clip
 from bufferanytime.training.ema import EMA
-from bufferanytime.training.objectives import DepthObjective, NormalObjective
+from bufferanytime.training.objectives import OBJECTIVES, DepthObjective, NormalObjective, Objective, objective_class
 from bufferanytime.training.trainer import Trainer, train, weights_digest
 
 __all__ = [
@@ -20,10 +16,13 @@ __all__ = [
     "ClipSpec",
     "DepthObjective",
     "NormalObjective",
+    "OBJECTIVES",
+    "Objective",
     "TrainConfig",
     "Trainer",
     "VideoInfo",
     "discover_videos",
+    "objective_class",
     "read_clip",
     "read_config_file",
     "train",
