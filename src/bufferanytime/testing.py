@@ -78,18 +78,21 @@ def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
     ``VideoDepthModel.from_prior``, whose disparity varies with the image (see :func:`make_informative`).
     ``normal``: a Marigold-layout directory (see :func:`make_tiny_normal_prior`).
     """
-    path = Path(path)
+    if kind not in TINY_PRIORS:
+        raise ValueError(f"unknown prior kind {kind!r}; expected one of {', '.join(TINY_PRIORS)}")
     torch.manual_seed(seed)
-    if kind == "depth":
-        from transformers import DepthAnythingForDepthEstimation
+    return TINY_PRIORS[kind](Path(path), seed=seed)
 
-        model = DepthAnythingForDepthEstimation(tiny_depth_config())
-        make_informative(model)
-        model.save_pretrained(path)
-        return path
-    if kind == "normal":
-        return make_tiny_normal_prior(path, seed=seed)
-    raise ValueError(f"unknown prior kind {kind!r}; expected 'depth' or 'normal'")
+
+def make_tiny_depth_prior(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny informative random Depth Anything prior to ``path`` (draws from torch's global generator,
+    which :func:`make_tiny_prior` seeds) and return the path."""
+    from transformers import DepthAnythingForDepthEstimation
+
+    model = DepthAnythingForDepthEstimation(tiny_depth_config())
+    make_informative(model)
+    model.save_pretrained(path)
+    return Path(path)
 
 
 # The published Depth Anything V2 sizes (ViT width, depth, heads, DPT input layers, neck widths, fusion width),
@@ -241,3 +244,7 @@ def make_tiny_normal_prior(path: str | Path, seed: int = 0, text_encoder: bool =
             path, parts["unet"], parts["vae"], parts["scheduler"], None, text_encoder=encoder, tokenizer=tokenizer
         )
     return path
+
+
+#: The tiny prior of each kind of video model (see :func:`make_tiny_prior`).
+TINY_PRIORS = {"depth": make_tiny_depth_prior, "normal": make_tiny_normal_prior}
