@@ -19,7 +19,8 @@ from torch import nn
 
 # Pixels are independent sequences, so the block runs on chunks of about this many (pixel, frame) rows at a
 # time. Same result; the intermediate tensors (the 4x-wide feed-forward above all) then stay in cache instead of
-# streaming through memory: 1.35-1.84x faster blocks on one CPU thread (benchmarks/temporal_block.py).
+# streaming through memory, which makes the blocks faster on CPU (benchmarks/temporal_block.py; figures in
+# docs/benchmarks.md).
 CHUNK_ROWS = 4096
 
 
