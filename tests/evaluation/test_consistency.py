@@ -11,6 +11,7 @@ import pytest
 
 from bufferanytime.evaluation import SequenceFlows, estimate_flows, opw
 from bufferanytime.flow import get_flow_model
+from bufferanytime.io.arrays import flows_from_disk
 from bufferanytime.synthetic import render_video
 
 FLICKER_AMPLITUDES = (0.0, 0.05, 0.1, 0.2, 0.4)
@@ -28,7 +29,8 @@ def translating(frames: int, h: int, w: int, channels: int, seed: int, step: int
 @pytest.fixture(scope="module")
 def scene():
     video = render_video(1, 6, (48, 64))
-    gt_flows = SequenceFlows.from_flows(video.flow_fwd, video.flow_bwd, video.flow_valid_fwd, video.flow_valid_bwd)
+    gt_flows = SequenceFlows.from_flows(flows_from_disk(video.flow_fwd), flows_from_disk(video.flow_bwd),
+                                        video.flow_valid_fwd, video.flow_valid_bwd)
     return video, gt_flows, estimate_flows(video.rgb)
 
 
@@ -37,7 +39,7 @@ def test_prediction_moving_with_the_flow_scores_zero():
     depth = translating(t, h, w, 1, seed=0)[..., 0] + 1.0
     fwd = np.zeros((t - 1, h, w, 2), np.float32)
     fwd[..., 0] = 1.0
-    flows = SequenceFlows.from_flows(fwd, -fwd)
+    flows = SequenceFlows.from_flows(flows_from_disk(fwd), flows_from_disk(-fwd))
     assert flows.mask_fwd[:, :, -1].sum() == 0  # the last column moves out of the image
     assert flows.mask_fwd.mean() > 0.9  # ... and only it: the zero below is measured on almost every pixel
     assert opw(depth, flows=flows) < 1e-5
@@ -91,9 +93,9 @@ def test_flows_computed_once_match_flows_computed_inside(scene, tmp_path):
 
 
 def test_degenerate_inputs():
-    assert math.isnan(opw(np.ones((1, 8, 8)), flows=SequenceFlows.from_flows(np.zeros((0, 8, 8, 2)),
-                                                                             np.zeros((0, 8, 8, 2)))))
-    flows = SequenceFlows.from_flows(np.zeros((2, 8, 8, 2), np.float32), np.zeros((2, 8, 8, 2), np.float32))
+    assert math.isnan(opw(np.ones((1, 8, 8)), flows=SequenceFlows.from_flows(np.zeros((0, 2, 8, 8)),
+                                                                             np.zeros((0, 2, 8, 8)))))
+    flows = SequenceFlows.from_flows(np.zeros((2, 2, 8, 8), np.float32), np.zeros((2, 2, 8, 8), np.float32))
     assert opw(np.full((3, 8, 8), 2.0), flows=flows) == 0.0  # constant: perfectly consistent
     with pytest.raises(ValueError):
         opw(np.ones((5, 8, 8)), flows=flows)  # 5 frames need 4 pairs

@@ -1,6 +1,8 @@
 import torch
 
-from bufferanytime.inference.windows import align_depth, default_overlap, fit_scale_shift, sliding_windows
+from bufferanytime.inference.windows import default_overlap, sliding_windows
+from bufferanytime.tasks import DEPTH, NORMAL
+from bufferanytime.tasks.depth import align_depth, fit_scale_shift
 
 
 def _collect(frames, predict, kind, window, overlap):
@@ -10,14 +12,14 @@ def _collect(frames, predict, kind, window, overlap):
 def test_video_that_fits_one_window_is_exactly_that_window():
     frames = torch.rand(7, 3, 4, 5)
     predict = lambda clip, reused: clip.mean(dim=1) * torch.arange(1, len(clip) + 1).view(-1, 1, 1)  # noqa: E731
-    out = _collect(frames, predict, "depth", window=10, overlap=3)
+    out = _collect(frames, predict, DEPTH, window=10, overlap=3)
     assert torch.equal(out, predict(frames, 0))
 
 
 def test_every_frame_comes_out_once_in_order_for_any_length():
     for length in (1, 5, 8, 9, 13, 21):
         frames = torch.arange(length, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 2, 2)
-        out = _collect(frames, lambda clip, reused: clip[:, 0], "depth", window=5, overlap=2)
+        out = _collect(frames, lambda clip, reused: clip[:, 0], DEPTH, window=5, overlap=2)
         assert torch.allclose(out[:, 0, 0], torch.arange(length, dtype=torch.float32), atol=1e-5)
 
 
@@ -32,7 +34,7 @@ def test_static_scene_is_consistent_across_seams_despite_per_window_scale():
         s, t = 1.0 + len(calls), 0.3 * len(calls)
         return clip[:, 0] * s + t
 
-    out = _collect(frames, predict, "depth", window=8, overlap=3)
+    out = _collect(frames, predict, DEPTH, window=8, overlap=3)
     assert len(calls) > 3
     assert (out - out[0]).abs().max() < 1e-5
 
@@ -45,7 +47,7 @@ def test_normals_are_blended_and_renormalised():
         n = torch.tensor([0.6 * next(flip), 0.0, 0.8]).view(1, 3, 1, 1)
         return n.expand(len(clip), 3, 2, 2)
 
-    out = _collect(frames, predict, "normal", window=6, overlap=2)
+    out = _collect(frames, predict, NORMAL, window=6, overlap=2)
     assert torch.allclose(out.norm(dim=1), torch.ones(12, 2, 2), atol=1e-6)
 
 
@@ -67,5 +69,5 @@ def test_reused_counts_the_frames_shared_with_the_previous_call():
         seen.append((clip[:, 0, 0, 0].tolist(), reused))
         return clip[:, 0]
 
-    _collect(frames, predict, "depth", window=5, overlap=2)
+    _collect(frames, predict, DEPTH, window=5, overlap=2)
     assert seen == [([0, 1, 2, 3, 4], 0), ([3, 4, 5, 6, 7], 2), ([6, 7, 8, 9, 10], 2)]

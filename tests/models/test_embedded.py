@@ -5,6 +5,7 @@ import pytest
 
 from bufferanytime.evaluation.consistency import SequenceFlows, opw
 from bufferanytime.inference import InferenceSettings, predict_frames
+from bufferanytime.io.arrays import flows_from_disk
 from bufferanytime.models import DEFAULT_MODEL, WEIGHTS_DIR, load_model
 from bufferanytime.synthetic import render_video
 
@@ -26,7 +27,8 @@ def test_default_model_is_embedded_and_steadier_than_its_prior(kind, one_torch_t
     assert DEFAULT_MODEL[kind] == "tiny-synthetic"
     video = render_video(HELD_OUT_SEED, 12, (96, 128), flicker=0.3, exposure=0.1, noise=0.01)
     flows = SequenceFlows.from_flows(
-        video.flow_fwd, video.flow_bwd, video.flow_valid_fwd, video.flow_valid_bwd, method="ground truth"
+        flows_from_disk(video.flow_fwd), flows_from_disk(video.flow_bwd), video.flow_valid_fwd, video.flow_valid_bwd,
+        method="ground truth",
     )
     settings = InferenceSettings(max_res=128, device="cpu")
     score = {}

@@ -11,6 +11,7 @@ from bufferanytime.errors import InputError
 from bufferanytime.evaluation import opw
 from bufferanytime.evaluation.consistency import SequenceFlows
 from bufferanytime.inference import InferenceSettings, predict_frames
+from bufferanytime.io.arrays import flows_from_disk
 from bufferanytime.models import load_model
 from bufferanytime.synthetic import SyntheticVideoDataset
 from bufferanytime.training import objectives, train
@@ -177,8 +178,8 @@ def test_training_lowers_stabilization_loss_and_opw(flicker_data, tiny_depth_pri
     scores = {"prior": [], "trained": []}
     for i in range(len(dataset)):
         item = dataset[i]
-        flows = SequenceFlows.from_flows(item["flow_fwd"], item["flow_bwd"], item["flow_valid_fwd"],
-                                         item["flow_valid_bwd"])
+        flows = SequenceFlows.from_flows(flows_from_disk(item["flow_fwd"]), flows_from_disk(item["flow_bwd"]),
+                                         item["flow_valid_fwd"], item["flow_valid_bwd"])
         for name, model in (("prior", prior), ("trained", trained)):
             pred = np.stack(list(predict_frames(model, iter(item["rgb"]), settings)))
             scores[name].append(opw(pred, flows=flows))

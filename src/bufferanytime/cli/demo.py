@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from bufferanytime.errors import InputError
-from bufferanytime.io.outputs import ensure_writable_dir
+from bufferanytime.io.outputs import ensure_writable_dir, write_image
 from bufferanytime.io.video import open_video
+from bufferanytime.tasks import TASKS, Task
 
 DEMO_CLIP = Path("data/videos/davis_rollercoaster.mp4")  # inside the shared sample-data folder
 DEMO_SEED = 777_777  # held out: never used to train or select the embedded models (see scripts/train_embedded.sh)
 DEMO_SYNTH = {"num_frames": 24, "size": (168, 224), "flicker": 0.3, "exposure": 0.1, "noise": 0.01}
 DEMO_FRAMES = 24
 DEMO_MAX_RES = 224
-KINDS = ("depth", "normal")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,25 +60,17 @@ def _models(out: Path) -> tuple[dict[str, str], bool]:
     from bufferanytime.models import DEFAULT_MODEL
     from bufferanytime.testing import make_tiny_prior
 
-    if all(kind in DEFAULT_MODEL for kind in KINDS):
-        return {kind: DEFAULT_MODEL[kind] for kind in KINDS}, True
-    return {kind: str(make_tiny_prior(kind, out / f"tiny-random-{kind}-prior")) for kind in KINDS}, False
+    if all(name in DEFAULT_MODEL for name in TASKS):
+        return {name: DEFAULT_MODEL[name] for name in TASKS}, True
+    return {name: str(make_tiny_prior(name, out / f"tiny-random-{name}-prior")) for name in TASKS}, False
 
 
-def _real_clip(kind: str, model_name: str, clip: Path, out: Path, progress: bool) -> dict:
+def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
     """Per-frame vs video model on a real clip: side-by-side mp4, time slice, OPW (DIS flow) of each."""
     from bufferanytime.evaluation import opw
-    from bufferanytime.evaluation.slices import (
-        column_index,
-        compose_slices,
-        depth_slice_rgb,
-        normal_slice_rgb,
-        time_slice,
-        write_png,
-    )
+    from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
     from bufferanytime.inference import InferenceSettings, predict_frames
-    from bufferanytime.io import VideoWriter, colorize_depth, normals_to_rgb
-    from bufferanytime.io.outputs import robust_range
+    from bufferanytime.io import VideoWriter
     from bufferanytime.models import load_model
 
     source = open_video(clip, max_frames=DEMO_FRAMES)
@@ -86,62 +78,64 @@ def _real_clip(kind: str, model_name: str, clip: Path, out: Path, progress: bool
     settings = InferenceSettings(max_res=DEMO_MAX_RES)
     preds = {}
     for label, per_frame in (("per-frame prior", True), ("video model", False)):
-        model = load_model(kind, model_name, per_frame=per_frame)
+        model = load_model(task.name, model_name, per_frame=per_frame)
         preds[label] = np.stack(list(predict_frames(model, iter(frames), settings)))
-    lo, hi = robust_range(np.concatenate([p.reshape(-1) for p in preds.values()])) if kind == "depth" else (0, 1)
-    to_rgb = (lambda d: colorize_depth(d, lo, hi)) if kind == "depth" else normals_to_rgb
-    with VideoWriter(out / f"{kind}_side_by_side.mp4", source.fps) as writer:
+    value_range = task.vis_range(np.concatenate([p.reshape(-1) for p in preds.values()]))
+    with VideoWriter(out / f"{task.name}_side_by_side.mp4", source.fps) as writer:
         for t in range(len(frames)):
-            writer.write(np.concatenate([frames[t], *(to_rgb(p[t]) for p in preds.values())], axis=1))
+            writer.write(np.concatenate([frames[t], *(task.to_rgb(p[t], value_range) for p in preds.values())],
+                                        axis=1))
     x = column_index(frames.shape[2])
     slices = [("RGB", time_slice(frames, x))]
-    for label, p in preds.items():
-        s = time_slice(p, x)
-        slices.append((label, depth_slice_rgb(s, lo, hi) if kind == "depth" else normal_slice_rgb(s)))
-    write_png(out / f"{kind}_time_slice.png", compose_slices(frames[0], x, slices))
-    return {label: opw(p, frames) for label, p in preds.items()}
+    slices += [(label, task.to_rgb(time_slice(p, x), value_range)) for label, p in preds.items()]
+    write_image(out / f"{task.name}_time_slice.png", compose_slices(frames[0], x, slices))
+    return {label: opw(p, frames, task=task) for label, p in preds.items()}
 
 
 def run(args: argparse.Namespace) -> int:
-    from bufferanytime.evaluation.runner import EvalConfig, ModelSpec, run_evaluation
-    from bufferanytime.synthetic import render_video, write_video_dir
-
     clip = args.input or _default_input()
     if clip is None:
         raise InputError(f"no demo clip found (looked for ../shared/{DEMO_CLIP}); pass one with --input")
     open_video(clip, max_frames=DEMO_FRAMES)  # a bad clip fails here, before any work or output
     out = ensure_writable_dir(args.output)
     models, embedded = _models(out)
-    progress = _show_progress(args.quiet)
     if embedded:
         print(f"Using the embedded models: depth '{models['depth']}', normal '{models['normal']}'.")
     else:
         print("NOTE: this package has no embedded models, so the demo runs on tiny RANDOM-weight priors built on "
               "the fly. The outputs show the pipeline, not real depth or normals.")
-
-    synth_root = out / "synthetic"
-    write_video_dir(render_video(DEMO_SEED, **DEMO_SYNTH), synth_root / f"seq_{DEMO_SEED}")
-    synthetic = {}
-    for kind in KINDS:
-        print(f"synthetic {kind}: evaluating the per-frame prior and the video model ...", flush=True)
-        specs = [ModelSpec(models[kind], per_frame=True, label="per-frame prior"),
-                 ModelSpec(models[kind], label="video model")]
-        config = EvalConfig(task=kind, dataset="synthetic", root=str(synth_root), models=specs, flow="gt",
-                            max_res=DEMO_MAX_RES, device="cpu")
-        synthetic[kind] = run_evaluation(config, out / f"eval_{kind}", progress=progress)["mean"]
-        print(f"synthetic {kind}: " + ", ".join(f"{label}: OPW {m['opw']:.4f}" for label, m in
-                                                 synthetic[kind].items()))
+    synthetic = _synthetic(models, out, _show_progress(args.quiet))
     real_dir = out / "real"
     real_dir.mkdir(exist_ok=True)
     print(f"real clip {clip.name}: running both models ...", flush=True)
-    real = {kind: _real_clip(kind, models[kind], clip, real_dir, progress) for kind in KINDS}
-    for kind in KINDS:
-        print(f"real clip {kind}: " + ", ".join(f"{label}: OPW {v:.4f}" for label, v in real[kind].items()))
+    real = {task.name: _real_clip(task, models[task.name], clip, real_dir) for task in TASKS.values()}
+    for name, scores in real.items():
+        print(f"real clip {name}: " + ", ".join(f"{label}: OPW {v:.4f}" for label, v in scores.items()))
     (out / "report.md").write_text(_report(models, embedded, synthetic, real, clip))
     (out / "report.json").write_text(json.dumps({"models": models, "embedded": embedded, "synthetic": synthetic,
                                                  "real": {"clip": str(clip), **real}}, indent=2) + "\n")
     print(f"Report: {out / 'report.md'}")
     return 0
+
+
+def _synthetic(models: dict[str, str], out: Path, progress: bool) -> dict[str, dict]:
+    """The per-frame prior against the video model of each task on a held-out synthetic video (mean metrics)."""
+    from bufferanytime.evaluation.runner import EvalConfig, ModelSpec, run_evaluation
+    from bufferanytime.synthetic import render_video, write_video_dir
+
+    synth_root = out / "synthetic"
+    write_video_dir(render_video(DEMO_SEED, **DEMO_SYNTH), synth_root / f"seq_{DEMO_SEED}")
+    synthetic = {}
+    for name in TASKS:
+        print(f"synthetic {name}: evaluating the per-frame prior and the video model ...", flush=True)
+        specs = [ModelSpec(models[name], per_frame=True, label="per-frame prior"),
+                 ModelSpec(models[name], label="video model")]
+        config = EvalConfig(task=name, dataset="synthetic", root=str(synth_root), models=specs, flow="gt",
+                            max_res=DEMO_MAX_RES, device="cpu")
+        synthetic[name] = run_evaluation(config, out / f"eval_{name}", progress=progress)["mean"]
+        print(f"synthetic {name}: " + ", ".join(f"{label}: OPW {m['opw']:.4f}" for label, m in
+                                                 synthetic[name].items()))
+    return synthetic
 
 
 def _report(models: dict, embedded: bool, synthetic: dict, real: dict, clip: Path) -> str:
@@ -155,14 +149,12 @@ def _report(models: dict, embedded: bool, synthetic: dict, real: dict, clip: Pat
     lines += ["", f"## Held-out synthetic video (seed {DEMO_SEED}, flicker {DEMO_SYNTH['flicker']}, exposure "
               f"{DEMO_SYNTH['exposure']}, noise {DEMO_SYNTH['noise']}), ground-truth flow for OPW", "",
               "| task | model | accuracy | OPW ↓ |", "|---|---|---|---:|"]
-    for label, m in synthetic["depth"].items():
-        lines.append(f"| depth | {label} | AbsRel {m['abs_rel']:.3f}, δ1 {m['delta1']:.3f} | {m['opw']:.4f} |")
-    for label, m in synthetic["normal"].items():
-        lines.append(f"| normal | {label} | mean {m['mean']:.2f}°, median {m['median']:.2f}° | {m['opw']:.4f} |")
-    lines += ["", "Per-sequence reports and time slices: `eval_depth/`, `eval_normal/`.", "",
+    for name, task in TASKS.items():
+        lines += [f"| {name} | {label} | {task.headline(m)} | {m['opw']:.4f} |" for label, m in synthetic[name].items()]
+    lines += ["", "Per-sequence reports and time slices: " + ", ".join(f"`eval_{name}/`" for name in TASKS) + ".", "",
               f"## Real clip `{clip.name}` (first {DEMO_FRAMES} frames, no ground truth), OPW with DIS flow", "",
               "| task | per-frame prior | video model |", "|---|---:|---:|"]
-    for kind in KINDS:
-        lines.append(f"| {kind} | {real[kind]['per-frame prior']:.4f} | {real[kind]['video model']:.4f} |")
+    for name, scores in real.items():
+        lines.append(f"| {name} | {scores['per-frame prior']:.4f} | {scores['video model']:.4f} |")
     lines += ["", "Side-by-side videos (RGB | per-frame | video) and time slices: `real/`.", ""]
     return "\n".join(lines)

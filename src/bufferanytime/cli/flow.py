@@ -13,8 +13,6 @@ else there, are kept.
 from __future__ import annotations
 
 import argparse
-import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,8 @@ from bufferanytime.errors import InputError
 from bufferanytime.flow import FLOW_MODELS, RAFT_MIN_SIDE, flow_to_color, get_flow_model
 from bufferanytime.flow.raft_small import DEFAULT_ITERS
 from bufferanytime.io import NpyStreamWriter, open_video, write_video
-from bufferanytime.io.outputs import COPY_CHUNK_BYTES, OutputFiles, check_output_root
+from bufferanytime.io.arrays import flows_to_disk, frames_to_tensor
+from bufferanytime.io.outputs import OutputFiles, check_output_root, write_npz
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,25 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _to_tensor(frame: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(frame, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
-
-
-def _pack_npz(path: Path, arrays: dict[str, NpyStreamWriter]) -> None:
-    """Stream several raw frame files into one uncompressed ``.npz`` (what ``np.savez`` writes)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key, writer in arrays.items():
-            writer.close()
-            header = {
-                "descr": np.lib.format.dtype_to_descr(writer.dtype),
-                "fortran_order": False,
-                "shape": writer.shape,
-            }
-            with zf.open(f"{key}.npy", "w", force_zip64=True) as member, open(writer.raw_path, "rb") as raw:
-                np.lib.format.write_array_header_2_0(member, header)
-                shutil.copyfileobj(raw, member, COPY_CHUNK_BYTES)
-
-
 def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     source = open_video(args.input, max_frames=args.max_frames, stride=args.stride)
@@ -99,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
         total = max(source.expected_frames - 1, 0) or None
         with tqdm(total=total, desc=f"flow {source.name}", unit="pair") as bar:
             for frame in source:
-                cur = _to_tensor(frame)
+                cur = frames_to_tensor([frame])
                 if prev is not None:
                     flows = model(torch.cat([prev, cur]), torch.cat([cur, prev]))
-                    f, b = flows.permute(0, 2, 3, 1).cpu().numpy()
+                    f, b = flows_to_disk(flows.cpu())
                     fwd.append(f)
                     bwd.append(b)
                     max_magnitude = max(max_magnitude, float(np.hypot(f[..., 0], f[..., 1]).max()))
@@ -110,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 prev = cur
         if fwd.count == 0:
             raise InputError(f"{args.input}: flow needs at least two frames, got {1 if prev is not None else 0}")
-        _pack_npz(tmp / "flow.npz", {"fwd": fwd, "bwd": bwd})
+        write_npz(tmp / "flow.npz", {"fwd": fwd, "bwd": bwd})
         flows_fwd = np.memmap(fwd.raw_path, dtype=fwd.dtype, mode="r", shape=fwd.shape)
         write_video(tmp / "flow.mp4", (flow_to_color(f, max_magnitude) for f in flows_fwd), fps=source.fps)
         del flows_fwd

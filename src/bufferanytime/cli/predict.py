@@ -38,6 +38,11 @@ DESCRIPTIONS = {
     "(array 'normal', float32 (T,H,W,3), unit vectors, x right, y up, z towards the camera), normal_vis.mp4 "
     "and normal.meta.json; other files there (e.g. the depth outputs) are kept.",
 }
+# Options of one sub-command's models only (the normal model decodes its VAE latents in chunks).
+MODEL_OPTIONS = {
+    "normal": [("--decode-chunk", {"type": positive_int, "metavar": "N", "default": None,
+                                   "help": "frames decoded by the VAE at once (default 4)"})],
+}
 SIZE_HELP = ("Default: the model's own input size (Depth Anything V2 priors: short side 518, enlarging small "
              "frames, long side at most 2072; Marigold priors: long side 768; embedded models: the size they were "
              "trained at). Outputs are always at the input resolution.")
@@ -69,9 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--overlap", type=non_negative_int, metavar="N", default=None,
                        help=f"frames shared by consecutive windows, fewer than the window (default: window // "
                             f"{DEFAULT_OVERLAP_DIVISOR}, at least {MIN_OVERLAP})")
-        if kind == "normal":
-            p.add_argument("--decode-chunk", type=positive_int, metavar="N", default=None,
-                           help="frames decoded by the VAE at once (default 4)")
+        for flag, options in MODEL_OPTIONS.get(kind, ()):
+            p.add_argument(flag, **options)
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
         p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")
         p.add_argument("--save", action="append", type=save_formats, default=None, metavar="FORMATS",

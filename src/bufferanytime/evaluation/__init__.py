@@ -1,4 +1,5 @@
-"""Evaluation: video depth and normal accuracy, temporal consistency (OPW), benchmark readers and reports.
+"""Evaluation: temporal consistency (OPW), benchmark readers, and report folders of scored models.
+Each task's accuracy metrics live with the task (:mod:`bufferanytime.tasks.metrics`), re-exported here.
 
 - :func:`depth_metrics`: AbsRel, delta1, RMSE with the DepthCrafter benchmark protocol (one scale and shift per
   video, fitted in disparity); :func:`normal_metrics`: angular errors (DSINE's metrics).
@@ -9,7 +10,7 @@
   and time-slice images.
 """
 
-from bufferanytime.evaluation.consistency import SequenceFlows, affine_normalisation, estimate_flows, opw
+from bufferanytime.evaluation.consistency import SequenceFlows, estimate_flows, opw
 from bufferanytime.evaluation.datasets import (
     DATASETS,
     EvalSequence,
@@ -20,15 +21,15 @@ from bufferanytime.evaluation.datasets import (
     read_png_depth,
     write_dpt,
 )
-from bufferanytime.evaluation.metrics import (
+from bufferanytime.evaluation.runner import EvalConfig, ModelSpec, model_specs, run_evaluation
+from bufferanytime.evaluation.slices import compose_slices, time_slice
+from bufferanytime.tasks.metrics import (
     aligned_depth,
     angular_error,
     depth_metrics,
     fit_disparity_affine,
     normal_metrics,
 )
-from bufferanytime.evaluation.runner import EvalConfig, ModelSpec, model_specs, run_evaluation
-from bufferanytime.evaluation.slices import compose_slices, time_slice
 
 __all__ = [
     "DATASETS",
@@ -36,7 +37,6 @@ __all__ = [
     "EvalSequence",
     "ModelSpec",
     "SequenceFlows",
-    "affine_normalisation",
     "aligned_depth",
     "angular_error",
     "benchmark_sort",

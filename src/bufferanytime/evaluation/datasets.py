@@ -47,6 +47,7 @@ from bufferanytime.constants import (
     SINTEL_DPT_TAG,
 )
 from bufferanytime.errors import InputError
+from bufferanytime.io.arrays import flows_from_disk
 from bufferanytime.io.images import read_png_depth, read_rgb
 from bufferanytime.registry import Registry
 
@@ -61,7 +62,7 @@ class EvalSequence:
 
     ``read_rgb(i)`` -> uint8 ``(H, W, 3)``; ``read_depth(i)`` -> float64 metric depth ``(H, W)`` (<= 0 where
     unknown); ``read_normal(i)`` -> float32 unit normals ``(H, W, 3)`` (camera coordinates, x right, y up, z
-    towards the camera); ``gt_flows()`` -> ``(fwd, bwd, valid_fwd, valid_bwd)`` in the on-disk layout.
+    towards the camera); ``gt_flows()`` -> ``(fwd, bwd, valid_fwd, valid_bwd)``, flows ``(T-1, 2, H, W)``.
     ``error``: why the sequence cannot be evaluated (found when listing it), or None.
     """
 
@@ -321,7 +322,8 @@ def _synthetic_sequence(dataset, index: int) -> EvalSequence:
         return _load_array(folder / f"{name}.npy")
 
     def flows() -> tuple[np.ndarray, ...]:
-        return tuple(array(n) for n in ("flow_fwd", "flow_bwd", "flow_valid_fwd", "flow_valid_bwd"))
+        fwd, bwd = (flows_from_disk(array(n)) for n in ("flow_fwd", "flow_bwd"))
+        return fwd, bwd, array("flow_valid_fwd"), array("flow_valid_bwd")
 
     return EvalSequence(
         dataset.names[index],

@@ -27,33 +27,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from bufferanytime import __version__
-from bufferanytime.constants import CYCLE_TAU, EVAL_MAX_DEPTH, EVAL_MIN_DEPTH, SYNTHETIC_MAX_DEPTH
+from bufferanytime.constants import CYCLE_TAU
 from bufferanytime.errors import InputError
 from bufferanytime.evaluation.consistency import SequenceFlows, estimate_flows, opw
 from bufferanytime.evaluation.datasets import EvalSequence, load_sequences
-from bufferanytime.evaluation.metrics import (
-    depth_metrics,
-    fit_disparity_affine,
-    normal_metrics,
-)
-from bufferanytime.evaluation.slices import (
-    column_index,
-    compose_slices,
-    depth_slice_rgb,
-    normal_slice_rgb,
-    time_slice,
-    write_png,
-)
-from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, robust_range
+from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
+from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, write_image
+from bufferanytime.tasks import Task, get_task
 
-TASKS = ("depth", "normal")
 FLOW_CHOICES = ("auto", "dis", "raft-small", "gt")
-MAX_DEPTH = {**EVAL_MAX_DEPTH, "synthetic": SYNTHETIC_MAX_DEPTH}
 WORK_DIR = "_work"  # scratch space inside the temporary report folder, removed before it is renamed
 REPORT_ENTRIES = frozenset({"report.json", "report.md", "slices"})  # what a report folder holds (and may replace)
 
@@ -66,12 +52,6 @@ def print_error(message: str) -> None:
     """One ``error: ...`` line on stderr that does not break the progress bars."""
     tqdm.write(f"error: {message}", file=sys.stderr)
 
-COLUMNS = {
-    "depth": [("abs_rel", "AbsRel ↓", 3), ("delta1", "δ1 ↑", 3), ("opw", "OPW ↓", 3),
-              ("seconds_per_frame", "s/frame", 3)],
-    "normal": [("mean", "Mean ↓", 2), ("median", "Median ↓", 2), ("a11", "11.25° ↑", 2), ("a22", "22.5° ↑", 2),
-               ("a30", "30° ↑", 2), ("opw", "OPW ↓", 3), ("seconds_per_frame", "s/frame", 3)],
-}
 
 
 @dataclass
@@ -128,20 +108,14 @@ class EvalConfig:
 class _Resized:
     """A frame sequence read lazily at another size (bilinear, as ``cv2.resize`` in DepthCrafter's eval.py)."""
 
-    def __init__(self, frames, size: tuple[int, int], kind: str):
-        self.frames, self.size, self.kind = frames, size, kind
+    def __init__(self, frames, size: tuple[int, int], task: Task):
+        self.frames, self.size, self.task = frames, size, task
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        frame = np.asarray(self.frames[i])
-        if frame.shape[:2] == self.size:
-            return frame
-        out = cv2.resize(frame, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
-        if self.kind == "normal":
-            out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-8)
-        return out
+        return self.task.resize(np.asarray(self.frames[i]), self.size)
 
 
 def _flow_method(config: EvalConfig) -> str:
@@ -151,8 +125,7 @@ def _flow_method(config: EvalConfig) -> str:
 
 
 def _check(config: EvalConfig) -> None:
-    if config.task not in TASKS:
-        raise InputError(f"unknown task {config.task!r}; expected one of {', '.join(TASKS)}")
+    get_task(config.task)
     if config.flow not in FLOW_CHOICES:
         raise InputError(f"unknown flow {config.flow!r}; expected one of {', '.join(FLOW_CHOICES)}")
     if not config.models:
@@ -184,65 +157,23 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
 
     ``on_skip(message)`` is called for every sequence that cannot be evaluated (the report lists them too).
     """
-    from bufferanytime.flow import get_flow_model
-    from bufferanytime.inference import InferenceSettings, Predictor, resolve_device
-    from bufferanytime.models import load_model
-
     _check(config)
+    task = get_task(config.task)
     output = Path(output).resolve()
     check_report_dir(output)
     sequences = load_sequences(config.dataset, config.root)[: config.sequences]
-    if config.task == "normal" and sequences[0].read_normal is None:
+    if not task.has_ground_truth(sequences[0]):
         raise InputError(
-            f"{config.dataset} has no normal ground truth in its official folder structure; "
-            "normal evaluation runs on --dataset synthetic"
+            f"{config.dataset} has no {task.name} ground truth in its official folder structure; "
+            f"{task.name} evaluation runs on --dataset synthetic"
         )
-    method = _flow_method(config)
-    flow_model = None if method == "gt" else get_flow_model(
-        method, **({"weights": config.flow_weights} if method == "raft-small" else {})
-    )
-    settings = InferenceSettings(max_res=config.max_res, short_side=config.short_side, window=config.window,
-                                 overlap=config.overlap,
-                                 device=config.device, precision=config.precision)
-    device = resolve_device(settings.device)
-    predictors = {}
-    for spec in config.models:
-        model = load_model(config.task, spec.model, per_frame=spec.per_frame)
-        predictors[spec.label] = Predictor(model, device, settings.precision)
-
-    report = {
-        "task": config.task,
-        "dataset": config.dataset,
-        "root": str(config.root),
-        "max_depth": MAX_DEPTH[config.dataset] if config.task == "depth" else None,
-        "flow": {"method": method, "tau": config.tau},
-        "settings": {k: v for k, v in asdict(config).items() if k not in ("models", "notes", "task", "dataset",
-                                                                            "root")},
-        "models": [asdict(s) | {"clip_len": predictors[s.label].model.clip_len} for s in config.models],
-        "notes": list(config.notes),
-        "sequences": {},
-        "skipped": {},
-        "mean": {},
-        "version": __version__,
-    }
+    run = _Run(config, task, _flow_method(config), progress)
+    report = _new_report(config, task, run)
     start = time.perf_counter()
     with OutputDir(output) as tmp:
         (tmp / "slices").mkdir()
-        work = tmp / WORK_DIR
         for seq in tqdm(sequences, desc="sequences", unit="seq", disable=not progress):
-            seq = seq.truncated(config.max_frames)
-            try:
-                if seq.error is not None:
-                    raise InputError(seq.error)
-                work.mkdir()
-                report["sequences"][seq.name] = _evaluate_sequence(
-                    seq, config, method, flow_model, settings, predictors, work, tmp / "slices", progress
-                )
-            except InputError as exc:
-                report["skipped"][seq.name] = str(exc)
-                on_skip(f"sequence {seq.name} skipped: {exc}")
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+            _evaluate_or_skip(seq.truncated(config.max_frames), run, report, tmp, on_skip)
         if not report["sequences"]:
             raise NoSequenceEvaluated(f"none of the {len(sequences)} sequence(s) could be evaluated")
         report["mean"] = _means(report["sequences"], config.models)
@@ -250,6 +181,60 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
         (tmp / "report.json").write_text(json.dumps(_finite(report), indent=2) + "\n")
         (tmp / "report.md").write_text(render_markdown(report))
     return report
+
+
+class _Run:
+    """What every sequence of an evaluation shares: the task, the flow estimator, the settings, the models."""
+
+    def __init__(self, config: EvalConfig, task: Task, method: str, progress: bool):
+        from bufferanytime.flow import get_flow_model
+        from bufferanytime.inference import InferenceSettings, Predictor, resolve_device
+        from bufferanytime.models import load_model
+
+        self.config, self.task, self.method, self.progress = config, task, method, progress
+        self.flow_model = None if method == "gt" else get_flow_model(
+            method, **({"weights": config.flow_weights} if method == "raft-small" else {})
+        )
+        self.settings = InferenceSettings(max_res=config.max_res, short_side=config.short_side,
+                                          window=config.window, overlap=config.overlap, device=config.device,
+                                          precision=config.precision)
+        device = resolve_device(self.settings.device)
+        self.predictors = {spec.label: Predictor(load_model(task.name, spec.model, per_frame=spec.per_frame), device,
+                                                 self.settings.precision) for spec in config.models}
+
+
+def _new_report(config: EvalConfig, task: Task, run: _Run) -> dict:
+    """The report's settings and models, before any sequence is evaluated."""
+    return {
+        "task": task.name,
+        "dataset": config.dataset,
+        "root": str(config.root),
+        "max_depth": task.depth_cap(config.dataset),
+        "flow": {"method": run.method, "tau": config.tau},
+        "settings": {k: v for k, v in asdict(config).items() if k not in ("models", "notes", "task", "dataset",
+                                                                            "root")},
+        "models": [asdict(s) | {"clip_len": run.predictors[s.label].model.clip_len} for s in config.models],
+        "notes": list(config.notes),
+        "sequences": {},
+        "skipped": {},
+        "mean": {},
+        "version": __version__,
+    }
+
+
+def _evaluate_or_skip(seq: EvalSequence, run: _Run, report: dict, tmp: Path, on_skip: Callable[[str], None]) -> None:
+    """Evaluate one sequence into ``report``, or list it as skipped (and say so) when it cannot be."""
+    work = tmp / WORK_DIR
+    try:
+        if seq.error is not None:
+            raise InputError(seq.error)
+        work.mkdir()
+        report["sequences"][seq.name] = _evaluate_sequence(seq, run, work, tmp / "slices")
+    except InputError as exc:
+        report["skipped"][seq.name] = str(exc)
+        on_skip(f"sequence {seq.name} skipped: {exc}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _stream(frames, path: Path, dtype, what: str) -> np.ndarray:
@@ -265,65 +250,52 @@ def _stream(frames, path: Path, dtype, what: str) -> np.ndarray:
     return writer.read()
 
 
-def _evaluate_sequence(seq: EvalSequence, config: EvalConfig, method: str, flow_model, settings, predictors: dict,
-                       work: Path, slice_dir: Path, progress: bool) -> dict:
+def _sequence_flows(seq: EvalSequence, run: _Run, work: Path) -> SequenceFlows:
+    """The ground-truth flows of the sequence, or those estimated on its RGB frames (memory-mapped in ``work``)."""
+    if run.method != "gt":
+        return estimate_flows(seq.frames(), run.flow_model, run.config.tau, directory=work / "flows",
+                              progress=run.progress, desc=f"{seq.name}: flow")
+    if seq.gt_flows is None:
+        raise InputError(f"{seq.name}: no ground-truth flow")
+    return SequenceFlows.from_flows(*seq.gt_flows(), tau=run.config.tau, method="ground truth")
+
+
+def _predict(seq: EvalSequence, run: _Run, label: str, predictor, path: Path) -> tuple[np.ndarray, float]:
+    """A model's predictions of the sequence (memory-mapped from ``path``) and the model time they took."""
     from bufferanytime.inference import predict_frames
 
-    depth_task = config.task == "depth"
-    if depth_task:
-        gt = _stream((seq.read_depth(i) for i in range(seq.num_frames)), work / "gt.raw", np.float64, "depth")
-    else:
-        gt = _stream((seq.read_normal(i) for i in range(seq.num_frames)), work / "gt.raw", np.float32, "normal")
+    frames = tqdm(seq.frames(), total=seq.num_frames, desc=f"{seq.name}: {label}", unit="frame",
+                  disable=not run.progress, leave=False)
+    before = predictor.seconds
+    pred = _stream(predict_frames(predictor.model, frames, run.settings, predictor), path, np.float32, "prediction")
+    return pred, predictor.seconds - before
+
+
+def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path) -> dict:
+    """Metrics of every model on one sequence, and its time-slice image."""
+    task, config = run.task, run.config
+    gt = _stream((task.read_ground_truth(seq, i) for i in range(seq.num_frames)), work / "gt.raw", task.gt_dtype,
+                 task.name)
     gt_size = tuple(gt.shape[1:3])
-    if method == "gt":
-        if seq.gt_flows is None:
-            raise InputError(f"{seq.name}: no ground-truth flow")
-        flows = SequenceFlows.from_flows(*seq.gt_flows(), tau=config.tau, method="ground truth")
-    else:
-        flows = estimate_flows(seq.frames(), flow_model, config.tau, directory=work / "flows", progress=progress,
-                               desc=f"{seq.name}: flow")
+    flows = _sequence_flows(seq, run, work)
     first = seq.read_rgb(0)
-    x_frame = column_index(first.shape[1], config.column)
-    x_gt = column_index(gt_size[1], config.column)
-    rgb_slice = time_slice(seq.frames(), x_frame)
-
+    x_frame, x_gt = column_index(first.shape[1], config.column), column_index(gt_size[1], config.column)
+    gt_rgb, value_range = task.gt_slice_rgb(time_slice(gt, x_gt), config.dataset)
+    slices = [("RGB", time_slice(seq.frames(), x_frame)), ("ground truth", gt_rgb)]
     entry: dict = {"frames": seq.num_frames, "size": list(gt_size), "models": {}}
-    slices = []
-    if depth_task:
-        max_depth = MAX_DEPTH[config.dataset]
-        gt_slice = time_slice(gt, x_gt)
-        valid = (gt_slice > EVAL_MIN_DEPTH) & (gt_slice < max_depth)
-        gt_disp = np.where(valid, 1.0 / np.where(valid, gt_slice, 1.0), np.nan)
-        lo, hi = robust_range(gt_disp[valid]) if valid.any() else (0.0, 1.0)
-        slices.append(("ground truth", depth_slice_rgb(gt_disp, lo, hi, ~valid)))
-    else:
-        slices.append(("ground truth", normal_slice_rgb(time_slice(gt, x_gt))))
-
-    for label, predictor in predictors.items():
-        predictor.seconds = 0.0
-        frames = tqdm(seq.frames(), total=seq.num_frames, desc=f"{seq.name}: {label}", unit="frame",
-                      disable=not progress, leave=False)
-        pred = _stream(predict_frames(predictor.model, frames, settings, predictor), work / "pred.raw", np.float32,
-                       "prediction")
-        at_gt = _Resized(pred, gt_size, config.task)
-        if depth_task:
-            metrics = depth_metrics(at_gt, gt, max_depth)
-            scale, shift = fit_disparity_affine(at_gt, gt, max_depth)
-            aligned = np.maximum(scale * np.maximum(time_slice(at_gt, x_gt), EVAL_MIN_DEPTH) + shift, EVAL_MIN_DEPTH)
-            slices.append((label, depth_slice_rgb(aligned, lo, hi)))
-            metrics |= {"scale": scale, "shift": shift}
-        else:
-            metrics = normal_metrics(at_gt, gt)
-            slices.append((label, normal_slice_rgb(time_slice(at_gt, x_gt))))
-        metrics["opw"] = opw(pred, flows=flows)
-        metrics["seconds"] = predictor.seconds
-        metrics["seconds_per_frame"] = predictor.seconds / max(seq.num_frames, 1)
+    for label, predictor in run.predictors.items():
+        pred, seconds = _predict(seq, run, label, predictor, work / "pred.raw")
+        at_gt = _Resized(pred, gt_size, task)
+        metrics = task.score(at_gt, gt, config.dataset)
+        slices.append((label, task.pred_slice_rgb(time_slice(at_gt, x_gt), metrics, value_range)))
+        metrics["opw"] = opw(pred, flows=flows, task=task)
+        metrics["seconds"] = seconds
+        metrics["seconds_per_frame"] = seconds / max(seq.num_frames, 1)
         entry["models"][label] = metrics
         del pred, at_gt
         (work / "pred.raw").unlink()
-
     slice_name = f"{_safe(seq.name)}.png"
-    write_png(slice_dir / slice_name, compose_slices(first, x_frame, [("RGB", rgb_slice), *slices]))
+    write_image(slice_dir / slice_name, compose_slices(first, x_frame, slices))
     entry["slice"] = f"slices/{slice_name}"
     entry["slice_column"] = {"frame": x_frame, "ground_truth": x_gt}
     entry["flow_matched_fraction"] = float(
@@ -378,48 +350,26 @@ def _fmt(value, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def _table(rows: list[tuple[str, dict]], task: str, first: str = "Model") -> list[str]:
-    columns = COLUMNS[task]
-    lines = [f"| {first} | " + " | ".join(c[1] for c in columns) + " |",
-             "|---|" + "|".join("---:" for _ in columns) + "|"]
+def _table(rows: list[tuple[str, dict]], task: Task, first: str = "Model") -> list[str]:
+    lines = [f"| {first} | " + " | ".join(c.header for c in task.columns) + " |",
+             "|---|" + "|".join("---:" for _ in task.columns) + "|"]
     for label, metrics in rows:
-        lines.append(f"| {label} | " + " | ".join(_fmt(metrics.get(k), d) for k, _, d in columns) + " |")
+        lines.append(f"| {label} | " + " | ".join(_fmt(metrics.get(c.key), c.digits) for c in task.columns) + " |")
     return lines
 
 
 def render_markdown(report: dict) -> str:
     """The human-readable report: header, the main table, per-sequence tables, time slices, definitions."""
-    task, dataset = report["task"], report["dataset"]
-    settings = report["settings"]
+    task = get_task(report["task"])
     seqs = report["sequences"]
-    frames = sum(e["frames"] for e in seqs.values())
-    title = "Video depth" if task == "depth" else "Video normals"
-    lines = [f"# {title} evaluation: {dataset}", ""]
+    lines = [f"# {task.title} evaluation: {report['dataset']}", ""]
     lines += [f"> {note}" for note in report["notes"]] + ([""] if report["notes"] else [])
-    skipped = f", {len(report['skipped'])} skipped (see below)" if report.get("skipped") else ""
-    lines += [
-        f"- data: `{report['root']}`, {len(seqs)} sequence(s){skipped}, {frames} frames"
-        + (f" (at most {settings['max_frames']} per sequence)" if settings.get("max_frames") else ""),
-        "- models: " + "; ".join(
-            f"**{m['label']}** = `{m['model']}`" + (" run frame by frame (the image prior alone)" if m["per_frame"]
-                                                    else f" as a video model (window {m['clip_len']} frames)")
-            for m in report["models"]
-        ),
-        f"- inference: {_size_text(settings)}, device {settings['device']}, {settings['precision']}",
-        "- OPW flow: " + ("the ground-truth flow and its validity masks" if report["flow"]["method"] == "gt"
-                          else f"{report['flow']['method']} on the RGB frames")
-        + f", forward-backward check at {report['flow']['tau']} px",
-    ]
-    if task == "depth":
-        lines.append(f"- depth range: ({EVAL_MIN_DEPTH}, {report['max_depth']}) m; one scale and shift per video, "
-                     "fitted in disparity (DepthCrafter protocol)")
+    lines += _header(report, task)
     lines += ["", "## Results (mean over sequences)", ""]
     lines += _table([(m["label"], report["mean"].get(m["label"], {})) for m in report["models"]], task)
     lines += ["", "## Per sequence", ""]
-    rows = []
-    for name, entry in seqs.items():
-        for m in report["models"]:
-            rows.append((f"{name} / {m['label']}", entry["models"][m["label"]]))
+    rows = [(f"{name} / {m['label']}", entry["models"][m["label"]]) for name, entry in seqs.items()
+            for m in report["models"]]
     lines += _table(rows, task, first="Sequence / model")
     lines += ["", "## Time slices", "",
               "One pixel column (marked red on frame 0) over time, left to right: RGB, ground truth, then each model "
@@ -431,25 +381,35 @@ def render_markdown(report: dict) -> str:
         lines += ["## Skipped sequences", "", "Not evaluated, so not in the means above:", ""]
         lines += [f"- **{name}**: {reason}" for name, reason in report["skipped"].items()] + [""]
     lines += ["## Definitions", ""]
-    if task == "depth":
-        lines += [
-            "- AbsRel = mean |d − d*| / d*, δ1 = fraction of pixels with max(d / d*, d* / d) < 1.25, per frame over "
-            "valid pixels, averaged over frames, then over sequences. d is the prediction after one least-squares "
-            "scale and shift per video in disparity space, inverted and clipped to the depth range.",
-        ]
-    else:
-        lines += [
-            "- Mean / Median angular error (degrees) and the percentage of pixels under 11.25°, 22.5°, 30°, over all "
-            "valid pixels of a sequence, then averaged over sequences.",
-        ]
+    lines += [f"- {text}" for text in task.definitions]
     lines += [
         "- OPW = mean over adjacent frame pairs and both flow directions of the mean L1 difference between a frame "
         "and the next (or previous) one warped onto it, over the pixels that pass the forward-backward flow check; "
-        + ("disparity normalised once per video by its median and mean absolute deviation."
-           if task == "depth" else "unit normals, not normalised."),
+        + task.opw_note,
         "- s/frame = model time per frame (flow and metrics excluded).",
         "",
         f"Written by bufferanytime {report['version']}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _header(report: dict, task: Task) -> list[str]:
+    """The report's list of what was evaluated how: data, models, inference, flow, task-specific lines."""
+    settings, seqs = report["settings"], report["sequences"]
+    frames = sum(e["frames"] for e in seqs.values())
+    skipped = f", {len(report['skipped'])} skipped (see below)" if report.get("skipped") else ""
+    return [
+        f"- data: `{report['root']}`, {len(seqs)} sequence(s){skipped}, {frames} frames"
+        + (f" (at most {settings['max_frames']} per sequence)" if settings.get("max_frames") else ""),
+        "- models: " + "; ".join(
+            f"**{m['label']}** = `{m['model']}`" + (" run frame by frame (the image prior alone)" if m["per_frame"]
+                                                    else f" as a video model (window {m['clip_len']} frames)")
+            for m in report["models"]
+        ),
+        f"- inference: {_size_text(settings)}, device {settings['device']}, {settings['precision']}",
+        "- OPW flow: " + ("the ground-truth flow and its validity masks" if report["flow"]["method"] == "gt"
+                          else f"{report['flow']['method']} on the RGB frames")
+        + f", forward-backward check at {report['flow']['tau']} px",
+        *task.report_lines(report),
+    ]

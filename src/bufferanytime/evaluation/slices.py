@@ -2,19 +2,16 @@
 
 A slice of a ``(T, H, W, ...)`` video at column ``x`` is the ``(H, T, ...)`` image whose column ``t`` is column
 ``x`` of frame ``t``. A temporally stable prediction gives horizontal bands that follow the slice of the RGB
-video; per-frame flicker shows as vertical stripes.
+video; per-frame flicker shows as vertical stripes. Slices are coloured by their task (:meth:`Task.to_rgb`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import cv2
 import numpy as np
-
-from bufferanytime.io.outputs import colorize_depth, normals_to_rgb
 
 SLICE_MIN_WIDTH = 128  # slices of short videos are widened (each frame repeated) to at least this many pixels
 LABEL_HEIGHT = 18  # pixels of the caption strip above each panel
@@ -33,19 +30,6 @@ def column_index(width: int, column: float | None = None) -> int:
 def time_slice(frames: Iterable[np.ndarray], x: int) -> np.ndarray:
     """``(H, T, ...)``: column ``x`` of every frame, side by side in time order."""
     return np.stack([np.asarray(f)[:, x] for f in frames], axis=1)
-
-
-def depth_slice_rgb(disparity_slice: np.ndarray, lo: float, hi: float, invalid: np.ndarray | None = None) -> np.ndarray:
-    """Colour a disparity slice ``(H, T)`` with the fixed range ``[lo, hi]``; ``invalid`` pixels are black."""
-    rgb = colorize_depth(np.nan_to_num(disparity_slice, nan=lo), lo, hi)
-    if invalid is not None:
-        rgb[invalid] = 0
-    return rgb
-
-
-def normal_slice_rgb(normal_slice: np.ndarray) -> np.ndarray:
-    """Colour a normal slice ``(H, T, 3)`` as ``n * 0.5 + 0.5``."""
-    return normals_to_rgb(np.nan_to_num(normal_slice))
 
 
 def _text_width(text: str, scale: float) -> int:
@@ -86,8 +70,3 @@ def compose_slices(first_frame: np.ndarray, x: int, slices: list[tuple[str, np.n
             p = np.concatenate([p, np.full((height - p.shape[0], p.shape[1], 3), BACKGROUND, np.uint8)])
         row += [gap, p] if i else [p]
     return np.concatenate(row, axis=1)
-
-
-def write_png(path: str | Path, rgb: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")

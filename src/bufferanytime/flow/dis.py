@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import torch
 
+from bufferanytime.io.arrays import channels_first, tensor_to_frames
+
 
 def _to_gray_u8(images: torch.Tensor) -> np.ndarray:
     """(N,3,H,W) RGB in [0, 1] -> (N,H,W) uint8 luma."""
-    rgb = (images.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return np.stack([cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2GRAY) for im in rgb])
+    return np.stack([cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2GRAY) for im in tensor_to_frames(images)])
 
 
 class DISFlow:
@@ -30,4 +31,4 @@ class DISFlow:
             raise ValueError(f"expected two (N,3,H,W) images of equal shape, got {src.shape} and {dst.shape}")
         dis = cv2.DISOpticalFlow_create(self.preset)
         flows = [dis.calc(a, b, None) for a, b in zip(_to_gray_u8(src), _to_gray_u8(dst), strict=True)]
-        return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous().to(src.device)
+        return torch.from_numpy(np.ascontiguousarray(channels_first(np.stack(flows)))).to(src.device)

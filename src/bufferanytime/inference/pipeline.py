@@ -1,6 +1,7 @@
 """Run a video model over one input and write its outputs, streaming from reader to model to writer.
 
-Per input ``OUT/<stem>/`` receives, for the task KIND (``depth`` | ``normal``), the formats chosen by ``save``:
+Per input ``OUT/<stem>/`` receives, for the task KIND (``depth`` | ``normal``, :mod:`bufferanytime.tasks`: it
+names the files and encodes each format), the formats chosen by ``save``:
 
 - ``npz``: ``depth.npz`` with ``disparity`` float32 ``(T, H, W)`` | ``normal.npz`` with ``normal`` float32
   ``(T, H, W, 3)``, at the input resolution;
@@ -34,23 +35,18 @@ from tqdm import tqdm
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
 from bufferanytime.inference.windows import MIN_OVERLAP, default_overlap, sliding_windows
-from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles, colorize_depth, normals_to_rgb, robust_range
+from bufferanytime.io.arrays import frame_to_tensor
+from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles
 from bufferanytime.io.video import MIN_VIDEO_FRAMES, VideoSource, VideoWriter
 from bufferanytime.models.base import VideoModel
+from bufferanytime.tasks import OutputNames, Task, get_task
 
 MIN_INFERENCE_SIDE = 14  # --max-res / --short-side below one ViT patch cannot give the prior an image
 PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
-PNG16_MAX = 65535
 SAVE_FORMATS = ("npz", "vis", "png16", "exr")
 DEFAULT_SAVE = ("npz", "vis")
 DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")  # what --device accepts
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def output_names(kind: str) -> dict[str, str]:
-    """File and folder names of each format of a task, in ``OUT/<stem>/``: all prefixed by the task."""
-    return {"npz": f"{kind}.npz", "key": "disparity" if kind == "depth" else "normal", "vis": f"{kind}_vis.mp4",
-            "png16": f"{kind}_png16", "exr": f"{kind}_exr", "meta": f"{kind}.meta.json"}
 
 
 @dataclass
@@ -172,17 +168,18 @@ class Predictor:
     The frozen per-frame stage of the model (``encode_frames``: the ViT for depth, the VAE encoder for normals)
     is deterministic, so the features of the last ``keep`` frames of a window are kept and reused when the next
     window starts with those frames (``reused`` of them): overlapping windows cost only the temporal part again.
+    ``seconds`` adds up the model time of every call.
     """
 
-    def __init__(self, model: VideoModel, device: torch.device, precision: str, keep: int = 0):
+    def __init__(self, model: VideoModel, device: torch.device, precision: str):
         self.model = model.to(device).eval()
+        self.task = get_task(model.kind)
         self.device = device
         self.dtype = PRECISIONS[precision]
-        self.keep = keep
         self.seconds = 0.0
         self._tail: list[torch.Tensor] = []
 
-    def __call__(self, clip: torch.Tensor, reused: int = 0) -> torch.Tensor:
+    def __call__(self, clip: torch.Tensor, reused: int = 0, keep: int = 0) -> torch.Tensor:
         start = time.perf_counter()
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
@@ -192,7 +189,7 @@ class Predictor:
             features = self.model.encode_frames(clip[reused:])
             if reused:
                 features = [torch.cat([old[-reused:], new]) for old, new in zip(self._tail, features, strict=True)]
-            self._tail = [f[-self.keep :] for f in features] if self.keep else []
+            self._tail = [f[-keep:] for f in features] if keep else []
             out = self.model.decode_frames(features, len(clip), tuple(clip.shape[-2:]))
         out = out.float().cpu()
         self.seconds += time.perf_counter() - start
@@ -212,35 +209,27 @@ def predict_frames(
     window, overlap = window_settings(model, settings)
     rule = size_rule(model, settings)
     predictor = predictor or Predictor(model, resolve_device(settings.device), settings.precision)
-    predictor.keep = overlap
     sizes: deque[tuple[int, int]] = deque()  # input sizes of frames read but not yet yielded
 
     def tensors() -> Iterator[torch.Tensor]:
         for frame in frames:
-            h, w = frame.shape[:2]
-            sizes.append((h, w))
-            small = scaled_size(h, w, rule)
-            if small != (h, w):
-                shrink = small[0] < h
-                frame = cv2.resize(frame, (small[1], small[0]),
-                                   interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-            yield torch.tensor(frame, dtype=torch.float32).permute(2, 0, 1) / 255.0  # a copy: frames may be read-only
+            sizes.append(frame.shape[:2])
+            yield frame_to_tensor(_resized_input(frame, scaled_size(*frame.shape[:2], rule)))
 
-    for out in sliding_windows(tensors(), predictor, model.kind, window, overlap):
-        yield _to_output(model.kind, out, *sizes.popleft())
+    def predict(clip: torch.Tensor, reused: int) -> torch.Tensor:
+        return predictor(clip, reused, keep=overlap)
+
+    task = predictor.task
+    for out in sliding_windows(tensors(), predict, task, window, overlap):
+        yield task.resize(task.frame_to_disk(out), sizes.popleft())
 
 
-def _to_output(kind: str, out: torch.Tensor, height: int, width: int) -> np.ndarray:
-    if kind == "depth":
-        arr = out.numpy().astype(np.float32)
-        if arr.shape != (height, width):
-            arr = cv2.resize(arr, (width, height), interpolation=cv2.INTER_LINEAR)
-        return arr
-    arr = out.permute(1, 2, 0).numpy().astype(np.float32)
-    if arr.shape[:2] != (height, width):
-        arr = cv2.resize(arr, (width, height), interpolation=cv2.INTER_LINEAR)
-        arr /= np.maximum(np.linalg.norm(arr, axis=-1, keepdims=True), 1e-8)
-    return arr
+def _resized_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An RGB frame at the model's input ``size`` (area when shrinking, cubic when enlarging)."""
+    if size == frame.shape[:2]:
+        return frame
+    shrink = size[0] < frame.shape[0]
+    return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
 def run_video(
@@ -256,9 +245,8 @@ def run_video(
 
     Only the files of this task are replaced in ``out_dir``; ``meta["written"]`` lists them.
     """
-    names = output_names(model.kind)
     predictor = predictor or Predictor(model, resolve_device(settings.device), settings.precision)
-    predictor.seconds = 0.0
+    task, seconds_before = predictor.task, predictor.seconds
     start = time.perf_counter()
     files = OutputFiles(out_dir)
     with files as staging:
@@ -271,17 +259,18 @@ def run_video(
         finally:
             bar.close()
             writer.close()
-        outputs = _write_outputs(model.kind, writer, staging, names, source.fps, settings.save)
+        outputs = _write_outputs(task, writer, staging, source.fps, settings.save)
         (staging / "predictions.raw").unlink()
-        meta = _meta(model, source, settings, predictor, writer.count, model_info, outputs)
+        meta = _meta(model, source, settings, predictor, predictor.seconds - seconds_before, writer.count,
+                     model_info, outputs)
         meta["timings"]["total_s"] = round(time.perf_counter() - start, 3)
-        (staging / names["meta"]).write_text(json.dumps(meta, indent=2) + "\n")
+        (staging / task.files.meta).write_text(json.dumps(meta, indent=2) + "\n")
     meta["written"] = files.written
     return meta
 
 
-def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, predictor: Predictor, frames: int,
-          model_info: dict | None, outputs: dict) -> dict:
+def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, predictor: Predictor,
+          seconds: float, frames: int, model_info: dict | None, outputs: dict) -> dict:
     """What a run used, as actually resolved: model location, device, dtype, sizes, windows."""
     window, overlap = window_settings(model, settings)
     rule = size_rule(model, settings)
@@ -300,8 +289,8 @@ def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, p
         "settings": {**asdict(settings), "window": window, "overlap": overlap, "stride": source.stride,
                      "max_frames": source.max_frames},
         "timings": {
-            "model_s": round(predictor.seconds, 3),
-            "model_s_per_frame": round(predictor.seconds / max(frames, 1), 5),
+            "model_s": round(seconds, 3),
+            "model_s_per_frame": round(seconds / max(frames, 1), 5),
         },
         "outputs": outputs,
         "process": {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))},
@@ -309,68 +298,39 @@ def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, p
     }
 
 
-def _write_outputs(
-    kind: str, writer: NpyStreamWriter, staging: Path, names: dict, fps: float, save: tuple[str, ...]
-) -> dict:
+def _write_outputs(task: Task, writer: NpyStreamWriter, staging: Path, fps: float, save: tuple[str, ...]) -> dict:
     """Write the chosen formats into ``staging`` from the raw predictions; returns how to read each."""
+    names: OutputNames = task.files
     info: dict = {}
     if "npz" in save:
-        writer.write_npz(staging / names["npz"], names["key"])
-        info["npz"] = {"file": names["npz"], "array": names["key"]}
+        writer.write_npz(staging / names.npz, names.key)
+        info["npz"] = {"file": names.npz, "array": names.key}
     data = writer.read()
     if "vis" in save:
-        info["vis"] = _write_visualisation(kind, data, staging / names["vis"], fps)
+        info["vis"] = _write_visualisation(task, data, staging / names.vis, fps)
     if "png16" in save:
-        info["png16"] = _write_png16(kind, data, staging / names["png16"])
+        info["png16"] = task.write_png16(data, staging / names.png16)
     if "exr" in save:
-        _write_exr(kind, data, staging / names["exr"])
-        info["exr"] = {"dir": names["exr"], "channels": "Y" if kind == "depth" else "X,Y,Z"}
+        _write_exr(task, data, staging / names.exr)
+        info["exr"] = {"dir": names.exr, "channels": ",".join(task.exr_channels)}
     del data
     return info
 
 
-def _write_visualisation(kind: str, data: np.ndarray, path: Path, fps: float) -> dict:
-    info: dict = {"file": path.name}
-    if kind == "depth":
-        lo, hi = robust_range(data)
-        info.update({"range": [lo, hi], "colormap": "inferno", "normalisation": "global robust percentiles"})
-        to_rgb = lambda d: colorize_depth(d, lo, hi)  # noqa: E731
-    else:
-        info.update({"mapping": "rgb = n * 0.5 + 0.5"})
-        to_rgb = normals_to_rgb
+def _write_visualisation(task: Task, data: np.ndarray, path: Path, fps: float) -> dict:
+    """The video in the task's colours, with one colour range for all frames."""
+    value_range = task.vis_range(data)
     with VideoWriter(path, fps) as video:
         for frame in data:
-            video.write(to_rgb(frame))
-    return info
+            video.write(task.to_rgb(frame, value_range))
+    return {"file": path.name, **task.vis_info(value_range)}
 
 
-def _write_png16(kind: str, data: np.ndarray, folder: Path) -> dict:
-    folder.mkdir()
-    if kind == "depth":
-        peak = float(max(np.max(frame) for frame in data)) or 1.0
-        scale = PNG16_MAX / peak
-        for i, frame in enumerate(data):
-            _imwrite(folder / f"{i:06d}.png", np.round(np.clip(frame, 0, None) * scale).astype(np.uint16))
-        return {"dir": folder.name, "decode": "disparity = png / scale", "scale": scale}
-    for i, frame in enumerate(data):
-        img = np.round((np.clip(frame, -1, 1) * 0.5 + 0.5) * PNG16_MAX).astype(np.uint16)
-        _imwrite(folder / f"{i:06d}.png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    return {"dir": folder.name, "decode": f"normal = png / {PNG16_MAX} * 2 - 1 (RGB = xyz)"}
-
-
-def _imwrite(path: Path, image: np.ndarray) -> None:
-    """cv2.imwrite, which reports a failed write (e.g. a full disk) by returning False, made to raise."""
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"cannot write {path.name}")
-
-
-def _write_exr(kind: str, data: np.ndarray, folder: Path) -> None:
+def _write_exr(task: Task, data: np.ndarray, folder: Path) -> None:
     import OpenEXR
 
     folder.mkdir()
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     for i, frame in enumerate(data):
-        frame = np.ascontiguousarray(frame, dtype=np.float32)
-        channels = {"Y": frame} if kind == "depth" else {c: frame[..., j].copy() for j, c in enumerate("XYZ")}
-        with OpenEXR.File(header, channels) as exr:
+        with OpenEXR.File(header, task.exr_planes(frame)) as exr:
             exr.write(str(folder / f"{i:06d}.exr"))

@@ -2,11 +2,9 @@
 
 Frames arrive one at a time; the model runs on windows of ``window`` frames that overlap by ``overlap`` frames.
 Only the current window (inputs and outputs) lives in memory. Each new window is first brought into agreement
-with what was already produced on the overlapping frames, then the overlap is blended linearly:
-
-- depth (relative disparity, unknown scale and shift): one least-squares scale and shift, fitted on the overlap
-  frames, maps the new window onto the previous one;
-- normals (unit vectors): blended, then renormalised.
+with what was already produced on the overlapping frames (:meth:`Task.align_window`: for depth one
+least-squares scale and shift fitted on the overlap frames), then the overlap is blended linearly and projected
+back onto valid values (:meth:`Task.after_blend`: normals are renormalised).
 
 When the whole video fits in one window, the output is exactly that window's output.
 """
@@ -16,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
+
+from bufferanytime.tasks import Task
 
 # Overlap = window // DEFAULT_OVERLAP_DIVISOR frames unless given, at least MIN_OVERLAP. Every overlap frame runs
 # through the decoder twice, so fewer is faster, but the blend needs room: with window 32, an overlap of 4 keeps
@@ -28,45 +28,24 @@ def default_overlap(window: int) -> int:
     return 0 if window < 2 * MIN_OVERLAP else max(MIN_OVERLAP, window // DEFAULT_OVERLAP_DIVISOR)
 
 
-def fit_scale_shift(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares ``s, t`` minimising ``|s * source + t - target|^2`` over all elements."""
-    x = source.reshape(-1).double()
-    y = target.reshape(-1).double()
-    xm, ym = x.mean(), y.mean()
-    var = (x - xm).square().mean()
-    if var <= 1e-20:
-        return torch.ones((), dtype=torch.float64), ym - xm
-    scale = ((x - xm) * (y - ym)).mean() / var
-    return scale, ym - scale * xm
-
-
-def align_depth(new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """Map the whole new window ``new`` (T, H, W) onto ``previous`` (its first O frames' reference)."""
-    scale, shift = fit_scale_shift(new[: previous.shape[0]], previous)
-    return (new.double() * scale + shift).to(new.dtype)
-
-
 def blend_weights(overlap: int, dtype: torch.dtype) -> torch.Tensor:
     """Weights of the NEW window on the overlap frames: linear ramp strictly between 0 and 1."""
     return torch.arange(1, overlap + 1, dtype=dtype) / (overlap + 1)
 
 
-def stitch(kind: str, new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+def stitch(task: Task, new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     """Combine a new window's output ``new`` (T, ...) with the previous output on its first O frames."""
     overlap = previous.shape[0]
-    if kind == "depth":
-        new = align_depth(new, previous)
+    new = task.align_window(new, previous)
     w = blend_weights(overlap, new.dtype).view(-1, *([1] * (new.ndim - 1)))
-    head = (1 - w) * previous + w * new[:overlap]
-    if kind == "normal":
-        head = torch.nn.functional.normalize(head, dim=1)
+    head = task.after_blend((1 - w) * previous + w * new[:overlap])
     return torch.cat([head, new[overlap:]])
 
 
 def sliding_windows(
     frames: Iterable[torch.Tensor],
     predict: Callable[[torch.Tensor, int], torch.Tensor],
-    kind: str,
+    task: Task,
     window: int,
     overlap: int,
 ) -> Iterator[torch.Tensor]:
@@ -83,17 +62,18 @@ def sliding_windows(
     for frame in frames:
         inputs.append(frame)
         if len(inputs) == window:
-            out = predict(torch.stack(inputs), 0 if previous is None else len(previous))
-            if previous is not None:
-                out = stitch(kind, out, previous)
-            keep = overlap
-            yield from out[: window - keep]
-            previous = out[window - keep :] if keep else None
-            inputs = inputs[window - keep :]
+            out = _predict(predict, task, inputs, previous)
+            yield from out[: window - overlap]
+            previous = out[window - overlap :] if overlap else None
+            inputs = inputs[window - overlap :]
     if previous is not None and len(inputs) == previous.shape[0]:
         yield from previous  # the stream ended right after a full window
     elif inputs:
-        out = predict(torch.stack(inputs), 0 if previous is None else len(previous))
-        if previous is not None:
-            out = stitch(kind, out, previous)
-        yield from out
+        yield from _predict(predict, task, inputs, previous)
+
+
+def _predict(predict: Callable[[torch.Tensor, int], torch.Tensor], task: Task, inputs: list[torch.Tensor],
+             previous: torch.Tensor | None) -> torch.Tensor:
+    """One window's outputs, stitched onto ``previous`` (the outputs on its first frames) when there is one."""
+    out = predict(torch.stack(inputs), 0 if previous is None else len(previous))
+    return out if previous is None else stitch(task, out, previous)

@@ -8,7 +8,10 @@
   commands whose output folder holds nothing else).
 - :class:`NpyStreamWriter` appends frames to a raw file as they are produced, can re-read them through a
   memory map (for a second pass that needs global statistics, such as the visualisation range), and packs them
-  into an ``.npz`` by streaming, so no output video is ever held in memory whole.
+  into an ``.npz`` by streaming (:func:`write_npz`, several arrays at once), so no output video is ever held in
+  memory whole.
+- Visualisation helpers (:func:`colorize_depth`, :func:`normals_to_rgb`, :func:`robust_range`) and
+  :func:`write_image`; which one a buffer uses is its task's choice (:mod:`bufferanytime.tasks`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import cv2
 import numpy as np
 
 from bufferanytime.errors import InputError
+from bufferanytime.io.atomic import replace_atomic
 
 COPY_CHUNK_BYTES = 16 << 20
 VIS_PERCENTILES = (1.0, 99.0)  # robust range of the depth visualisation, over the whole video
@@ -172,11 +176,7 @@ class OutputDir:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
-        if self.final.exists():
-            self.final.rename(old)
-        self.tmp.rename(self.final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_atomic(self.tmp, self.final)
 
 
 class NpyStreamWriter:
@@ -214,16 +214,27 @@ class NpyStreamWriter:
 
     def write_npz(self, npz_path: str | Path, key: str) -> None:
         """Pack the frames into ``npz_path`` as array ``key`` (uncompressed, like ``np.savez``)."""
-        self.close()
-        header = {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": self.shape,
-        }
-        with zipfile.ZipFile(npz_path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            with zf.open(f"{key}.npy", "w", force_zip64=True) as member, open(self.raw_path, "rb") as raw:
+        write_npz(npz_path, {key: self})
+
+
+def write_npz(npz_path: str | Path, arrays: dict[str, NpyStreamWriter]) -> None:
+    """Stream the frames of several writers into one uncompressed ``.npz`` (what ``np.savez`` writes)."""
+    with zipfile.ZipFile(npz_path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, writer in arrays.items():
+            writer.close()
+            header = {"descr": np.lib.format.dtype_to_descr(writer.dtype), "fortran_order": False,
+                      "shape": writer.shape}
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member, open(writer.raw_path, "rb") as raw:
                 np.lib.format.write_array_header_2_0(member, header)
                 shutil.copyfileobj(raw, member, COPY_CHUNK_BYTES)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an RGB (or single-channel) image with OpenCV, raising OSError when the write fails (e.g. a full disk;
+    ``cv2.imwrite`` only returns False)."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    if not cv2.imwrite(str(path), bgr):
+        raise OSError(f"cannot write {path}")
 
 
 def robust_range(frames: np.ndarray, percentiles: tuple[float, float] = VIS_PERCENTILES) -> tuple[float, float]:

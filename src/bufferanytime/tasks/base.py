@@ -1,0 +1,162 @@
+"""The base class of a task: everything that differs between kinds of buffer, with the shared parts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from bufferanytime.io.outputs import write_image
+
+PNG16_MAX = 65535
+
+
+@dataclass(frozen=True)
+class OutputNames:
+    """File and folder names of a task's outputs in ``OUT/<stem>/``, all prefixed by the task's name."""
+
+    npz: str
+    key: str
+    vis: str
+    png16: str
+    exr: str
+    meta: str
+
+    @classmethod
+    def of(cls, name: str, key: str) -> OutputNames:
+        return cls(f"{name}.npz", key, f"{name}_vis.mp4", f"{name}_png16", f"{name}_exr", f"{name}.meta.json")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric column of an evaluation report: key in the metrics dict, header, decimals."""
+
+    key: str
+    header: str
+    digits: int
+
+
+class Task:
+    """What a kind of buffer is and does; subclasses fill in every attribute and method below.
+
+    Memory layout: a frame is a channel-first tensor ``(C, H, W)`` (depth may also be ``(H, W)``), a window
+    ``(T, C, H, W)``; on disk a frame is ``(H, W)`` when ``channels == 1``, else ``(H, W, C)``.
+    """
+
+    name: str  # the sub-command, the prefix of every output file
+    gt_dtype: type  # dtype of the ground truth as evaluation stores it
+    array_key: str  # the array's name inside ``<name>.npz``
+    channels: int
+    title: str  # report title, e.g. "Video depth"
+    exr_channels: tuple[str, ...]
+    columns: tuple[Column, ...]  # the evaluation report's table
+    definitions: tuple[str, ...]  # how the report's accuracy metrics are defined
+    opw_note: str  # how the buffer is normalised before OPW, in words
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+    @property
+    def files(self) -> OutputNames:
+        return OutputNames.of(self.name, self.array_key)
+
+    # --- layout: memory <-> disk ----------------------------------------------------------------------------
+    def frame_to_disk(self, frame: torch.Tensor) -> np.ndarray:
+        """A CPU tensor ``(C, H, W)`` -> float32 ``(H, W)`` or ``(H, W, C)``."""
+        raise NotImplementedError
+
+    def frame_from_disk(self, frame: np.ndarray) -> torch.Tensor:
+        """float ``(H, W)`` or ``(H, W, C)`` -> a float32 tensor ``(C, H, W)``."""
+        raise NotImplementedError
+
+    # --- sliding windows and resizing -----------------------------------------------------------------------
+    def align_window(self, new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """Bring a new window's outputs into agreement with ``previous`` (the outputs on its first frames)."""
+        return new
+
+    def after_blend(self, frames: torch.Tensor) -> torch.Tensor:
+        """Project blended frames ``(T, C, H, W)`` back onto valid values (e.g. unit vectors)."""
+        return frames
+
+    def resize(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """A disk-layout frame resized (bilinear) to ``size = (H, W)``; unchanged when already that size."""
+        if frame.shape[:2] == tuple(size):
+            return frame
+        return self.after_resize(cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+
+    def after_resize(self, frame: np.ndarray) -> np.ndarray:
+        return frame
+
+    # --- consistency (OPW) ----------------------------------------------------------------------------------
+    def opw_normalization(self, frames: Sequence[np.ndarray] | np.ndarray) -> tuple[float, float]:
+        """``(t, s)`` such that ``(frames - t) / s`` is what OPW compares; ``(0, 1)``: used as they are."""
+        return 0.0, 1.0
+
+    # --- visualisation and encodings ------------------------------------------------------------------------
+    def vis_range(self, frames: np.ndarray) -> tuple[float, float] | None:
+        """One colour range for a whole video (None when the mapping is fixed)."""
+        return None
+
+    def to_rgb(self, frame: np.ndarray, value_range: tuple[float, float] | None,
+               invalid: np.ndarray | None = None) -> np.ndarray:
+        """A disk-layout frame (or a time slice) -> RGB uint8; NaN and ``invalid`` pixels are shown, not lost."""
+        raise NotImplementedError
+
+    def vis_info(self, value_range: tuple[float, float] | None) -> dict:
+        """How the visualisation maps values to colours, for the meta file."""
+        raise NotImplementedError
+
+    def write_png16(self, frames: np.ndarray, folder: Path) -> dict:
+        """16-bit PNGs ``folder/000000.png`` ...; returns how to decode them."""
+        raise NotImplementedError
+
+    def exr_planes(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        """The OpenEXR channels of one disk-layout frame."""
+        frame = np.ascontiguousarray(frame, dtype=np.float32)
+        if len(self.exr_channels) == 1:
+            return {self.exr_channels[0]: frame}
+        return {c: frame[..., j].copy() for j, c in enumerate(self.exr_channels)}
+
+    # --- evaluation -----------------------------------------------------------------------------------------
+    def headline(self, metrics: dict) -> str:
+        """The main accuracy metrics in a few words, e.g. for the demo's table."""
+        raise NotImplementedError
+
+    def has_ground_truth(self, sequence) -> bool:
+        """Whether an evaluation sequence carries this task's ground truth."""
+        raise NotImplementedError
+
+    def read_ground_truth(self, sequence, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def depth_cap(self, dataset: str) -> float | None:
+        """The depth cap of ``dataset`` that the metrics use (None: this task does not score depth)."""
+        return None
+
+    def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str) -> dict[str, float]:
+        """Accuracy metrics of a predicted video at the ground truth's size."""
+        raise NotImplementedError
+
+    def gt_slice_rgb(self, gt_slice: np.ndarray, dataset: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+        """The coloured ground-truth time slice and the colour range the models' slices share."""
+        raise NotImplementedError
+
+    def pred_slice_rgb(self, pred_slice: np.ndarray, metrics: dict, value_range: tuple[float, float] | None
+                       ) -> np.ndarray:
+        """A model's coloured time slice, as comparable to the ground truth's as its metrics allow."""
+        return self.to_rgb(pred_slice, value_range)
+
+    def report_lines(self, report: dict) -> list[str]:
+        """Task-specific lines of the report's header."""
+        return []
+
+
+def write_png16_frames(folder: Path, images) -> None:
+    """Write uint16 images (grey or RGB) as ``folder/000000.png`` ...; creates ``folder``."""
+    folder.mkdir()
+    for i, image in enumerate(images):
+        write_image(folder / f"{i:06d}.png", image)
