@@ -21,6 +21,7 @@ import json
 import random
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +114,9 @@ def _unreadable_file(folder: Path) -> str | None:
     return None
 
 
-def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+def all_finite(tensors: Iterable[torch.Tensor | None]) -> bool:
+    """Whether no floating-point tensor holds a NaN or an infinity (None, e.g. a missing gradient, is skipped)."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None and t.is_floating_point())
 
 
 def rng_state() -> dict:
@@ -155,7 +157,7 @@ def write_main_state(
 
     Raises InputError rather than write weights that are not all finite.
     """
-    if not (all_finite(trainable) and all_finite(ema)):
+    if not (all_finite(trainable.values()) and all_finite(ema.values())):
         raise InputError(f"step {state['step']}: the weights are not all finite; checkpoint not written")
     save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "model.safetensors"))
     save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))

@@ -89,10 +89,6 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _all_finite(tensors) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
-
-
 def apply_hyperparameters(optimizer, scheduler, lr: float, weight_decay: float) -> None:
     """Make the run's lr and weight decay those in use after loading a checkpoint (whose state holds the old ones).
 
@@ -184,6 +180,8 @@ class Progress:
 
 
 class Trainer:
+    """One process's part of a training run (see the module docstring); ``run()`` does it all."""
+
     def __init__(self, config: TrainConfig):
         from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 
@@ -432,7 +430,7 @@ class Trainer:
 
     def _stop_unless_finite(self, step: int, tensors: list, what: str) -> None:
         """InputError on every process when any process holds a NaN or infinity in ``tensors``."""
-        if not self._sum_over_processes([int(not _all_finite(tensors))])[0]:
+        if not self._sum_over_processes([int(not ckpt.all_finite(tensors))])[0]:
             return
         latest = ckpt.latest_checkpoint(self.run_dir)
         kept = f"the last checkpoint, {latest.path}, is intact" if latest else "no checkpoint was written"
@@ -496,7 +494,7 @@ class Trainer:
         raw = torch.tensor(list(bytes.fromhex(weights_digest(parts.params))), dtype=torch.int64, device=self.device)
         digests = [bytes(row.tolist()).hex() for row in acc.gather(raw[None]).cpu()]
         final = self.run_dir / MODEL_DIR
-        if not ckpt.all_finite(parts.ema.shadow):
+        if not ckpt.all_finite(parts.ema.shadow.values()):
             raise InputError(f"the averaged weights are not all finite; {final} not written")
         if self.main:
             if len(set(digests)) > 1:
