@@ -37,3 +37,17 @@ def test_depth_and_normal_priors_train_and_load(tmp_path):
     with torch.no_grad():
         normals = load_model("normal", tmp_path / "normal", per_frame=True)(torch.rand(1, 2, 3, 32, 48))
     assert torch.allclose(normals.norm(dim=2), torch.ones(1, 2, 32, 48), atol=1e-4)
+
+
+def test_cli_flags_are_the_config_options(tmp_path, capsys):
+    """train-prior's flags come from PriorTrainConfig's fields: each given one reaches the run (its record)."""
+    from bufferanytime.cli.main import main
+
+    out = tmp_path / "prior"
+    argv = ["train-prior", "depth", "--data", _data(tmp_path), "-o", str(out), "--steps", "2", "--batch-size", "1",
+            "--crop", "28x42", "--hidden-size", "32", "--num-layers", "4", "--fusion-hidden-size", "16",
+            "--weight-decay", "0", "--threads", "1", "-q"]
+    assert main(argv) == 0
+    config = json.loads((out / "training_record.json").read_text())["config"]
+    assert (config["steps"], config["crop"], config["hidden_size"], config["num_layers"]) == (2, [28, 42], 32, 4)
+    assert (config["fusion_hidden_size"], config["weight_decay"], config["lr"]) == (16, 0.0, 3e-4)  # lr: default

@@ -46,23 +46,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune an image prior into a video model (no video ground truth)",
                        description=DESCRIPTION)
     for f in fields(TrainConfig):
-        _add_option(p, f)
+        add_option(p, TrainConfig, f)
         if f.name == "out":  # --help lists where options come from next to where the run goes
             p.add_argument("--config", default=None, metavar="FILE",
                            help="YAML or JSON file of options (flags override it)")
     p.set_defaults(func=run)
 
 
-def _add_option(parser: argparse.ArgumentParser, f: Field) -> None:
-    """The flag of one option, from its field: type, choices, action and help with the default shown."""
+def add_option(parser: argparse.ArgumentParser, cls: type, f: Field) -> None:
+    """The flag of one option of the dataclass ``cls``, from its field: type, choices, action, help and default.
+
+    The flag defaults to "not given" (absent from the parsed arguments), so that only the flags actually passed
+    override a config file, a resumed run's config or the dataclass's own defaults.
+    """
     option = info(f)
-    value_type, _ = value_types(TrainConfig)[f.name]
+    value_type, _ = value_types(cls)[f.name]
     help_text = _help(f)
     if option.positional:
         parser.add_argument(f.name, choices=option.choices, help=help_text)
         return
-    # Every flag defaults to "not given" so that a config file or a resumed run's config is only overridden by
-    # the flags actually passed.
     kwargs = {"default": argparse.SUPPRESS, "help": help_text}
     names = [flag(f.name)] if option.short is None else [option.short, flag(f.name)]
     if value_type is bool:

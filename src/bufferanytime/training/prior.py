@@ -34,6 +34,7 @@ from bufferanytime.io.arrays import array_to_tensor, channels_last, frames_to_te
 from bufferanytime.losses import normalize_affine
 from bufferanytime.synthetic import SyntheticVideoDataset
 from bufferanytime.tasks import DEPTH, NORMAL
+from bufferanytime.training.options import above, at_least, option
 
 NORMAL_CROP = (96, 128)  # the normal prior trains on smaller crops: its decoder runs at full resolution
 # The prior's channel convention: normals in ours times these signs (the VAE learns normal maps as such images).
@@ -43,22 +44,22 @@ VAL_MAX_DEPTH = 100.0  # synthetic scenes are bounded rooms / grounds; every val
 
 @dataclass
 class PriorTrainConfig:
-    """Options of a prior training run (the defaults are the embedded models' settings)."""
+    """Options of a prior training run; the defaults are the embedded models' settings (``train-prior`` flags)."""
 
     kind: str = "depth"
     data: list[str] = field(default_factory=list)
     val: str | None = None
-    steps: int = 3000
-    batch_size: int = 8
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    crop: tuple[int, int] = (126, 168)  # multiple of the 14-pixel ViT patch
-    seed: int = 0
-    threads: int = 2
-    # depth prior size (a small DINOv2; DA-V2-Small has hidden 384, 12 layers)
-    hidden_size: int = 128
-    num_layers: int = 6
-    fusion_hidden_size: int = 32
+    steps: int = option(3000, "optimizer steps", at_least(1))
+    batch_size: int = option(8, "images per step", at_least(1))
+    lr: float = option(3e-4, "AdamW learning rate, after a linear warm-up, with a cosine decay", above(0))
+    weight_decay: float = option(1e-4, "AdamW weight decay", at_least(0))
+    crop: tuple[int, int] = option((126, 168), "depth: random training crop, sides multiples of the 14-pixel ViT "
+                                   "patch", metavar="HxW")
+    seed: int = option(0, "seed of the initial weights and of the batches", at_least(0))
+    threads: int = option(2, "torch CPU threads", at_least(1))
+    hidden_size: int = option(128, "depth: width of the small DINOv2 backbone (DA-V2-Small: 384)", at_least(1))
+    num_layers: int = option(6, "depth: layers of the backbone (DA-V2-Small: 12)", at_least(1))
+    fusion_hidden_size: int = option(32, "depth: channels of the DPT fusion", at_least(1))
 
 
 class FrameBank:
