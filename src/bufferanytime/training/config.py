@@ -32,6 +32,7 @@ from bufferanytime.constants import (
 )
 from bufferanytime.errors import InputError
 from bufferanytime.flow import list_flows
+from bufferanytime.tasks import DEPTH
 from bufferanytime.training.cache import DTYPES as CACHE_DTYPES
 from bufferanytime.training.objectives import OBJECTIVES, objective_class
 from bufferanytime.training.options import Check, above, at_least, between, check_values, coerce, info, option
@@ -64,7 +65,7 @@ class TrainConfig:
     changing what it computes. Options not ``recorded`` say nothing about the run itself.
     """
 
-    kind: str = option("depth", "which video model to train", choices=KINDS, positional=True)
+    kind: str = option(DEPTH.name, "which video model to train", choices=KINDS, positional=True)
     data: list[str] = option([], "folders searched recursively for videos, frame folders and `bufferanytime synth` "
                              "sequences (ground-truth files are ignored); may be repeated", metavar="DIR",
                              required=NO_DATA)

@@ -46,7 +46,7 @@ VAL_MAX_DEPTH = 100.0  # synthetic scenes are bounded rooms / grounds; every val
 class PriorTrainConfig:
     """Options of a prior training run; the defaults are the embedded models' settings (``train-prior`` flags)."""
 
-    kind: str = "depth"
+    kind: str = DEPTH.name
     data: list[str] = field(default_factory=list)
     val: str | None = None
     steps: int = option(3000, "optimizer steps", at_least(1))
@@ -218,7 +218,7 @@ def train_depth_prior(config: PriorTrainConfig, out_dir: str | Path, progress: b
               "depth prior", checkpoint=lambda: model.save_pretrained(out_dir))
     run.log.close()
     record = {
-        "kind": "depth",
+        "kind": DEPTH.name,
         "config": asdict(config),
         "train_seeds": [train.seeds[0], train.seeds[-1]] if train.seeds else [],
         "train_frames": len(train),
@@ -259,7 +259,7 @@ def train_normal_prior(config: PriorTrainConfig, out_dir: str | Path, progress: 
     model.unet.requires_grad_(False).eval()
     write_marigold_prior(out_dir, model.unet, model.vae, model.scheduler, model.empty_prompt_embedding)
     record = {
-        "kind": "normal",
+        "kind": NORMAL.name,
         "config": asdict(config),
         "stages": {"vae_steps": vae_steps, "unet_steps": config.steps - vae_steps},
         "train_seeds": [train.seeds[0], train.seeds[-1]] if train.seeds else [],
