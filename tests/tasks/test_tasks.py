@@ -10,7 +10,7 @@ import torch
 
 from bufferanytime.errors import InputError
 from bufferanytime.io.arrays import flows_from_disk, flows_to_disk
-from bufferanytime.tasks import DEPTH, NORMAL, TASKS, get_task, list_tasks
+from bufferanytime.tasks import DEPTH, NORMAL, get_task, list_tasks
 
 
 def test_registry():
@@ -18,7 +18,7 @@ def test_registry():
     assert get_task("depth") is DEPTH and get_task("normal") is NORMAL and get_task(NORMAL) is NORMAL
     with pytest.raises(InputError, match="unknown task 'metric'"):
         get_task("metric")
-    assert {t.files.npz for t in TASKS.values()} == {"depth.npz", "normal.npz"}
+    assert [get_task(name).files.npz for name in list_tasks()] == ["depth.npz", "normal.npz"]
     assert (DEPTH.files.key, NORMAL.files.key) == ("disparity", "normal")
     assert (DEPTH.files.meta, NORMAL.files.vis) == ("depth.meta.json", "normal_vis.mp4")
 

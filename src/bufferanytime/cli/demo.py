@@ -23,7 +23,7 @@ import numpy as np
 from bufferanytime.errors import InputError
 from bufferanytime.io.outputs import ensure_writable_dir, write_image
 from bufferanytime.io.video import open_video
-from bufferanytime.tasks import TASKS, Task
+from bufferanytime.tasks import Task, get_task, list_tasks
 
 DEMO_CLIP = Path("data/videos/davis_rollercoaster.mp4")  # inside the shared sample-data folder
 DEMO_SEED = 777_777  # held out: never used to train or select the embedded models (see scripts/train_embedded.sh)
@@ -60,9 +60,9 @@ def _models(out: Path) -> tuple[dict[str, str], bool]:
     from bufferanytime.models import DEFAULT_MODEL
     from bufferanytime.testing import make_tiny_prior
 
-    if all(name in DEFAULT_MODEL for name in TASKS):
-        return {name: DEFAULT_MODEL[name] for name in TASKS}, True
-    return {name: str(make_tiny_prior(name, out / f"tiny-random-{name}-prior")) for name in TASKS}, False
+    if all(name in DEFAULT_MODEL for name in list_tasks()):
+        return {name: DEFAULT_MODEL[name] for name in list_tasks()}, True
+    return {name: str(make_tiny_prior(name, out / f"tiny-random-{name}-prior")) for name in list_tasks()}, False
 
 
 def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     real_dir = out / "real"
     real_dir.mkdir(exist_ok=True)
     print(f"real clip {clip.name}: running both models ...", flush=True)
-    real = {task.name: _real_clip(task, models[task.name], clip, real_dir) for task in TASKS.values()}
+    real = {name: _real_clip(get_task(name), models[name], clip, real_dir) for name in list_tasks()}
     for name, scores in real.items():
         print(f"real clip {name}: " + ", ".join(f"{label}: OPW {v:.4f}" for label, v in scores.items()))
     (out / "report.md").write_text(_report(models, embedded, synthetic, real, clip))
@@ -126,7 +126,7 @@ def _synthetic(models: dict[str, str], out: Path, progress: bool) -> dict[str, d
     synth_root = out / "synthetic"
     write_video_dir(render_video(DEMO_SEED, **DEMO_SYNTH), synth_root / f"seq_{DEMO_SEED}")
     synthetic = {}
-    for name in TASKS:
+    for name in list_tasks():
         print(f"synthetic {name}: evaluating the per-frame prior and the video model ...", flush=True)
         specs = [ModelSpec(models[name], per_frame=True, label="per-frame prior"),
                  ModelSpec(models[name], label="video model")]
@@ -149,9 +149,11 @@ def _report(models: dict, embedded: bool, synthetic: dict, real: dict, clip: Pat
     lines += ["", f"## Held-out synthetic video (seed {DEMO_SEED}, flicker {DEMO_SYNTH['flicker']}, exposure "
               f"{DEMO_SYNTH['exposure']}, noise {DEMO_SYNTH['noise']}), ground-truth flow for OPW", "",
               "| task | model | accuracy | OPW ↓ |", "|---|---|---|---:|"]
-    for name, task in TASKS.items():
+    for name in list_tasks():
+        task = get_task(name)
         lines += [f"| {name} | {label} | {task.headline(m)} | {m['opw']:.4f} |" for label, m in synthetic[name].items()]
-    lines += ["", "Per-sequence reports and time slices: " + ", ".join(f"`eval_{name}/`" for name in TASKS) + ".", "",
+    folders = ", ".join(f"`eval_{name}/`" for name in list_tasks())
+    lines += ["", f"Per-sequence reports and time slices: {folders}.", "",
               f"## Real clip `{clip.name}` (first {DEMO_FRAMES} frames, no ground truth), OPW with DIS flow", "",
               "| task | per-frame prior | video model |", "|---|---:|---:|"]
     for name, scores in real.items():

@@ -17,6 +17,7 @@ from bufferanytime.cli.args import check_device, finite_float, non_negative_int,
 from bufferanytime.evaluation.datasets import DATASETS
 from bufferanytime.evaluation.runner import FLOW_CHOICES, EvalConfig, model_specs, run_evaluation
 from bufferanytime.inference.pipeline import PRECISIONS
+from bufferanytime.tasks import list_tasks
 
 DESCRIPTION = (
     "Run one or more models over a benchmark and score them: depth with the DepthCrafter protocol (AbsRel, "
@@ -32,7 +33,7 @@ DESCRIPTION = (
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="score models on a benchmark (report.json, report.md, time slices)",
                               description=DESCRIPTION)
-    p.add_argument("task", choices=["depth", "normal"], help="what the models predict")
+    p.add_argument("task", choices=list_tasks(), help="what the models predict")
     p.add_argument("--dataset", required=True, choices=list(DATASETS), help="benchmark and its folder layout")
     p.add_argument("--root", required=True, type=Path, help="dataset folder (see the evaluation README for layouts)")
     p.add_argument("--model", required=True, action="append", dest="models", metavar="M",

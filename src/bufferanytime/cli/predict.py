@@ -29,6 +29,7 @@ from bufferanytime.inference.pipeline import (
 from bufferanytime.inference.windows import DEFAULT_OVERLAP_DIVISOR, MIN_OVERLAP
 from bufferanytime.io.outputs import check_output_root
 from bufferanytime.io.video import VideoSource, expand_inputs, open_video
+from bufferanytime.tasks import list_tasks
 
 DESCRIPTIONS = {
     "depth": "Predict temporally consistent relative depth (disparity) for videos. Writes into OUT/<name>/ "
@@ -49,7 +50,7 @@ SIZE_HELP = ("Default: the model's own input size (Depth Anything V2 priors: sho
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    for kind in ("depth", "normal"):
+    for kind in list_tasks():
         p = sub.add_parser(kind, help=DESCRIPTIONS[kind].split(".")[0], description=DESCRIPTIONS[kind])
         p.add_argument("inputs", nargs="+", metavar="INPUT",
                        help="video file (mp4/mov/avi/mkv/webm), folder of images, image, or .txt list of these")

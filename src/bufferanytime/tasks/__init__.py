@@ -19,7 +19,8 @@ API::
     task.score(pred, gt, dataset)        # accuracy metrics at the ground truth's size; task.headline(metrics)
     task.gt_slice_rgb(slice, dataset) -> (rgb, value_range); task.pred_slice_rgb(slice, metrics, value_range)
 
-A new kind (e.g. metric depth) is one new :class:`Task` subclass in this folder, registered in ``TASKS``: it
+A new kind (e.g. metric depth) is one new :class:`Task` subclass in this folder, registered in ``TASKS`` (the
+package's :class:`~bufferanytime.registry.Registry`): it
 sets ``name``, ``array_key``, ``channels``, ``gt_dtype``, ``title``, ``exr_channels``, ``columns``,
 ``definitions``, ``opw_note`` and implements ``frame_to_disk``, ``frame_from_disk``, ``to_rgb``, ``vis_info``,
 ``write_png16``, ``headline``, ``has_ground_truth``, ``read_ground_truth``, ``score`` and ``gt_slice_rgb``; the
@@ -27,28 +28,26 @@ other methods have defaults that do nothing (no alignment, no renormalisation, n
 range). Code elsewhere asks the task and never compares its name.
 """
 
-from bufferanytime.errors import InputError
+from bufferanytime.registry import Registry
 from bufferanytime.tasks.base import Column, OutputNames, Task
 from bufferanytime.tasks.depth import DepthTask
 from bufferanytime.tasks.normal import NormalTask
 
 DEPTH = DepthTask()
 NORMAL = NormalTask()
-TASKS: dict[str, Task] = {task.name: task for task in (DEPTH, NORMAL)}
+TASKS: Registry[Task] = Registry("task")
+for _task in (DEPTH, NORMAL):
+    TASKS.register(_task.name, _task)
 
 
 def list_tasks() -> list[str]:
     """Names of every task, in registration order."""
-    return list(TASKS)
+    return TASKS.list()
 
 
 def get_task(name: str | Task) -> Task:
-    """The task called ``name`` (a task is returned as it is); InputError for an unknown name."""
-    if isinstance(name, Task):
-        return name
-    if name not in TASKS:
-        raise InputError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    return TASKS[name]
+    """The task called ``name`` (a task is returned as it is); InputError naming the choices for an unknown name."""
+    return name if isinstance(name, Task) else TASKS.get(name)
 
 
 __all__ = ["DEPTH", "NORMAL", "TASKS", "Column", "DepthTask", "NormalTask", "OutputNames", "Task", "get_task",
