@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if fwd.count == 0:
             raise InputError(f"{args.input}: flow needs at least two frames, got {1 if prev is not None else 0}")
         write_npz(tmp / "flow.npz", {"fwd": fwd, "bwd": bwd})
-        flows_fwd = np.memmap(fwd.raw_path, dtype=fwd.dtype, mode="r", shape=fwd.shape)
+        flows_fwd = fwd.read()
         write_video(tmp / "flow.mp4", (flow_to_color(f, max_magnitude) for f in flows_fwd), fps=source.fps)
         del flows_fwd
         (tmp / "fwd.raw").unlink()
