@@ -1,4 +1,5 @@
-"""Video and image input, streamed; outputs written atomically."""
+"""Video and image input, streamed; outputs written atomically; the layout contract (:mod:`bufferanytime.io.arrays`:
+channel-last arrays on disk <-> channel-first tensors in memory, converted nowhere else)."""
 
 from bufferanytime.io.outputs import (
     NpyStreamWriter,
