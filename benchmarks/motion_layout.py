@@ -24,7 +24,7 @@ from diffusers import UNet2DConditionModel
 
 from bufferanytime.models import MODELS, VideoNormalModel
 from bufferanytime.models.base import read_config
-from bufferanytime.models.temporal import TemporalConfig
+from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
 from bufferanytime.testing import tiny_normal_components
 
 LAYOUTS = ("stage", "layer")
@@ -78,6 +78,26 @@ def perturb(model: VideoNormalModel) -> None:
                 p.normal_(std=0.02)
 
 
+def temporal_macs_per_frame(model: VideoNormalModel, latents: torch.Tensor) -> float:
+    """Multiply-adds of the temporal blocks' linear layers per frame (rows x weights; attention over a few
+    frames adds little), counted on one call: a machine-independent measure of their cost."""
+    linear = {block: sum(m.weight.numel() for m in block.modules() if isinstance(m, torch.nn.Linear))
+              for block in model.temporal.modules() if isinstance(block, TemporalBlock)}
+    total = 0
+
+    def count(block, args, _output):
+        nonlocal total
+        x = args[0]
+        total += x.shape[0] * x.shape[2] * x.shape[3] * linear[block]
+
+    handles = [block.register_forward_hook(count) for block in linear]
+    with torch.no_grad():
+        model.predict_latents(latents)
+    for handle in handles:
+        handle.remove()
+    return total / latents.shape[1]
+
+
 def time_per_frame(models: dict[str, VideoNormalModel], latents: torch.Tensor, repeats: int) -> dict[str, float]:
     """Median seconds per frame of ``predict_latents`` of each model, the models alternating in every round."""
     frames = latents.shape[1]
@@ -98,18 +118,20 @@ def report(label: str, models: dict[str, VideoNormalModel], latents: torch.Tenso
         perturb(models[layout])
     unet_params = sum(p.numel() for p in models["prior"].unet.parameters())
     seconds = time_per_frame(models, latents, repeats)
+    macs = {layout: temporal_macs_per_frame(models[layout], latents) for layout in LAYOUTS}
     b, t, c, h, w = latents.shape
     print(f"\n{label}: U-Net {unet_params / 1e6:.1f} M parameters, {t} frames of {h}x{w} latents, "
           f"median of {repeats}")
-    print("| layout | temporal blocks | temporal parameters | vs U-Net | s / frame | vs stage | vs prior alone |")
-    print("|---|---|---|---|---|---|---|")
+    print("| layout | temporal blocks | temporal parameters | vs U-Net | temporal GMACs / frame | s / frame "
+          "| vs stage | vs prior alone |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in ("prior", *LAYOUTS):
         model = models[name]
         blocks = 0 if name == "prior" else len(model._temporal_sites)
         params = 0 if name == "prior" else sum(p.numel() for p in model.temporal.parameters())
         print(f"| {name if name != 'prior' else 'prior alone'} | {blocks} | {params / 1e6:.2f} M | "
-              f"{params / unet_params:.1%} | {seconds[name]:.4f} | {seconds[name] / seconds['stage']:.2f} | "
-              f"{seconds[name] / seconds['prior']:.2f} |")
+              f"{params / unet_params:.1%} | {macs.get(name, 0) / 1e9:.3f} | {seconds[name]:.4f} | "
+              f"{seconds[name] / seconds['stage']:.2f} | {seconds[name] / seconds['prior']:.2f} |")
 
 
 def main() -> None:
