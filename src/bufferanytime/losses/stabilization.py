@@ -26,6 +26,7 @@ import torch
 
 from bufferanytime.constants import CYCLE_TAU, EDGE_MANHATTAN_RADIUS
 from bufferanytime.flow.warp import cycle_mask, inside_mask, warp
+from bufferanytime.io.arrays import channels_last
 
 # The paper gives no Canny parameters. Each frame is mapped to uint8 by a robust per-frame normalisation
 # (these percentiles of all its values, over all channels, go to 0 and 255, values beyond are clipped), then
@@ -67,7 +68,7 @@ def canny_edges(frame: np.ndarray) -> np.ndarray:
         return np.zeros(frame.shape[-2:], dtype=bool)
     u8 = np.clip((frame - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
     if u8.shape[0] == 3:
-        return cv2.Canny(np.ascontiguousarray(u8.transpose(1, 2, 0)), CANNY_LOW, CANNY_HIGH) > 0
+        return cv2.Canny(np.ascontiguousarray(channels_last(u8)), CANNY_LOW, CANNY_HIGH) > 0
     edges = np.zeros(frame.shape[-2:], dtype=bool)
     for channel in u8:
         edges |= cv2.Canny(np.ascontiguousarray(channel), CANNY_LOW, CANNY_HIGH) > 0

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from bufferanytime.errors import InputError
+from bufferanytime.io.arrays import channels_first
 from bufferanytime.io.images import read_rgb
 from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key, open_video
 from bufferanytime.training.hashing import file_sha256, files_sha256
@@ -229,7 +230,7 @@ def read_clip(spec: ClipSpec) -> torch.Tensor:
         crop = frame[y0 : y0 + h, x0 : x0 + w]
         shrink = w > width or h > height
         out[i] = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(channels_first(out)))
 
 
 class ClipDataset(torch.utils.data.Dataset):
