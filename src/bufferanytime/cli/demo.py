@@ -67,6 +67,7 @@ def _models(out: Path) -> tuple[dict[str, str], bool]:
 
 def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
     """Per-frame vs video model on a real clip: side-by-side mp4, time slice, OPW (DIS flow) of each."""
+    from bufferanytime.app.work import column_ranges, side_by_side
     from bufferanytime.evaluation import opw
     from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
     from bufferanytime.inference import InferenceSettings, predict_frames
@@ -80,14 +81,15 @@ def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
     for label, per_frame in (("per-frame prior", True), ("video model", False)):
         model = load_model(task.name, model_name, per_frame=per_frame)
         preds[label] = np.stack(list(predict_frames(model, iter(frames), settings)))
-    value_range = task.vis_range(np.concatenate([p.reshape(-1) for p in preds.values()]))
+    # each column its own colour range for the whole video: the two outputs are on different scales, and one
+    # shared range would flatten the per-frame column and hide its flicker
+    ranges = column_ranges(task, preds)
     with VideoWriter(out / f"{task.name}_side_by_side.mp4", source.fps) as writer:
-        for t in range(len(frames)):
-            writer.write(np.concatenate([frames[t], *(task.to_rgb(p[t], value_range) for p in preds.values())],
-                                        axis=1))
+        for frame in side_by_side(task, frames, preds):
+            writer.write(frame)
     x = column_index(frames.shape[2])
     slices = [("RGB", time_slice(frames, x))]
-    slices += [(label, task.to_rgb(time_slice(p, x), value_range)) for label, p in preds.items()]
+    slices += [(label, task.to_rgb(time_slice(p, x), ranges[label])) for label, p in preds.items()]
     write_image(out / f"{task.name}_time_slice.png", compose_slices(frames[0], x, slices))
     return {label: opw(p, frames, task=task) for label, p in preds.items()}
 

@@ -29,6 +29,7 @@ COMMANDS = {
     "depth": ("predict", "predict temporally consistent relative depth for videos"),
     "normal": ("predict", "predict temporally consistent surface normals for videos"),
     "demo": ("demo", "run the whole method on a synthetic and a real clip (no set-up needed)"),
+    "app": ("app", "a web page to run the models on a clip (Gradio, offline)"),
     "train": ("train", "fine-tune an image prior into a video model (no video ground truth)"),
     "eval": ("eval", "score models on a benchmark (report.json, report.md, time slices)"),
     "flow": ("flow", "optical flow between consecutive frames (DIS or RAFT-small)"),
