@@ -5,7 +5,6 @@ On CI (``CI=true``) a missing browser is a failure, not a skip: ``make test`` in
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bufferanytime.app.ui import BOTH, EXAMPLE
 from bufferanytime.io.video import write_video
 from tests.helpers import moving_pattern
 
@@ -21,7 +21,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FRAMES, HEIGHT, WIDTH = 8, 64, 96
 WAIT_MS = 90_000
-SCREENSHOT = os.environ.get("BUFFERANYTIME_APP_SCREENSHOT")  # also save the screenshot there (docs/app.png)
+SCREENSHOT = os.environ.get("BUFFERANYTIME_APP_SCREENSHOT")  # where to save the README's picture (docs/app.png)
 
 
 def _free_port() -> int:
@@ -55,28 +55,30 @@ def _playwright():
 def app_url(tmp_path_factory):
     from bufferanytime.app.ui import Sessions, build_app, launch
 
-    root = tmp_path_factory.mktemp("app")
-    demo = build_app(Sessions(root / "sessions"))
+    sessions = Sessions(tmp_path_factory.mktemp("app") / "sessions")
+    demo = build_app(sessions)
     port = _free_port()
     launch(demo, "127.0.0.1", port, block=False)
-    yield f"http://127.0.0.1:{port}/"
+    yield f"http://127.0.0.1:{port}/", sessions.root
     demo.close()
+    sessions.close()
 
 
 @pytest.fixture()
 def page(browser, app_url):
     """A page of the app; every request to another host is refused and recorded in ``page.outside``."""
+    url, _ = app_url
     page = browser.new_page(accept_downloads=True, viewport={"width": 1400, "height": 1100})
     page.outside = []
 
     def route(route):
-        if route.request.url.startswith(app_url) or route.request.url.startswith(("data:", "blob:")):
+        if route.request.url.startswith(url) or route.request.url.startswith(("data:", "blob:")):
             return route.continue_()
         page.outside.append(route.request.url)
         return route.abort()
 
     page.route("**/*", route)
-    page.goto(app_url)
+    page.goto(url)
     page.locator("#run").wait_for(timeout=30_000)
     yield page
     page.close()
@@ -91,7 +93,7 @@ def _run(page, path: Path) -> str:
     return status.input_value()
 
 
-def test_upload_run_depth_and_download(page, tmp_path):
+def test_upload_run_depth_and_download(page, app_url, tmp_path):
     clip = tmp_path / "clip.mp4"
     write_video(clip, moving_pattern(FRAMES, HEIGHT, WIDTH), fps=8)
     start = time.perf_counter()
@@ -112,9 +114,14 @@ def test_upload_run_depth_and_download(page, tmp_path):
     with np.load(npz_path) as npz:
         assert npz["disparity"].shape == (FRAMES, HEIGHT, WIDTH)
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
-    if SCREENSHOT:
-        shutil.copy(tmp_path / "app.png", SCREENSHOT)
     assert not page.outside, page.outside
+    session_root = app_url[1]
+    assert any(session_root.iterdir())  # the run's folder
+    page.close()  # the session ends: its folders go
+    deadline = time.monotonic() + 20
+    while any(session_root.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(session_root.iterdir())
     assert time.perf_counter() - start < 60
 
 
@@ -125,3 +132,16 @@ def test_a_text_file_named_mp4_is_a_message(page, tmp_path):
     assert status == "error: notes.mp4: not a readable video (Invalid data found when processing input)"
     assert "Traceback" not in page.content()
     page.screenshot(path=str(tmp_path / "error.png"))
+
+
+@pytest.mark.skipif(not SCREENSHOT, reason="makes the README's screenshot: BUFFERANYTIME_APP_SCREENSHOT=docs/app.png")
+def test_screenshot_of_the_bundled_example(page):
+    page.get_by_label(EXAMPLE).check()
+    page.get_by_label(BOTH, exact=True).check()
+    page.locator("#run").click()
+    status = page.locator("#status textarea")
+    page.wait_for_function("el => /^(done|error)/.test(el.value)", arg=status.element_handle(), timeout=300_000)
+    assert status.input_value().startswith("done")
+    page.locator("#result_video video").evaluate("v => { v.pause(); v.currentTime = v.duration / 2; }")
+    page.wait_for_timeout(1000)
+    page.screenshot(path=SCREENSHOT, full_page=True)
