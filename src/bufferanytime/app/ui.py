@@ -18,7 +18,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from bufferanytime.app.work import LABELS, MAX_FRAMES, Request, Result, run
+from bufferanytime.app.work import LABELS, MAX_FRAMES, Progress, Request, Result, run
 from bufferanytime.errors import InputError
 from bufferanytime.tasks import get_task, list_tasks
 
@@ -82,7 +82,7 @@ def metrics_markdown(result: Result) -> str:
 
 def process(sessions: Sessions, session: str, source: str, upload: str | None, choice: str, model: str,
             size: float | None, window: float | None, precision: str, max_frames: int = MAX_FRAMES,
-            progress=None) -> tuple[Result, str]:
+            progress: Progress | None = None) -> tuple[Result, str]:
     """One request in its own folder of ``session``: the result and its status line; InputError when unusable."""
     if source != EXAMPLE and not upload:
         raise InputError("upload a video or a zip of frames first, or choose the bundled example")
@@ -125,6 +125,7 @@ def _inputs(models: list[str]) -> dict:
 
 
 def _outputs() -> list:
+    """The output widgets, in the order ``on_run`` returns their values."""
     with gr.Column():
         status = gr.Textbox(label="Status", interactive=False, elem_id="status")
         video = gr.Video(label="input | per-frame prior | video model (each column its own colour range)",
@@ -137,7 +138,7 @@ def _outputs() -> list:
     return [status, video, metrics, slice_image, downloads]
 
 
-def build_app(sessions: Sessions | None = None, max_frames: int = MAX_FRAMES):
+def build_app(sessions: Sessions | None = None, max_frames: int = MAX_FRAMES) -> gr.Blocks:
     """The Gradio Blocks of the app (not started); ``sessions`` holds the request folders."""
     from bufferanytime.models import list_models
 
@@ -172,7 +173,7 @@ def build_app(sessions: Sessions | None = None, max_frames: int = MAX_FRAMES):
     return demo
 
 
-def launch(demo, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> tuple:
     """Serve ``demo`` on ``host:port`` (no share link, no analytics, no server-side rendering)."""
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # system fonts: nothing fetched
