@@ -143,8 +143,10 @@ def test_bundled_example_with_both_tasks_in_the_browser(page, tmp_path):
     status = page.locator("#status textarea")
     page.wait_for_function("el => /^(done|error)/.test(el.value)", arg=status.element_handle(), timeout=300_000)
     assert status.input_value().startswith("done")
-    page.locator("#result_video video").evaluate("v => { v.pause(); v.currentTime = v.duration / 2; }")
+    video = page.locator("#result_video video")
+    duration = video.evaluate("""v => new Promise(resolve => v.readyState >= 1 ? resolve(v.duration)
+                                 : v.addEventListener('loadedmetadata', () => resolve(v.duration)))""")
+    assert np.isfinite(duration) and duration > 0
+    video.evaluate("v => { v.pause(); v.currentTime = v.duration / 2; }")
     page.wait_for_timeout(1000)
-    duration = page.locator("#result_video video").evaluate("v => v.duration")
-    assert duration > 0 and duration != float("inf")
     page.screenshot(path=SCREENSHOT or str(tmp_path / "app.png"), full_page=True)
