@@ -26,12 +26,12 @@ import cv2
 import numpy as np
 
 from bufferanytime.errors import InputError
-from bufferanytime.io.atomic import replace_atomic
+from bufferanytime.io.atomic import replace_atomic, sibling
 
 COPY_CHUNK_BYTES = 16 << 20
 VIS_PERCENTILES = (1.0, 99.0)  # robust range of the depth visualisation, over the whole video
 VIS_SAMPLE_PIXELS = 2_000_000  # pixels sampled (evenly over all frames) to estimate that range
-# Hidden staging folders: ".<stem>.tmp-<pid>" (and ".<stem>.old-<pid>" of OutputDir), named after their process.
+# Hidden staging folders: ".<stem>.tmp-<pid>" (and ".<stem>.old-<pid>" of replace_atomic), atomic.sibling names.
 STAGING_NAME = re.compile(r"^\..+\.(?:tmp|old)-(\d+)$")
 META_SUFFIX = ".meta.json"  # moved into place last: its presence says the other files of the run are complete
 
@@ -115,7 +115,7 @@ class OutputFiles:
 
     def __init__(self, final: str | Path):
         self.final = Path(final)
-        self.staging = self.final.parent / f".{self.final.name}.tmp-{os.getpid()}"
+        self.staging = sibling(self.final)
         self.written: list[str] = []
         self._created: list[Path] = []
 
@@ -165,7 +165,7 @@ class OutputDir:
 
     def __init__(self, final: str | Path):
         self.final = Path(final)
-        self.tmp = self.final.parent / f".{self.final.name}.tmp-{os.getpid()}"
+        self.tmp = sibling(self.final)
 
     def __enter__(self) -> Path:
         shutil.rmtree(self.tmp, ignore_errors=True)
