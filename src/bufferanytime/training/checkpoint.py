@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
 from bufferanytime.io.atomic import replace_atomic
+from bufferanytime.models.base import count_nonfinite
 from bufferanytime.training.hashing import file_sha256
 
 CHECKPOINTS = "checkpoints"
@@ -116,7 +117,7 @@ def _unreadable_file(folder: Path) -> str | None:
 
 def all_finite(tensors: Iterable[torch.Tensor | None]) -> bool:
     """Whether no floating-point tensor holds a NaN or an infinity (None, e.g. a missing gradient, is skipped)."""
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None and t.is_floating_point())
+    return not count_nonfinite(t for t in tensors if t is not None)
 
 
 def rng_state() -> dict:
