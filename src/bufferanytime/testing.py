@@ -80,15 +80,15 @@ def make_tiny_prior(kind: str, path: str | Path, seed: int = 0) -> Path:
     """
     if kind not in TINY_PRIORS:
         raise ValueError(f"unknown prior kind {kind!r}; expected one of {', '.join(TINY_PRIORS)}")
-    torch.manual_seed(seed)
     return TINY_PRIORS[kind](Path(path), seed=seed)
 
 
 def make_tiny_depth_prior(path: str | Path, seed: int = 0) -> Path:
-    """Write a tiny informative random Depth Anything prior to ``path`` (draws from torch's global generator,
-    which :func:`make_tiny_prior` seeds) and return the path."""
+    """Write a tiny informative random Depth Anything prior to ``path`` (seeding torch's global generator with
+    ``seed``) and return the path."""
     from transformers import DepthAnythingForDepthEstimation
 
+    torch.manual_seed(seed)
     model = DepthAnythingForDepthEstimation(tiny_depth_config())
     make_informative(model)
     model.save_pretrained(path)
