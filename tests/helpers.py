@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,3 +34,19 @@ def moving_pattern(frames: int = 6, height: int = 48, width: int = 64, seed: int
     big = cv2.resize(base, ((width + frames) + 8, height + 8), interpolation=cv2.INTER_CUBIC)
     clip = np.stack([big[4 : 4 + height, t : t + width] for t in range(frames)])
     return (np.clip(clip, 0, 1) * 255).astype(np.uint8)
+
+
+def run_main(capsys, *argv: str) -> tuple[int, list[str]]:
+    """``bufferanytime ARGV`` in process: its exit code (argparse's too) and its stderr lines."""
+    from bufferanytime.cli.main import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def files_under(path: Path) -> list[Path]:
+    """Every file below ``path`` (none when it does not exist)."""
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []

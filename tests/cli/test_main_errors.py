@@ -20,20 +20,9 @@ from PIL import Image
 from bufferanytime.cli.args import check_device, finite_float, non_negative_float, positive_float
 from bufferanytime.cli.main import main
 from bufferanytime.errors import InputError
+from tests.helpers import files_under, run_main
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _run(capsys, *argv: str) -> tuple[int, list[str]]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    return code, capsys.readouterr().err.strip().splitlines()
-
-
-def _files_under(path) -> list:
-    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
 
 
 @pytest.mark.parametrize(
@@ -52,10 +41,10 @@ def test_full_disk_while_writing_is_one_line_and_leaves_nothing(code, reason, tm
 
     monkeypatch.setattr(dataset.np, "save", full)
     out = tmp_path / "synth"
-    status, err = _run(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", "-q")
+    status, err = run_main(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", "-q")
     assert status == 2 and len(err) == 1
     assert err[0].startswith(f"error: {out}/.seq_000000.tmp-") and err[0].endswith(f"depth.npy: {reason}")
-    assert _files_under(out) == []
+    assert files_under(out) == []
 
 
 def test_full_disk_on_an_open_file_names_the_output(tmp_path, capsys, monkeypatch):
@@ -67,9 +56,9 @@ def test_full_disk_on_an_open_file_names_the_output(tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(dataset.np, "save", full)
     out = tmp_path / "synth"
-    status, err = _run(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", "-q")
+    status, err = run_main(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", "-q")
     assert status == 2 and err == [f"error: {out}: no space left on device"]
-    assert _files_under(out) == []
+    assert files_under(out) == []
 
 
 def test_other_os_errors_are_not_hidden(tmp_path, monkeypatch):
@@ -87,7 +76,7 @@ def test_other_os_errors_are_not_hidden(tmp_path, monkeypatch):
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-2"])
 def test_synth_fps_must_be_positive_and_finite(value, tmp_path, capsys):
     out = tmp_path / "synth"
-    code, err = _run(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", f"--fps={value}")
+    code, err = run_main(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", f"--fps={value}")
     assert code == 2 and len(err) == 1
     assert err[0].startswith("error: argument --fps: must be ")
     assert err[0].endswith("(see `bufferanytime synth --help`)")
@@ -98,7 +87,7 @@ def test_synth_fps_must_be_positive_and_finite(value, tmp_path, capsys):
                                                ("--noise", "-0.5")])
 def test_synth_float_options_refuse_non_finite(option, value, tmp_path, capsys):
     out = tmp_path / "synth"
-    code, err = _run(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", f"{option}={value}")
+    code, err = run_main(capsys, "synth", "-o", str(out), "--frames", "2", "--size", "8x8", f"{option}={value}")
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {option}: must be ")
     assert not out.exists()
 
@@ -106,7 +95,7 @@ def test_synth_float_options_refuse_non_finite(option, value, tmp_path, capsys):
 def test_synth_output_under_a_file(tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("mine")
-    code, err = _run(capsys, "synth", "-o", str(blocker / "sub"), "--frames", "2", "--size", "8x8", "-q")
+    code, err = run_main(capsys, "synth", "-o", str(blocker / "sub"), "--frames", "2", "--size", "8x8", "-q")
     assert code == 2
     assert err == [f"error: {blocker / 'sub'}: cannot create the output directory ({blocker} is not a directory)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"] and blocker.read_text() == "mine"
@@ -116,7 +105,7 @@ def test_synth_output_under_a_file(tmp_path, capsys):
                                                ("--batch-size", "-1"), ("--threads", "0")])
 def test_train_prior_numeric_options(option, value, tmp_path, capsys):
     out = tmp_path / "prior"
-    code, err = _run(capsys, "train-prior", "depth", "--data", str(tmp_path), "-o", str(out), f"{option}={value}")
+    code, err = run_main(capsys, "train-prior", "depth", "--data", str(tmp_path), "-o", str(out), f"{option}={value}")
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {option}: must be ")
     assert not out.exists()
 
@@ -125,7 +114,7 @@ def test_train_prior_numeric_options(option, value, tmp_path, capsys):
                                                ("--max-frames", "0"), ("--iters", "nan"), ("--stride", "1.5")])
 def test_flow_numeric_options(option, value, tmp_path, capsys):
     out = tmp_path / "flow"
-    code, err = _run(capsys, "flow", str(tmp_path), "-o", str(out), f"{option}={value}")
+    code, err = run_main(capsys, "flow", str(tmp_path), "-o", str(out), f"{option}={value}")
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {option}: must be ")
     assert not out.exists()
 
@@ -137,7 +126,7 @@ def test_flow_missing_device_is_one_line(tmp_path, capsys, monkeypatch):
     for k in range(2):
         Image.fromarray(np.full((16, 16, 3), 40 * k, np.uint8)).save(frames / f"{k}.png")
     out = tmp_path / "flow"
-    code, err = _run(capsys, "flow", str(frames), "-o", str(out), "--device", "cuda")
+    code, err = run_main(capsys, "flow", str(frames), "-o", str(out), "--device", "cuda")
     assert code == 2 and err == ["error: --device cuda: no CUDA device on this machine (use --device cpu)"]
     assert not out.exists()
 

@@ -14,11 +14,11 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from bufferanytime.cli.main import main
 from bufferanytime.errors import InputError
 from bufferanytime.models import load_model
 from bufferanytime.models.base import CORRUPT_WEIGHTS, DIGEST_KEY, WEIGHTS_NAME
 from bufferanytime.synthetic import render_video, write_video_dir
+from tests.helpers import files_under, run_main
 
 PRIOR_WEIGHTS = {"depth": "model.safetensors", "normal": "unet/diffusion_pytorch_model.safetensors"}
 
@@ -77,17 +77,8 @@ def make_data_non_finite(file: Path) -> None:
     file.write_bytes(bytes(data))
 
 
-def _run(capsys, *argv: str) -> tuple[int, list[str]]:
-    code = main(list(argv))
-    return code, capsys.readouterr().err.strip().splitlines()
-
-
 def _predict(capsys, kind: str, frames: Path, model: Path, out: Path) -> tuple[int, list[str]]:
-    return _run(capsys, kind, str(frames), "-o", str(out), "--model", str(model), "--device", "cpu", "-q")
-
-
-def _files_under(path: Path) -> list[Path]:
-    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+    return run_main(capsys, kind, str(frames), "-o", str(out), "--model", str(model), "--device", "cpu", "-q")
 
 
 @pytest.mark.parametrize("kind", ["depth", "normal"])
@@ -112,7 +103,7 @@ def test_corrupt_weights_are_one_line_naming_the_file(kind, fault, target, messa
     code, err = _predict(capsys, kind, frames, model, out)
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: {file}: ") and message in err[0]
-    assert _files_under(out) == []
+    assert files_under(out) == []
     assert file.read_bytes() == damaged  # the model is left as it was
 
 
@@ -131,7 +122,7 @@ def test_video_model_with_nan_weights_is_refused(saved_models, frames, tmp_path,
     bad = 3 + video.head.conv3.bias.numel()
     assert code == 2 and err == [
         f"error: {model / WEIGHTS_NAME}: {bad} non-finite weight value(s) (NaN or inf); the model is unusable"]
-    assert _files_under(out) == []
+    assert files_under(out) == []
 
 
 @pytest.mark.parametrize("part", ["vae", "embedding"])
@@ -157,7 +148,7 @@ def test_missing_prior_names_the_resolved_path(saved_models, frames, tmp_path, c
         f"error: {(model / 'prior').absolute()}: no such prior directory (prior 'prior' of {model / 'config.json'}, "
         f"resolved against {model.absolute()})"
     ]
-    assert _files_under(tmp_path / "out") == []
+    assert files_under(tmp_path / "out") == []
 
 
 def test_missing_hub_prior_says_where_it_looked(saved_models, tmp_path, monkeypatch):
@@ -183,7 +174,7 @@ def test_missing_model_directory_names_the_absolute_path(frames, tmp_path, capsy
     code, err = _predict(capsys, "depth", frames, Path("models/v2/mine"), tmp_path / "out")  # not a Hub id: no network
     assert code == 2 and err == [f"error: models/v2/mine: no such model directory (looked for "
                                  f"{Path.cwd() / 'models/v2/mine'}), nor a Hugging Face id like 'org/name'"]
-    assert _files_under(tmp_path / "out") == []
+    assert files_under(tmp_path / "out") == []
 
 
 def test_config_that_is_not_json_is_one_line(saved_models, tmp_path):
@@ -199,11 +190,11 @@ def test_eval_and_train_refuse_a_truncated_model(saved_models, tmp_path, capsys)
     data = tmp_path / "data"
     write_video_dir(render_video(0, 3, (16, 16)), data / "seq_000000")
     report = tmp_path / "report"
-    code, err = _run(capsys, "eval", "depth", "--dataset", "synthetic", "--root", str(data), "--model", str(model),
+    code, err = run_main(capsys, "eval", "depth", "--dataset", "synthetic", "--root", str(data), "--model", str(model),
                      "--flow", "gt", "--device", "cpu", "-o", str(report), "-q")
     assert code == 2 and err == [f"error: {model / WEIGHTS_NAME}: {CORRUPT_WEIGHTS}"]
     assert not report.exists()
     run = tmp_path / "run"
-    code, err = _run(capsys, "train", "depth", "--data", str(data), "--model", str(model), "--out", str(run),
+    code, err = run_main(capsys, "train", "depth", "--data", str(data), "--model", str(model), "--out", str(run),
                      "--steps", "1", "-q")
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and str(model / WEIGHTS_NAME) in err[0]
