@@ -2,13 +2,19 @@
 
 The ``*_int`` and ``*_float`` functions are argparse types: argparse turns their errors into one-line usage
 errors (exit 2). ``nan`` and ``inf`` parse as floats in Python, so every float option goes through one of the
-float types here. :func:`check_device` raises :class:`InputError` for a device this machine does not have.
+float types here. :func:`check_device` raises :class:`InputError` for a device this machine does not have, and
+:func:`check_outside_input` for an output folder inside the input folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bufferanytime.io.video import VideoSource
 
 
 def _int(text: str) -> int:
@@ -67,3 +73,16 @@ def check_device(name: str) -> str:
 
     resolve_device(name)
     return name
+
+
+def check_outside_input(source: VideoSource, target: Path) -> Path:
+    """``target`` (the outputs of ``source``); InputError when it would lie inside a folder input (the outputs
+    would mix with the frames)."""
+    from bufferanytime.errors import InputError
+
+    if source.kind == "folder":
+        folder, resolved = source.path.resolve(), target.resolve()
+        if resolved == folder or folder in resolved.parents:
+            raise InputError(f"{source.path}: its outputs would go into the input folder itself ({target}); "
+                             "choose an -o outside it")
+    return target

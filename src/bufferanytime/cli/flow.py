@@ -13,13 +13,12 @@ else there, are kept.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from bufferanytime.cli.args import check_device, non_negative_int, positive_int
+from bufferanytime.cli.args import check_device, check_outside_input, non_negative_int, positive_int
 from bufferanytime.errors import InputError
 from bufferanytime.flow import FLOW_MODELS, RAFT_MIN_SIDE, flow_to_color, get_flow_model
 from bufferanytime.flow.raft_small import DEFAULT_ITERS
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             "min_side": args.raft_min_side,
         }
     model = get_flow_model(args.method, **kwargs)
-    target = _target(check_output_root(args.output), source)
+    target = check_outside_input(source, check_output_root(args.output) / source.name)
 
     with OutputFiles(target) as tmp:
         fwd = NpyStreamWriter(tmp / "fwd.raw")
@@ -98,14 +97,3 @@ def run(args: argparse.Namespace) -> int:
         (tmp / "bwd.raw").unlink()
     print(f"wrote {target / 'flow.npz'} ({fwd.count} pairs) and flow.mp4")
     return 0
-
-
-def _target(out_root: Path, source) -> Path:
-    """``OUT/<stem>``; refused when it would lie inside the input folder (the outputs would mix with the frames)."""
-    target = out_root / source.name
-    if source.kind == "folder":
-        folder = source.path.resolve()
-        if target.resolve() == folder or folder in target.resolve().parents:
-            raise InputError(f"{source.path}: its outputs would go into the input folder itself ({target}); "
-                             "choose an -o outside it")
-    return target

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bufferanytime.cli.args import non_negative_int, positive_int
+from bufferanytime.cli.args import check_outside_input, non_negative_int, positive_int
 from bufferanytime.errors import InputError
 from bufferanytime.inference.pipeline import (
     DEFAULT_SAVE,
@@ -129,13 +129,7 @@ def _target(out_root: Path, source: VideoSource, used: set[str]) -> Path:
     name, suffix = source.name, 2
     while name in used:
         name, suffix = f"{source.name}-{suffix}", suffix + 1
-    target = out_root / name
-    if source.kind == "folder":
-        folder, resolved = source.path.resolve(), target.resolve()
-        if resolved == folder or folder in resolved.parents:
-            raise InputError(f"{source.path}: its outputs would go into the input folder itself ({target}); "
-                             "choose an -o outside it")
-    return target
+    return check_outside_input(source, out_root / name)
 
 
 def _settings(args: argparse.Namespace) -> InferenceSettings:
