@@ -1,4 +1,5 @@
-"""Tiny benchmark folders in the official layouts (KITTI, ScanNet, Bonn, Sintel), written with the real formats."""
+"""Tiny benchmark folders in the official layouts (KITTI, ScanNet, Bonn, Sintel), written with the real formats,
+and tiny synthetic datasets."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from bufferanytime.evaluation import write_dpt
+from bufferanytime.synthetic import render_video, write_video_dir
 
 
 def rgb_frame(h: int, w: int, k: int) -> np.ndarray:
@@ -79,3 +81,16 @@ def make_sintel(root: Path, scenes=("alley_1",), frames: int = 5, size=(10, 12))
             write_dpt(root / "training" / "depth" / scene / f"frame_{k + 1:04d}.dpt", ramp_depth(h, w, k, 1.0, 100.0))
     return root
 
+
+
+def make_synthetic(root: Path, seeds=(0, 1, 2), frames: int = 3, size=(16, 24)) -> Path:
+    """One synthetic video folder ``seq_<seed>`` per seed."""
+    for seed in seeds:
+        write_video_dir(render_video(seed, frames, size), root / f"seq_{seed:06d}")
+    return root
+
+
+def shorten_depth(root: Path, name: str) -> None:
+    """Drop the last frame of video ``name``'s depth: fewer ground-truth frames than RGB frames."""
+    file = root / name / "depth.npy"
+    np.save(file, np.load(file)[:-1])

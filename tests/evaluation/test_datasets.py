@@ -11,7 +11,16 @@ from bufferanytime.errors import InputError
 from bufferanytime.evaluation import benchmark_sort, load_sequences, read_dpt, write_dpt
 from bufferanytime.io.arrays import flows_to_disk
 from bufferanytime.synthetic import render_video, write_video_dir
-from tests.evaluation.formats import make_bonn, make_kitti, make_scannet, make_sintel, ramp_depth, rgb_frame
+from tests.evaluation.formats import (
+    make_bonn,
+    make_kitti,
+    make_scannet,
+    make_sintel,
+    make_synthetic,
+    ramp_depth,
+    rgb_frame,
+    shorten_depth,
+)
 
 
 def test_kitti_layout_depth_scale_holes_and_even_crop(tmp_path):
@@ -90,9 +99,8 @@ def test_16_bit_depth_and_rgb_pngs_keep_their_range(tmp_path):
 
 
 def test_synthetic_short_ground_truth_or_missing_frame(tmp_path):
-    for seed in (0, 1, 2):
-        write_video_dir(render_video(seed, 3, (16, 16)), tmp_path / f"seq_{seed:06d}")
-    np.save(tmp_path / "seq_000000/depth.npy", np.load(tmp_path / "seq_000000/depth.npy")[:2])
+    make_synthetic(tmp_path, size=(16, 16))
+    shorten_depth(tmp_path, "seq_000000")
     (tmp_path / "seq_000002/rgb/000001.png").unlink()
     errors = [s.error for s in load_sequences("synthetic", tmp_path)]
     assert "seq_000000/depth.npy: shape (2, 16, 16), expected 3 frames" in errors[0]

@@ -11,21 +11,9 @@ import pytest
 from PIL import Image
 
 from bufferanytime.cli.main import main
-from bufferanytime.synthetic import render_video, write_video_dir
-from tests.evaluation.formats import make_bonn, make_kitti
+from tests.evaluation.formats import make_bonn, make_kitti, make_synthetic, shorten_depth
 
 MAX_RES = 32
-
-
-def _synthetic(root, seeds=(0, 1, 2)):
-    for seed in seeds:
-        write_video_dir(render_video(seed, 3, (16, 24)), root / f"seq_{seed:06d}")
-    return root
-
-
-def _short_depth(root, name):
-    file = root / name / "depth.npy"
-    np.save(file, np.load(file)[:2])
 
 
 def _eval(capsys, root, out, model, dataset="synthetic", *extra):
@@ -36,8 +24,8 @@ def _eval(capsys, root, out, model, dataset="synthetic", *extra):
 
 
 def test_bad_sequences_are_skipped_and_the_others_scored(tiny_depth_prior, tmp_path, capsys):
-    root = _synthetic(tmp_path / "data")
-    _short_depth(root, "seq_000000")  # fewer ground-truth frames than RGB frames, listed first
+    root = make_synthetic(tmp_path / "data")
+    shorten_depth(root, "seq_000000")  # fewer ground-truth frames than RGB frames, listed first
     (root / "seq_000002" / "rgb" / "000001.png").unlink()  # a missing RGB frame
     out = tmp_path / "report"
     code, err, stdout = _eval(capsys, root, out, tiny_depth_prior, "synthetic", "--flow", "gt")
@@ -63,7 +51,7 @@ def test_bad_sequences_are_skipped_and_the_others_scored(tiny_depth_prior, tmp_p
 )
 def test_bad_frame_found_while_evaluating_skips_only_its_sequence(content, message, tiny_depth_prior, tmp_path,
                                                                   capsys):
-    root = _synthetic(tmp_path / "data", seeds=(0, 1))
+    root = make_synthetic(tmp_path / "data", seeds=(0, 1))
     (root / "seq_000000" / "rgb" / "000002.png").write_bytes(content)
     out = tmp_path / "report"
     code, err, _ = _eval(capsys, root, out, tiny_depth_prior, "synthetic", "--flow", "gt")
@@ -73,9 +61,9 @@ def test_bad_frame_found_while_evaluating_skips_only_its_sequence(content, messa
 
 
 def test_every_sequence_bad_writes_nothing_and_exits_2(tiny_depth_prior, tmp_path, capsys):
-    root = _synthetic(tmp_path / "data", seeds=(0, 1))
+    root = make_synthetic(tmp_path / "data", seeds=(0, 1))
     for name in ("seq_000000", "seq_000001"):
-        _short_depth(root, name)
+        shorten_depth(root, name)
     out = tmp_path / "report"
     code, err, stdout = _eval(capsys, root, out, tiny_depth_prior, "synthetic", "--flow", "gt")
     assert code == 2 and len(err) == 2 and all(line.startswith("error: sequence seq_") for line in err)
@@ -102,7 +90,7 @@ def test_missing_device_is_one_line(device, tiny_depth_prior, tmp_path, capsys, 
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    root = _synthetic(tmp_path / "data", seeds=(0,))
+    root = make_synthetic(tmp_path / "data", seeds=(0,))
     out = tmp_path / "report"
     code = main(["eval", "depth", "--dataset", "synthetic", "--root", str(root), "--model", str(tiny_depth_prior),
                  "--device", device, "-o", str(out), "-q"])
@@ -113,7 +101,7 @@ def test_missing_device_is_one_line(device, tiny_depth_prior, tmp_path, capsys, 
 
 
 def test_report_folder_with_user_files_is_refused_and_kept(tiny_depth_prior, tmp_path, capsys):
-    root = _synthetic(tmp_path / "data", seeds=(0,))
+    root = make_synthetic(tmp_path / "data", seeds=(0,))
     out = tmp_path / "results"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -133,7 +121,7 @@ def test_report_folder_with_user_files_is_refused_and_kept(tiny_depth_prior, tmp
 @pytest.mark.parametrize(("extra", "message"), [(["--column", "nan"], "argument --column: must be a finite number"),
                                                 (["-o", "FILE/report"], "is not a directory")])
 def test_bad_column_or_output_under_a_file(extra, message, tiny_depth_prior, tmp_path, capsys):
-    root = _synthetic(tmp_path / "data", seeds=(0,))
+    root = make_synthetic(tmp_path / "data", seeds=(0,))
     blocker = tmp_path / "FILE"
     blocker.write_text("mine")
     extra = [str(blocker / "report") if e == "FILE/report" else e for e in extra]
