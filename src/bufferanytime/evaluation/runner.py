@@ -53,7 +53,6 @@ def print_error(message: str) -> None:
     tqdm.write(f"error: {message}", file=sys.stderr)
 
 
-
 @dataclass
 class ModelSpec:
     """One row of the report: a model (name, directory or Hub id) and whether it runs per frame."""
@@ -319,6 +318,7 @@ def _means(per_sequence: dict, specs: list[ModelSpec]) -> dict:
     """Mean over sequences of every metric (sequences where it is undefined are left out); time per frame is
     total model time over total frames."""
     means = {}
+    frames = sum(entry["frames"] for entry in per_sequence.values())
     for spec in specs:
         rows = [entry["models"][spec.label] for entry in per_sequence.values()]
         keys = [k for k in rows[0] if k not in ("seconds", "seconds_per_frame", "scale", "shift")] if rows else []
@@ -326,7 +326,6 @@ def _means(per_sequence: dict, specs: list[ModelSpec]) -> dict:
         for key in keys:
             values = [r[key] for r in rows if math.isfinite(r[key])]
             out[key] = float(np.mean(values)) if values else math.nan
-        frames = sum(entry["frames"] for entry in per_sequence.values())
         out["seconds_per_frame"] = sum(r["seconds"] for r in rows) / max(frames, 1)
         out["sequences"] = len(rows)
         means[spec.label] = out
