@@ -19,6 +19,7 @@ from bufferanytime.errors import InputError
 from bufferanytime.io.video import open_video, write_video
 from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.training import TrainConfig, train
+from bufferanytime.training import checkpoint as ckpt
 from bufferanytime.training.checkpoint import CHECKSUMS_NAME, write_checksums
 from bufferanytime.training.data import discover_videos
 from bufferanytime.training.trainer import Trainer
@@ -188,6 +189,14 @@ def test_resume_without_any_valid_checkpoint_starts_over_and_says_so(flicker_dat
     assert "step-00000002 is damaged" in err and "no valid checkpoint to resume from; starting from step 0" in err
     assert [e["step"] for e in _log(run)] == [1, 2]
     _assert_same(_weights(run, 2), expected)
+
+
+def test_checksums_file_that_is_not_a_mapping_is_damage_not_a_crash(tmp_path):
+    """A ``checksums.json`` holding valid JSON of the wrong kind is reported like an unreadable one."""
+    folder = tmp_path / "step-00000002"
+    folder.mkdir()
+    (folder / CHECKSUMS_NAME).write_text("[1, 2]\n")
+    assert ckpt.damage(ckpt.Checkpoint(folder, 2, {})) == f"unreadable {CHECKSUMS_NAME}"
 
 
 # -- changed options on resume ----------------------------------------------------------------------------------

@@ -93,6 +93,8 @@ def damage(checkpoint: Checkpoint) -> str | None:
         sums = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return f"unreadable {CHECKSUMS_NAME}"
+    if not isinstance(sums, dict):
+        return f"unreadable {CHECKSUMS_NAME}"
     for name, digest in sums.items():
         file = checkpoint.path / name
         if not file.is_file():
