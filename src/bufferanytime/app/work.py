@@ -120,9 +120,11 @@ def column_ranges(task: Task, preds: dict[str, np.ndarray]) -> dict[str, tuple[f
     return {label: task.vis_range(p) for label, p in preds.items()}
 
 
-def side_by_side(task: Task, frames: np.ndarray, preds: dict[str, np.ndarray]) -> np.ndarray:
-    """``(T, H, W * (1 + len(preds)), 3)``: input | each prediction, EACH in its own colour range for the video."""
-    ranges = column_ranges(task, preds)
+def side_by_side(task: Task, frames: np.ndarray, preds: dict[str, np.ndarray],
+                 ranges: dict[str, tuple[float, float] | None] | None = None) -> np.ndarray:
+    """``(T, H, W * (1 + len(preds)), 3)``: input | each prediction, EACH in its own colour range for the video
+    (``ranges``: the :func:`column_ranges` of ``preds``, computed here when not given)."""
+    ranges = column_ranges(task, preds) if ranges is None else ranges
     return np.stack([np.concatenate([frames[t], *(task.to_rgb(p[t], ranges[label]) for label, p in preds.items())],
                                     axis=1) for t in range(len(frames))])
 
@@ -187,8 +189,8 @@ def run(request: Request, workdir: Path, progress: Progress = _no_progress) -> R
         preds, files = run_task(task, request, source, frames, workdir / "outputs")
         downloads += files
         metrics[task.name] = scores(task, preds, flows, truth)
-        rows.append(side_by_side(task, frames, preds))
         ranges = column_ranges(task, preds)
+        rows.append(side_by_side(task, frames, preds, ranges))
         slices += [(f"{task.name} {label}", task.to_rgb(time_slice(p, x), ranges[label])) for label, p in preds.items()]
     progress(0.95, "writing the videos")
     result = Result(workdir / "side_by_side.mp4", workdir / "time_slice.png", downloads, metrics, len(frames))

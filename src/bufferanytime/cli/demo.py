@@ -85,7 +85,7 @@ def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
     # shared range would flatten the per-frame column and hide its flicker
     ranges = column_ranges(task, preds)
     with VideoWriter(out / f"{task.name}_side_by_side.mp4", source.fps) as writer:
-        for frame in side_by_side(task, frames, preds):
+        for frame in side_by_side(task, frames, preds, ranges):
             writer.write(frame)
     x = column_index(frames.shape[2])
     slices = [("RGB", time_slice(frames, x))]
