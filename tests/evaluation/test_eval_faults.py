@@ -12,6 +12,7 @@ from PIL import Image
 
 from bufferanytime.cli.main import main
 from tests.evaluation.formats import make_bonn, make_kitti, make_synthetic, shorten_depth
+from tests.helpers import run_main
 
 MAX_RES = 32
 
@@ -92,9 +93,8 @@ def test_missing_device_is_one_line(device, tiny_depth_prior, tmp_path, capsys, 
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     root = make_synthetic(tmp_path / "data", seeds=(0,))
     out = tmp_path / "report"
-    code = main(["eval", "depth", "--dataset", "synthetic", "--root", str(root), "--model", str(tiny_depth_prior),
-                 "--device", device, "-o", str(out), "-q"])
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = run_main(capsys, "eval", "depth", "--dataset", "synthetic", "--root", str(root), "--model",
+                         str(tiny_depth_prior), "--device", device, "-o", str(out), "-q")
     kind = "CUDA" if device.startswith("cuda") else "MPS"
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: --device {device}: no ") and kind in err[0]
     assert not out.exists()

@@ -11,6 +11,7 @@ import pytest
 from bufferanytime.cli.main import main
 from bufferanytime.errors import InputError
 from bufferanytime.synthetic import SyntheticVideoDataset, render_video, write_video_dir
+from tests.helpers import run_main
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 
@@ -100,12 +101,8 @@ def test_cli_writes_seeded_folders(tmp_path, capsys):
     ],
 )
 def test_cli_bad_arguments(tmp_path, capsys, extra):
-    try:
-        code = main(["synth", "-o", str(tmp_path / "o"), "--frames", "2", "--size", "16x16", *extra])
-    except SystemExit as exc:  # option values refused by argparse
-        code = exc.code
+    code, err = run_main(capsys, "synth", "-o", str(tmp_path / "o"), "--frames", "2", "--size", "16x16", *extra)
     assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not (tmp_path / "o").exists()
 
