@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bufferanytime.constants import IMAGENET_MEAN, IMAGENET_STD, MARIGOLD_E2E_FT_AXES
+from bufferanytime.constants import DINOV2_PATCH, IMAGENET_MEAN, IMAGENET_STD, MARIGOLD_E2E_FT_AXES
 from bufferanytime.errors import InputError
 from bufferanytime.io.arrays import array_to_tensor, channels_last, frames_to_tensor
 from bufferanytime.losses import normalize_affine
+from bufferanytime.models.base import nearest_multiple
 from bufferanytime.synthetic import SyntheticVideoDataset
 from bufferanytime.tasks import DEPTH, NORMAL
 from bufferanytime.training.options import above, at_least, option
@@ -180,7 +181,7 @@ def _validate_depth(model, bank: FrameBank) -> dict:
         for start in range(0, len(bank), 16):
             rgb = frames_to_tensor(bank.rgb[start : start + 16])
             h, w = rgb.shape[-2:]
-            size = (round(h / 14) * 14, round(w / 14) * 14)
+            size = (nearest_multiple(h, DINOV2_PATCH), nearest_multiple(w, DINOV2_PATCH))
             pred = model(pixel_values=_imagenet(F.interpolate(rgb, size=size, mode="bilinear", antialias=True)))
             pred = F.interpolate(pred.predicted_depth[:, None], size=(h, w), mode="bilinear")[:, 0].numpy()
             for k in range(len(pred)):
