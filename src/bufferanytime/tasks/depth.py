@@ -112,7 +112,7 @@ class DepthTask(Task):
     def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str) -> dict[str, float]:
         """The DepthCrafter metrics, and the per-video scale and shift they fitted."""
         scale, shift = fit_disparity_affine(pred, gt, MAX_DEPTH[dataset])
-        return depth_metrics(pred, gt, MAX_DEPTH[dataset]) | {"scale": scale, "shift": shift}
+        return depth_metrics(pred, gt, MAX_DEPTH[dataset], affine=(scale, shift)) | {"scale": scale, "shift": shift}
 
     def gt_slice_rgb(self, gt_slice: np.ndarray, dataset: str) -> tuple[np.ndarray, tuple[float, float]]:
         """Metric depth inverted to disparity; invalid pixels black; the colour range of the valid ones."""

@@ -98,6 +98,7 @@ def depth_metrics(
     max_depth: float,
     valid: Sequence[np.ndarray] | np.ndarray | None = None,
     min_depth: float = EVAL_MIN_DEPTH,
+    affine: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """AbsRel, delta1 and RMSE of a video's relative disparity against metric depth (DepthCrafter protocol).
 
@@ -107,6 +108,8 @@ def depth_metrics(
         gt: metric depth ``(T, H, W)``; pixels outside ``(min_depth, max_depth)`` are invalid.
         max_depth: the dataset's cap (``EVAL_MAX_DEPTH``: KITTI 80, ScanNet 10, Bonn 10, Sintel 70).
         valid: optional extra bool mask ``(T, H, W)``.
+        affine: the :func:`fit_disparity_affine` of these arguments when the caller has it already (saves its
+            two passes over the video); fitted here when None.
 
     Returns:
         ``{"abs_rel", "delta1", "rmse"}``, each the mean over the frames with valid pixels (NaN if none has any).
@@ -114,7 +117,7 @@ def depth_metrics(
     """
     if len(pred) != len(gt):
         raise ValueError(f"pred has {len(pred)} frames, gt {len(gt)}")
-    scale, shift = fit_disparity_affine(pred, gt, max_depth, valid, min_depth)
+    scale, shift = affine or fit_disparity_affine(pred, gt, max_depth, valid, min_depth)
     if math.isnan(scale):
         return dict.fromkeys(DEPTH_KEYS, math.nan)
     sums = dict.fromkeys(DEPTH_KEYS, 0.0)
