@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bufferanytime.app.work import LABELS, MAX_FRAMES, Progress, Request, Result, run
 from bufferanytime.errors import InputError
+from bufferanytime.io.video import VIDEO_EXTENSIONS
 from bufferanytime.tasks import get_task, list_tasks
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
@@ -111,7 +112,7 @@ def _inputs(models: list[str]) -> dict:
     with gr.Column():
         source = gr.Radio([UPLOAD, EXAMPLE], value=UPLOAD, label="Input")
         upload = gr.File(label="A video (.mp4, .mov, ...) or a zip of frames", type="filepath",
-                         file_types=[".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".zip"], elem_id="upload")
+                         file_types=[*sorted(VIDEO_EXTENSIONS), ".zip"], elem_id="upload")
         choice = gr.Radio([*list_tasks(), BOTH], value=list_tasks()[0], label="Buffer")
         model = gr.Dropdown(models, value=models[0] if models else None, allow_custom_value=True,
                             label="Model: an embedded name, a local directory or a Hugging Face id")

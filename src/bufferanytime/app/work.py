@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bufferanytime.errors import InputError
-from bufferanytime.io.video import VIDEO_EXTENSIONS, VideoSource, open_video
+from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoSource, open_video
 from bufferanytime.tasks import Task, get_task
 
 EXAMPLE_SEED = 777_777  # the demo's held-out seed: never used to train the embedded models
@@ -58,8 +58,6 @@ def _no_progress(fraction: float, text: str) -> None:
 
 def _unzip_frames(archive: Path, folder: Path) -> Path:
     """Extract the images of a zip of frames into ``folder`` (flat; other files ignored)."""
-    from bufferanytime.io.video import IMAGE_EXTENSIONS
-
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.infolist() if not m.is_dir() and Path(m.filename).suffix.lower()
