@@ -11,7 +11,7 @@ import torch
 from bufferanytime.constants import EVAL_MAX_DEPTH, EVAL_MIN_DEPTH, SYNTHETIC_MAX_DEPTH
 from bufferanytime.io.outputs import colorize_depth, robust_range
 from bufferanytime.tasks.base import PNG16_MAX, Column, Task, write_png16_frames
-from bufferanytime.tasks.metrics import depth_metrics, fit_disparity_affine
+from bufferanytime.tasks.metrics import aligned_disparity, depth_metrics, fit_disparity_affine
 
 AFFINE_MIN_SCALE = 1e-12  # a constant prediction has s = 0; it is perfectly consistent, so any s > 0 does
 MAX_DEPTH = {**EVAL_MAX_DEPTH, "synthetic": SYNTHETIC_MAX_DEPTH}  # depth cap of each evaluation dataset, metres
@@ -124,9 +124,7 @@ class DepthTask(Task):
     def pred_slice_rgb(self, pred_slice: np.ndarray, metrics: dict, value_range: tuple[float, float] | None
                        ) -> np.ndarray:
         """Disparity after the fitted scale and shift, in the ground truth's colours."""
-        scale, shift = metrics["scale"], metrics["shift"]
-        aligned = np.maximum(scale * np.maximum(pred_slice, EVAL_MIN_DEPTH) + shift, EVAL_MIN_DEPTH)
-        return self.to_rgb(aligned, value_range)
+        return self.to_rgb(aligned_disparity(pred_slice, metrics["scale"], metrics["shift"]), value_range)
 
     def report_lines(self, report: dict) -> list[str]:
         return [f"- depth range: ({EVAL_MIN_DEPTH}, {report['max_depth']}) m; one scale and shift per video, "

@@ -85,10 +85,17 @@ def _valid_pairs(pred, gt, valid, i: int, max_depth: float, min_depth: float) ->
     return x, y
 
 
+def aligned_disparity(pred: np.ndarray, scale: float, shift: float, min_depth: float = EVAL_MIN_DEPTH
+                      ) -> np.ndarray:
+    """Relative disparity with the fitted ``scale``/``shift``: ``scale * clip(pred) + shift``, clipped to
+    ``>= min_depth`` as in the benchmark (before it is inverted to depth)."""
+    return np.maximum(scale * np.maximum(pred, min_depth) + shift, min_depth)
+
+
 def aligned_depth(pred: np.ndarray, scale: float, shift: float, max_depth: float,
                   min_depth: float = EVAL_MIN_DEPTH) -> np.ndarray:
     """Metric depth from relative disparity with the fitted ``scale``/``shift``, clipped as in the benchmark."""
-    disparity = np.maximum(scale * np.maximum(np.asarray(pred, dtype=np.float64), min_depth) + shift, min_depth)
+    disparity = aligned_disparity(np.asarray(pred, dtype=np.float64), scale, shift, min_depth)
     return np.clip(1.0 / disparity, min_depth, max_depth)
 
 
