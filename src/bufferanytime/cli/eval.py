@@ -67,15 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bufferanytime.cli.main import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
-    from bufferanytime.errors import InputError
     from bufferanytime.evaluation.runner import NoSequenceEvaluated
-    from bufferanytime.inference.pipeline import InferenceSettings, check_size_options
+    from bufferanytime.inference.pipeline import InferenceSettings, check_size_options, check_window_options
     from bufferanytime.io.outputs import check_output_root
 
-    if args.window is not None and args.overlap is not None and args.overlap >= args.window:
-        raise InputError(f"--overlap ({args.overlap}) must be smaller than --window ({args.window})")
+    options = InferenceSettings(max_res=args.max_res, short_side=args.short_side, window=args.window,
+                                overlap=args.overlap)
+    check_window_options(options)
     check_device(args.device)
-    check_size_options(InferenceSettings(max_res=args.max_res, short_side=args.short_side))
+    check_size_options(options)
     check_output_root(args.output)
     config = EvalConfig(
         task=args.task,

@@ -22,6 +22,7 @@ from bufferanytime.inference.pipeline import (
     InferenceSettings,
     Predictor,
     check_size_options,
+    check_window_options,
     resolve_device,
     run_video,
     window_warning,
@@ -138,8 +139,7 @@ def _settings(args: argparse.Namespace) -> InferenceSettings:
                                  overlap=args.overlap, device=_device(args.device), precision=args.precision,
                                  save=save)
     check_size_options(settings)
-    if settings.window is not None and settings.overlap is not None and settings.overlap >= settings.window:
-        raise InputError(f"--overlap ({settings.overlap}) must be smaller than --window ({settings.window})")
+    check_window_options(settings)
     return settings
 
 

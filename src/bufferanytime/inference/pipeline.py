@@ -99,6 +99,12 @@ def check_size_options(settings: InferenceSettings) -> None:
             raise InputError(f"{flag} must be at least {MIN_INFERENCE_SIDE} px (one 14-pixel ViT patch), got {value}")
 
 
+def check_window_options(settings: InferenceSettings) -> None:
+    """Refuse an ``--overlap`` not smaller than the ``--window`` given with it (checkable before loading a model)."""
+    if settings.window and settings.overlap is not None and settings.overlap >= settings.window:
+        raise InputError(f"--overlap ({settings.overlap}) must be smaller than --window ({settings.window})")
+
+
 def size_rule(model: VideoModel, settings: InferenceSettings) -> dict:
     """The resize rule of a run: from the options when ``short_side`` or ``max_res`` is set, else the model's.
 
@@ -144,9 +150,8 @@ def window_settings(model: VideoModel, settings: InferenceSettings) -> tuple[int
     if window < MIN_VIDEO_FRAMES:
         raise InputError(f"--window must be at least {MIN_VIDEO_FRAMES} frames for a video model, got {window} "
                          "(--per-frame runs the prior alone)")
+    check_window_options(settings)
     overlap = default_overlap(window) if settings.overlap is None else settings.overlap
-    if overlap >= window and settings.window:
-        raise InputError(f"--overlap ({overlap}) must be smaller than --window ({window})")
     if overlap >= window:
         raise InputError(f"--overlap ({overlap}) must be smaller than the model's window of {window} frames (its "
                          "training clip length); pass a larger --window")
