@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from bufferanytime.errors import InputError
 from bufferanytime.io import OutputDir, write_video
 from bufferanytime.io.images import read_rgb
+from bufferanytime.io.outputs import write_image
 from bufferanytime.synthetic.renderer import SyntheticVideo
 
 LAYOUT_VERSION = 1
@@ -71,7 +71,7 @@ def write_video_dir(video: SyntheticVideo, out_dir: str | Path, fps: float = DEF
     with OutputDir(out_dir) as tmp:
         (tmp / "rgb").mkdir()
         for k, frame in enumerate(video.rgb):
-            cv2.imwrite(str(tmp / "rgb" / f"{k:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            write_image(tmp / "rgb" / f"{k:06d}.png", frame)
         write_video(tmp / "rgb.mp4", iter(video.rgb), fps)
         for name in ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(video, name))
