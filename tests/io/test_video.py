@@ -142,3 +142,16 @@ def test_dot_folder_is_named_after_its_real_name(tmp_path, monkeypatch):
     monkeypatch.chdir(folder)
     assert open_video(".").name == "my_frames"
     assert open_video("../my_frames/").name == "my_frames"
+
+
+def test_interrupt_while_opening_the_writer_propagates_unchanged(tmp_path, monkeypatch):
+    """A Ctrl-C/SIGTERM between opening the file and adding its stream must stay a KeyboardInterrupt (CI saw an
+    AttributeError from flushing a stream that did not exist yet, which turned exit 130 into a traceback)."""
+    from bufferanytime.io import video
+
+    def interrupted(fps):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video, "_as_fraction", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(tmp_path / "clip.mp4", [np.zeros((8, 8, 3), np.uint8)])

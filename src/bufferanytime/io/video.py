@@ -278,18 +278,26 @@ class VideoWriter:
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
 
-    def close(self) -> None:
-        if self._container is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            self._container.close()
-            self._container = None
+    def close(self, flush: bool = True) -> None:
+        """Flush the encoder (unless ``flush`` is False, as after an error) and close the file.
+
+        Safe at any point: an interrupt between opening the file and adding its stream leaves no stream to flush."""
+        container, stream = self._container, self._stream
+        self._container = self._stream = None
+        if container is None:
+            return
+        try:
+            if flush and stream is not None:
+                for packet in stream.encode():
+                    container.mux(packet)
+        finally:
+            container.close()
 
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close(flush=exc_type is None)
 
 
 def _as_fraction(fps: float) -> Fraction:
