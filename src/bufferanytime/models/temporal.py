@@ -4,6 +4,13 @@ The block is residual and its output projection starts at zero, so inserting it 
 that model's output unchanged until training moves the projection (Sec. 3.3 of the paper). Frame positions
 are encoded with fixed sinusoids, which exist for any number of frames, so a block trained on short clips
 also runs on longer ones.
+
+A causal block (``TemporalConfig.causal``) lets frame t attend only to frames ``max(0, t-H+1)..t`` (H =
+``horizon``) and encodes positions with rotary embeddings on queries and keys (RoPE, Su et al. 2021) instead of
+the sinusoids: an attention score then depends only on the offset between two frames, so a frame's keys and
+values, once computed, stay valid as the stream moves on. :class:`KVCache` keeps them for the last H frames
+(a fixed ring buffer) and :func:`streaming` attaches the caches to the layers for one call, which is how
+``bufferanytime.inference.streaming.StreamingPredictor`` runs a causal model one frame at a time, exactly.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +45,15 @@ class TemporalConfig:
     # every up block: today's embedded model) or "layer" (one after every resnet/attention pair, the layout of
     # AnimateDiff's UNetMotion that the paper adapts). The depth model has one layout (between fusion stages).
     layout: str = "stage"
+    # Causal blocks: frame t attends to frames max(0, t-horizon+1)..t only, positions by rotary embeddings.
+    causal: bool = False
+    horizon: int | None = None  # frames a causal block sees (itself included); required when causal
+
+    def __post_init__(self) -> None:
+        if self.causal and (self.horizon is None or self.horizon < 1):
+            raise ValueError(f"a causal temporal block needs a horizon of at least 1 frame, got {self.horizon}")
+        if not self.causal and self.horizon is not None:
+            raise ValueError("a horizon applies to causal temporal blocks only")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,13 +70,88 @@ def sinusoidal_positions(num_frames: int, dim: int, max_period: float, device=No
     return enc.to(dtype)
 
 
-class TemporalAttentionLayer(nn.Module):
-    """Pre-norm self-attention over frames (with frame positions added) followed by a GELU feed-forward."""
+def rotary_tables(positions: torch.Tensor, dim: int, max_period: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``(len(positions), dim)`` of rotary embeddings at integer ``positions``.
 
-    def __init__(self, dim: int, num_heads: int, ff_mult: int, max_period: float):
+    Angles are computed in float64 and reduced modulo 2 pi, so frame 10**7 of a stream rotates as precisely as
+    frame 10. Channel i is paired with channel i + dim/2 (the "rotate half" form); an odd last channel is not
+    rotated.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / max(half, 1))
+    angles = torch.remainder(positions.to(torch.float64)[:, None] * freqs[None].to(positions.device), 2 * math.pi)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    if dim % 2:
+        cos, sin = F.pad(cos, (0, 1), value=1.0), F.pad(sin, (0, 1))
+    cos, sin = torch.cat([cos[:, :half], cos], -1), torch.cat([sin[:, :half], sin], -1)
+    return cos.to(dtype), sin.to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x (..., T, dim)`` by the tables of its T positions (see :func:`rotary_tables`)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half : 2 * half], x[..., :half], torch.zeros_like(x[..., 2 * half :])], dim=-1)
+    return x * cos + rotated * sin
+
+
+def causal_mask(frames: int, horizon: int, device=None) -> torch.Tensor:
+    """``(frames, frames)`` boolean, True where query frame t may attend to key frame s: ``0 <= t - s < horizon``."""
+    offset = torch.arange(frames, device=device)[:, None] - torch.arange(frames, device=device)[None]
+    return (offset >= 0) & (offset < horizon)
+
+
+class KVCache:
+    """Keys and values of one causal attention layer for the last ``horizon`` frames of a stream.
+
+    One ring buffer per chunk of pixel rows (``(s, heads, horizon, head_dim)`` keys and values), allocated on the
+    first frame and written in place: the size does not change however long the stream runs. Keys are stored
+    rotated to their frame's absolute position, so they are never recomputed. ``position`` is the index of the
+    frame being processed; the owner (the streaming predictor) advances it once per frame, for every layer.
+    """
+
+    def __init__(self, horizon: int):
+        self.horizon = horizon
+        self.position = 0
+        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def nbytes(self) -> int:
+        """Bytes held by the buffers (0 before the first frame)."""
+        return sum(t.numel() * t.element_size() for pair in self.buffers.values() for t in pair)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Store ``k``, ``v`` of the current frame (``(s, heads, 1, d)``, pixel rows ``rows``) and attend from ``q``
+        to the cached frames of the horizon, this one included."""
+        shape = (k.shape[0], k.shape[1], self.horizon, k.shape[3])
+        if rows.start not in self.buffers:
+            if self.position:
+                raise ValueError("the frame has another size than the stream's first frame; reset the stream")
+            self.buffers[rows.start] = (k.new_zeros(shape), v.new_zeros(shape))
+        keys, values = self.buffers[rows.start]
+        if keys.shape != shape or keys.dtype != k.dtype:
+            raise ValueError("the frame has another size or type than the stream's first frame; reset the stream")
+        slot = self.position % self.horizon
+        keys[:, :, slot] = k[:, :, 0]
+        values[:, :, slot] = v[:, :, 0]
+        filled = min(self.position + 1, self.horizon)  # before the horizon fills up, slots 0..position hold frames
+        return F.scaled_dot_product_attention(q, keys[:, :, :filled], values[:, :, :filled])
+
+
+class TemporalAttentionLayer(nn.Module):
+    """Pre-norm self-attention over frames followed by a GELU feed-forward.
+
+    Bidirectional (default): sinusoidal frame positions are added to the normalised input. Causal: queries and
+    keys are rotated by their frame position (RoPE) and a frame attends to the last ``horizon`` frames only; with
+    a :class:`KVCache` attached (``self.cache``, see :func:`streaming`) the input is one new frame and the earlier
+    ones come from the cache.
+    """
+
+    def __init__(self, dim: int, num_heads: int, ff_mult: int, max_period: float, horizon: int | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.max_period = max_period
+        #: None: bidirectional; else the causal horizon in frames
+        self.horizon = horizon
+        self.cache: KVCache | None = None
         # Frame-position encodings built once per (frames, device, dtype), not on every call.
         self._positions: dict[tuple, torch.Tensor] = {}
         self.norm1 = nn.LayerNorm(dim)
@@ -76,14 +167,33 @@ class TemporalAttentionLayer(nn.Module):
             self._positions[key] = sinusoidal_positions(frames, dim, self.max_period, device, dtype)
         return self._positions[key]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(S, T, dim)``, S independent sequences (pixels) of T frames."""
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """``x``: ``(S, T, dim)``, S independent sequences (pixels) of T frames; ``rows``: which pixels of the
+        whole frame these S are (used only with a cache)."""
         seqs, frames, dim = x.shape
-        h = self.norm1(x) + self.positions(frames, dim, x.device, x.dtype)
+        h = self.norm1(x)
+        if self.horizon is None:
+            h = h + self.positions(frames, dim, x.device, x.dtype)
         q, k, v = self.to_qkv(h).reshape(seqs, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)
+        if self.horizon is None:
+            attn = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = self._causal_attention(q, k, v, rows if rows is not None else slice(0, seqs))
         x = x + self.to_out(attn.transpose(1, 2).reshape(seqs, frames, dim))
         return x + self.ff(self.norm2(x))
+
+    def _causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Rotary positions, then the horizon mask (offline) or the cache (streaming, one frame)."""
+        frames = q.shape[2]
+        start = 0 if self.cache is None else self.cache.position
+        if self.cache is not None and frames != 1:
+            raise ValueError("a streaming temporal layer takes one frame at a time")
+        positions = torch.arange(start, start + frames, device=q.device)
+        cos, sin = rotary_tables(positions, q.shape[-1], self.max_period, q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.cache is not None:
+            return self.cache.attend(q, k, v, rows)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(frames, self.horizon, q.device))
 
 
 class TemporalBlock(nn.Module):
@@ -97,20 +207,22 @@ class TemporalBlock(nn.Module):
         config = config or TemporalConfig()
         heads = max(1, min(config.num_heads, channels))
         inner = heads * (config.head_dim or max(1, channels // heads))
+        horizon = config.horizon if config.causal else None
         self.norm = nn.GroupNorm(math.gcd(config.norm_groups, channels), channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.layers = nn.ModuleList(
-            TemporalAttentionLayer(inner, heads, config.ff_mult, config.max_period) for _ in range(config.num_layers)
+            TemporalAttentionLayer(inner, heads, config.ff_mult, config.max_period, horizon)
+            for _ in range(config.num_layers)
         )
         self.proj_out = nn.Linear(inner, channels)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def _sequences(self, y: torch.Tensor) -> torch.Tensor:
-        """Projection in, attention layers, projection out on ``(S, T, C)`` pixel sequences."""
+    def _sequences(self, y: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Projection in, attention layers, projection out on ``(S, T, C)`` pixel sequences (pixels ``rows``)."""
         y = self.proj_in(y)
         for layer in self.layers:
-            y = layer(y)
+            y = layer(y, rows)
         return self.proj_out(y)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -118,9 +230,41 @@ class TemporalBlock(nn.Module):
         b = bt // num_frames
         y = self.norm(x).reshape(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
         chunk = max(1, CHUNK_ROWS // num_frames)
-        y = torch.cat([self._sequences(part) for part in y.split(chunk)])
+        y = torch.cat([self._sequences(y[i : i + chunk], slice(i, i + chunk)) for i in range(0, len(y), chunk)])
         y = y.reshape(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
         return x + y
+
+
+def attention_layers(model: nn.Module) -> list[TemporalAttentionLayer]:
+    """Every temporal attention layer of ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(m, TemporalAttentionLayer)]
+
+
+def make_causal(model: nn.Module, horizon: int) -> None:
+    """Turn every temporal block of ``model`` causal with ``horizon`` in place, keeping all weights.
+
+    The weights of a causal block have the shapes of a bidirectional one, so a trained bidirectional model is a
+    starting point for causal training (only the position encoding and the mask change). The model's
+    ``temporal_config``, if it has one, is updated so that it is saved as causal.
+    """
+    for layer in attention_layers(model):
+        layer.horizon = horizon
+    if isinstance(getattr(model, "temporal_config", None), TemporalConfig):
+        model.temporal_config = replace(model.temporal_config, causal=True, horizon=horizon)
+
+
+@contextmanager
+def streaming(layers: Sequence[TemporalAttentionLayer], caches: Sequence[KVCache]) -> Iterator[None]:
+    """Within the ``with``, each causal layer of ``layers`` reads and writes its cache of ``caches`` (same order)."""
+    if any(layer.horizon is None for layer in layers):
+        raise ValueError("streaming needs causal temporal layers")
+    for layer, cache in zip(layers, caches, strict=True):
+        layer.cache = cache
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.cache = None
 
 
 def _mix(output, block: TemporalBlock, num_frames: int):
