@@ -1,0 +1,87 @@
+"""Online prediction: one frame in, that frame's buffer out, with a step predictor of either mode.
+
+``rolling``: :class:`~bufferanytime.inference.rolling.RollingWindowPredictor`, the training-free baseline (any
+video model run over a window of past frames). ``stream``: the causal model's exact incremental
+``StreamingPredictor`` (:mod:`bufferanytime.inference.streaming`). Both take ``(3, h, w)`` frames in [0, 1] at
+the model's inference size; :func:`predict_online` resizes each ``(H, W, 3)`` uint8 frame to that size and the
+buffer back to the frame's size, as :func:`~bufferanytime.inference.pipeline.predict_frames` does offline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from bufferanytime.errors import InputError
+from bufferanytime.inference.pipeline import InferenceSettings, _resized_input, scaled_size, size_rule
+from bufferanytime.inference.rolling import RollingWindowPredictor
+from bufferanytime.io.arrays import frame_to_tensor
+from bufferanytime.models.base import VideoModel
+from bufferanytime.tasks import get_task
+
+ONLINE_MODES = ("rolling", "stream")
+
+
+def _streaming_class():
+    """``StreamingPredictor``, or InputError when this installation does not have it."""
+    try:
+        return importlib.import_module("bufferanytime.inference.streaming").StreamingPredictor
+    except (ImportError, AttributeError) as exc:
+        raise InputError("online mode 'stream' needs bufferanytime.inference.streaming.StreamingPredictor, "
+                         "which this installation does not have; use 'rolling'") from exc
+
+
+class OnlinePredictor:
+    """A step predictor of ``mode`` with the model time of its steps (``seconds``) and its task."""
+
+    online = True
+
+    def __init__(self, model: VideoModel, mode: str, device: str = "cpu", precision: str = "fp32",
+                 window: int | None = None):
+        if mode not in ONLINE_MODES:
+            raise InputError(f"unknown online mode {mode!r}; expected one of {', '.join(ONLINE_MODES)}")
+        self.mode, self.model, self.task = mode, model, get_task(model.kind)
+        if mode == "rolling":
+            self.stepper = RollingWindowPredictor(model, device, precision, window)
+        else:
+            self.stepper = _streaming_class()(model, device=str(device), precision=precision)
+        self.seconds = 0.0
+
+    @property
+    def window(self) -> int | None:
+        """Frames of context of the rolling window (None for the streaming model, which has its horizon)."""
+        return getattr(self.stepper, "window", None)
+
+    def reset(self) -> None:
+        self.stepper.reset()
+
+    def step(self, frame: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = self.stepper.step(frame).float().cpu()
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def predict_online(predictor: OnlinePredictor, frames: Iterable[np.ndarray], settings: InferenceSettings
+                   ) -> Iterator[np.ndarray]:
+    """One buffer per ``(H, W, 3)`` uint8 frame, in disk layout at the frame's size, computed frame by frame.
+
+    The predictor is reset first: every call is a new stream.
+    """
+    rule = size_rule(predictor.model, settings)
+    predictor.reset()
+    for frame in frames:
+        yield predict_one(predictor, frame, rule)
+
+
+def predict_one(predictor: OnlinePredictor, frame: np.ndarray, rule: dict) -> np.ndarray:
+    """The buffer of one frame (disk layout, at the frame's size), given the frames stepped before it."""
+    size = frame.shape[:2]
+    tensor = frame_to_tensor(_resized_input(frame, scaled_size(*size, rule)))
+    task = predictor.task
+    return task.resize(task.frame_to_disk(predictor.step(tensor)), size)
