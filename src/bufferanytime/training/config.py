@@ -83,6 +83,10 @@ class TrainConfig:
     steps: int = option(TRAIN_STEPS, "total optimizer steps of the run", at_least(1), runtime=True)
     clip_len: int | None = option(None, "frames per clip (default {default}); shorter videos give shorter clips",
                                   at_least(2, " (the stabilization loss needs frame pairs)"), per_kind=True)
+    causal: bool = option(False, "train causal temporal blocks (a frame sees only itself and the --horizon frames "
+                          "before it), for streaming; a bidirectional --model is turned causal with its weights kept")
+    horizon: int | None = option(None, "with --causal: frames a causal block sees, itself included (default: the "
+                                 "clip length)", at_least(1), metavar="H")
     stride: int = option(1, "use every N-th frame of a video", at_least(1))
     clips_per_video: int = option(1, "fixed clips (start frame and crop) drawn per video; epochs revisit them",
                                   at_least(1))
@@ -151,12 +155,16 @@ class TrainConfig:
         filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
         cfg = replace(self, **filled)
         cfg.res = tuple(cfg.res)
+        if cfg.causal and cfg.horizon is None:
+            cfg.horizon = cfg.clip_len
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
         """InputError naming the flag of the first bad value (see :func:`~.options.check_values`)."""
         check_values(self)
+        if self.horizon is not None and not self.causal:
+            raise InputError("--horizon applies to causal blocks only: add --causal")
         if self.flow in WEIGHTED_FLOWS and not self.flow_weights:
             raise InputError(f"--flow {self.flow} needs --flow-weights PATH")
         unknown = sorted(set(self.allow_change) - set(self.option_names()) - {WORLD_SIZE})

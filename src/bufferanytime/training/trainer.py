@@ -50,6 +50,7 @@ from bufferanytime.errors import InputError
 from bufferanytime.flow import get_flow_model
 from bufferanytime.io.atomic import atomic_path, write_text_atomic
 from bufferanytime.models import load_model
+from bufferanytime.models.temporal import make_causal
 from bufferanytime.training import checkpoint as ckpt
 from bufferanytime.training.cache import ClipCache
 from bufferanytime.training.config import (
@@ -249,6 +250,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         model = load_model(config.kind, config.model)
         model.clip_len = config.clip_len
+        self._causal(model)
         model.train()
         flow_kwargs = {"weights": config.used_flow_weights, "device": self.device} if config.used_flow_weights else {}
         flow_model = get_flow_model(config.flow, **flow_kwargs)
@@ -257,6 +259,19 @@ class Trainer:
         optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup)
         return RunParts(model, objective, params, optimizer, scheduler, EMA(params, config.ema))
+
+    def _causal(self, model) -> None:
+        """With --causal, turn the loaded model's temporal blocks causal (every weight kept: a causal block has the
+        shapes of a bidirectional one, only its positions and mask differ) and say so."""
+        config, was = self.config, model.temporal_config
+        if not config.causal:
+            if was.causal:
+                self.accelerator.print(f"--model is causal (horizon {was.horizon}): training it causally")
+            return
+        make_causal(model, config.horizon)
+        origin = f"causal with horizon {was.horizon}" if was.causal else "bidirectional (or a prior)"
+        self.accelerator.print(f"causal temporal blocks, horizon {config.horizon}: initialised from --model's "
+                               f"temporal weights ({origin}; all shapes match)")
 
     def _start_run_dir(self, history: list) -> None:
         """Main process, once the inputs are known to be good: checkpoint folder, stale temporaries, config.json."""
