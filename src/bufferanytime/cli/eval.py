@@ -16,6 +16,7 @@ from pathlib import Path
 from bufferanytime.cli.args import check_device, finite_float, non_negative_int, positive_int
 from bufferanytime.evaluation.datasets import DATASETS
 from bufferanytime.evaluation.runner import FLOW_CHOICES, EvalConfig, model_specs, run_evaluation
+from bufferanytime.inference.online import ONLINE_MODES
 from bufferanytime.inference.pipeline import PRECISIONS
 from bufferanytime.tasks import list_tasks
 
@@ -40,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="model to evaluate: registered name, saved video-model directory, or prior; repeat for more")
     p.add_argument("--per-frame", action="store_true",
                    help="also evaluate each model's per-frame baseline (its image prior alone), as an extra row")
+    p.add_argument("--online", action="append", default=[], choices=ONLINE_MODES, metavar="MODE",
+                   help="also run each model online, one frame at a time, as an extra row (repeatable): rolling = "
+                   "the training-free baseline (the model over a rolling window of past frames, --window, default "
+                   "its clip length; depth aligned to the frames already output), stream = a causal model's exact "
+                   "incremental inference")
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="report folder: new, empty, or an earlier report (replaced when the new one is complete)")
     p.add_argument("--flow", choices=list(FLOW_CHOICES), default="auto",
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         task=args.task,
         dataset=args.dataset,
         root=str(args.root),
-        models=model_specs(args.models, args.per_frame),
+        models=model_specs(args.models, args.per_frame, tuple(dict.fromkeys(args.online))),
         flow=args.flow,
         flow_weights=args.flow_weights,
         max_frames=args.max_frames,

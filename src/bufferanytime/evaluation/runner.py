@@ -55,25 +55,30 @@ def print_error(message: str) -> None:
 
 @dataclass
 class ModelSpec:
-    """One row of the report: a model (name, directory or Hub id) and whether it runs per frame."""
+    """One row of the report: a model (name, directory or Hub id), whether it runs per frame, and whether it runs
+    online, one frame at a time (``online``: ``rolling`` or ``stream``, :mod:`bufferanytime.inference.online`)."""
 
     model: str
     per_frame: bool = False
     label: str = ""
+    online: str | None = None
 
     def __post_init__(self) -> None:
         if not self.label:
             base = Path(self.model).name if Path(self.model).exists() else self.model
             self.label = f"{base} (per-frame)" if self.per_frame else base
+            self.label += f" (online {self.online})" if self.online else ""
 
 
-def model_specs(models: list[str], per_frame_baselines: bool) -> list[ModelSpec]:
-    """Rows for ``models``; with ``per_frame_baselines`` each model's per-frame baseline comes first."""
+def model_specs(models: list[str], per_frame_baselines: bool, online: tuple[str, ...] = ()) -> list[ModelSpec]:
+    """Rows for ``models``; with ``per_frame_baselines`` each model's per-frame baseline comes first, and each
+    mode of ``online`` adds a row of the model run online in that mode after its offline row."""
     specs = []
     for name in models:
         if per_frame_baselines:
             specs.append(ModelSpec(name, per_frame=True))
         specs.append(ModelSpec(name))
+        specs += [ModelSpec(name, online=mode) for mode in online]
     seen: dict[str, int] = {}
     for spec in specs:
         count = seen.get(spec.label, 0)
@@ -188,6 +193,7 @@ class _Run:
     def __init__(self, config: EvalConfig, task: Task, method: str, progress: bool):
         from bufferanytime.flow import get_flow_model
         from bufferanytime.inference import InferenceSettings, Predictor, resolve_device
+        from bufferanytime.inference.online import OnlinePredictor
         from bufferanytime.models import load_model
 
         self.config, self.task, self.method, self.progress = config, task, method, progress
@@ -198,8 +204,12 @@ class _Run:
                                           window=config.window, overlap=config.overlap, device=config.device,
                                           precision=config.precision)
         device = resolve_device(self.settings.device)
-        self.predictors = {spec.label: Predictor(load_model(task.name, spec.model, per_frame=spec.per_frame), device,
-                                                 self.settings.precision) for spec in config.models}
+        self.predictors = {}
+        for spec in config.models:
+            model = load_model(task.name, spec.model, per_frame=spec.per_frame)
+            self.predictors[spec.label] = (
+                OnlinePredictor(model, spec.online, device, self.settings.precision, config.window) if spec.online
+                else Predictor(model, device, self.settings.precision))
 
 
 def _new_report(config: EvalConfig, task: Task, run: _Run) -> dict:
@@ -262,11 +272,14 @@ def _sequence_flows(seq: EvalSequence, run: _Run, work: Path) -> SequenceFlows:
 def _predict(seq: EvalSequence, run: _Run, label: str, predictor, path: Path) -> tuple[np.ndarray, float]:
     """A model's predictions of the sequence (memory-mapped from ``path``) and the model time they took."""
     from bufferanytime.inference import predict_frames
+    from bufferanytime.inference.online import predict_online
 
     frames = tqdm(seq.frames(), total=seq.num_frames, desc=f"{seq.name}: {label}", unit="frame",
                   disable=not run.progress, leave=False)
     before = predictor.seconds
-    pred = _stream(predict_frames(predictor.model, frames, run.settings, predictor), path, np.float32, "prediction")
+    predictions = (predict_online(predictor, frames, run.settings) if getattr(predictor, "online", False)
+                   else predict_frames(predictor.model, frames, run.settings, predictor))
+    pred = _stream(predictions, path, np.float32, "prediction")
     return pred, predictor.seconds - before
 
 
@@ -393,6 +406,17 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _how_run(m: dict) -> str:
+    """How a report's model was run, in words."""
+    if m.get("online") == "rolling":
+        return " run online: each frame's output from the model over a rolling window of past frames, aligned"
+    if m.get("online"):
+        return " run online, one frame at a time (causal model, cached keys and values)"
+    if m["per_frame"]:
+        return " run frame by frame (the image prior alone)"
+    return f" as a video model (window {m['clip_len']} frames)"
+
+
 def _header(report: dict, task: Task) -> list[str]:
     """The report's list of what was evaluated how: data, models, inference, flow, task-specific lines."""
     settings, seqs = report["settings"], report["sequences"]
@@ -402,8 +426,7 @@ def _header(report: dict, task: Task) -> list[str]:
         f"- data: `{report['root']}`, {len(seqs)} sequence(s){skipped}, {frames} frames"
         + (f" (at most {settings['max_frames']} per sequence)" if settings.get("max_frames") else ""),
         "- models: " + "; ".join(
-            f"**{m['label']}** = `{m['model']}`" + (" run frame by frame (the image prior alone)" if m["per_frame"]
-                                                    else f" as a video model (window {m['clip_len']} frames)")
+            f"**{m['label']}** = `{m['model']}`" + _how_run(m)
             for m in report["models"]
         ),
         f"- inference: {_size_text(settings)}, device {settings['device']}, {settings['precision']}",
