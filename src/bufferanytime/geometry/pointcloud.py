@@ -16,7 +16,6 @@ from __future__ import annotations
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +23,13 @@ from plyfile import PlyData, PlyElement
 from tqdm import tqdm
 
 from bufferanytime.errors import InputError
-from bufferanytime.geometry.intrinsics import Intrinsics, IntrinsicsSpec
+from bufferanytime.geometry.intrinsics import Intrinsics
+from bufferanytime.geometry.options import DEFAULT_DROP_EDGES, PointCloudOptions  # noqa: F401 - re-exported
 from bufferanytime.geometry.unproject import depth_edges, pixel_rays, relative_depth, relative_depth_scale
 from bufferanytime.tasks import NORMAL
 
-DEFAULT_DROP_EDGES = 0.1  # relative depth jump to a neighbour above which a point is dropped (10 %)
 PLY_FORMAT = "binary_little_endian"
 _warned: set[str] = set()  # warnings already printed by this process (once per run, not per input)
-
-
-@dataclass(frozen=True)
-class PointCloudOptions:
-    """The geometry options of a depth run: camera, and how ``--save ply`` samples the points."""
-
-    intrinsics: IntrinsicsSpec = field(default_factory=IntrinsicsSpec)
-    stride: int = 1
-    drop_edges: float = DEFAULT_DROP_EDGES  # 0: keep every point
-    depth_scale: float = 1.0  # relative depth only: the median depth of the video's points
 
 
 def warn_once(message: str) -> None:
