@@ -243,23 +243,27 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 class VideoWriter:
     """Write ``(H, W, 3)`` uint8 RGB frames to an H.264 (or MPEG-4) file, one frame at a time.
 
-    Odd sizes are padded by one pixel (yuv420p needs even sides).
+    Odd sizes are padded by one pixel (yuv420p needs even sides). ``container_options`` go to the muxer (e.g.
+    ``movflags`` for a fragmented mp4), ``codec_options`` to the H.264 encoder (e.g. ``tune``, ``g``).
     """
 
-    def __init__(self, path: str | Path, fps: float = DEFAULT_FPS, crf: int = 18):
+    def __init__(self, path: str | Path, fps: float = DEFAULT_FPS, crf: int = 18,
+                 container_options: dict[str, str] | None = None, codec_options: dict[str, str] | None = None):
         self.path = Path(path)
         self.fps = fps
         self.crf = crf
+        self.container_options = container_options or {}
+        self.codec_options = codec_options or {}
         self._container = None
         self._stream = None
         self._format = "mp4" if self.path.suffix.lower() not in VIDEO_EXTENSIONS else None
 
     def _open(self, height: int, width: int) -> None:
-        self._container = av.open(str(self.path), mode="w", format=self._format)
+        self._container = av.open(str(self.path), mode="w", format=self._format, options=self.container_options)
         fps = _as_fraction(self.fps)
         try:
             self._stream = self._container.add_stream("libx264", rate=fps)
-            self._stream.options = {"crf": str(self.crf)}
+            self._stream.options = {"crf": str(self.crf), **self.codec_options}
         except (av.error.FFmpegError, ValueError):
             self._stream = self._container.add_stream("mpeg4", rate=fps)
             self._stream.bit_rate = 8_000_000
