@@ -35,6 +35,7 @@ COMMANDS = {
     "flow": ("flow", "optical flow between consecutive frames (DIS or RAFT-small)"),
     "synth": ("synth", "render synthetic videos with exact depth, normals and flow"),
     "train-prior": ("train_prior", "train a small single-image prior on synthetic data (for demos)"),
+    "consistency": ("consistency", "angle between the normals implied by the depth and the predicted normals"),
 }
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2

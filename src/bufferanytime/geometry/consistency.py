@@ -12,12 +12,17 @@ unknown shift matters (the scale does not): depth is taken as ``1 / disparity`` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from bufferanytime.geometry.intrinsics import Intrinsics
-from bufferanytime.geometry.unproject import depth_edges, normals_from_points, pixel_rays
+from bufferanytime.errors import InputError
+from bufferanytime.geometry.intrinsics import Intrinsics, IntrinsicsSpec, intrinsics_from_values
+from bufferanytime.geometry.pointcloud import depth_kind, npz_frames, npz_member_shape
+from bufferanytime.geometry.unproject import depth_edges, normals_from_points, pixel_rays, relative_depth
 
 CONSISTENCY_EDGE_RTOL = 0.05  # depth jumps above 5 % to a neighbour are discontinuities, not surface slope
 
@@ -53,3 +58,57 @@ def depth_normal_consistency(depths: Iterable[np.ndarray], normals: Iterable[np.
         "compared_fraction": float(np.mean(fractions)) if fractions else float("nan"),
         "edge_rtol": edge_rtol,
     }
+
+
+def output_consistency(folder: Path, spec: IntrinsicsSpec | None = None,
+                       edge_rtol: float = CONSISTENCY_EDGE_RTOL) -> dict:
+    """The consistency of the depth and normal outputs of one input (``OUT/<name>/``), one entry per depth buffer.
+
+    Intrinsics: ``spec`` when given, else those recorded in the depth run's meta file, else the default.
+    InputError when the folder lacks the normal outputs or every depth output, or when their sizes differ.
+    """
+    from bufferanytime.tasks import NORMAL, TASKS
+
+    normal_path = folder / NORMAL.files.npz
+    normal_shape = npz_member_shape(normal_path, NORMAL.array_key)
+    if normal_shape is None:
+        raise InputError(f"{folder}: no readable {NORMAL.files.npz} (run `bufferanytime normal` into the same output)")
+    results = {}
+    for name in TASKS.list():
+        task = TASKS.get(name)
+        path = folder / task.files.npz
+        if depth_kind(task) is None or not path.is_file():
+            continue
+        shape = npz_member_shape(path, task.array_key)
+        if shape is None or (*shape, 3) != tuple(normal_shape):
+            raise InputError(f"{path}: shape {shape} does not match {normal_path} {normal_shape}")
+        intrinsics = _intrinsics(folder / task.files.meta, spec, shape[1], shape[2])
+        depths = (_as_depth(task, frame) for frame in npz_frames(path, task.array_key))
+        result = depth_normal_consistency(depths, npz_frames(normal_path, NORMAL.array_key), intrinsics, edge_rtol)
+        result["intrinsics"] = intrinsics.to_meta()
+        result["depth"] = ("relative disparity taken as depth = 1 / disparity (zero shift assumed)"
+                           if depth_kind(task) == "relative" else "metric depth, metres")
+        results[task.files.npz] = result
+    if not results:
+        raise InputError(f"{folder}: no depth output next to {NORMAL.files.npz} (run `bufferanytime depth` into the "
+                         "same output)")
+    return results
+
+
+def _as_depth(task, frame: np.ndarray) -> np.ndarray:
+    return relative_depth(frame, 1.0) if depth_kind(task) == "relative" else np.asarray(frame, np.float64)
+
+
+def _intrinsics(meta_path: Path, spec: IntrinsicsSpec | None, height: int, width: int) -> Intrinsics:
+    """``spec`` resolved, or the intrinsics recorded in a run's meta file, or the default."""
+    if spec is None and meta_path.is_file():
+        try:
+            recorded = json.loads(meta_path.read_text()).get("intrinsics")
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, dict):
+            values = [recorded.get(k) for k in ("fx", "fy", "cx", "cy", "width", "height")]
+            source = f"{recorded.get('source', '')} (recorded in {meta_path.name})"
+            return replace(intrinsics_from_values([float(v) for v in values], str(meta_path)), source=source).for_size(
+                height, width)
+    return (spec or IntrinsicsSpec()).resolve(height, width)

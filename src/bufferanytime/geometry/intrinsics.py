@@ -102,12 +102,12 @@ def parse_intrinsics(intrinsics: str | None = None, fov: float | None = None) ->
         return IntrinsicsSpec()
     parts = [p.strip() for p in intrinsics.split(",")]
     if all(NUMBER.match(p) for p in parts) and not Path(intrinsics).is_file():
-        return IntrinsicsSpec(values=_from_values([float(p) for p in parts], "--intrinsics"))
+        return IntrinsicsSpec(values=intrinsics_from_values([float(p) for p in parts], "--intrinsics"))
     values, warnings = read_intrinsics_file(intrinsics)
     return IntrinsicsSpec(values=values, warnings=tuple(warnings))
 
 
-def _from_values(values: list[float], where: str) -> Intrinsics:
+def intrinsics_from_values(values: list[float], where: str) -> Intrinsics:
     """fx, fy, cx, cy (and optionally width, height) checked into :class:`Intrinsics`."""
     if len(values) not in (4, 6):
         raise InputError(f"{where}: expected 4 values fx,fy,cx,cy (or 6 with the width,height they refer to), got "
@@ -156,7 +156,7 @@ def _json_intrinsics(text: str, where: str) -> tuple[Intrinsics, list[str]] | No
     width, height = k.get("width", data.get("width")), k.get("height", data.get("height"))
     if width is not None and height is not None:
         values += [float(width), float(height)]
-    return replace(_from_values(values, where), source=f"{where} (JSON)"), []
+    return replace(intrinsics_from_values(values, where), source=f"{where} (JSON)"), []
 
 
 def _labelled_lines(text: str) -> dict[str, list[float]]:
@@ -189,7 +189,7 @@ def _kitti_intrinsics(text: str, where: str) -> tuple[Intrinsics, list[str]] | N
     values = [m[0], m[cols + 1], m[2] + OPENCV_CENTRE_OFFSET, m[cols + 2] + OPENCV_CENTRE_OFFSET]
     size = next((lines[k] for k in KITTI_SIZES if k in lines and len(lines[k]) == 2), None)
     values += [round(v) for v in size] if size else []
-    return replace(_from_values(values, f"{where}: {label}"), source=f"{where} (KITTI {label})"), []
+    return replace(intrinsics_from_values(values, f"{where}: {label}"), source=f"{where} (KITTI {label})"), []
 
 
 def _colmap_intrinsics(text: str, where: str) -> tuple[Intrinsics, list[str]] | None:
@@ -208,5 +208,5 @@ def _colmap_intrinsics(text: str, where: str) -> tuple[Intrinsics, list[str]] | 
                         "(lens distortion ignored)")
     if len(rows) > 1:
         warnings.append(f"warning: {where}: {len(rows)} cameras; the first (id {camera_id}) is used")
-    where_model = f"{where}: camera {camera_id} {model}"
-    return replace(_from_values(values, where_model), source=f"{where} (COLMAP camera {camera_id} {model})"), warnings
+    camera = f"camera {camera_id} {model}"
+    return replace(intrinsics_from_values(values, f"{where}: {camera}"), source=f"{where} (COLMAP {camera})"), warnings
