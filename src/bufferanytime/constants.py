@@ -69,3 +69,10 @@ SINTEL_DPT_TAG = 202021.25  # dataset_extract_sintel.py: float32 tag opening eve
 # Synthetic evaluation sets (bufferanytime.synthetic): their sky dome has a radius of at least 60 m and the camera
 # stays within a quarter radius of its centre, so the sky lies beyond ~37 m of z-depth; this cap keeps it out.
 SYNTHETIC_MAX_DEPTH = 30.0
+# Metric depth. Depth Anything V2 Metric (github.com/DepthAnything/Depth-Anything-V2, metric_depth/): the head ends in
+# a sigmoid times max_depth, 20 m for the Hypersim (indoor) and 80 m for the Virtual KITTI (outdoor) checkpoints.
+METRIC_MAX_DEPTH_OUTDOOR = 80.0
+# The embedded metric prior uses the outdoor value: the synthetic world's rooms, objects and near ground lie within
+# ~40 m (see SYNTHETIC_MAX_DEPTH); only the sky dome and the ground near the horizon lie beyond, clipped to it.
+SYNTHETIC_METRIC_MAX_DEPTH = METRIC_MAX_DEPTH_OUTDOOR
+SILOG_LAMBDA = 0.5  # Depth Anything V2 metric_depth/util/loss.py SiLogLoss(lambd=0.5), after Eigen et al. 2014

@@ -6,6 +6,7 @@ code path that loads a real Depth Anything V2 or Marigold checkpoint runs on the
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -91,6 +92,32 @@ def make_tiny_depth_prior(path: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = DepthAnythingForDepthEstimation(tiny_depth_config())
     make_informative(model)
+    model.save_pretrained(path)
+    return Path(path)
+
+
+def metric_config(config, max_depth: int):
+    """A copy of a Depth Anything ``config`` for metric depth: transformers' head then ends in a sigmoid times
+    ``max_depth`` (metres), as the Depth Anything V2 Metric checkpoints (20 m indoor, 80 m outdoor)."""
+    metric = copy.deepcopy(config)
+    metric.depth_estimation_type = "metric"
+    metric.max_depth = int(max_depth)  # transformers' DepthAnythingConfig types it as an int
+    return metric
+
+
+def make_tiny_metric_prior(path: str | Path, seed: int = 0, max_depth: int = 20) -> Path:
+    """Write a tiny informative random METRIC Depth Anything prior to ``path`` and return the path.
+
+    Its depth (metres, in ``(0, max_depth)``) varies with the image like :func:`make_tiny_depth_prior`'s disparity,
+    and its last layer is set so that the typical output is a few metres, far from the sigmoid's flat ends.
+    """
+    from transformers import DepthAnythingForDepthEstimation
+
+    torch.manual_seed(seed)
+    model = DepthAnythingForDepthEstimation(metric_config(tiny_depth_config(), max_depth))
+    make_informative(model)
+    torch.nn.init.normal_(model.head.conv3.weight, std=0.1)
+    torch.nn.init.constant_(model.head.conv3.bias, -1.5)  # sigmoid(-1.5) * 20 m = 3.6 m
     model.save_pretrained(path)
     return Path(path)
 

@@ -19,6 +19,7 @@ from bufferanytime.evaluation.runner import FLOW_CHOICES, EvalConfig, model_spec
 from bufferanytime.inference.online import ONLINE_MODES
 from bufferanytime.inference.pipeline import PRECISIONS
 from bufferanytime.tasks import list_tasks
+from bufferanytime.tasks.metric_depth import ALIGNMENTS
 
 DESCRIPTION = (
     "Run one or more models over a benchmark and score them: depth with the DepthCrafter protocol (AbsRel, "
@@ -46,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the training-free baseline (the model over a rolling window of past frames, --window, default "
                    "its clip length; depth aligned to the frames already output), stream = a causal model's exact "
                    "incremental inference")
+    p.add_argument("--align", choices=list(ALIGNMENTS), default=None,
+                   help="how depth is aligned to the ground truth before AbsRel/delta1: none (metric depth as "
+                   "predicted), scale (one scale per video), affine (one scale and shift per video in disparity, the "
+                   "DepthCrafter protocol). Default: affine for relative models, none for metric ones; the report "
+                   "says which was used")
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="report folder: new, empty, or an earlier report (replaced when the new one is complete)")
     p.add_argument("--flow", choices=list(FLOW_CHOICES), default="auto",
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         column=args.column,
         notes=list(args.note),
+        align=args.align,
     )
     try:
         report = run_evaluation(config, args.output, progress=not args.quiet)

@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from bufferanytime.cli.train import add_option
+from bufferanytime.errors import InputError
 from bufferanytime.training.options import coerce
 from bufferanytime.training.prior import PRIOR_TRAINERS, PriorTrainConfig
 
@@ -23,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, help="folders of synthetic videos (bufferanytime synth)")
     p.add_argument("--val", default=None, help="folder of held-out synthetic videos for the final metrics")
     p.add_argument("-o", "--output", type=Path, required=True, help="where to write the prior")
+    p.add_argument("--init", default=None, metavar="PRIOR_DIR",
+                   help="metric_depth: start from this Depth Anything prior (e.g. the relative tiny-synthetic one); "
+                   "its head becomes metric (sigmoid times --max-depth)")
     for f in fields(PriorTrainConfig):
         if "option" in f.metadata:
             add_option(p, PriorTrainConfig, f)
@@ -34,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     given = vars(args)
     options = {f.name: coerce(PriorTrainConfig, f.name, given[f.name], "command line")
                for f in fields(PriorTrainConfig) if "option" in f.metadata and f.name in given}
-    config = PriorTrainConfig(kind=args.kind, data=args.data, val=args.val, **options)
+    if args.init is not None and not Path(args.init, "config.json").is_file():
+        raise InputError(f"{args.init}: not a Depth Anything prior directory (no config.json)")
+    config = PriorTrainConfig(kind=args.kind, data=args.data, val=args.val, init=args.init, **options)
     record = PRIOR_TRAINERS[args.kind](config, args.output, not args.quiet)
     print(json.dumps({"seconds": record["seconds"], "val_metrics": record["val_metrics"]}, indent=2))
     return 0

@@ -6,7 +6,9 @@ Alg. 2, measured on a prediction instead of trained on):
 1. Normalisation (the task's :meth:`~bufferanytime.tasks.Task.opw_normalization`): the relative disparity ``D``
    of the whole video becomes ``(D - t) / s`` with ``t = median(D)`` and ``s = mean |D - t|`` taken over ALL
    pixels of ALL frames at once. One ``(t, s)`` per video removes the unknown global affine ambiguity but keeps
-   (and so counts) per-frame scale/shift flicker. Normals are unit vectors and are used as they are.
+   (and so counts) per-frame scale/shift flicker. Normals are unit vectors and are used as they are. Metric
+   depth (metres) is compared as its logarithm (:meth:`~bufferanytime.tasks.Task.opw_values`), not normalised:
+   the difference of logs is the relative change, so near and far weigh alike and a global scale cancels.
 2. Flow: between each pair of adjacent frames ``(k, k+1)``, ``k = 0..T-2``, forward ``O_f`` (k -> k+1) and
    backward ``O_b`` (k+1 -> k) flows computed on the RGB frames (RAFT-small with the official weights, DIS
    otherwise; never anything derived from the evaluated method), or the ground-truth flows of a synthetic set.
@@ -240,7 +242,7 @@ def opw(
     t, s = (0.0, 1.0) if normalize is False else task.opw_normalization(pred)
 
     def load(k: int) -> torch.Tensor:
-        return task.frame_from_disk((np.asarray(pred[k], dtype=np.float32) - t) / s)[None]
+        return task.frame_from_disk((task.opw_values(np.asarray(pred[k], dtype=np.float32)) - t) / s)[None]
 
     terms: list[float] = []
     current = load(0)

@@ -35,6 +35,7 @@ from bufferanytime.constants import CYCLE_TAU
 from bufferanytime.errors import InputError
 from bufferanytime.evaluation.consistency import SequenceFlows, estimate_flows, opw
 from bufferanytime.evaluation.datasets import EvalSequence, load_sequences
+from bufferanytime.evaluation.points import point_lines, point_metrics
 from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
 from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, write_image
 from bufferanytime.tasks import Task, get_task
@@ -107,6 +108,7 @@ class EvalConfig:
     column: float | None = None
     tau: float = CYCLE_TAU
     notes: list[str] = field(default_factory=list)
+    align: str | None = None  # none | scale | affine; None: the task's default (relative affine, metric none)
 
 
 class _Resized:
@@ -172,6 +174,7 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
             f"{task.name} evaluation runs on --dataset synthetic"
         )
     run = _Run(config, task, _flow_method(config), progress)
+    task = run.task  # what the models serve (a metric prior's models: metric depth)
     report = _new_report(config, task, run)
     start = time.perf_counter()
     with OutputDir(output) as tmp:
@@ -210,12 +213,24 @@ class _Run:
             self.predictors[spec.label] = (
                 OnlinePredictor(model, spec.online, device, self.settings.precision, config.window) if spec.online
                 else Predictor(model, device, self.settings.precision))
+        self.task = _models_task(config.models, [p.model for p in self.predictors.values()])
+        self.align = self.task.check_align(config.align)
+
+
+def _models_task(specs: list[ModelSpec], models: list) -> Task:
+    """The one task all evaluated models serve; InputError when they differ (e.g. relative and metric depth)."""
+    tasks = {model.task.name: spec.model for spec, model in zip(specs, models, strict=True)}
+    if len(tasks) > 1:
+        shown = ", ".join(f"{model} serves {name}" for name, model in tasks.items())
+        raise InputError(f"the models serve different tasks ({shown}); evaluate them in separate runs")
+    return models[0].task
 
 
 def _new_report(config: EvalConfig, task: Task, run: _Run) -> dict:
     """The report's settings and models, before any sequence is evaluated."""
     return {
         "task": task.name,
+        "align": run.align,
         "dataset": config.dataset,
         "root": str(config.root),
         "max_depth": task.depth_cap(config.dataset),
@@ -298,7 +313,8 @@ def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path
     for label, predictor in run.predictors.items():
         pred, seconds = _predict(seq, run, label, predictor, work / "pred.raw")
         at_gt = _Resized(pred, gt_size, task)
-        metrics = task.score(at_gt, gt, config.dataset)
+        metrics = task.score(at_gt, gt, config.dataset, align=run.align)
+        metrics |= point_metrics(task, at_gt, gt, metrics, seq.info, config.dataset)
         slices.append((label, task.pred_slice_rgb(time_slice(at_gt, x_gt), metrics, value_range)))
         metrics["opw"] = opw(pred, flows=flows, task=task)
         metrics["seconds"] = seconds
@@ -383,6 +399,7 @@ def render_markdown(report: dict) -> str:
     rows = [(f"{name} / {m['label']}", entry["models"][m["label"]]) for name, entry in seqs.items()
             for m in report["models"]]
     lines += _table(rows, task, first="Sequence / model")
+    lines += point_lines(report)
     lines += ["", "## Time slices", "",
               "One pixel column (marked red on frame 0) over time, left to right: RGB, ground truth, then each model "
               "(depth: disparity after the per-video scale and shift, in the ground truth's colour range). Stable "

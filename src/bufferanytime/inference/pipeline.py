@@ -39,7 +39,7 @@ from bufferanytime.io.arrays import frame_to_tensor
 from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles
 from bufferanytime.io.video import MIN_VIDEO_FRAMES, VideoSource, VideoWriter
 from bufferanytime.models.base import VideoModel
-from bufferanytime.tasks import OutputNames, Task, get_task
+from bufferanytime.tasks import OutputNames, Task
 
 MIN_INFERENCE_SIDE = 14  # --max-res / --short-side below one ViT patch cannot give the prior an image
 PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
@@ -178,7 +178,7 @@ class Predictor:
 
     def __init__(self, model: VideoModel, device: torch.device, precision: str):
         self.model = model.to(device).eval()
-        self.task = get_task(model.kind)
+        self.task = model.task  # what the model's output holds (a metric depth prior: metres)
         self.device = device
         self.dtype = PRECISIONS[precision]
         self.seconds = 0.0
@@ -281,6 +281,9 @@ def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, p
     rule = size_rule(model, settings)
     return {
         "kind": model.kind,
+        "task": model.task.name,
+        "units": model.task.units,
+        "array": {"file": model.task.files.npz, "key": model.task.files.key},
         "model": {**(model_info or {}), "prior": model.prior_ref},
         "per_frame": model.per_frame,
         "input": str(source.path),

@@ -2,7 +2,14 @@
 Alg. 2), and deferred back-propagation through a frame decoder (Alg. 1)."""
 
 from bufferanytime.losses.deferred import deferred_backward
-from bufferanytime.losses.regularization import affine_invariant_loss, latent_l2_loss, normalize_affine
+from bufferanytime.losses.regularization import (
+    affine_invariant_loss,
+    latent_l2_loss,
+    log_depth,
+    log_l1_loss,
+    normalize_affine,
+    silog_loss,
+)
 from bufferanytime.losses.stabilization import canny_edges, diamond_kernel, edge_keep_mask, stabilization_loss
 
 __all__ = [
@@ -12,6 +19,9 @@ __all__ = [
     "diamond_kernel",
     "edge_keep_mask",
     "latent_l2_loss",
+    "log_depth",
+    "log_l1_loss",
     "normalize_affine",
+    "silog_loss",
     "stabilization_loss",
 ]

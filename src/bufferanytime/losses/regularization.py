@@ -39,3 +39,34 @@ def latent_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.shape != target.shape:
         raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
     return (pred - target.detach().to(pred.dtype)).square().mean()
+
+
+LOG_DEPTH_EPS = 1e-6  # metres: depth is clamped to this before a logarithm
+
+
+def log_depth(depth: torch.Tensor) -> torch.Tensor:
+    """``log(max(depth, LOG_DEPTH_EPS))`` of metric depth (metres)."""
+    return depth.clamp_min(LOG_DEPTH_EPS).log()
+
+
+def log_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Scale-preserving regularization for metric depth: ``mean |log pred - log target|``.
+
+    Unlike :func:`affine_invariant_loss` it keeps the prior's metric scale (a global factor ``k`` on ``pred`` costs
+    ``|log k|`` at every pixel), and it is scale-equivariant: a relative error costs the same at 1 m as at 50 m,
+    so near and far pixels weigh alike. ``target`` (the metric prior's depth) receives no gradient.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    return (log_depth(pred) - log_depth(target.detach().to(pred.dtype))).abs().mean()
+
+
+def silog_loss(pred: torch.Tensor, target: torch.Tensor, lam: float, valid: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """Scale-invariant log loss (Eigen et al. 2014) as Depth Anything V2's metric training uses it:
+    ``sqrt(mean(g^2) - lam * mean(g)^2)``, ``g = log pred - log target`` over ``valid`` pixels. ``lam < 1`` keeps a
+    part ``1 - lam`` of the penalty on a global scale error, so the scale is learned."""
+    g = log_depth(pred) - log_depth(target.detach().to(pred.dtype))
+    if valid is not None:
+        g = g[valid]
+    return (g.square().mean() - lam * g.mean().square()).clamp_min(0).add(1e-12).sqrt()

@@ -174,6 +174,14 @@ class VideoModel(nn.Module):
         return {}
 
     # -- shared ---------------------------------------------------------------------------------------------
+    @property
+    def task(self):
+        """The task (:mod:`bufferanytime.tasks`) this model's output serves: what it holds, its files, losses and
+        metrics. Its kind's task by default; a depth model on a metric prior serves METRIC_DEPTH."""
+        from bufferanytime.tasks import get_task
+
+        return get_task(self.kind)
+
     def size_rule(self) -> dict:
         """The inference resize rule of this model: its saved ``input_size``, else its prior's default."""
         return dict(self.input_size or self.default_input_size())

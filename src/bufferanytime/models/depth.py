@@ -32,7 +32,9 @@ from bufferanytime.models.base import (
     resolve_dir,
 )
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, temporal_hooks
+from bufferanytime.tasks import DEPTH, METRIC_DEPTH, Task
 
+METRIC = "metric"  # transformers' DepthAnythingConfig.depth_estimation_type of metric priors
 DA_V2_SHORT_SIDE = 518  # Depth Anything V2's input size (short side, a multiple of its 14-pixel patch)
 
 
@@ -67,6 +69,11 @@ class VideoDepthModel(VideoModel):
         self.backbone = prior.backbone.requires_grad_(False).eval()
         self.neck = prior.neck
         self.head = prior.head
+        #: "metric" priors (Depth Anything V2 Metric: sigmoid times max_depth) output metres, see :attr:`task`
+        self.depth_type = prior.config.depth_estimation_type
+        if self.depth_type == METRIC and not (prior.config.max_depth or 0) > 0:
+            raise ValueError("a metric Depth Anything prior needs a positive max_depth (metres) in its config.json")
+        self.max_depth = float(prior.config.max_depth) if self.depth_type == METRIC else None
         channels = prior.config.fusion_hidden_size
         self.temporal = nn.ModuleList(
             TemporalBlock(channels, self.temporal_config) for _ in range(DEPTH_NUM_TEMPORAL_BLOCKS)
@@ -75,6 +82,11 @@ class VideoDepthModel(VideoModel):
         self._temporal_sites = list(zip(self.neck.fusion_stage.layers, self.temporal, strict=False))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def task(self) -> Task:
+        """METRIC_DEPTH (depth in metres) for a metric prior, else DEPTH (relative disparity)."""
+        return METRIC_DEPTH if self.depth_type == METRIC else DEPTH
 
     @classmethod
     def from_prior(

@@ -19,8 +19,9 @@ API::
     task.score(pred, gt, dataset)        # accuracy metrics at the ground truth's size; task.headline(metrics)
     task.gt_slice_rgb(slice, dataset) -> (rgb, value_range); task.pred_slice_rgb(slice, metrics, value_range)
 
-A new kind (e.g. metric depth) is one new :class:`Task` subclass in this folder, registered in ``TASKS`` (the
-package's :class:`~bufferanytime.registry.Registry`): it
+A model's task is ``model.task`` (a metric Depth Anything prior serves METRIC_DEPTH, ``metric_depth.npz`` with
+the array ``depth`` in metres; its kind is still ``depth``). A new kind of buffer is one new :class:`Task`
+subclass in this folder, registered in ``TASKS`` (the package's :class:`~bufferanytime.registry.Registry`): it
 sets ``name``, ``array_key``, ``channels``, ``gt_dtype``, ``title``, ``exr_channels``, ``columns``,
 ``definitions``, ``opw_note`` and implements ``frame_to_disk``, ``frame_from_disk``, ``to_rgb``, ``vis_info``,
 ``write_png16``, ``headline``, ``has_ground_truth``, ``read_ground_truth``, ``score`` and ``gt_slice_rgb``; the
@@ -31,18 +32,21 @@ range). Code elsewhere asks the task and never compares its name.
 from bufferanytime.registry import Registry
 from bufferanytime.tasks.base import Column, OutputNames, Task
 from bufferanytime.tasks.depth import DepthTask
+from bufferanytime.tasks.metric_depth import MetricDepthTask
 from bufferanytime.tasks.normal import NormalTask
 
 DEPTH = DepthTask()
 NORMAL = NormalTask()
+METRIC_DEPTH = MetricDepthTask()
 TASKS: Registry[Task] = Registry("task")
-for _task in (DEPTH, NORMAL):
+for _task in (DEPTH, NORMAL, METRIC_DEPTH):
     TASKS.register(_task.name, _task)
 
 
-def list_tasks() -> list[str]:
-    """Names of every task, in registration order."""
-    return TASKS.list()
+def list_tasks(every: bool = False) -> list[str]:
+    """Names of the model kinds (the sub-commands ``depth``, ``normal``: tasks that are their own kind), in
+    registration order; ``every=True`` adds the tasks a kind's models may also serve (``metric_depth``)."""
+    return [name for name in TASKS.list() if every or TASKS.get(name).kind == name]
 
 
 def get_task(name: str | Task) -> Task:
@@ -50,5 +54,6 @@ def get_task(name: str | Task) -> Task:
     return name if isinstance(name, Task) else TASKS.get(name)
 
 
-__all__ = ["DEPTH", "NORMAL", "TASKS", "Column", "DepthTask", "NormalTask", "OutputNames", "Task", "get_task",
+__all__ = ["DEPTH", "METRIC_DEPTH", "NORMAL", "TASKS", "Column", "DepthTask", "MetricDepthTask", "NormalTask",
+           "OutputNames", "Task", "get_task",
            "list_tasks"]

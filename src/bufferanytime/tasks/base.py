@@ -56,9 +56,28 @@ class Task:
     columns: tuple[Column, ...]  # the evaluation report's table
     definitions: tuple[str, ...]  # how the report's accuracy metrics are defined
     opw_note: str  # how the buffer is normalised before OPW, in words
+    units: str = ""  # what the values are, for the meta file ("" when unitless)
+    alignments: tuple[str, ...] = ()  # the --align modes of evaluation (none: the task aligns nothing)
+    default_align: str | None = None
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+    @property
+    def kind(self) -> str:
+        """The model kind (and sub-command) whose models serve this task; a task of its own kind by default."""
+        return self.name
+
+    def check_align(self, align: str | None) -> str | None:
+        """The evaluation alignment to use: ``align`` (default :attr:`default_align`); InputError if unsupported."""
+        from bufferanytime.errors import InputError
+
+        if align is None:
+            return self.default_align
+        if align not in self.alignments:
+            choices = ", ".join(self.alignments) or "none (this task is not aligned)"
+            raise InputError(f"--align {align} does not apply to {self.name}; choose from {choices}")
+        return align
 
     @property
     def files(self) -> OutputNames:
@@ -92,6 +111,10 @@ class Task:
         return frame
 
     # --- consistency (OPW) ----------------------------------------------------------------------------------
+    def opw_values(self, frame: np.ndarray) -> np.ndarray:
+        """What OPW compares of a disk-layout frame, before :meth:`opw_normalization` (the frame itself)."""
+        return frame
+
     def opw_normalization(self, frames: Sequence[np.ndarray] | np.ndarray) -> tuple[float, float]:
         """``(t, s)`` such that ``(frames - t) / s`` is what OPW compares; ``(0, 1)``: used as they are."""
         return 0.0, 1.0
@@ -137,8 +160,10 @@ class Task:
         """The depth cap of ``dataset`` that the metrics use (None: this task does not score depth)."""
         return None
 
-    def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str) -> dict[str, float]:
-        """Accuracy metrics of a predicted video at the ground truth's size."""
+    def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str,
+              align: str | None = None) -> dict[str, float]:
+        """Accuracy metrics of a predicted video at the ground truth's size, after ``align`` (see
+        :meth:`check_align`)."""
         raise NotImplementedError
 
     def gt_slice_rgb(self, gt_slice: np.ndarray, dataset: str) -> tuple[np.ndarray, tuple[float, float] | None]:

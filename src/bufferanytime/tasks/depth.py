@@ -11,7 +11,7 @@ import torch
 from bufferanytime.constants import EVAL_MAX_DEPTH, EVAL_MIN_DEPTH, SYNTHETIC_MAX_DEPTH
 from bufferanytime.io.outputs import colorize_depth, robust_range
 from bufferanytime.tasks.base import PNG16_MAX, Column, Task, write_png16_frames
-from bufferanytime.tasks.metrics import aligned_disparity, depth_metrics, fit_disparity_affine
+from bufferanytime.tasks.metrics import aligned_disparity, depth_metrics, fit_disparity_affine, fit_disparity_scale
 
 AFFINE_MIN_SCALE = 1e-12  # a constant prediction has s = 0; it is perfectly consistent, so any s > 0 does
 MAX_DEPTH = {**EVAL_MAX_DEPTH, "synthetic": SYNTHETIC_MAX_DEPTH}  # depth cap of each evaluation dataset, metres
@@ -64,6 +64,9 @@ class DepthTask(Task):
         "scale and shift per video in disparity space, inverted and clipped to the depth range.",
     )
     opw_note = "disparity normalised once per video by its median and mean absolute deviation."
+    units = "relative disparity (unknown scale and shift, larger = nearer)"
+    alignments = ("affine", "scale")  # "none" has no meaning for a relative prediction
+    default_align = "affine"
 
     def frame_to_disk(self, frame: torch.Tensor) -> np.ndarray:
         return frame.reshape(frame.shape[-2:]).numpy().astype(np.float32)
@@ -109,9 +112,14 @@ class DepthTask(Task):
     def depth_cap(self, dataset: str) -> float:
         return MAX_DEPTH[dataset]
 
-    def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str) -> dict[str, float]:
-        """The DepthCrafter metrics, and the per-video scale and shift they fitted."""
-        scale, shift = fit_disparity_affine(pred, gt, MAX_DEPTH[dataset])
+    def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str,
+              align: str | None = None) -> dict[str, float]:
+        """The DepthCrafter metrics (``affine``, default) or with a scale alone in disparity (``scale``), and the
+        per-video scale and shift they fitted."""
+        if self.check_align(align) == "scale":
+            scale, shift = fit_disparity_scale(pred, gt, MAX_DEPTH[dataset]), 0.0
+        else:
+            scale, shift = fit_disparity_affine(pred, gt, MAX_DEPTH[dataset])
         return depth_metrics(pred, gt, MAX_DEPTH[dataset], affine=(scale, shift)) | {"scale": scale, "shift": shift}
 
     def gt_slice_rgb(self, gt_slice: np.ndarray, dataset: str) -> tuple[np.ndarray, tuple[float, float]]:
@@ -127,5 +135,7 @@ class DepthTask(Task):
         return self.to_rgb(aligned_disparity(pred_slice, metrics["scale"], metrics["shift"]), value_range)
 
     def report_lines(self, report: dict) -> list[str]:
-        return [f"- depth range: ({EVAL_MIN_DEPTH}, {report['max_depth']}) m; one scale and shift per video, "
-                "fitted in disparity (DepthCrafter protocol)"]
+        fitted = ("one scale per video (no shift), fitted in disparity" if report.get("align") == "scale"
+                  else "one scale and shift per video, fitted in disparity (DepthCrafter protocol)")
+        return [f"- depth range: ({EVAL_MIN_DEPTH}, {report['max_depth']}) m; alignment "
+                f"**{report.get('align') or self.default_align}**: {fitted}"]

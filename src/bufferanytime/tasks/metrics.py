@@ -85,6 +85,41 @@ def _valid_pairs(pred, gt, valid, i: int, max_depth: float, min_depth: float) ->
     return x, y
 
 
+def fit_disparity_scale(
+    pred: Sequence[np.ndarray] | np.ndarray,
+    gt: Sequence[np.ndarray] | np.ndarray,
+    max_depth: float,
+    min_depth: float = EVAL_MIN_DEPTH,
+) -> float:
+    """Least-squares ``scale`` with ``scale * clip(pred, min_depth) ~ 1 / (gt + 1e-8)`` (no shift), one per video
+    over the valid pixels of all frames (``--align scale`` of relative disparity); NaN when none is valid."""
+    sxx, sxy = 0.0, 0.0
+    for i in range(len(pred)):
+        x, y = _valid_pairs(pred, gt, None, i, max_depth, min_depth)
+        sxx += float(np.dot(x, x))
+        sxy += float(np.dot(x, y))
+    return sxy / sxx if sxx > 0.0 else math.nan
+
+
+def median_depth_ratio(
+    depth: Sequence[np.ndarray] | np.ndarray,
+    gt: Sequence[np.ndarray] | np.ndarray,
+    max_depth: float,
+    min_depth: float = EVAL_MIN_DEPTH,
+    step: int = 2,
+) -> float:
+    """``median(gt / depth)`` over the valid pixels of all frames (every ``step``-th row and column): the one
+    scale that ``--align scale`` applies to predicted metric depth; NaN when no pixel is valid."""
+    ratios = []
+    for i in range(len(depth)):
+        g = np.asarray(gt[i], dtype=np.float64)[::step, ::step]
+        d = np.maximum(np.asarray(depth[i], dtype=np.float64)[::step, ::step], min_depth)
+        mask = valid_depth_mask(g, max_depth, None, min_depth)
+        ratios.append(g[mask] / d[mask])
+    values = np.concatenate(ratios) if ratios else np.zeros(0)
+    return float(np.median(values)) if values.size else math.nan
+
+
 def aligned_disparity(pred: np.ndarray, scale: float, shift: float, min_depth: float = EVAL_MIN_DEPTH
                       ) -> np.ndarray:
     """Relative disparity with the fitted ``scale``/``shift``: ``scale * clip(pred) + shift``, clipped to

@@ -33,6 +33,7 @@ class NormalTask(Task):
         "valid pixels of a sequence, then averaged over sequences.",
     )
     opw_note = "unit normals, not normalised."
+    units = "unit vectors in camera coordinates (x right, y up, z towards the camera)"
 
     def frame_to_disk(self, frame: torch.Tensor) -> np.ndarray:
         return channels_last(frame.numpy()).astype(np.float32)
@@ -70,7 +71,8 @@ class NormalTask(Task):
     def read_ground_truth(self, sequence, index: int) -> np.ndarray:
         return np.asarray(sequence.read_normal(index), dtype=np.float32)
 
-    def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str) -> dict[str, float]:
+    def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str,
+              align: str | None = None) -> dict[str, float]:
         """DSINE's angular-error metrics."""
         return normal_metrics(pred, gt)
 

@@ -20,6 +20,10 @@ disparity (Alg. 2 as written, ``"none"``) the stabilization loss can always be l
 with nothing to stop it. By default (``"clip"``) it is computed on the disparity normalised by ONE median and
 mean absolute deviation per clip (the normalisation of Eq. 1, and of the OPW metric, over the whole clip): blind
 to the clip's scale and shift like the regularization loss, while still counting any per-frame flicker.
+
+Metric depth (a metric prior, ``model.task`` is METRIC_DEPTH): the regularization is an L1 in log depth, which
+keeps the prior's metric scale, and the stabilization loss warps log depth (minus its clip median), so a relative
+change weighs the same near and far (:data:`DEPTH_LOSSES`; why in docs/training.md).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from bufferanytime.losses import (
     affine_invariant_loss,
     deferred_backward,
     latent_l2_loss,
+    log_depth,
+    log_l1_loss,
     normalize_affine,
     stabilization_loss,
 )
@@ -51,7 +57,7 @@ from bufferanytime.models import load_model
 from bufferanytime.models.depth import VideoDepthModel
 from bufferanytime.models.normal import VideoNormalModel
 from bufferanytime.registry import Registry
-from bufferanytime.tasks import DEPTH, NORMAL, Task, get_task
+from bufferanytime.tasks import DEPTH, METRIC_DEPTH, NORMAL, Task, get_task
 
 FROZEN_BATCH = 8  # frames sent through a frozen network at once while preparing a clip (bounds its memory)
 FLOW_KEYS = ("flow_fwd", "flow_bwd", "cycle_fwd", "cycle_bwd")  # (L-1, ...) tensors of a prepared clip
@@ -145,6 +151,36 @@ def _stabilization(buffers: torch.Tensor, flows: dict[str, torch.Tensor], config
     )
 
 
+def _clip_normalized(disparity: torch.Tensor) -> torch.Tensor:
+    """``(B, L, H, W)`` disparity normalised by ONE median / mean absolute deviation per clip (scale-free, as
+    Eq. 1)."""
+    b, length, h, w = disparity.shape
+    return normalize_affine(disparity.reshape(b, length * h, w)).reshape(disparity.shape)
+
+
+def _clip_log_depth(depth: torch.Tensor) -> torch.Tensor:
+    """``(B, L, H, W)`` metric depth as log depth minus its median over the clip: differences are relative changes,
+    so near and far weigh alike, and a global scale (which the regularization fixes) does not enter."""
+    logs = log_depth(depth)
+    return logs - logs.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+
+
+@dataclass(frozen=True)
+class DepthLosses:
+    """What the depth objective compares for one task: the regularization loss against the prior's output, and
+    the form of the output the stabilization loss warps with ``--stable-norm clip``."""
+
+    regularization: object  # (pred (B,H,W), target (B,H,W)) -> loss
+    stable_buffers: object  # (B, L, H, W) output -> (B, L, H, W) buffers
+
+
+#: By task name. Relative disparity: Eq. 1 (affine-invariant) and the clip-normalised disparity. Metric depth
+#: (metres): L1 in log depth, which keeps the prior's scale (docs/training.md), and log depth for stabilization.
+DEPTH_LOSSES: Registry[DepthLosses] = Registry("depth task")
+DEPTH_LOSSES.register(DEPTH.name, DepthLosses(affine_invariant_loss, _clip_normalized))
+DEPTH_LOSSES.register(METRIC_DEPTH.name, DepthLosses(log_l1_loss, _clip_log_depth))
+
+
 class Objective:
     """The training side of a task: what a step computes for one kind of buffer, and that kind's defaults.
 
@@ -187,12 +223,14 @@ class DepthObjective(Objective):
         self.flow_model = flow_model
         self.config = config
         self.net = DepthNet(model)
+        self.task = model.task  # relative or metric: the prior decides, and with it the losses
+        self.task_losses = DEPTH_LOSSES.get(self.task.name)
 
     @classmethod
     def build(cls, model: VideoDepthModel, flow_model: FlowModel, config, device: torch.device) -> DepthObjective:
         """With a frozen copy of the prior of its own, whose ViT is the model's (the same frozen weights: its
         features are computed and held once); the video model's head is fine-tuned, the prior's is not."""
-        prior = load_model(cls.task.name, model.prior_ref, per_frame=True)
+        prior = load_model(model.kind, model.prior_ref, per_frame=True)
         prior.backbone = model.backbone
         return cls(model, prior.requires_grad_(False).eval().to(device), flow_model, config)
 
@@ -235,10 +273,10 @@ class DepthObjective(Objective):
         rows = torch.arange(batch, device=disparity.device)
         picked = disparity[rows, torch.tensor(reg_frames, device=disparity.device)]
         targets = torch.stack([pick_target(c, f) for c, f in zip(clips, reg_frames, strict=True)]).float()
-        loss_reg = affine_invariant_loss(picked, targets)
+        loss_reg = self.task_losses.regularization(picked, targets)
         flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
-        if self.config.stable_norm == "clip":  # one median / mean-abs-deviation per clip: scale-free, like Eq. 1
-            buffers = normalize_affine(disparity.reshape(batch, length * height, width)).reshape(disparity.shape)
+        if self.config.stable_norm == "clip":  # one normalisation per clip: scale-free, like the regularization
+            buffers = self.task_losses.stable_buffers(disparity)
         else:
             buffers = disparity
         loss_stable = _stabilization(buffers[:, :, None], flows, self.config)

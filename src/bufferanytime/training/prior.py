@@ -28,13 +28,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bufferanytime.constants import DINOV2_PATCH, IMAGENET_MEAN, IMAGENET_STD, MARIGOLD_E2E_FT_AXES
+from bufferanytime.constants import (
+    DINOV2_PATCH,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MARIGOLD_E2E_FT_AXES,
+    SILOG_LAMBDA,
+    SYNTHETIC_MAX_DEPTH,
+    SYNTHETIC_METRIC_MAX_DEPTH,
+)
 from bufferanytime.errors import InputError
 from bufferanytime.io.arrays import array_to_tensor, channels_last, frames_to_tensor
-from bufferanytime.losses import normalize_affine
+from bufferanytime.losses import normalize_affine, silog_loss
 from bufferanytime.models.base import nearest_multiple
 from bufferanytime.synthetic import SyntheticVideoDataset
-from bufferanytime.tasks import DEPTH, NORMAL
+from bufferanytime.tasks import DEPTH, METRIC_DEPTH, NORMAL
+from bufferanytime.tasks.metrics import median_depth_ratio
 from bufferanytime.training.options import above, at_least, option
 
 NORMAL_CROP = (96, 128)  # the normal prior trains on smaller crops: its decoder runs at full resolution
@@ -61,6 +70,9 @@ class PriorTrainConfig:
     hidden_size: int = option(128, "depth: width of the small DINOv2 backbone (DA-V2-Small: 384)", at_least(1))
     num_layers: int = option(6, "depth: layers of the backbone (DA-V2-Small: 12)", at_least(1))
     fusion_hidden_size: int = option(32, "depth: channels of the DPT fusion", at_least(1))
+    max_depth: int = option(int(SYNTHETIC_METRIC_MAX_DEPTH), "metric_depth: the sigmoid head's maximum depth, "
+                            "whole metres (targets beyond it are clipped to it)", at_least(1))
+    init: str | None = None  # metric_depth: a Depth Anything prior directory to start from (same architecture)
 
 
 class FrameBank:
@@ -172,11 +184,9 @@ def _optimize(
                 checkpoint()
 
 
-def _validate_depth(model, bank: FrameBank) -> dict:
-    from bufferanytime.tasks.metrics import depth_metrics
-
+def _bank_predictions(model, bank: FrameBank):
+    """``(prediction (H, W), ground truth (H, W))`` of every frame of ``bank``, the model in eval mode."""
     model.eval()
-    results = []
     with torch.no_grad():
         for start in range(0, len(bank), 16):
             rgb = frames_to_tensor(bank.rgb[start : start + 16])
@@ -185,10 +195,26 @@ def _validate_depth(model, bank: FrameBank) -> dict:
             pred = model(pixel_values=_imagenet(F.interpolate(rgb, size=size, mode="bilinear", antialias=True)))
             pred = F.interpolate(pred.predicted_depth[:, None], size=(h, w), mode="bilinear")[:, 0].numpy()
             for k in range(len(pred)):
-                gt = bank.target[start + k].astype(np.float32)
-                results.append(depth_metrics(pred[k : k + 1], gt[None], VAL_MAX_DEPTH))
+                yield pred[k], bank.target[start + k].astype(np.float32)
     model.train()
+
+
+def _validate_depth(model, bank: FrameBank) -> dict:
+    from bufferanytime.tasks.metrics import depth_metrics
+
+    results = [depth_metrics(pred[None], gt[None], VAL_MAX_DEPTH) for pred, gt in _bank_predictions(model, bank)]
     return {key: float(np.mean([r[key] for r in results])) for key in results[0]}
+
+
+def _validate_metric_depth(model, bank: FrameBank) -> dict:
+    """Metric AbsRel / delta1 with no alignment (and the median ratio gt / prediction) up to the synthetic cap."""
+    results = []
+    for pred, gt in _bank_predictions(model, bank):
+        results.append(METRIC_DEPTH.score(pred[None], gt[None], "synthetic", align="none")
+                       | {"median_ratio": median_depth_ratio(pred[None], gt[None], SYNTHETIC_MAX_DEPTH)})
+    keys = ("abs_rel", "delta1", "rmse", "median_ratio")
+    return {key: float(np.nanmean([r[key] for r in results])) for key in keys} | {"align": "none",
+                                                                                  "max_depth": SYNTHETIC_MAX_DEPTH}
 
 
 def train_depth_prior(config: PriorTrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -227,6 +253,66 @@ def train_depth_prior(config: PriorTrainConfig, out_dir: str | Path, progress: b
         "seconds": round(time.time() - run.start, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "val_metrics": _validate_depth(model, val) if val else {},
+    }
+    model.save_pretrained(out_dir)
+    (out_dir / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def metric_prior(config: PriorTrainConfig):
+    """A metric ``DepthAnythingForDepthEstimation`` (sigmoid head times ``config.max_depth``): the weights of
+    ``config.init`` when given (its last head layer restarted near the data's typical depth), else a new one."""
+    from transformers import DepthAnythingForDepthEstimation
+
+    from bufferanytime.testing import metric_config, tiny_depth_config
+
+    if config.init is None:
+        model_config = tiny_depth_config(config.hidden_size, config.num_layers, config.fusion_hidden_size, heads=4)
+        model = DepthAnythingForDepthEstimation(metric_config(model_config, config.max_depth))
+    else:
+        relative = DepthAnythingForDepthEstimation.from_pretrained(config.init)
+        model = DepthAnythingForDepthEstimation(metric_config(relative.config, config.max_depth))
+        model.load_state_dict(relative.state_dict())
+    conv = model.head.conv3  # a relative head's output means disparity: restart it, small, at a typical depth
+    torch.nn.init.normal_(conv.weight, std=1e-3)
+    torch.nn.init.constant_(conv.bias, math.log(TYPICAL_DEPTH / (config.max_depth - TYPICAL_DEPTH)))
+    return model.train()
+
+
+TYPICAL_DEPTH = 5.0  # metres: about the median z-depth of the synthetic scenes; where the metric head starts
+
+
+def train_metric_depth_prior(config: PriorTrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train a small metric Depth Anything prior on the synthetic world's exact z-depth (metres), with the
+    scale-invariant log loss of Depth Anything V2's metric training (lambda 0.5: the scale is learned too)."""
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    train = FrameBank(config.data, "depth")
+    val = FrameBank([config.val], "depth") if config.val else None
+    model = metric_prior(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(open(out_dir / "train_log.jsonl", "w"), time.time(), progress)  # noqa: SIM115
+
+    def step_loss() -> torch.Tensor:
+        rgb, depth = train.batch(rng, config.batch_size, config.crop)
+        pred = model(pixel_values=_imagenet(rgb)).predicted_depth
+        return silog_loss(pred, depth.clamp(max=config.max_depth), SILOG_LAMBDA, valid=depth > 0)
+
+    _optimize(list(model.parameters()), config, config.steps, min(100, config.steps // 10), step_loss, run,
+              "metric depth prior", checkpoint=lambda: model.save_pretrained(out_dir))
+    run.log.close()
+    record = {
+        "kind": METRIC_DEPTH.name,
+        "config": asdict(config),
+        "loss": f"SILog, lambda {SILOG_LAMBDA}, on z-depth clipped to max_depth",
+        "train_seeds": [train.seeds[0], train.seeds[-1]] if train.seeds else [],
+        "train_frames": len(train),
+        "val_seeds": val.seeds if val else [],
+        "seconds": round(time.time() - run.start, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "val_metrics": _validate_metric_depth(model, val) if val else {},
     }
     model.save_pretrained(out_dir)
     (out_dir / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -334,4 +420,5 @@ def _validate_normal(prior_dir: Path, bank: FrameBank) -> dict:
 PRIOR_TRAINERS: dict[str, Callable[[PriorTrainConfig, str | Path, bool], dict]] = {
     DEPTH.name: train_depth_prior,
     NORMAL.name: train_normal_prior,
+    METRIC_DEPTH.name: train_metric_depth_prior,
 }

@@ -1,0 +1,144 @@
+"""Metric depth: z-depth along the optical axis in metres (larger = farther), one channel.
+
+A metric prior (a Depth Anything V2 whose config says ``depth_estimation_type: "metric"``) and every video model
+built on it serve this task. It is a model *kind* "depth" (the ``bufferanytime depth`` command, the depth video
+model) but a different buffer, so nothing of it may be mistaken for relative disparity:
+
+- files: ``metric_depth.npz`` (array ``depth``, float32 ``(T, H, W)``, metres), ``metric_depth_vis.mp4``,
+  ``metric_depth_png16/``, ``metric_depth_exr/``, ``metric_depth.meta.json``. A stem of its own (rather than the
+  same ``depth.npz`` with another key) means a relative and a metric run into the same ``OUT/<stem>/`` keep both
+  results side by side, and a reader of ``depth.npz`` can never receive metres by accident;
+- png16: ``depth_m = png / 256`` (KITTI's convention), 0 = no value, so 1/256 m steps up to 255.996 m;
+- sliding windows: no alignment (the model's own scale is the result; fitting each window to the last would let
+  the scale drift along a long video);
+- OPW: on log depth, ``|log D_k+1(p') - log D_k(p)|``, i.e. the relative change, so near and far pixels weigh alike
+  and no per-video normalisation is needed (a global scale cancels);
+- evaluation: AbsRel / delta1 with ``--align none`` (default: the metres as predicted), ``scale`` (one median
+  ratio per video) or ``affine`` (the DepthCrafter protocol on ``1 / depth`` as disparity);
+- training: the regularization and stabilization losses are taken on log depth (scale-preserving; see
+  ``docs/training.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bufferanytime.constants import EVAL_MIN_DEPTH
+from bufferanytime.io.outputs import colorize_depth, robust_range
+from bufferanytime.tasks.base import PNG16_MAX, Column, write_png16_frames
+from bufferanytime.tasks.depth import MAX_DEPTH, DepthTask
+from bufferanytime.tasks.metrics import depth_metrics, fit_disparity_affine, median_depth_ratio
+
+PNG16_METRES = 256.0  # png16 = round(depth_m * 256), as KITTI's depth maps
+LOG_EPS = 1e-6  # metres: depth is clamped to this before a logarithm
+ALIGNMENTS = ("none", "scale", "affine")
+
+
+def log_depth(depth: np.ndarray) -> np.ndarray:
+    """Natural logarithm of depth in metres, clamped to LOG_EPS (float32)."""
+    return np.log(np.maximum(np.asarray(depth, dtype=np.float32), LOG_EPS))
+
+
+class MetricDepthTask(DepthTask):
+    """Depth in metres: no window alignment, OPW on log depth, metrics with a chosen alignment (default none)."""
+
+    name = "metric_depth"
+    array_key = "depth"
+    units = "metres"
+    alignments = ALIGNMENTS
+    default_align = "none"
+    title = "Metric video depth"
+    columns = (Column("abs_rel", "AbsRel ↓", 3), Column("delta1", "δ1 ↑", 3), Column("opw", "OPW ↓", 4),
+               Column("median_depth", "median depth (m)", 3), Column("seconds_per_frame", "s/frame", 3))
+    definitions = (
+        "AbsRel = mean |d − d*| / d*, δ1 = fraction of pixels with max(d / d*, d* / d) < 1.25, per frame over "
+        "valid pixels, averaged over frames, then over sequences. d is the predicted depth in metres after the "
+        "alignment named in the header (none: as predicted; scale: times one median ratio d*/d per video; affine: "
+        "one least-squares scale and shift per video on 1/d, the DepthCrafter protocol), clipped to the depth range.",
+        "median depth = the median of the predicted depth over all pixels of the video (metres, before alignment); "
+        "the ratio of two models' medians shows whether they keep the same metric scale.",
+    )
+    opw_note = "log depth in metres, used as it is (a relative difference; a global scale cancels)."
+
+    @property
+    def kind(self) -> str:
+        return "depth"
+
+    def align_window(self, new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        return new
+
+    def opw_values(self, frame: np.ndarray) -> np.ndarray:
+        return log_depth(frame)
+
+    def opw_normalization(self, frames: Sequence[np.ndarray] | np.ndarray) -> tuple[float, float]:
+        return 0.0, 1.0
+
+    def to_rgb(self, frame: np.ndarray, value_range: tuple[float, float] | None,
+               invalid: np.ndarray | None = None) -> np.ndarray:
+        """Inverse depth in the colours of the relative task (near = bright), ``value_range`` in metres."""
+        near, far = value_range
+        inverse = 1.0 / np.maximum(np.nan_to_num(np.asarray(frame, dtype=np.float32), nan=far), LOG_EPS)
+        rgb = colorize_depth(inverse, 1.0 / max(far, LOG_EPS), 1.0 / max(near, LOG_EPS))
+        if invalid is not None:
+            rgb[invalid] = 0
+        return rgb
+
+    def vis_info(self, value_range: tuple[float, float] | None) -> dict:
+        return {"range": list(value_range), "units": self.units, "colormap": "inferno on 1 / depth (near = bright)",
+                "normalisation": "global robust percentiles of the depth"}
+
+    def write_png16(self, frames: np.ndarray, folder: Path) -> dict:
+        top = PNG16_MAX / PNG16_METRES
+        write_png16_frames(folder, (np.round(np.clip(f, 0, top) * PNG16_METRES).astype(np.uint16) for f in frames))
+        return {"dir": folder.name, "decode": "depth_m = png / scale (0 = no value)", "scale": PNG16_METRES,
+                "units": self.units}
+
+    def score(self, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], dataset: str,
+              align: str | None = None) -> dict[str, float]:
+        """Metrics of depth in metres after ``align``; ``scale``/``shift`` are those applied to ``1 / depth``."""
+        align, cap = self.check_align(align), MAX_DEPTH[dataset]
+        inverse = _Inverse(pred)
+        if align == "affine":
+            scale, shift = fit_disparity_affine(inverse, gt, cap)
+        else:
+            scale, shift = (1.0 / median_depth_ratio(pred, gt, cap) if align == "scale" else 1.0), 0.0
+        metrics = depth_metrics(inverse, gt, cap, affine=(scale, shift))
+        return metrics | {"scale": scale, "shift": shift, "median_depth": _median(pred)}
+
+    def pred_slice_rgb(self, pred_slice: np.ndarray, metrics: dict, value_range: tuple[float, float] | None
+                       ) -> np.ndarray:
+        """The predicted metres after the alignment, in the ground truth's colours."""
+        from bufferanytime.tasks.metrics import aligned_disparity
+
+        disparity = aligned_disparity(1.0 / np.maximum(pred_slice, EVAL_MIN_DEPTH), metrics["scale"], metrics["shift"])
+        return DepthTask.to_rgb(self, disparity, value_range)
+
+    def vis_range(self, frames: np.ndarray) -> tuple[float, float]:
+        return robust_range(frames)
+
+    def report_lines(self, report: dict) -> list[str]:
+        align = report.get("align") or self.default_align
+        return [f"- depth range: ({EVAL_MIN_DEPTH}, {report['max_depth']}) m; predictions in metres, alignment "
+                f"**{align}**" + (" (none: the metres as predicted)" if align == "none" else "")]
+
+
+class _Inverse:
+    """A depth video read as ``1 / depth`` (disparity) frame by frame, for the disparity-space metrics."""
+
+    def __init__(self, depth: Sequence[np.ndarray]):
+        self.depth = depth
+
+    def __len__(self) -> int:
+        return len(self.depth)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return 1.0 / np.maximum(np.asarray(self.depth[i], dtype=np.float64), EVAL_MIN_DEPTH)
+
+
+def _median(frames: Sequence[np.ndarray], step: int = 2) -> float:
+    """Median of all pixels of a video (every ``step``-th row and column, so a long video stays cheap)."""
+    return float(np.median(np.concatenate([np.asarray(f)[::step, ::step].ravel() for f in frames])))
