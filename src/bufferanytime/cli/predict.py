@@ -12,25 +12,26 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bufferanytime.cli.args import check_outside_input, non_negative_int, positive_int
 from bufferanytime.errors import InputError
-from bufferanytime.inference.pipeline import (
+from bufferanytime.inference.options import (
+    DEFAULT_OVERLAP_DIVISOR,
     DEFAULT_SAVE,
-    PRECISIONS,
+    MIN_OVERLAP,
+    PRECISION_DTYPES,
     SAVE_FORMATS,
     InferenceSettings,
-    Predictor,
     check_size_options,
     check_window_options,
-    resolve_device,
-    run_video,
-    window_warning,
 )
-from bufferanytime.inference.windows import DEFAULT_OVERLAP_DIVISOR, MIN_OVERLAP
-from bufferanytime.io.outputs import check_output_root
-from bufferanytime.io.video import VideoSource, expand_inputs, open_video
-from bufferanytime.tasks import list_tasks
+
+# torch and the model libraries are imported only once the inputs are checked (see run), the video and image
+# libraries only by run: `--help` and a bad option need none of them.
+if TYPE_CHECKING:
+    from bufferanytime.inference.pipeline import Predictor
+    from bufferanytime.io.video import VideoSource
 
 DESCRIPTIONS = {
     "depth": "Predict temporally consistent relative depth (disparity) for videos. Writes into OUT/<name>/ "
@@ -51,7 +52,7 @@ SIZE_HELP = ("Default: the model's own input size (Depth Anything V2 priors: sho
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    for kind in list_tasks():
+    for kind in DESCRIPTIONS:
         p = sub.add_parser(kind, help=DESCRIPTIONS[kind].split(".")[0], description=DESCRIPTIONS[kind])
         p.add_argument("inputs", nargs="+", metavar="INPUT",
                        help="video file (mp4/mov/avi/mkv/webm), folder of images, image, or .txt list of these")
@@ -79,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         for flag, options in MODEL_OPTIONS.get(kind, ()):
             p.add_argument(flag, **options)
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-        p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")
+        p.add_argument("--precision", default="fp32", choices=list(PRECISION_DTYPES), help="default: fp32")
         p.add_argument("--save", action="append", type=save_formats, default=None, metavar="FORMATS",
                        help=f"comma-separated formats to write, exactly these (repeatable): npz (the array), vis "
                        f"(visualisation mp4), png16 (16-bit PNGs, scale in the meta file), exr (float32 OpenEXR). "
@@ -106,13 +107,17 @@ def _process_split(paths: list[Path]) -> list[Path]:
 
 
 def _device(name: str) -> str:
-    if name in ("auto", "cuda") and "LOCAL_RANK" in os.environ and resolve_device(name).type == "cuda":
-        return f"cuda:{os.environ['LOCAL_RANK']}"
-    return name
+    if name not in ("auto", "cuda") or "LOCAL_RANK" not in os.environ:
+        return name
+    from bufferanytime.inference.pipeline import resolve_device
+
+    return f"cuda:{os.environ['LOCAL_RANK']}" if resolve_device(name).type == "cuda" else name
 
 
 def _expand(inputs: list[str]) -> tuple[list[Path], int]:
     """Inputs with ``.txt`` lists expanded; a list that cannot be used is reported and counted as a failure."""
+    from bufferanytime.io.video import expand_inputs
+
     paths, failures = [], 0
     for item in inputs:
         try:
@@ -121,6 +126,21 @@ def _expand(inputs: list[str]) -> tuple[list[Path], int]:
             failures += 1
             print(f"error: {exc}", file=sys.stderr)
     return paths, failures
+
+
+def _open(paths: list[Path], args: argparse.Namespace) -> tuple[list[VideoSource], int]:
+    """Every input opened, and so checked (type, size, frame count, truncation), before the model is loaded: bad
+    inputs are reported at once, and a run none of whose inputs can be used never imports torch or a model."""
+    from bufferanytime.io.video import open_video
+
+    sources, failures = [], 0
+    for path in paths:
+        try:
+            sources.append(open_video(path, max_frames=args.max_frames, stride=args.stride))
+        except InputError as exc:
+            failures += 1
+            print(f"error: {exc}", file=sys.stderr)
+    return sources, failures
 
 
 def _target(out_root: Path, source: VideoSource, used: set[str]) -> Path:
@@ -145,6 +165,7 @@ def _settings(args: argparse.Namespace) -> InferenceSettings:
 
 def _load(args: argparse.Namespace, settings: InferenceSettings) -> tuple[Predictor, dict]:
     """The model on its device, checked against the settings; and what to record about it."""
+    from bufferanytime.inference.pipeline import Predictor, resolve_device, window_warning
     from bufferanytime.models import DEFAULT_MODEL, load_model, resolve_model_path
 
     device = resolve_device(settings.device)
@@ -162,16 +183,24 @@ def _load(args: argparse.Namespace, settings: InferenceSettings) -> tuple[Predic
 
 
 def run(args: argparse.Namespace) -> int:
+    from bufferanytime.io.outputs import check_output_root
+
     settings = _settings(args)
     out_root = check_output_root(args.output)
     paths, failures = _expand(args.inputs)
     paths = _process_split(paths)
     total = len(paths) + failures
+    sources, failed = _open(paths, args)
+    failures += failed
+    if not sources:
+        return 2 if failures else 0
+    from bufferanytime.inference.pipeline import run_video
+
     predictor, model_info = _load(args, settings)
     used: set[str] = set()
-    for path in paths:
+    for source in sources:
+        path = source.path
         try:
-            source = open_video(path, max_frames=args.max_frames, stride=args.stride)
             target = _target(out_root, source, used)
             meta = run_video(predictor.model, source, target, settings, model_info, progress=not args.quiet,
                              predictor=predictor)

@@ -1,21 +1,30 @@
-"""Inference: streaming, sliding-window prediction over videos of any length, and output writing."""
+"""Inference: streaming, sliding-window prediction over videos of any length, and output writing.
 
-from bufferanytime.inference.pipeline import (
-    InferenceSettings,
-    Predictor,
-    inference_size,
-    predict_frames,
-    resolve_device,
-    run_video,
-)
-from bufferanytime.inference.windows import sliding_windows
+The names below are imported on first use (torch and the pipeline load only when asked for), so that
+``bufferanytime.inference.options`` can be read by the command line without importing torch.
+"""
 
-__all__ = [
-    "InferenceSettings",
-    "Predictor",
-    "inference_size",
-    "predict_frames",
-    "resolve_device",
-    "run_video",
-    "sliding_windows",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module of this package defining it
+_EXPORTS = {
+    "InferenceSettings": "options",
+    "Predictor": "pipeline",
+    "inference_size": "pipeline",
+    "predict_frames": "pipeline",
+    "resolve_device": "pipeline",
+    "run_video": "pipeline",
+    "sliding_windows": "windows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -34,36 +34,26 @@ from tqdm import tqdm
 
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
-from bufferanytime.inference.windows import MIN_OVERLAP, default_overlap, sliding_windows
+from bufferanytime.inference.options import (  # noqa: F401 - re-exported: the options module is torch-free
+    DEFAULT_SAVE,
+    MIN_INFERENCE_SIDE,
+    MIN_OVERLAP,
+    PRECISION_DTYPES,
+    SAVE_FORMATS,
+    InferenceSettings,
+    check_size_options,
+    check_window_options,
+)
+from bufferanytime.inference.windows import default_overlap, sliding_windows
 from bufferanytime.io.arrays import frame_to_tensor
 from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles
 from bufferanytime.io.video import MIN_VIDEO_FRAMES, VideoSource, VideoWriter
 from bufferanytime.models.base import VideoModel
 from bufferanytime.tasks import OutputNames, Task
 
-MIN_INFERENCE_SIDE = 14  # --max-res / --short-side below one ViT patch cannot give the prior an image
 PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
-SAVE_FORMATS = ("npz", "vis", "png16", "exr")
-DEFAULT_SAVE = ("npz", "vis")
 DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")  # what --device accepts
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class InferenceSettings:
-    """How a video is run through a model. ``None`` window/overlap/size means: derived from the model.
-
-    ``short_side``/``max_res`` (either given) replace the model's own resize rule, see :func:`size_rule`.
-    """
-
-    max_res: int | None = None
-    short_side: int | None = None
-    window: int | None = None
-    overlap: int | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    save: tuple[str, ...] = DEFAULT_SAVE
-    extra: dict = field(default_factory=dict)
+PRECISIONS = {name: None if dtype is None else getattr(torch, dtype) for name, dtype in PRECISION_DTYPES.items()}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,19 +80,6 @@ def resolve_device(name: str) -> torch.device:
 
 def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
-
-def check_size_options(settings: InferenceSettings) -> None:
-    """Refuse ``--short-side``/``--max-res`` below one ViT patch (smaller inputs carry no usable image)."""
-    for flag, value in (("--short-side", settings.short_side), ("--max-res", settings.max_res)):
-        if value is not None and value < MIN_INFERENCE_SIDE:
-            raise InputError(f"{flag} must be at least {MIN_INFERENCE_SIDE} px (one 14-pixel ViT patch), got {value}")
-
-
-def check_window_options(settings: InferenceSettings) -> None:
-    """Refuse an ``--overlap`` not smaller than the ``--window`` given with it (checkable before loading a model)."""
-    if settings.window and settings.overlap is not None and settings.overlap >= settings.window:
-        raise InputError(f"--overlap ({settings.overlap}) must be smaller than --window ({settings.window})")
 
 
 def size_rule(model: VideoModel, settings: InferenceSettings) -> dict:

@@ -15,13 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
+from bufferanytime.inference.options import DEFAULT_OVERLAP_DIVISOR, MIN_OVERLAP
 from bufferanytime.tasks import Task
-
-# Overlap = window // DEFAULT_OVERLAP_DIVISOR frames unless given, at least MIN_OVERLAP. Every overlap frame runs
-# through the decoder twice, so fewer is faster, but the blend needs room: with window 32, an overlap of 4 keeps
-# the seam error at the interior's (1.03x), 2 does not (1.33x) (benchmarks/long_video.py (c)).
-DEFAULT_OVERLAP_DIVISOR = 8
-MIN_OVERLAP = 2
 
 
 def default_overlap(window: int) -> int:

@@ -8,21 +8,30 @@ into a fresh video model whose temporal blocks are still zero (i.e. it behaves e
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
 from bufferanytime.errors import InputError
 from bufferanytime.models.base import CONFIG_NAME, VideoModel, read_config, resolve_dir
-from bufferanytime.models.depth import VideoDepthModel
-from bufferanytime.models.normal import VideoNormalModel
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
 from bufferanytime.registry import Registry
+from bufferanytime.tasks import DEPTH, NORMAL
 
-#: The video-model class of each kind of buffer.
-MODEL_CLASSES: Registry[type[VideoModel]] = Registry("model kind")
-for _cls in (VideoDepthModel, VideoNormalModel):
-    MODEL_CLASSES.register(_cls.kind, _cls)
+if TYPE_CHECKING:
+    from bufferanytime.models.depth import VideoDepthModel
+    from bufferanytime.models.normal import VideoNormalModel
+
+#: The video-model class of each kind of buffer, as ``module:Class``, imported by :func:`model_class` on first
+#: use: the normal model pulls in diffusers and the depth model transformers (seconds of start-up each), and a
+#: command imports only the one it runs (``bufferanytime depth`` never imports diffusers).
+MODEL_CLASSES: Registry[str] = Registry("model kind")
+MODEL_CLASSES.register(DEPTH.name, "bufferanytime.models.depth:VideoDepthModel")
+MODEL_CLASSES.register(NORMAL.name, "bufferanytime.models.normal:VideoNormalModel")
+#: The lazily imported classes, also reachable as attributes of this package (``models.VideoDepthModel``).
+LAZY_CLASSES = {"VideoDepthModel": DEPTH.name, "VideoNormalModel": NORMAL.name}
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Models loadable by name: name -> {kind: directory}. The embedded ones ship inside the package
@@ -48,8 +57,16 @@ def list_models(kind: str | None = None) -> list[str]:
 
 
 def model_class(kind: str) -> type[VideoModel]:
-    """The video-model class of ``kind`` ("depth" or "normal")."""
-    return MODEL_CLASSES.get(kind)
+    """The video-model class of ``kind`` ("depth" or "normal"), its module imported on first use."""
+    module, name = MODEL_CLASSES.get(kind).split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def __getattr__(name: str) -> Any:
+    """``VideoDepthModel`` / ``VideoNormalModel``, imported when first asked for (see :data:`MODEL_CLASSES`)."""
+    if name in LAZY_CLASSES:
+        return model_class(LAZY_CLASSES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_model_path(kind: str, name_or_path: str | Path | None) -> str:
