@@ -332,7 +332,7 @@ def _synthetic_sequence(dataset, index: int) -> EvalSequence:
         read_depth=lambda i: np.asarray(array("depth")[i], dtype=np.float64),
         read_normal=lambda i: np.asarray(array("normal")[i], dtype=np.float32),
         gt_flows=flows,
-        info={"dataset": "synthetic"},
+        info={"dataset": "synthetic", "intrinsics_file": str(folder / "meta.json")},  # the exact camera
         error=_synthetic_problem(folder, num_frames),
     )
 
