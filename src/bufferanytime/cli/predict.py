@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bufferanytime.cli.args import check_outside_input, non_negative_int, positive_int
+from bufferanytime.cli.points import POINT_CLOUD_COMMANDS, add_point_cloud_arguments, point_cloud_options
 from bufferanytime.errors import InputError
 from bufferanytime.inference.options import (
     DEFAULT_OVERLAP_DIVISOR,
@@ -79,11 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                             f"{DEFAULT_OVERLAP_DIVISOR}, at least {MIN_OVERLAP})")
         for flag, options in MODEL_OPTIONS.get(kind, ()):
             p.add_argument(flag, **options)
+        if kind in POINT_CLOUD_COMMANDS:
+            add_point_cloud_arguments(p)
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
         p.add_argument("--precision", default="fp32", choices=list(PRECISION_DTYPES), help="default: fp32")
         p.add_argument("--save", action="append", type=save_formats, default=None, metavar="FORMATS",
                        help=f"comma-separated formats to write, exactly these (repeatable): npz (the array), vis "
-                       f"(visualisation mp4), png16 (16-bit PNGs, scale in the meta file), exr (float32 OpenEXR). "
+                       f"(visualisation mp4), png16 (16-bit PNGs, scale in the meta file), exr (float32 OpenEXR), ply "
+                       f"(depth only: a point cloud per frame in KIND_ply/, see the camera options). "
                        f"The meta file is always written. Default: {','.join(DEFAULT_SAVE)}")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no 'wrote ...' lines")
         p.set_defaults(func=run, kind=kind)
@@ -160,6 +164,9 @@ def _settings(args: argparse.Namespace) -> InferenceSettings:
                                  save=save)
     check_size_options(settings)
     check_window_options(settings)
+    points = point_cloud_options(args, args.kind, save)
+    if points is not None:
+        settings.extra["points"] = points
     return settings
 
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
+from bufferanytime.geometry.pointcloud import point_cloud_outputs
 from bufferanytime.inference.options import (  # noqa: F401 - re-exported: the options module is torch-free
     DEFAULT_SAVE,
     MIN_INFERENCE_SIDE,
@@ -242,9 +243,12 @@ def run_video(
             bar.close()
             writer.close()
         outputs = _write_outputs(task, writer, staging, source.fps, settings.save)
+        ply, geometry = point_cloud_outputs(task, writer.read(), source, settings.save, settings.extra.get("points"),
+                                            staging, Path(out_dir), progress)
+        outputs.update(ply)
         (staging / "predictions.raw").unlink()
         meta = _meta(model, source, settings, predictor, predictor.seconds - seconds_before, writer.count,
-                     model_info, outputs)
+                     model_info, outputs) | geometry
         meta["timings"]["total_s"] = round(time.perf_counter() - start, 3)
         (staging / task.files.meta).write_text(json.dumps(meta, indent=2) + "\n")
     meta["written"] = files.written
