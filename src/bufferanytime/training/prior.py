@@ -136,7 +136,7 @@ def _lr_lambda(total: int, warmup: int):
     return fn
 
 
-CHECKPOINT_EVERY = 500  # steps between flushes of the log (and saves of the depth prior)
+CHECKPOINT_EVERY = 100  # steps between flushes of the log (and saves of the depth prior)
 
 
 @dataclass
