@@ -4,7 +4,6 @@ the ground-truth depth of a synthetic video gives the scene's own points; bad ca
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +17,8 @@ from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.synthetic.renderer import _cast
 from bufferanytime.synthetic.scene import sample_scene
 from bufferanytime.synthetic.textures import TextureBank
+from bufferanytime.tasks import METRIC_DEPTH
+from bufferanytime.testing import make_tiny_metric_prior
 from tests.helpers import files_under, run_main
 
 SEED, FRAMES, SIZE = 50002, 3, (30, 40)
@@ -40,8 +41,8 @@ def test_ground_truth_depth_gives_the_scenes_points(clip, tmp_path):
     """PLY of the exact metric depth with the exact camera: every point lies where the renderer's ray hits."""
     video, folder = clip
     intrinsics = parse_intrinsics(str(folder / "meta.json")).resolve(*SIZE)
-    metric = SimpleNamespace(name="metric_depth", units="metres", channels=1, array_key="depth")
-    write_ply_frames(metric, video.depth, video.rgb, intrinsics, tmp_path / "ply", PointCloudOptions(drop_edges=0))
+    options = PointCloudOptions(drop_edges=0)
+    write_ply_frames(METRIC_DEPTH, video.depth, video.rgb, intrinsics, tmp_path / "ply", options)
     scene_rng, texture_rng, _ = (np.random.default_rng(s) for s in np.random.SeedSequence(SEED).spawn(3))
     scene = sample_scene(scene_rng, FRAMES, SIZE, TextureBank(texture_rng, None))
     for t in range(FRAMES):
@@ -153,3 +154,24 @@ def test_bad_camera_options_give_one_line_and_write_nothing(clip, tmp_path, caps
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
     assert not files_under(out) and not out.exists()
+
+
+def test_metric_prior_on_a_real_clip_writes_metres_and_ply_in_metres(shared_dir, tmp_path, capsys):
+    prior = make_tiny_metric_prior(tmp_path / "metric-prior")
+    video = shared_dir / "data/videos/davis_rollercoaster.mp4"
+    code, err = run_main(capsys, "depth", str(video), "--model", str(prior), "--max-frames", "3", "--save",
+                         "npz,ply", "--ply-stride", "8", "--ply-drop-edges", "0", "--fov", "55", "-o",
+                         str(tmp_path / "out"), *FAST)
+    assert code == 0, err
+    assert not any("zero shift" in line for line in err)  # metres need no assumption
+    result = tmp_path / "out/davis_rollercoaster"
+    meta = json.loads((result / "metric_depth.meta.json").read_text())
+    assert meta["unprojection"]["depth"] == "metric z-depth, metres"
+    with np.load(result / "metric_depth.npz") as npz:
+        depth = npz["depth"]
+    assert depth.shape == (3, 540, 960) and 0 < np.median(depth) < 20
+    intrinsics = parse_intrinsics(fov=55).resolve(540, 960)
+    for t in range(3):
+        cloud, _ = _load(result / f"metric_depth_ply/{t:06d}.ply")
+        expected = unproject(depth[t], intrinsics)[::8, ::8].reshape(-1, 3)
+        np.testing.assert_allclose(cloud.vertices, expected, rtol=1e-5)
