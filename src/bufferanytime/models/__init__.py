@@ -39,14 +39,19 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: see "Embedded models" in the README and each model's prior_training_record.json / video_training_record.json.
 MODELS: Registry[dict[str, Path]] = Registry("model")
 EMBEDDED_NAME = "tiny-synthetic"
-MODELS.register(
-    EMBEDDED_NAME,
-    {
-        kind: WEIGHTS_DIR / EMBEDDED_NAME / kind
-        for kind in MODEL_CLASSES
-        if (WEIGHTS_DIR / EMBEDDED_NAME / kind / CONFIG_NAME).is_file()
-    },
-)
+#: The embedded causal models (trained with ``train --causal``, streamed exactly by ``StreamingPredictor``).
+CAUSAL_EMBEDDED_NAME = "tiny-synthetic-causal"
+
+
+def _embedded(name: str) -> dict[str, Path]:
+    """The kinds the embedded model ``name`` ships, and their directories."""
+    folders = {kind: WEIGHTS_DIR / name / kind for kind in MODEL_CLASSES}
+    return {kind: folder for kind, folder in folders.items() if (folder / CONFIG_NAME).is_file()}
+
+
+MODELS.register(EMBEDDED_NAME, _embedded(EMBEDDED_NAME))
+if _embedded(CAUSAL_EMBEDDED_NAME):
+    MODELS.register(CAUSAL_EMBEDDED_NAME, _embedded(CAUSAL_EMBEDDED_NAME))
 #: The model ``load_model(kind)`` loads without a name: the embedded one, for each kind it has.
 DEFAULT_MODEL: dict[str, str] = {kind: EMBEDDED_NAME for kind in MODELS.get(EMBEDDED_NAME)}
 
