@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bufferanytime.cli.args import check_outside_input, non_negative_int, positive_int
+from bufferanytime.cli.online import add_online_options, run_online
 from bufferanytime.cli.points import POINT_CLOUD_COMMANDS, add_point_cloud_arguments, point_cloud_options
 from bufferanytime.errors import InputError
 from bufferanytime.inference.options import (
     DEFAULT_OVERLAP_DIVISOR,
     DEFAULT_SAVE,
     MIN_OVERLAP,
-    PRECISION_DTYPES,
+    PRECISION_CHOICES,
     SAVE_FORMATS,
     InferenceSettings,
     check_size_options,
@@ -55,8 +56,9 @@ SIZE_HELP = ("Default: the model's own input size (Depth Anything V2 priors: sho
 def register(sub: argparse._SubParsersAction) -> None:
     for kind in DESCRIPTIONS:
         p = sub.add_parser(kind, help=DESCRIPTIONS[kind].split(".")[0], description=DESCRIPTIONS[kind])
-        p.add_argument("inputs", nargs="+", metavar="INPUT",
-                       help="video file (mp4/mov/avi/mkv/webm), folder of images, image, or .txt list of these")
+        p.add_argument("inputs", nargs="*", metavar="INPUT",
+                       help="video file (mp4/mov/avi/mkv/webm), folder of images, image, or .txt list of these "
+                       "(none with --online)")
         p.add_argument("-o", "--output", required=True, type=Path,
                        help="output directory (created when the first result is written; never an input folder)")
         p.add_argument("--model", default=None,
@@ -83,13 +85,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         if kind in POINT_CLOUD_COMMANDS:
             add_point_cloud_arguments(p)
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-        p.add_argument("--precision", default="fp32", choices=list(PRECISION_DTYPES), help="default: fp32")
+        p.add_argument("--precision", default="auto", choices=list(PRECISION_CHOICES),
+                       help="auto (default): bf16 autocast where the device runs it fast (CUDA with bf16, CPUs with "
+                       "native bf16), else fp32; the choice is recorded in the meta file. A half-precision window "
+                       "whose output is not finite is recomputed in fp32")
         p.add_argument("--save", action="append", type=save_formats, default=None, metavar="FORMATS",
                        help=f"comma-separated formats to write, exactly these (repeatable): npz (the array), vis "
                        f"(visualisation mp4), png16 (16-bit PNGs, scale in the meta file), exr (float32 OpenEXR), ply "
                        f"(depth only: a point cloud per frame in KIND_ply/, see the camera options). "
                        f"The meta file is always written. Default: {','.join(DEFAULT_SAVE)}")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no 'wrote ...' lines")
+        add_online_options(p)
         p.set_defaults(func=run, kind=kind)
 
 
@@ -193,6 +199,10 @@ def run(args: argparse.Namespace) -> int:
     from bufferanytime.io.outputs import check_output_root
 
     settings = _settings(args)
+    if args.online is not None:
+        return run_online(args, settings)
+    if not args.inputs:
+        raise InputError("no INPUT given: pass videos, image folders or images, or --online SOURCE")
     out_root = check_output_root(args.output)
     paths, failures = _expand(args.inputs)
     paths = _process_split(paths)

@@ -16,6 +16,9 @@ SAVE_FORMATS = ("npz", "vis", "png16", "exr", "ply")  # ply: depth only (buffera
 DEFAULT_SAVE = ("npz", "vis")
 #: --precision choices -> the autocast dtype's name in torch (None: no autocast, fp32); see pipeline.PRECISIONS.
 PRECISION_DTYPES: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
+#: What --precision accepts: ``auto`` (the default: bf16 where the device runs it fast, else fp32; see
+#: :mod:`bufferanytime.inference.precision`) or one of PRECISION_DTYPES.
+PRECISION_CHOICES = ("auto", *PRECISION_DTYPES)
 # Overlap = window // DEFAULT_OVERLAP_DIVISOR frames unless given, at least MIN_OVERLAP. Every overlap frame runs
 # through the decoder twice, so fewer is faster, but the blend needs room: with window 32, an overlap of 4 keeps
 # the seam error at the interior's (1.03x), 2 does not (1.33x) (benchmarks/long_video.py (c)).
@@ -36,7 +39,7 @@ class InferenceSettings:
     window: int | None = None
     overlap: int | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "fp32"  # the library default; the command line defaults to "auto"
     save: tuple[str, ...] = DEFAULT_SAVE
     extra: dict = field(default_factory=dict)
 

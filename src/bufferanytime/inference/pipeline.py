@@ -45,6 +45,7 @@ from bufferanytime.inference.options import (  # noqa: F401 - re-exported: the o
     check_size_options,
     check_window_options,
 )
+from bufferanytime.inference.precision import resolve_precision
 from bufferanytime.inference.windows import default_overlap, sliding_windows
 from bufferanytime.io.arrays import frame_to_tensor
 from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles
@@ -53,6 +54,9 @@ from bufferanytime.models.base import VideoModel
 from bufferanytime.tasks import OutputNames, Task
 
 PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
+# Frames per call of the frozen per-frame stage (the ViT) inside a window: its activations (the attention of every
+# frame above all) are held for this many frames, not for the whole window; as fast as one call (issue #19).
+ENCODE_CHUNK = PER_FRAME_BATCH
 DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")  # what --device accepts
 PRECISIONS = {name: None if dtype is None else getattr(torch, dtype) for name, dtype in PRECISION_DTYPES.items()}
 
@@ -158,25 +162,34 @@ class Predictor:
         self.model = model.to(device).eval()
         self.task = model.task  # what the model's output holds (a metric depth prior: metres)
         self.device = device
-        self.dtype = PRECISIONS[precision]
+        self.requested_precision = precision
+        self.precision = resolve_precision(precision, device, model)  # auto -> bf16 or fp32 for this device
+        self.dtype = PRECISIONS[self.precision]
         self.seconds = 0.0
+        self.fp32_retries = 0  # half-precision windows whose output was not finite, recomputed in fp32
         self._tail: list[torch.Tensor] = []
 
     def __call__(self, clip: torch.Tensor, reused: int = 0, keep: int = 0) -> torch.Tensor:
         start = time.perf_counter()
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
-        )
-        with torch.no_grad(), autocast:
-            clip = clip.to(self.device)
-            features = self.model.encode_frames(clip[reused:])
-            if reused:
-                features = [torch.cat([old[-reused:], new]) for old, new in zip(self._tail, features, strict=True)]
-            self._tail = [f[-keep:] for f in features] if keep else []
-            out = self.model.decode_frames(features, len(clip), tuple(clip.shape[-2:]))
+        clip = clip.to(self.device)
+        out = self._run(clip, reused, keep, self.dtype)
+        if self.dtype is not None and not bool(torch.isfinite(out).all()):
+            self.fp32_retries += 1  # a black or NaN window in half precision: this window again, fully in fp32
+            out = self._run(clip, 0, keep, None)
         out = out.float().cpu()
         self.seconds += time.perf_counter() - start
         return out
+
+    def _run(self, clip: torch.Tensor, reused: int, keep: int, dtype: torch.dtype | None) -> torch.Tensor:
+        """One window at ``dtype`` (None: fp32); the frozen features are computed ENCODE_CHUNK frames at a time."""
+        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+        with torch.no_grad(), autocast:
+            chunks = [self.model.encode_frames(part) for part in clip[reused:].split(ENCODE_CHUNK)]
+            features = [torch.cat(level) for level in zip(*chunks, strict=True)]
+            if reused:
+                features = [torch.cat([old[-reused:], new]) for old, new in zip(self._tail, features, strict=True)]
+            self._tail = [f[-keep:] for f in features] if keep else []
+            return self.model.decode_frames(features, len(clip), tuple(clip.shape[-2:]))
 
 
 def predict_frames(
@@ -275,6 +288,8 @@ def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, p
         "fps": source.fps,
         "device": str(predictor.device),
         "dtype": str(predictor.dtype or torch.float32).removeprefix("torch."),
+        "precision": {"requested": predictor.requested_precision, "used": predictor.precision,
+                      "fp32_retried_windows": predictor.fp32_retries},
         "settings": {**asdict(settings), "window": window, "overlap": overlap, "stride": source.stride,
                      "max_frames": source.max_frames},
         "timings": {

@@ -156,6 +156,9 @@ class VideoModel(nn.Module):
         #: How frames are resized for inference (see ``bufferanytime.inference.inference_size``); None: the
         #: prior's own preprocessing, :meth:`default_input_size`. Saved as ``input_size`` in config.json.
         self.input_size: dict | None = None
+        #: What ``--precision auto`` may use for this model: None (bf16 where the device runs it fast) or "fp32"
+        #: (half precision moves this model's scores too much). Saved as ``auto_precision`` in config.json.
+        self.auto_precision: str | None = None
 
     # -- subclasses implement -------------------------------------------------------------------------------
     @classmethod
@@ -199,6 +202,7 @@ class VideoModel(nn.Module):
             "temporal": self.temporal_config.to_dict(),
             "clip_len": self.clip_len,
             "input_size": self.size_rule(),
+            **({"auto_precision": self.auto_precision} if self.auto_precision else {}),
             "version": __version__,
         }
 
@@ -247,6 +251,7 @@ class VideoModel(nn.Module):
                              "either)") from exc
         model.clip_len = int(config.get("clip_len", cls.default_clip_len))
         model.input_size = config.get("input_size")
+        model.auto_precision = config.get("auto_precision")
         if not per_frame:
             state = read_weights(directory / WEIGHTS_NAME)
             missing, unexpected = model.load_state_dict(state, strict=False)
