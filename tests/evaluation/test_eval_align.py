@@ -98,3 +98,11 @@ def test_relative_and_metric_models_in_one_run_are_refused(capsys, synthetic_roo
                       str(metric_prior))
     assert code == 2 and len(err) == 1 and "serve different tasks" in err[0], err
     assert files_under(tmp_path) == []
+
+
+def test_align_for_normals_is_refused(capsys, synthetic_root, tiny_normal_prior, tmp_path):
+    code, err = run_main(capsys, "eval", "normal", "--dataset", "synthetic", "--root", str(synthetic_root),
+                         "--model", str(tiny_normal_prior), "--align", "scale", "--device", "cpu", "-q",
+                         "-o", str(tmp_path / "out"))
+    assert code == 2 and len(err) == 1 and "--align does not apply to normal" in err[0], err
+    assert files_under(tmp_path) == []

@@ -74,9 +74,10 @@ class Task:
 
         if align is None:
             return self.default_align
+        if not self.alignments:
+            raise InputError(f"--align does not apply to {self.name} (it has no scale to align)")
         if align not in self.alignments:
-            choices = ", ".join(self.alignments) or "none (this task is not aligned)"
-            raise InputError(f"--align {align} does not apply to {self.name}; choose from {choices}")
+            raise InputError(f"--align {align} does not apply to {self.name}; choose from {', '.join(self.alignments)}")
         return align
 
     @property
