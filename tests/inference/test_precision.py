@@ -37,19 +37,19 @@ def test_explicit_precision_is_kept_and_auto_resolves_per_device(monkeypatch, tm
 
 def test_a_non_finite_half_precision_window_is_recomputed_in_fp32(tiny_depth_prior):
     model = VideoDepthModel.from_prior(tiny_depth_prior).eval()
-    decode = model.decode_frames
+    decode = model.decode_window
 
     def overflowing(*args):  # what a half-precision overflow does to a window: NaN/inf in the output
         out = decode(*args)
         return out * torch.inf if torch.is_autocast_enabled("cpu") else out
 
-    model.decode_frames = overflowing
+    model.decode_window = overflowing
     clip = torch.from_numpy(moving_pattern(frames=6, height=28, width=42)).permute(0, 3, 1, 2).float() / 255
     predictor = Predictor(model, torch.device("cpu"), "bf16")
     out = predictor(clip[:4], keep=2)
     again = predictor(clip[2:], reused=2)
     assert predictor.fp32_retries == 2 and torch.isfinite(out).all() and torch.isfinite(again).all()
-    del model.decode_frames
+    del model.decode_window
     reference = Predictor(model, torch.device("cpu"), "fp32")(clip[:4])
     assert torch.allclose(out, reference, atol=1e-6)  # the retried window is the fp32 window
 

@@ -152,9 +152,10 @@ def window_warning(model: VideoModel, settings: InferenceSettings) -> str | None
 class Predictor:
     """Model + device + precision: ``__call__(clip (T,3,h,w) in [0,1], reused) -> outputs (T,...)`` float32, CPU.
 
-    The frozen per-frame stage of the model (``encode_frames``: the ViT for depth, the VAE encoder for normals)
-    is deterministic, so the features of the last ``keep`` frames of a window are kept and reused when the next
-    window starts with those frames (``reused`` of them): overlapping windows cost only the temporal part again.
+    The per-frame stage of the model (``encode_window``: for depth the ViT and the neck's reassemble + convs, for
+    normals the VAE encoder) is deterministic, so its output for the last ``keep`` frames of a window is kept and
+    reused when the next window starts with those frames (``reused`` of them): overlapping windows cost only the
+    temporal part again.
     ``seconds`` adds up the model time of every call.
     """
 
@@ -184,12 +185,13 @@ class Predictor:
         """One window at ``dtype`` (None: fp32); the frozen features are computed ENCODE_CHUNK frames at a time."""
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with torch.no_grad(), autocast:
-            chunks = [self.model.encode_frames(part) for part in clip[reused:].split(ENCODE_CHUNK)]
+            chunks = [self.model.encode_window(part) for part in clip[reused:].split(ENCODE_CHUNK)]
             features = [torch.cat(level) for level in zip(*chunks, strict=True)]
+            del chunks
             if reused:
                 features = [torch.cat([old[-reused:], new]) for old, new in zip(self._tail, features, strict=True)]
-            self._tail = [f[-keep:] for f in features] if keep else []
-            return self.model.decode_frames(features, len(clip), tuple(clip.shape[-2:]))
+            self._tail = [f[-keep:].clone() for f in features] if keep else []  # not views holding the window
+            return self.model.decode_window(features, len(clip), tuple(clip.shape[-2:]))
 
 
 def predict_frames(

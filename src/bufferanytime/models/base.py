@@ -176,6 +176,15 @@ class VideoModel(nn.Module):
         """The prior's own inference resize: ``short_side``/``long_side`` bounds and whether it enlarges."""
         return {}
 
+    def encode_window(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Windowed inference: the per-frame work on ``(N,3,H,W)`` frames, kept by the predictor for the overlap of
+        the next window. By default ``encode_frames`` (the frozen stage); a model may do more per frame here."""
+        return self.encode_frames(images)
+
+    def decode_window(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
+        """Windowed inference: ``encode_window`` output of B*T frames -> outputs at ``size``."""
+        return self.decode_frames(features, num_frames, size)
+
     # -- shared ---------------------------------------------------------------------------------------------
     @property
     def task(self):

@@ -141,33 +141,67 @@ class VideoDepthModel(VideoModel):
         return self._decode_window(features, num_frames, patch_h, patch_w)
 
     def _decode_window(self, features: list[torch.Tensor], num_frames: int, patch_h: int, patch_w: int) -> torch.Tensor:
-        """Reassemble + convs in chunks of frames, fusion layers 0-2 each followed by its temporal block on the
-        whole window, then fusion layer 3 + head in chunks (they hold the largest maps and are per frame).
+        """Reassemble + convs in chunks of frames, then :meth:`_fuse_window`."""
+        return self._fuse_window(self._neck_levels(features, patch_h, patch_w), num_frames, patch_h, patch_w)
+
+    def _fuse_window(
+        self, levels: list[list[torch.Tensor]], num_frames: int, patch_h: int, patch_w: int
+    ) -> torch.Tensor:
+        """Fusion layers 0-2 each followed by its temporal block on the whole window, then fusion layer 3 + head in
+        chunks (they hold the largest maps and are per frame). ``levels``: the neck's maps per level, finest first,
+        each as chunks of frames; the list is emptied as its maps are used up.
 
         Feature maps are channels-last: the DPT convolutions run 1.5x faster that way on CPU (docs/benchmarks.md).
         """
-        levels = self._neck_levels(features, patch_h, patch_w)[::-1]  # coarsest first, as the fusion stage takes them
+        levels.reverse()  # coarsest first, as the fusion stage takes them
         layers = self.neck.fusion_stage.layers
         fused: list[torch.Tensor] | None = None
         for i, (layer, block) in enumerate(zip(layers, self.temporal, strict=False)):
             size = levels[i + 1][0].shape[2:]
-            parts = [layer(level, size=size) if fused is None else layer(prev, level, size=size)
-                     for prev, level in zip(fused or levels[i], levels[i], strict=True)]
-            levels[i] = None  # this level's maps are used up
-            mixed = block(torch.cat(parts), num_frames).contiguous(memory_format=torch.channels_last)
-            fused = list(mixed.split([len(p) for p in parts]))
-        last = layers[len(self.temporal)]
-        return torch.cat([self.head([last(prev, level)], patch_h, patch_w)
-                          for prev, level in zip(fused, levels[-1], strict=True)])
+            level, levels[i] = levels[i], []
+            window = torch.cat([layer(part, size=size) if fused is None else layer(prev, part, size=size)
+                                for prev, part in zip(fused or level, level, strict=True)])
+            del level, fused
+            window = block(window, num_frames).contiguous(memory_format=torch.channels_last)
+            fused = list(window.split(DECODE_CHUNK))
+            del window
+        last, finest = layers[len(self.temporal)], levels.pop()
+        return torch.cat([self.head([last(fused.pop(0), finest.pop(0))], patch_h, patch_w) for _ in range(len(finest))])
+
+    def _neck_maps(self, features: list[torch.Tensor], patch_h: int, patch_w: int) -> list[torch.Tensor]:
+        """The neck's per-frame part: reassemble stage + convs, one channels-last map per level (finest first)."""
+        maps = self.neck.reassemble_stage(features, patch_h, patch_w)
+        return [conv(m.contiguous(memory_format=torch.channels_last))
+                for conv, m in zip(self.neck.convs, maps, strict=True)]
 
     def _neck_levels(self, features: list[torch.Tensor], patch_h: int, patch_w: int) -> list[list[torch.Tensor]]:
-        """The neck's per-level maps (reassemble stage + convs, both per frame), as chunks of DECODE_CHUNK frames."""
-        levels: list[list[torch.Tensor]] = [[] for _ in features]
-        for start in range(0, len(features[0]), DECODE_CHUNK):
-            maps = self.neck.reassemble_stage([f[start : start + DECODE_CHUNK] for f in features], patch_h, patch_w)
-            for level, conv, feature in zip(levels, self.neck.convs, maps, strict=True):
-                level.append(conv(feature.contiguous(memory_format=torch.channels_last)))
-        return levels
+        """:meth:`_neck_maps` in chunks of DECODE_CHUNK frames: per level, the list of its chunks."""
+        chunks = [self._neck_maps([f[start : start + DECODE_CHUNK] for f in features], patch_h, patch_w)
+                  for start in range(0, len(features[0]), DECODE_CHUNK)]
+        return [list(level) for level in zip(*chunks, strict=True)]
+
+    def _patch_grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        """ViT patches (rows, columns) of a frame of ``size`` after :meth:`preprocess`."""
+        return tuple(nearest_multiple(side, DINOV2_PATCH) // self.patch_size for side in size)
+
+    # -- inference in windows (bufferanytime.inference.Predictor) ----------------------------------------------
+    def encode_window(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every per-frame stage of ``(N,3,H,W)`` frames in [0,1]: the frozen ViT and, with temporal blocks, the
+        neck's reassemble stage and convs (no gradient needed: inference only).
+
+        The predictor keeps these for the overlap frames of the next window, so overlap frames cost only the
+        fusion layers, the blocks and the head again; and a window's ViT features are never all held at once.
+        """
+        features = self.encode_frames(images)
+        return features if self.per_frame else self._neck_maps(features, *self._patch_grid(images.shape[-2:]))
+
+    def decode_window(self, maps: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
+        """:meth:`encode_window` output of B*T frames -> disparity ``(B*T, H, W)`` at ``size``."""
+        if self.per_frame:
+            return self.decode_frames(maps, num_frames, size)
+        levels = [list(level.split(DECODE_CHUNK)) for level in maps]
+        maps.clear()  # the levels hold the maps now: each is freed as soon as the fusion has used it
+        return self._resized(self._fuse_window(levels, num_frames, *self._patch_grid(size)), size)
 
     def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen per-frame stage: ``(N,3,H,W)`` in [0,1] -> ViT features, each with N leading."""
@@ -175,11 +209,14 @@ class VideoDepthModel(VideoModel):
 
     def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
         """The temporal stage on ``encode_frames`` output of B*T frames -> disparity ``(B*T, H, W)`` at ``size``."""
-        h, w = size
-        size_in = (nearest_multiple(h, DINOV2_PATCH), nearest_multiple(w, DINOV2_PATCH))
-        disparity = self.decode_head(features, num_frames, size_in)
-        if disparity.shape[-2:] != (h, w):
-            disparity = F.interpolate(disparity[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        size_in = (nearest_multiple(size[0], DINOV2_PATCH), nearest_multiple(size[1], DINOV2_PATCH))
+        return self._resized(self.decode_head(features, num_frames, size_in), size)
+
+    @staticmethod
+    def _resized(disparity: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``(N, h, w)`` disparity at the preprocessed size -> at the frames' ``size``."""
+        if disparity.shape[-2:] != tuple(size):
+            disparity = F.interpolate(disparity[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
         return disparity
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
