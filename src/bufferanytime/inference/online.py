@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from bufferanytime.errors import InputError
-from bufferanytime.inference.pipeline import InferenceSettings, _resized_input, scaled_size, size_rule
+from bufferanytime.inference.pipeline import InferenceSettings, _resized_input, resolve_device, scaled_size, size_rule
+from bufferanytime.inference.precision import resolve_precision
 from bufferanytime.inference.rolling import RollingWindowPredictor
 from bufferanytime.io.arrays import frame_to_tensor
 from bufferanytime.models.base import VideoModel
@@ -40,15 +41,18 @@ class OnlinePredictor:
 
     online = True
 
-    def __init__(self, model: VideoModel, mode: str, device: str = "cpu", precision: str = "fp32",
+    def __init__(self, model: VideoModel, mode: str, device: str | torch.device = "cpu", precision: str = "fp32",
                  window: int | None = None):
         if mode not in ONLINE_MODES:
             raise InputError(f"unknown online mode {mode!r}; expected one of {', '.join(ONLINE_MODES)}")
-        self.mode, self.model, self.task = mode, model, get_task(model.kind)
+        self.mode, self.model = mode, model
+        self.task = getattr(model, "task", None) or get_task(model.kind)
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.precision = resolve_precision(precision, device, model)  # auto -> bf16 or fp32 for this device
         if mode == "rolling":
-            self.stepper = RollingWindowPredictor(model, device, precision, window)
+            self.stepper = RollingWindowPredictor(model, device, self.precision, window)
         else:
-            self.stepper = _streaming_class()(model, device=str(device), precision=precision)
+            self.stepper = _streaming_class()(model, device=device, precision=self.precision)
         self.seconds = 0.0
 
     @property

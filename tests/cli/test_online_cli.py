@@ -1,0 +1,186 @@
+"""``bufferanytime depth|normal --online``: results written frame by frame from a pipe, standard input or a file;
+the issue's latency test; Ctrl-C / SIGTERM; one error line (exit 2) per bad stream with earlier results kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests.helpers import run_main
+from tests.io.live_feeds import PipeFeeder, frames, mjpeg, y4m
+
+SMALL = ["--max-res", "42", "--window", "3", "--device", "cpu"]
+
+
+def _args(prior: Path, source: str, out: Path, *extra: str) -> list[str]:
+    return ["depth", "--online", source, "--model", str(prior), "-o", str(out), *SMALL, *extra]
+
+
+def _mp4_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def _npy(folder: Path) -> list[Path]:
+    return sorted((folder / "depth_npy").glob("*.npy"))
+
+
+def test_result_k_is_on_disk_before_frame_k_plus_2_is_written(tiny_depth_prior, tmp_path, capsys,
+                                                              one_torch_thread):
+    """The issue's latency test: MJPEG frames into a named pipe at a fixed pace, slower than the model."""
+    out, images = tmp_path / "out", frames(8, 28, 42)
+    seen: dict[int, bool] = {}
+
+    def check(k: int) -> None:  # just before frame k is written: is the result of frame k - 2 there?
+        if k >= 2:
+            seen[k - 2] = (out / "pipe" / "depth_npy" / f"{k - 2:06d}.npy").is_file()
+
+    feeder = PipeFeeder(tmp_path / "pipe", [mjpeg(f) for f in images], period=0.6, before_write=check)
+    feeder.start()
+    code, err = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "pipe"), out, "-q"))
+    feeder.join()
+    assert code == 0, err
+    assert seen == dict.fromkeys(range(6), True)
+    assert len(_npy(out / "pipe")) == 8
+
+
+def test_y4m_file_gives_every_output_and_a_meta_file(tiny_depth_prior, tmp_path, capsys):
+    (tmp_path / "clip.y4m").write_bytes(y4m(frames(6, 28, 42)))
+    out = tmp_path / "out"
+    (out / "clip").mkdir(parents=True)
+    (out / "clip" / "depth.npz").write_bytes(b"an earlier offline run")
+    code, _ = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "clip.y4m"), out, "--save", "npy,png16,vis",
+                                      "--mjpeg", str(tmp_path / "vis.mjpeg")))
+    assert code == 0
+    folder = out / "clip"
+    assert [p.name for p in _npy(folder)] == [f"{i:06d}.npy" for i in range(6)]
+    assert np.load(_npy(folder)[0]).shape == (28, 42)
+    assert len(list((folder / "depth_png16").glob("*.png"))) == 6
+    assert _mp4_frames(folder / "depth_vis.mp4") == 6
+    assert (folder / "depth.npz").read_bytes() == b"an earlier offline run"  # not a file of this run
+    meta = json.loads((folder / "depth.meta.json").read_text())
+    assert meta["status"] == "finished" and meta["frames_written"] == 6 and meta["frames_dropped"] == 0
+    assert meta["model"]["online_mode"] == "rolling" and meta["model"]["window"] == 3
+    with av.open(str(tmp_path / "vis.mjpeg"), format="mjpeg") as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6
+
+
+def test_max_latency_drops_frames_and_counts_them(tiny_depth_prior, tmp_path, capsys):
+    """A file arrives all at once, far faster than the model: old frames are dropped, the newest is kept."""
+    (tmp_path / "clip.y4m").write_bytes(y4m(frames(12, 28, 42)))
+    code, _ = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "clip.y4m"), tmp_path / "out",
+                                      "--max-latency", "0.001", "-q"))
+    assert code == 0
+    meta = json.loads((tmp_path / "out" / "clip" / "depth.meta.json").read_text())
+    assert meta["frames_dropped"] >= 1 and meta["frames_written"] + meta["frames_dropped"] == 12
+    assert meta["last_frame_index"] == 11 and meta["policy"]["max_latency_s"] == 0.001
+
+
+def _bad(capsys, args) -> list[str]:
+    code, err = run_main(capsys, *args, "-q")
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err
+
+
+def _kept(folder: Path, frames_before: int) -> None:
+    """Everything emitted before the error is there and whole; the meta file says why the run ended."""
+    assert len(_npy(folder)) == frames_before and all(np.load(p).shape == (28, 42) for p in _npy(folder))
+    assert _mp4_frames(folder / "depth_vis.mp4") == frames_before
+    assert json.loads((folder / "depth.meta.json").read_text())["status"].startswith("failed: ")
+
+
+def test_stalled_pipe_is_one_error_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path, capsys):
+    PipeFeeder(tmp_path / "pipe", [y4m(frames(3, 28, 42))], hold=8).start()
+    err = _bad(capsys, _args(tiny_depth_prior, str(tmp_path / "pipe"), tmp_path / "out", "--stall-timeout", "1.5"))
+    assert "stream stalled (no frame for 1.5 s" in err[0]
+    _kept(tmp_path / "out" / "pipe", 3)
+
+
+def test_size_change_is_one_error_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path, capsys):
+    chunks = [mjpeg(f) for f in [*frames(3, 28, 42), *frames(2, 42, 56)]]
+    PipeFeeder(tmp_path / "pipe", chunks).start()
+    err = _bad(capsys, _args(tiny_depth_prior, str(tmp_path / "pipe"), tmp_path / "out"))
+    assert "frame size changed mid-stream from 42x28 to 56x42 at frame 3" in err[0]
+    _kept(tmp_path / "out" / "pipe", 3)
+
+
+def test_stream_cut_mid_frame_is_one_error_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path, capsys):
+    data = y4m(frames(4, 28, 42))
+    PipeFeeder(tmp_path / "pipe", [data[:-100]]).start()
+    err = _bad(capsys, _args(tiny_depth_prior, str(tmp_path / "pipe"), tmp_path / "out"))
+    assert "ended in the middle of frame 3" in err[0]
+    _kept(tmp_path / "out" / "pipe", 3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("source", ["/dev/video97", "http://127.0.0.1:{port}/live", "udp://127.0.0.1:{port}"])
+def test_source_that_cannot_be_opened_is_one_line_and_writes_nothing(tiny_depth_prior, tmp_path, capsys, source):
+    source = source.format(port=_free_port())
+    err = _bad(capsys, _args(tiny_depth_prior, source, tmp_path / "out", "--timeout", "0.5", "--stall-timeout", "3"))
+    assert source in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--save", "npz"], "--save npz: not written online"),
+    (["clip.mp4"], "--online reads SOURCE, not INPUT files"),
+    (["--max-latency", "0"], "must be > 0"),
+])
+def test_options_that_do_not_apply_online_are_refused(tiny_depth_prior, tmp_path, capsys, extra, message):
+    (tmp_path / "clip.y4m").write_bytes(y4m(frames(2, 28, 42)))
+    code, err = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "clip.y4m"), tmp_path / "out", *extra))
+    assert code == 2 and message in err[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bufferanytime", *args], env=env, stderr=subprocess.PIPE,
+                            **kwargs)
+
+
+def test_standard_input_to_an_mjpeg_stream_on_standard_output(tiny_depth_prior, tmp_path):
+    process = _cli(*_args(tiny_depth_prior, "-", tmp_path / "out", "--mjpeg", "-", "--save", "npy"),
+                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    stdout, stderr = process.communicate(y4m(frames(5, 28, 42)), timeout=300)
+    assert process.returncode == 0, stderr.decode()
+    assert len(_npy(tmp_path / "out" / "stdin")) == 5
+    (tmp_path / "vis.mjpeg").write_bytes(stdout)
+    with av.open(str(tmp_path / "vis.mjpeg"), format="mjpeg") as container:
+        assert sum(1 for _ in container.decode(video=0)) == 5
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_ends_cleanly_with_every_written_frame_intact(tiny_depth_prior, tmp_path, sig):
+    feeder = PipeFeeder(tmp_path / "pipe", [mjpeg(f) for f in frames(200, 28, 42)], period=0.05)
+    feeder.start()
+    process = _cli(*_args(tiny_depth_prior, str(tmp_path / "pipe"), tmp_path / "out", "-q"))
+    folder = tmp_path / "out" / "pipe"
+    deadline = time.monotonic() + 240
+    while len(_npy(folder)) < 4 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == "error: interrupted"
+    written = _npy(folder)
+    assert len(written) >= 4 and all(np.load(p).shape == (28, 42) for p in written)
+    meta = json.loads((folder / "depth.meta.json").read_text())
+    assert meta["status"] == "interrupted" and meta["frames_written"] == len(written)
+    assert _mp4_frames(folder / "depth_vis.mp4") == len(written)  # finalised: every frame plays
