@@ -184,3 +184,17 @@ def test_interrupt_ends_cleanly_with_every_written_frame_intact(tiny_depth_prior
     meta = json.loads((folder / "depth.meta.json").read_text())
     assert meta["status"] == "interrupted" and meta["frames_written"] == len(written)
     assert _mp4_frames(folder / "depth_vis.mp4") == len(written)  # finalised: every frame plays
+
+
+def test_normals_online_are_unit_vectors_frame_by_frame(tiny_normal_prior, tmp_path, capsys, one_torch_thread):
+    (tmp_path / "clip.y4m").write_bytes(y4m(frames(4, 32, 48)))
+    code, err = run_main(capsys, "normal", "--online", str(tmp_path / "clip.y4m"), "--model", str(tiny_normal_prior),
+                         "-o", str(tmp_path / "out"), "--max-res", "48", "--window", "2", "--device", "cpu", "-q",
+                         "--save", "npy,png16")
+    assert code == 0, err
+    files = sorted((tmp_path / "out" / "clip" / "normal_npy").glob("*.npy"))
+    assert len(files) == 4 and len(list((tmp_path / "out" / "clip" / "normal_png16").glob("*.png"))) == 4
+    normals = np.stack([np.load(f) for f in files])
+    assert normals.shape == (4, 32, 48, 3)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-2)  # as the model gives them
+    assert json.loads((tmp_path / "out" / "clip" / "normal.meta.json").read_text())["task"] == "normal"

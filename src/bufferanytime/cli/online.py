@@ -29,7 +29,6 @@ ONLINE_FORMATS = ("npy", "png16", "vis")  # per-frame .npy, per-frame 16-bit PNG
 DEFAULT_ONLINE_SAVE = ("npy", "vis")
 ONLINE_MODES = ("auto", "stream", "rolling")
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
-CAUSAL_DEFAULT = "tiny-synthetic-causal"  # the embedded causal models, used by --online when installed
 ONLINE_HELP = (
     "read a live stream instead of INPUT files and write each frame's result as soon as it is computed: SOURCE "
     "is a camera (/dev/video0), a stream URL (rtsp://, http://, udp://, tcp://, rtmp://, srt://), '-' (standard "
@@ -48,7 +47,8 @@ def add_online_options(parser: argparse.ArgumentParser) -> None:
                        help="stream = a causal model's exact incremental inference; rolling = the training-free "
                        "baseline (any video model over the last --window frames, default its clip length; depth "
                        "aligned to the outputs already written); auto (default) = stream for a causal model, "
-                       f"else rolling. Without --model, --online uses {CAUSAL_DEFAULT} when installed")
+                       "else rolling. Without --model, --online uses the embedded causal model "
+                       "(tiny-synthetic-causal) when installed, else the embedded model")
     group.add_argument("--name", default=None,
                        help="output folder name under -o (default: the device, pipe or URL's last part, 'stdin')")
     group.add_argument("--input-format", default=None, metavar="FMT",
@@ -100,9 +100,10 @@ def _load(args: argparse.Namespace, settings) -> tuple[object, dict]:
     """The online predictor on its device, and what to record about its model."""
     from bufferanytime.inference.online import OnlinePredictor
     from bufferanytime.inference.pipeline import resolve_device
-    from bufferanytime.models import DEFAULT_MODEL, list_models, load_model, resolve_model_path
+    from bufferanytime.models import CAUSAL_EMBEDDED_NAME, DEFAULT_MODEL, list_models, load_model, resolve_model_path
 
-    name = args.model or (CAUSAL_DEFAULT if CAUSAL_DEFAULT in list_models(args.kind) else DEFAULT_MODEL.get(args.kind))
+    causal_default = CAUSAL_EMBEDDED_NAME if CAUSAL_EMBEDDED_NAME in list_models(args.kind) else None
+    name = args.model or causal_default or DEFAULT_MODEL.get(args.kind)
     device = resolve_device(settings.device)
     model = load_model(args.kind, name, per_frame=args.per_frame)
     causal = bool(getattr(model.temporal_config, "causal", False))
