@@ -22,7 +22,8 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -49,11 +50,16 @@ from bufferanytime.inference.precision import resolve_precision
 from bufferanytime.inference.windows import default_overlap, sliding_windows
 from bufferanytime.io.arrays import frame_to_tensor
 from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles
+from bufferanytime.io.threads import BackgroundWriter, Prefetch
 from bufferanytime.io.video import MIN_VIDEO_FRAMES, VideoSource, VideoWriter
 from bufferanytime.models.base import VideoModel
 from bufferanytime.tasks import OutputNames, Task
 
 PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
+# Frames decoded and resized ahead of the model, and predictions waiting for the writer thread: enough to hide
+# the I/O behind the model, few enough to bound memory (8 frames at 1080p: 200 MB of float32 depth at most).
+PREFETCH_FRAMES = 8
+WRITE_QUEUE_FRAMES = 8
 # Frames per call of the frozen per-frame stage (the ViT) inside a window: its activations (the attention of every
 # frame above all) are held for this many frames, not for the whole window; as fast as one call (issue #19).
 ENCODE_CHUNK = PER_FRAME_BATCH
@@ -218,8 +224,9 @@ def predict_frames(
         return predictor(clip, reused, keep=overlap)
 
     task = predictor.task
-    for out in sliding_windows(tensors(), predict, task, window, overlap):
-        yield task.resize(task.frame_to_disk(out), sizes.popleft())
+    with Prefetch(tensors(), PREFETCH_FRAMES, "decode") as inputs:  # decoded and resized on their own thread
+        for out in sliding_windows(inputs, predict, task, window, overlap):
+            yield task.resize(task.frame_to_disk(out), sizes.popleft())
 
 
 def _resized_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -251,9 +258,10 @@ def run_video(
         writer = NpyStreamWriter(staging / "predictions.raw")
         bar = tqdm(total=source.expected_frames or None, desc=source.name, unit="frame", disable=not progress)
         try:
-            for pred in predict_frames(model, iter(source), settings, predictor):
-                writer.append(pred)
-                bar.update(1)
+            with BackgroundWriter(_frame_writer(task, writer, staging, settings.save), WRITE_QUEUE_FRAMES) as out:
+                for pred in predict_frames(model, iter(source), settings, predictor):
+                    out.put(pred)
+                    bar.update(1)
         finally:
             bar.close()
             writer.close()
@@ -304,22 +312,38 @@ def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, p
     }
 
 
+def _frame_writer(task: Task, writer: NpyStreamWriter, staging: Path, save: tuple[str, ...]) -> Callable:
+    """What is written of each frame as it comes (on the writer thread): the raw array, and the EXR frame."""
+    folder = staging / task.files.exr
+
+    def write(frame: np.ndarray) -> None:
+        if "exr" in save:
+            folder.mkdir(exist_ok=True)
+            _write_exr_frame(task, frame, folder / f"{writer.count:06d}.exr")
+        writer.append(frame)
+
+    return write
+
+
 def _write_outputs(task: Task, writer: NpyStreamWriter, staging: Path, fps: float, save: tuple[str, ...]) -> dict:
-    """Write the chosen formats into ``staging`` from the raw predictions; returns how to read each."""
+    """Write the formats that need the whole video into ``staging``, each on its own thread: the npz (its header
+    holds the frame count), the visualisation (one colour range for all frames) and the 16-bit PNGs (depth: one
+    scale for all frames). Returns how to read each format, the EXR frames (written as they came) included."""
     names: OutputNames = task.files
-    info: dict = {}
-    if "npz" in save:
-        writer.write_npz(staging / names.npz, names.key)
-        info["npz"] = {"file": names.npz, "array": names.key}
     data = writer.read()
-    if "vis" in save:
-        info["vis"] = _write_visualisation(task, data, staging / names.vis, fps)
-    if "png16" in save:
-        info["png16"] = task.write_png16(data, staging / names.png16)
+    jobs = {
+        "npz": lambda: writer.write_npz(staging / names.npz, names.key) or {"file": names.npz, "array": names.key},
+        "vis": lambda: _write_visualisation(task, data, staging / names.vis, fps),
+        "png16": lambda: task.write_png16(data, staging / names.png16),
+    }
+    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="outputs")
+    try:
+        futures = {fmt: pool.submit(job) for fmt, job in jobs.items() if fmt in save}
+        info = {fmt: futures[fmt].result() for fmt in SAVE_FORMATS if fmt in futures}
+    finally:  # an interrupt drops the jobs not started and waits for the running ones (staging is removed after)
+        pool.shutdown(wait=True, cancel_futures=True)
     if "exr" in save:
-        _write_exr(task, data, staging / names.exr)
         info["exr"] = {"dir": names.exr, "channels": ",".join(task.exr_channels)}
-    del data
     return info
 
 
@@ -332,11 +356,9 @@ def _write_visualisation(task: Task, data: np.ndarray, path: Path, fps: float) -
     return {"file": path.name, **task.vis_info(value_range)}
 
 
-def _write_exr(task: Task, data: np.ndarray, folder: Path) -> None:
+def _write_exr_frame(task: Task, frame: np.ndarray, path: Path) -> None:
     import OpenEXR
 
-    folder.mkdir()
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    for i, frame in enumerate(data):
-        with OpenEXR.File(header, task.exr_planes(frame)) as exr:
-            exr.write(str(folder / f"{i:06d}.exr"))
+    with OpenEXR.File(header, task.exr_planes(frame)) as exr:
+        exr.write(str(path))

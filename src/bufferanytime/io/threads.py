@@ -1,0 +1,150 @@
+"""Input and output on their own threads, with bounded queues, so that the model never waits on I/O.
+
+- :class:`Prefetch` runs an iterator (frame decoding and resizing) on a thread, at most ``size`` items ahead.
+- :class:`BackgroundWriter` calls a function (writing a frame's outputs) on a thread for every item put, with at
+  most ``size`` items waiting: a slow disk slows the producer down instead of filling the memory.
+
+Decoding (PyAV), resizing and encoding (OpenCV, OpenEXR) and the model (torch) release the GIL while they work,
+so the threads overlap. An error on a thread is raised again in the caller, with its own traceback, at the next
+item (or when closing); an interrupt (Ctrl-C) in the caller stops and joins the threads before the caller's
+clean-up runs, so nothing is written into a staging folder after it is removed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+POLL_S = 0.1  # how often a blocked thread checks whether it was told to stop
+_END = object()
+
+
+class Prefetch(Generic[T]):
+    """Iterate ``items`` on a daemon thread, at most ``size`` items ahead of the consumer.
+
+    Use as an iterator; ``close()`` (also by ``with``) stops the thread and closes ``items`` on it."""
+
+    def __init__(self, items: Iterator[T], size: int, name: str = "prefetch"):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(items,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, items: Iterator[T]) -> None:
+        try:
+            for item in items:
+                if not self._offer((item, None)):
+                    return
+            self._offer((_END, None))
+        except BaseException as exc:  # raised again in the consumer
+            self._offer((_END, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def _offer(self, entry: tuple) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Prefetch[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        item, error = self._queue.get()
+        if item is _END:
+            self._done = True
+            self.close()
+            if error is not None:
+                raise error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (it finishes the item it is producing) and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetch[T]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BackgroundWriter(Generic[T]):
+    """``write(item)`` on a thread for every ``put(item)``, in order, at most ``size`` items waiting.
+
+    As a context manager: a normal exit waits for every item to be written and raises a write error; an exception
+    (an interrupt included) stops the thread after the item it is writing and drops the rest."""
+
+    def __init__(self, write: Callable[[T], None], size: int, name: str = "writer"):
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            try:
+                self._write(item)
+            except BaseException as exc:  # raised again in the producer
+                self._error = exc
+                return
+
+    def put(self, item: T) -> None:
+        """Queue ``item``; blocks while ``size`` items wait; raises the error of an earlier write."""
+        while True:
+            self._raise_error()
+            if not self._thread.is_alive():
+                raise RuntimeError("the writer thread has stopped")
+            try:
+                self._queue.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        """Wait until every queued item is written; raise a write error."""
+        if self._thread.is_alive():
+            self.put(_END)
+            self._thread.join()
+        self._raise_error()
+
+    def abort(self) -> None:
+        """Stop after the item being written; queued items are dropped."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> BackgroundWriter[T]:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
