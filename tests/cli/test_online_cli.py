@@ -86,6 +86,14 @@ def test_max_latency_drops_frames_and_counts_them(tiny_depth_prior, tmp_path, ca
     assert meta["last_frame_index"] == 11 and meta["policy"]["max_latency_s"] == 0.001
 
 
+def test_stride_and_max_frames_pick_the_frames(tiny_depth_prior, tmp_path, capsys):
+    (tmp_path / "clip.y4m").write_bytes(y4m(frames(10, 28, 42)))
+    code, _ = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "clip.y4m"), tmp_path / "out", "--stride", "2",
+                                      "--max-frames", "3", "-q"))
+    assert code == 0
+    assert [p.name for p in _npy(tmp_path / "out" / "clip")] == ["000000.npy", "000002.npy", "000004.npy"]
+
+
 def _bad(capsys, args) -> list[str]:
     code, err = run_main(capsys, *args, "-q")
     assert code == 2
@@ -141,6 +149,7 @@ def test_source_that_cannot_be_opened_is_one_line_and_writes_nothing(tiny_depth_
     (["--save", "npz"], "--save npz: not written online"),
     (["clip.mp4"], "--online reads SOURCE, not INPUT files"),
     (["--max-latency", "0"], "must be > 0"),
+    (["--overlap", "1"], "--overlap does not apply online"),
 ])
 def test_options_that_do_not_apply_online_are_refused(tiny_depth_prior, tmp_path, capsys, extra, message):
     (tmp_path / "clip.y4m").write_bytes(y4m(frames(2, 28, 42)))

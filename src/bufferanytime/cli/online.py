@@ -91,6 +91,8 @@ def _check(args: argparse.Namespace) -> tuple[str, ...]:
     if wrong:
         raise InputError(f"--save {','.join(wrong)}: not written online, where each frame is written as it is "
                          f"computed; choose from {', '.join(ONLINE_FORMATS)}")
+    if args.overlap is not None:
+        raise InputError("--overlap does not apply online: each frame is predicted once, from the frames before it")
     if args.mjpeg not in (None, "-") and Path(args.mjpeg).is_dir():
         raise InputError(f"--mjpeg {args.mjpeg}: is a folder; give a file path or '-'")
     return save
@@ -106,6 +108,8 @@ def _load(args: argparse.Namespace, settings) -> tuple[object, dict]:
     name = args.model or causal_default or DEFAULT_MODEL.get(args.kind)
     device = resolve_device(settings.device)
     model = load_model(args.kind, name, per_frame=args.per_frame)
+    if getattr(args, "decode_chunk", None):
+        model.decode_chunk = args.decode_chunk
     causal = bool(getattr(model.temporal_config, "causal", False))
     mode = args.online_mode if args.online_mode != "auto" else ("stream" if causal else "rolling")
     predictor = OnlinePredictor(model, mode, device, settings.precision, settings.window)
@@ -173,7 +177,7 @@ class _Session:
         bar = tqdm(desc=folder.name, unit="frame", disable=self.args.quiet, file=sys.stderr)
         status = "failed"
         try:
-            for item in self.source.frames():
+            for item in self._selected():
                 if self.outputs is None:
                     self.outputs = ProgressiveOutputs(folder, self.predictor.task, save, self.source.fps or 25.0,
                                                       self.args.mjpeg)
@@ -190,6 +194,17 @@ class _Session:
         finally:
             bar.close()
             self._close(status)
+
+    def _selected(self):
+        """The source's frames after ``--stride`` (every N-th input frame), at most ``--max-frames`` of them."""
+        taken = 0
+        for item in self.source.frames():
+            if item.index % self.args.stride:
+                continue
+            yield item
+            taken += 1
+            if self.args.max_frames and taken >= self.args.max_frames:
+                return
 
     def _one(self, item) -> None:
         from bufferanytime.inference.online import predict_one
