@@ -34,6 +34,7 @@ COMMANDS = {
     "eval": ("eval", "score models on a benchmark (report.json, report.md, time slices)"),
     "flow": ("flow", "optical flow between consecutive frames (DIS or RAFT-small)"),
     "synth": ("synth", "render synthetic videos with exact depth, normals and flow"),
+    "export": ("export", "export a model to ONNX (video model with a dynamic window, and its per-frame prior)"),
     "train-prior": ("train_prior", "train a small single-image prior on synthetic data (for demos)"),
     "consistency": ("consistency", "angle between the normals implied by the depth and the predicted normals"),
 }
