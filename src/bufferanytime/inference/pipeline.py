@@ -11,8 +11,11 @@ names the files and encodes each format), the formats chosen by ``save``:
 
 Depth and normal outputs of one input live side by side: a run replaces only the files it writes (staged under a
 hidden name and moved into place when all are complete, :class:`~bufferanytime.io.outputs.OutputFiles`).
-Predictions are appended to a raw file as they are made and re-read through a memory map for the second pass
-(npz, visualisation, images), so memory stays bounded for any video length.
+Input and output run on their own threads (:mod:`bufferanytime.io.threads`), with bounded queues: frames are
+decoded and resized ahead of the model, and each prediction is appended to a raw file (and written as an EXR
+frame) by a writer thread while the model computes the next window. The formats that need the whole video (the
+npz header's frame count, the visualisation's one colour range, depth png16's one scale) are written after the
+last frame from a memory map of the raw file, concurrently; memory stays bounded for any video length.
 """
 
 from __future__ import annotations
