@@ -207,3 +207,35 @@ def test_normals_online_are_unit_vectors_frame_by_frame(tiny_normal_prior, tmp_p
     assert normals.shape == (4, 32, 48, 3)
     np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-2)  # as the model gives them
     assert json.loads((tmp_path / "out" / "clip" / "normal.meta.json").read_text())["task"] == "normal"
+
+
+def test_without_model_the_embedded_causal_model_is_streamed_when_installed(tiny_depth_prior, tmp_path, capsys,
+                                                                           monkeypatch):
+    """Stands a tiny causal model in for tiny-synthetic-causal: --online picks it and streams it exactly."""
+    import torch
+
+    from bufferanytime.models import CAUSAL_EMBEDDED_NAME, MODELS, VideoDepthModel
+
+    model = VideoDepthModel.from_prior(tiny_depth_prior, temporal={"causal": True, "horizon": 3})
+    torch.manual_seed(0)
+    for block in model.temporal:
+        torch.nn.init.normal_(block.proj_out.weight, std=0.05)
+    model.save_pretrained(tmp_path / "causal" / "depth")
+    monkeypatch.setitem(MODELS._entries, CAUSAL_EMBEDDED_NAME, {"depth": tmp_path / "causal" / "depth"})
+    (tmp_path / "clip.y4m").write_bytes(y4m(frames(4, 28, 42)))
+    code, err = run_main(capsys, "depth", "--online", str(tmp_path / "clip.y4m"), "-o", str(tmp_path / "out"),
+                         "--max-res", "42", "--device", "cpu", "--precision", "fp32", "-q")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "out" / "clip" / "depth.meta.json").read_text())
+    assert meta["model"]["name"] == CAUSAL_EMBEDDED_NAME and meta["model"]["online_mode"] == "stream"
+    streamed = np.stack([np.load(p) for p in _npy(tmp_path / "out" / "clip")])
+    decoded = np.stack(_decoded_y4m(tmp_path / "clip.y4m"))
+    with torch.no_grad():
+        offline = model.eval()(torch.from_numpy(decoded).permute(0, 3, 1, 2).float()[None] / 255)[0].numpy()
+    np.testing.assert_allclose(streamed, offline, atol=1e-4 * float(np.ptp(offline)))
+
+
+def _decoded_y4m(path: Path) -> list[np.ndarray]:
+    """The frames as the online reader decodes them (4:2:0 changes colours a little)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
