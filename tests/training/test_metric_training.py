@@ -11,7 +11,7 @@ from bufferanytime.models import load_model
 from bufferanytime.tasks import DEPTH, METRIC_DEPTH
 from bufferanytime.testing import make_tiny_metric_prior
 from bufferanytime.training import DepthObjective, train
-from bufferanytime.training.objectives import DEPTH_LOSSES
+from bufferanytime.training.objectives import DEPTH_LOSSES, _metric_regularization
 
 from .conftest import tiny_config
 
@@ -43,7 +43,7 @@ def test_the_prior_decides_the_task_and_the_losses(metric_prior, tiny_depth_prio
     metric = _objective(metric_prior, tmp_path)
     relative = _objective(tiny_depth_prior, tmp_path)
     assert metric.task is METRIC_DEPTH and relative.task is DEPTH
-    assert metric.task_losses.regularization is log_l1_loss
+    assert metric.task_losses.regularization is _metric_regularization
     assert relative.task_losses.regularization is affine_invariant_loss
 
 

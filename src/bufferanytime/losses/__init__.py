@@ -9,6 +9,7 @@ from bufferanytime.losses.regularization import (
     log_l1_loss,
     normalize_affine,
     silog_loss,
+    split_log_l1_loss,
 )
 from bufferanytime.losses.stabilization import canny_edges, diamond_kernel, edge_keep_mask, stabilization_loss
 
@@ -23,5 +24,6 @@ __all__ = [
     "log_l1_loss",
     "normalize_affine",
     "silog_loss",
+    "split_log_l1_loss",
     "stabilization_loss",
 ]

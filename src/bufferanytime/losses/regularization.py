@@ -70,3 +70,20 @@ def silog_loss(pred: torch.Tensor, target: torch.Tensor, lam: float, valid: torc
     if valid is not None:
         g = g[valid]
     return (g.square().mean() - lam * g.mean().square()).clamp_min(0).add(1e-12).sqrt()
+
+
+def split_log_l1_loss(pred: torch.Tensor, target: torch.Tensor, scale_weight: float) -> torch.Tensor:
+    """L1 in log depth split into shape and scale: ``mean |g - m| + scale_weight * |m|`` per map, with
+    ``g = log pred - log target`` and ``m = median(g)`` (the map's log-scale offset), averaged over the batch.
+
+    For the video regularization of metric depth: the shape term is scale-invariant, so the prior's per-frame
+    scale flicker (a global change of its output from one frame to the next) is not imposed on the video model, and
+    the scale term, weighted down, still pulls the scale of every frame towards the prior's, so that over many
+    frames the video model keeps the prior's average metric scale (``scale_weight = 1`` is close to
+    :func:`log_l1_loss`, which imposes each frame's scale, flicker included).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    g = (log_depth(pred) - log_depth(target.detach().to(pred.dtype))).flatten(-2)
+    m = g.median(dim=-1, keepdim=True).values
+    return (g - m).abs().mean() + scale_weight * m.abs().mean()
