@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -261,8 +261,12 @@ def run_video(
         writer = NpyStreamWriter(staging / "predictions.raw")
         bar = tqdm(total=source.expected_frames or None, desc=source.name, unit="frame", disable=not progress)
         try:
-            with BackgroundWriter(_frame_writer(task, writer, staging, settings.save), WRITE_QUEUE_FRAMES) as out:
-                for pred in predict_frames(model, iter(source), settings, predictor):
+            # on any error the reader thread is joined first (closing), then the writer's (before staging goes)
+            with (
+                BackgroundWriter(_frame_writer(task, writer, staging, settings.save), WRITE_QUEUE_FRAMES) as out,
+                closing(predict_frames(model, iter(source), settings, predictor)) as preds,
+            ):
+                for pred in preds:
                     out.put(pred)
                     bar.update(1)
         finally:
