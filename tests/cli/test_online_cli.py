@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import run_main
-from tests.io.live_feeds import PipeFeeder, frames, mjpeg, y4m
+from tests.io.live_feeds import PipeFeeder, frames, mjpeg, y4m, y4m_header
 
 SMALL = ["--max-res", "42", "--window", "3", "--device", "cpu"]
 
@@ -129,6 +129,13 @@ def test_stream_cut_mid_frame_is_one_error_line_and_the_frames_before_stay(tiny_
     err = _bad(capsys, _args(tiny_depth_prior, str(tmp_path / "pipe"), tmp_path / "out"))
     assert "ended in the middle of frame 3" in err[0]
     _kept(tmp_path / "out" / "pipe", 3)
+
+
+def test_stream_without_a_frame_is_one_line_and_writes_nothing(tiny_depth_prior, tmp_path, capsys):
+    (tmp_path / "empty.y4m").write_bytes(y4m_header(28, 42))
+    err = _bad(capsys, _args(tiny_depth_prior, str(tmp_path / "empty.y4m"), tmp_path / "out"))
+    assert "ended before its first frame" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def _free_port() -> int:

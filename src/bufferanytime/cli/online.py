@@ -132,6 +132,8 @@ def run_online(args: argparse.Namespace, settings) -> int:
     folder = out_root / (args.name or source.name)
     session = _Session(args, settings, source, predictor, model_info)
     session.stream(folder, save)
+    if session.outputs is None:
+        raise InputError(f"{args.online}: the stream ended before its first frame; nothing was written")
     if not args.quiet:
         print(f"wrote {folder}/ ({session.outputs.frames} frames; {source.dropped} dropped)",
               file=sys.stderr if args.mjpeg == "-" else sys.stdout)
