@@ -26,7 +26,8 @@ def test_register_get_list_and_refusals():
 
 
 def test_public_listings_name_what_the_loaders_accept(tmp_path):
-    assert list_models() == ["tiny-synthetic"] and list_models("depth") == list_models("normal") == ["tiny-synthetic"]
+    embedded = ["tiny-synthetic", "tiny-synthetic-causal"]
+    assert list_models() == embedded and list_models("depth") == list_models("normal") == embedded
     assert list_flows() == ["dis", "raft-small"]
     assert list_datasets() == ["synthetic", "kitti", "scannet", "bonn", "sintel"]
     assert get_flow_model("dis") is not None
