@@ -12,8 +12,10 @@ Alternates, in one run, ``--rounds`` times:
 
 Printed: each measurement, then the ratios ``process / model-only`` (everything the user waits for, start-up and
 model loading included), ``run_video / model-only`` (what the I/O threads address) and the CLI's own model time
-against the model-only one (the cost of sharing the CPU with the I/O threads). Default model: random weights in
-the Depth Anything V2 Small architecture at its default input size (518 short side), on a real clip.
+against the model-only one (the cost of sharing the CPU with the I/O threads); last, ``run_video`` against the
+model time of the same run, which a load that changes between the two processes does not disturb. Default model:
+random weights in the Depth Anything V2 Small architecture at its default input size (518 short side), on a real
+clip.
 
     python benchmarks/cli_overhead.py [--video V] [--frames 44] [--rounds 3] [--arch small] [--short-side N]
 """
@@ -95,6 +97,9 @@ def main() -> None:
         print(f"{name} / model-only: median {statistics.median(ratios):.3f}x (range {min(ratios):.3f}-"
               f"{max(ratios):.3f}); {statistics.median(c[key] for c in cli):.2f} s vs {only:.2f} s, "
               f"{args.frames} frames")
+    inside = [c["run_s"] / c["model_s"] for c in cli]  # same process, same load: what is not the model in run_video
+    print(f"run_video / the CLI's own model time: median {statistics.median(inside):.3f}x (range {min(inside):.3f}-"
+          f"{max(inside):.3f})")
 
 
 if __name__ == "__main__":
