@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=10)
     parser.add_argument("--mem-arch", default="tiny", help="prior architecture of the memory run")
     parser.add_argument("--mem-size", default="126x168", help="frame size HxW of the memory run")
-    parser.add_argument("--skip-time", action="store_true")
+    parser.add_argument("--skip-time", action="store_true", help="only the memory run")
+    parser.add_argument("--skip-memory", action="store_true", help="only the time run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -114,6 +115,8 @@ def main() -> None:
             print(f"(a) {args.arch} at {args.size}, horizon {args.horizon}: stream {1000 * result['stream']:.1f} "
                   f"ms/frame, per-frame prior {1000 * result['prior']:.1f} ms/frame, ratio {result['ratio']:.3f} "
                   "(target <= 1.10)", flush=True)
+        if args.skip_memory:
+            return
         prior = prior_dir(args.mem_arch, root) if args.mem_arch != args.arch or args.skip_time else root / args.arch
         size = parse_size(args.mem_size)
         rss100, cache100 = peak_rss(prior, size, args.horizon, 100)
