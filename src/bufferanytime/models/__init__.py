@@ -41,6 +41,8 @@ MODELS: Registry[dict[str, Path]] = Registry("model")
 EMBEDDED_NAME = "tiny-synthetic"
 #: The embedded causal models (trained with ``train --causal``, streamed exactly by ``StreamingPredictor``).
 CAUSAL_EMBEDDED_NAME = "tiny-synthetic-causal"
+#: The embedded metric depth model (a metric prior, output in metres; docs/embedded_models.md).
+METRIC_EMBEDDED_NAME = "tiny-synthetic-metric"
 
 
 def _embedded(name: str) -> dict[str, Path]:
@@ -52,6 +54,8 @@ def _embedded(name: str) -> dict[str, Path]:
 MODELS.register(EMBEDDED_NAME, _embedded(EMBEDDED_NAME))
 if _embedded(CAUSAL_EMBEDDED_NAME):
     MODELS.register(CAUSAL_EMBEDDED_NAME, _embedded(CAUSAL_EMBEDDED_NAME))
+if _embedded(METRIC_EMBEDDED_NAME):
+    MODELS.register(METRIC_EMBEDDED_NAME, _embedded(METRIC_EMBEDDED_NAME))
 #: The model ``load_model(kind)`` loads without a name: the embedded one, for each kind it has.
 DEFAULT_MODEL: dict[str, str] = {kind: EMBEDDED_NAME for kind in MODELS.get(EMBEDDED_NAME)}
 
