@@ -154,12 +154,11 @@ for ckpt in depth/100 depth/200 depth/300 depth/400 normal/100 normal/150; do
 done
 # Ship: weights/tiny-synthetic-causal/KIND/{config.json, model.safetensors}, config "prior" pointing at
 # ../../tiny-synthetic/KIND/prior (the same prior, not a copy). Held-out figures, once: the per-frame prior, the
-# bidirectional model offline (and, for depth, over a rolling window of past frames), the causal model streamed.
-bufferanytime eval depth --dataset synthetic --root "$DATA/eval_heldout" --model tiny-synthetic --per-frame \
-    --online rolling --flow gt --max-res 224 -o "$RUNS/eval_bidirectional_depth"
-bufferanytime eval normal --dataset synthetic --root "$DATA/eval_heldout" --model tiny-synthetic --per-frame \
-    --flow gt --max-res 224 -o "$RUNS/eval_bidirectional_normal"
+# bidirectional model offline and over a rolling window of past frames, the causal model streamed. (For normals
+# the rolling row was run separately, after the others, with the same command without --per-frame.)
 for kind in depth normal; do
+    bufferanytime eval "$kind" --dataset synthetic --root "$DATA/eval_heldout" --model tiny-synthetic --per-frame \
+        --online rolling --flow gt --max-res 224 -o "$RUNS/eval_bidirectional_$kind"
     bufferanytime eval "$kind" --dataset synthetic --root "$DATA/eval_heldout" --model tiny-synthetic-causal \
         --online stream --flow gt --max-res 224 -o "$RUNS/eval_causal_$kind"
 done
