@@ -26,8 +26,9 @@ def test_register_get_list_and_refusals():
 
 
 def test_public_listings_name_what_the_loaders_accept(tmp_path):
-    embedded = ["tiny-synthetic", "tiny-synthetic-causal"]
-    assert list_models() == embedded and list_models("depth") == list_models("normal") == embedded
+    both_kinds = ["tiny-synthetic", "tiny-synthetic-causal"]
+    assert list_models() == [*both_kinds, "tiny-synthetic-metric"]
+    assert list_models("depth") == [*both_kinds, "tiny-synthetic-metric"] and list_models("normal") == both_kinds
     assert list_flows() == ["dis", "raft-small"]
     assert list_datasets() == ["synthetic", "kitti", "scannet", "bonn", "sintel"]
     assert get_flow_model("dis") is not None

@@ -165,10 +165,16 @@ def test_options_that_do_not_apply_online_are_refused(tiny_depth_prior, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def _default_sigint() -> None:
+    """Restore SIGINT's default in the child: a shell's background job (``make test &``, nohup) starts with SIGINT
+    ignored, and Python then never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "bufferanytime", *args], env=env, stderr=subprocess.PIPE,
-                            **kwargs)
+                            preexec_fn=_default_sigint, **kwargs)
 
 
 def test_standard_input_to_an_mjpeg_stream_on_standard_output(tiny_depth_prior, tmp_path):

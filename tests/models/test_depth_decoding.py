@@ -58,4 +58,6 @@ def test_chunked_window_decoding_gives_the_same_gradients(tiny_depth_prior):
     assert torch.equal(grads[0].isnan(), grads[1].isnan())
     reference, ours = grads[0].nan_to_num(), grads[1].nan_to_num()
     assert reference.abs().max() > 0
-    assert (reference - ours).abs().max() <= 1e-4 * reference.abs().max()
+    # float32 summation order differs between the paths (CI saw 1.2e-4 of the largest gradient); a wrong gradient
+    # is off by its own size
+    assert (reference - ours).abs().max() <= 1e-3 * reference.abs().max()
