@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 DESCRIPTIONS = {
     "depth": "Predict temporally consistent relative depth (disparity) for videos. Writes into OUT/<name>/ "
     "depth.npz (array 'disparity', float32 (T,H,W), larger = nearer), depth_vis.mp4 and depth.meta.json; "
-    "other files there (e.g. the normal outputs) are kept.",
+    "other files there (e.g. the normal outputs) are kept. A metric model (e.g. --model tiny-synthetic-metric) "
+    "writes metric_depth.npz (array 'depth', metres) and metric_depth_* files instead.",
     "normal": "Predict temporally consistent surface normals for videos. Writes into OUT/<name>/ normal.npz "
     "(array 'normal', float32 (T,H,W,3), unit vectors, x right, y up, z towards the camera), normal_vis.mp4 "
     "and normal.meta.json; other files there (e.g. the depth outputs) are kept.",
