@@ -64,8 +64,7 @@ class DepthGraph(nn.Module):
         b, t, _, h, w = frames.shape
         features = m.backbone_features(m.preprocess(frames.flatten(0, 1)))
         patch_h, patch_w = h // m.patch_size, w // m.patch_size
-        sites = [] if m.per_frame else list(zip(m.neck.fusion_stage.layers, m.temporal, strict=False))
-        with temporal_hooks(sites, t):
+        with temporal_hooks([] if m.per_frame else m._temporal_sites, t):
             out = m.head(m.neck(features, patch_h, patch_w), patch_h, patch_w)
         return out.unflatten(0, (b, t))
 

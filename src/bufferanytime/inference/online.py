@@ -9,7 +9,6 @@ buffer back to the frame's size, as :func:`~bufferanytime.inference.pipeline.pre
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Iterable, Iterator
 
@@ -20,20 +19,12 @@ from bufferanytime.errors import InputError
 from bufferanytime.inference.pipeline import InferenceSettings, _resized_input, resolve_device, scaled_size, size_rule
 from bufferanytime.inference.precision import resolve_precision
 from bufferanytime.inference.rolling import RollingWindowPredictor
+from bufferanytime.inference.streaming import StreamingPredictor
 from bufferanytime.io.arrays import frame_to_tensor
 from bufferanytime.models.base import VideoModel
 from bufferanytime.tasks import get_task
 
 ONLINE_MODES = ("rolling", "stream")
-
-
-def _streaming_class():
-    """``StreamingPredictor``, or InputError when this installation does not have it."""
-    try:
-        return importlib.import_module("bufferanytime.inference.streaming").StreamingPredictor
-    except (ImportError, AttributeError) as exc:
-        raise InputError("online mode 'stream' needs bufferanytime.inference.streaming.StreamingPredictor, "
-                         "which this installation does not have; use 'rolling'") from exc
 
 
 class OnlinePredictor:
@@ -52,7 +43,7 @@ class OnlinePredictor:
         if mode == "rolling":
             self.stepper = RollingWindowPredictor(model, device, self.precision, window)
         else:
-            self.stepper = _streaming_class()(model, device=device, precision=self.precision)
+            self.stepper = StreamingPredictor(model, device=device, precision=self.precision)
         self.seconds = 0.0
 
     @property
