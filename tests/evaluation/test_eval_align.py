@@ -11,19 +11,10 @@ import pytest
 from bufferanytime.evaluation import load_sequences
 from bufferanytime.inference import InferenceSettings, predict_frames
 from bufferanytime.models import load_model
-from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.testing import make_tiny_metric_prior
 from tests.helpers import files_under, run_main
 
 MAX_RES = 56
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    for seed in (0, 1):
-        write_video_dir(render_video(seed, 4, (32, 48), flicker=0.2), root / f"seq_{seed:06d}")
-    return root
 
 
 @pytest.fixture(scope="module")

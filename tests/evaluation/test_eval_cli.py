@@ -13,18 +13,9 @@ from bufferanytime.cli.main import main
 from bufferanytime.evaluation import depth_metrics, load_sequences
 from bufferanytime.inference import InferenceSettings, predict_frames
 from bufferanytime.models import load_model
-from bufferanytime.synthetic import render_video, write_video_dir
 from tests.evaluation.formats import make_kitti
 
 MAX_RES = 56
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    for seed in (0, 1):
-        write_video_dir(render_video(seed, 4, (32, 48), flicker=0.2), root / f"seq_{seed:06d}")
-    return root
 
 
 def test_depth_report_on_synthetic(synthetic_root, tiny_depth_prior, tmp_path):
