@@ -8,9 +8,12 @@ Relative disparity has an unknown scale and shift; :func:`relative_depth` assume
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from bufferanytime.geometry.intrinsics import Intrinsics
+from bufferanytime.io.outputs import strided_sample
 
 MEDIAN_SAMPLE_PIXELS = 2_000_000  # pixels sampled evenly over a video to estimate its median depth
 
@@ -31,13 +34,12 @@ def unproject(depth: np.ndarray, intrinsics: Intrinsics, rays: np.ndarray | None
     return depth[..., None] * rays
 
 
-def relative_depth_scale(disparity: np.ndarray, median_depth: float = 1.0) -> float:
+def relative_depth_scale(disparity: Sequence[np.ndarray], median_depth: float = 1.0) -> float:
     """The ``s`` for which ``s / disparity`` has median ``median_depth`` over a whole video ``(T, H, W)``.
 
     One scale per video (not per frame), so the point clouds keep the video's own changes of depth over time.
     """
-    step = max(1, int(np.ceil(disparity.size / MEDIAN_SAMPLE_PIXELS)))
-    sample = np.asarray(disparity).reshape(-1)[::step].astype(np.float64)
+    sample = strided_sample(disparity, MEDIAN_SAMPLE_PIXELS).astype(np.float64)
     sample = sample[np.isfinite(sample) & (sample > 0)]
     if sample.size == 0:
         return median_depth

@@ -25,7 +25,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
 from dataclasses import asdict
@@ -273,7 +273,7 @@ def run_video(
             bar.close()
             writer.close()
         outputs = _write_outputs(task, writer, staging, source.fps, settings.save)
-        ply, geometry = point_cloud_outputs(task, writer.read(), source, settings.save, settings.extra.get("points"),
+        ply, geometry = point_cloud_outputs(task, writer.frames(), source, settings.save, settings.extra.get("points"),
                                             staging, Path(out_dir), progress)
         outputs.update(ply)
         (staging / "predictions.raw").unlink()
@@ -337,7 +337,7 @@ def _write_outputs(task: Task, writer: NpyStreamWriter, staging: Path, fps: floa
     holds the frame count), the visualisation (one colour range for all frames) and the 16-bit PNGs (depth: one
     scale for all frames). Returns how to read each format, the EXR frames (written as they came) included."""
     names: OutputNames = task.files
-    data = writer.read()
+    data = writer.frames()
     jobs = {
         "npz": lambda: writer.write_npz(staging / names.npz, names.key) or {"file": names.npz, "array": names.key},
         "vis": lambda: _write_visualisation(task, data, staging / names.vis, fps),
@@ -354,7 +354,7 @@ def _write_outputs(task: Task, writer: NpyStreamWriter, staging: Path, fps: floa
     return info
 
 
-def _write_visualisation(task: Task, data: np.ndarray, path: Path, fps: float) -> dict:
+def _write_visualisation(task: Task, data: Sequence[np.ndarray], path: Path, fps: float) -> dict:
     """The video in the task's colours, with one colour range for all frames."""
     value_range = task.vis_range(data)
     with VideoWriter(path, fps) as video:

@@ -6,10 +6,11 @@
   (SIGKILL, power loss) are removed by the next run in the same output folder.
 - :class:`OutputDir` builds a whole result folder under a hidden temporary name and renames it into place (for
   commands whose output folder holds nothing else).
-- :class:`NpyStreamWriter` appends frames to a raw file as they are produced, can re-read them through a
-  memory map (for a second pass that needs global statistics, such as the visualisation range), and packs them
-  into an ``.npz`` by streaming (:func:`write_npz`, several arrays at once), so no output video is ever held in
-  memory whole.
+- :class:`NpyStreamWriter` appends frames to a raw file as they are produced, can re-read them one frame at a
+  time (:class:`FrameFile`, for second passes that need global statistics, such as the visualisation range) or
+  through a memory map, and packs them into an ``.npz`` by streaming (:func:`write_npz`, several arrays at once),
+  so no output video is ever held in memory whole. :func:`strided_sample` takes an even sample of a video's values
+  one frame at a time.
 - Visualisation helpers (:func:`colorize_depth`, :func:`normals_to_rgb`, :func:`robust_range`) and
   :func:`write_image`; which one a buffer uses is its task's choice (:mod:`bufferanytime.tasks`).
 """
@@ -20,6 +21,7 @@ import os
 import re
 import shutil
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -212,9 +214,63 @@ class NpyStreamWriter:
             self._file.flush()
         return np.memmap(self.raw_path, dtype=self.dtype, mode="r", shape=self.shape)
 
+    def frames(self) -> FrameFile:
+        """The frames written so far, read one at a time with plain file reads (see :class:`FrameFile`)."""
+        if not self._file.closed:
+            self._file.flush()
+        return FrameFile(self.raw_path, self.dtype, self.shape)
+
     def write_npz(self, npz_path: str | Path, key: str) -> None:
         """Pack the frames into ``npz_path`` as array ``key`` (uncompressed, like ``np.savez``)."""
         write_npz(npz_path, {key: self})
+
+
+class FrameFile(Sequence):
+    """The frames of a raw file ``(T, *frame_shape)``, each read into a new array when asked for.
+
+    A pass over a memory map keeps every page it touched in the process's resident memory until the map is
+    closed, so a second pass over a long video grew with the video; a plain read holds one frame at a time.
+    """
+
+    def __init__(self, path: str | Path, dtype: np.dtype | type, shape: tuple[int, ...]):
+        self.path, self.dtype, self.shape = Path(path), np.dtype(dtype), tuple(shape)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"frame {index} of {len(self)}")
+        with open(self.path, "rb") as file:
+            file.seek((index % len(self)) * self._frame_bytes)
+            return self._read_frame(file)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        with open(self.path, "rb") as file:
+            for _ in range(len(self)):
+                yield self._read_frame(file)
+
+    @property
+    def _frame_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def _read_frame(self, file) -> np.ndarray:
+        frame = np.empty(self.shape[1:], self.dtype)
+        if file.readinto(memoryview(frame).cast("B")) != frame.nbytes:
+            raise OSError(f"{self.path} ends before frame {len(self)} of its shape {self.shape}")
+        return frame
+
+
+def strided_sample(frames: Sequence[np.ndarray], max_values: int) -> np.ndarray:
+    """Every ``step``-th value of ``frames`` flattened, ``step`` chosen to keep at most ``max_values`` values: the
+    same values as ``np.asarray(frames).reshape(-1)[::step]``, gathered one frame at a time."""
+    if isinstance(frames, np.ndarray) and not isinstance(frames, np.memmap):
+        return frames.reshape(-1)[::max(1, int(np.ceil(frames.size / max_values)))]
+    per_frame = int(np.prod(frames[0].shape)) if len(frames) else 0
+    step = max(1, int(np.ceil(len(frames) * per_frame / max_values)))
+    parts = [np.asarray(frame).reshape(-1)[(-t * per_frame) % step::step] for t, frame in enumerate(frames)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def write_npz(npz_path: str | Path, arrays: dict[str, NpyStreamWriter]) -> None:
@@ -237,10 +293,10 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def robust_range(frames: np.ndarray, percentiles: tuple[float, float] = VIS_PERCENTILES) -> tuple[float, float]:
+def robust_range(frames: Sequence[np.ndarray], percentiles: tuple[float, float] = VIS_PERCENTILES,
+                 ) -> tuple[float, float]:
     """Low/high percentiles of ``frames`` (T, H, W), from an even subsample of at most VIS_SAMPLE_PIXELS pixels."""
-    step = max(1, int(np.ceil(frames.size / VIS_SAMPLE_PIXELS)))
-    sample = np.asarray(frames).reshape(-1)[::step]
+    sample = strided_sample(frames, VIS_SAMPLE_PIXELS)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return 0.0, 1.0
