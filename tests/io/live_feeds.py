@@ -1,13 +1,16 @@
-"""Live streams for tests: MJPEG and y4m bytes, and a thread writing them into a named pipe at a set pace."""
+"""Live streams for tests: MJPEG and y4m bytes, a thread writing them into a named pipe at a set pace, and network
+streams sent from the test itself (UDP MPEG-TS, HTTP MJPEG / MPEG-TS / fragmented mp4) by a thread."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -63,3 +66,157 @@ class PipeFeeder(threading.Thread):
             pass  # the reader gave up (e.g. after an error): what a real writer sees too
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
+
+
+# --- network streams: UDP (MPEG-TS) and HTTP (MJPEG as IP cameras serve it, progressive MPEG-TS or fragmented mp4)
+def paced(images: Sequence[np.ndarray], fps: float, stop: threading.Event) -> Iterator[np.ndarray]:
+    """``images`` one every ``1 / fps`` seconds (the first at once), until they run out or ``stop`` is set."""
+    start = time.monotonic()
+    for k, image in enumerate(images):
+        time.sleep(max(0.0, start + k / fps - time.monotonic()))
+        if stop.is_set():
+            return
+        yield image
+
+
+def encode_live(target, images: Sequence[np.ndarray], fps: float, stop: threading.Event, container_format: str,
+                options: dict | None = None, gop: int = 10) -> None:
+    """H.264 as a live camera sends it (x264 ``zerolatency``: no B-frames, nothing held back; a key frame every
+    ``gop`` frames, so a reader that joins late starts at the next one), muxed into ``target`` (a URL or a
+    writable object) frame by frame at ``fps``."""
+    height, width = images[0].shape[:2]
+    with av.open(target, "w", format=container_format, options=options or {}) as out:
+        stream = out.add_stream("libx264", rate=round(fps), options={"tune": "zerolatency", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        for image in paced(images, fps, stop):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+
+
+class _Feed(threading.Thread):
+    """A thread that sends a live stream until its frames run out or :meth:`stop` is called; an error other than
+    the reader going away is kept in ``error`` for the test to report."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        try:
+            self.send()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the reader went away (e.g. after --max-frames): what a real sender sees too
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def send(self) -> None:
+        raise NotImplementedError
+
+
+class UdpFeeder(_Feed):
+    """Sends ``images`` as H.264 in MPEG-TS to ``udp://127.0.0.1:PORT`` at ``fps`` (one datagram per 7 TS packets,
+    as IPTV and cameras do); whoever listens on the port gets them, frames sent before it listens are lost."""
+
+    def __init__(self, port: int, images: Sequence[np.ndarray], fps: float = 25.0):
+        super().__init__()
+        self.url, self.images, self.fps = f"udp://127.0.0.1:{port}?pkt_size=1316", images, fps
+
+    def send(self) -> None:
+        encode_live(self.url, self.images, self.fps, self.halt, "mpegts")
+
+
+class _ChunkedBody:
+    """The body of an HTTP/1.1 response in chunked encoding, each write sent at once (one chunk)."""
+
+    def __init__(self, wfile):
+        self.wfile = wfile
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.wfile.write(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
+            self.wfile.flush()
+        return len(data)
+
+    def end(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+MJPEG_BOUNDARY = "frame-boundary"
+HTTP_CONTENT_TYPES = {"mjpeg": f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}", "mpegts": "video/mp2t",
+                      "mp4": "video/mp4"}
+
+
+class HttpFeeder(_Feed):
+    """A tiny HTTP server on a free port serving one live stream at ``/stream`` (:attr:`url`), frames pushed at
+    ``fps`` once a client connects:
+
+    - ``kind="mjpeg"``: ``multipart/x-mixed-replace`` JPEG parts, as IP cameras serve them (each part with its
+      ``Content-Length`` unless ``part_length=False``: some cameras leave it out);
+    - ``kind="mpegts"`` or ``"mp4"``: H.264 in MPEG-TS, or in fragmented mp4 (one fragment per key frame),
+      written progressively by FFmpeg.
+
+    After the last frame the response ends properly (the chunked body's last chunk), or with ``cut=True`` the
+    connection is dropped in the middle of a frame (a camera unplugged)."""
+
+    def __init__(self, images: Sequence[np.ndarray], kind: str = "mjpeg", fps: float = 25.0,
+                 part_length: bool = True, cut: bool = False):
+        super().__init__()
+        self.images, self.kind, self.fps, self.part_length, self.cut = images, kind, fps, part_length, cut
+        feeder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                feeder.respond(self)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream"
+
+    def send(self) -> None:
+        self.server.serve_forever(poll_interval=0.05)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.join(timeout=10)
+
+    def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        if handler.path != "/stream":
+            handler.send_error(404)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", HTTP_CONTENT_TYPES[self.kind])
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        body = _ChunkedBody(handler.wfile)
+        try:
+            self._body(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away
+
+    def _body(self, body: _ChunkedBody) -> None:
+        if self.kind == "mjpeg":
+            for image in paced(self.images, self.fps, self.halt):
+                jpeg = mjpeg(image)
+                length = f"Content-Length: {len(jpeg)}\r\n" if self.part_length else ""
+                body.write(f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n{length}\r\n".encode() + jpeg + b"\r\n")
+            if self.cut:
+                body.write(f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode() + jpeg[:len(jpeg) // 2])
+        else:
+            options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if self.kind == "mp4" else {}
+            encode_live(body, self.images, self.fps, self.halt, self.kind, options)
+        if not self.cut:
+            body.end()

@@ -52,6 +52,9 @@ LOW_LATENCY = {"probesize": "32", "analyzeduration": "0"}
 JPEG_END, JPEG_TAIL = b"\xff\xd9", 32  # a complete JPEG ends with EOI (some cameras pad a few bytes after it)
 # Formats whose packets tile the byte stream: bytes left after the last packet = a frame cut off.
 TILED_FORMATS = frozenset({"yuv4mpegpipe", "mjpeg"})
+# Formats whose packets are whole JPEGs: one without its end marker was cut off (an MJPEG pipe, or an IP camera's
+# multipart/x-mixed-replace HTTP stream, whose connection can drop in the middle of a part).
+JPEGS = frozenset({"mjpeg", "mpjpeg"})
 
 
 @dataclass
@@ -248,7 +251,7 @@ class LiveSource:
         for packet in container.demux(stream):
             if packet.size and packet.pos is not None and packet.pos >= 0:
                 end = max(end, packet.pos + packet.size)
-            if packet.size and self.format_name == "mjpeg" and JPEG_END not in bytes(memoryview(packet)[-JPEG_TAIL:]):
+            if packet.size and self.format_name in JPEGS and JPEG_END not in bytes(memoryview(packet)[-JPEG_TAIL:]):
                 raise InputError(f"{self.spec}: frame {self.decoded} is cut off (a JPEG without its end marker: the "
                                  "stream ended or broke in the middle of a frame)")
             for frame in packet.decode():

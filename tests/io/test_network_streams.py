@@ -1,0 +1,149 @@
+"""Working network streams, served live by the test itself: H.264 in MPEG-TS over UDP, and over HTTP an MJPEG
+stream as IP cameras serve it (``multipart/x-mixed-replace``), a progressive MPEG-TS and a fragmented mp4; read by
+:mod:`bufferanytime.io.streams` and by ``bufferanytime depth --online URL`` (the unreachable-URL errors are in
+tests/io/test_streams.py and tests/cli/test_online_cli.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from bufferanytime.errors import InputError
+from bufferanytime.io.streams import open_live
+from tests.helpers import run_main
+from tests.io.live_feeds import HttpFeeder, UdpFeeder, frames
+
+SMALL = ["--max-res", "42", "--window", "3", "--device", "cpu", "--timeout", "5", "--stall-timeout", "5", "-q"]
+SAME = 6.0  # mean grey difference below which a decoded frame is the sent one (coding error <= 3; next frame >= 11)
+
+
+def _free_port() -> int:
+    with socket.socket(type=socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sent_index(decoded: np.ndarray, sent: np.ndarray) -> int:
+    """Which sent frame ``decoded`` is (each frame is shifted by one pixel from the one before): its index, or -1
+    when it is none of them (e.g. a corrupt frame)."""
+    gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY).astype(float) for f in (decoded, *sent)]
+    distance = [np.abs(gray[0] - g).mean() for g in gray[1:]]
+    return int(np.argmin(distance)) if min(distance) < SAME else -1
+
+
+def _read_all(spec: str, stall_timeout: float = 5.0) -> tuple[list, BaseException | None, object]:
+    """Every frame of the stream, the error that ended it (None at a normal end), and the source."""
+    source, got = open_live(spec, timeout=5, stall_timeout=stall_timeout), []
+    try:
+        for item in source.frames():
+            got.append(item)
+    except InputError as exc:
+        return got, exc, source
+    return got, None, source
+
+
+def _npy(folder: Path) -> list[Path]:
+    return sorted((folder / "depth_npy").glob("*.npy"))
+
+
+def _mp4_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def _online(capsys, prior: Path, url: str, out: Path, *extra: str) -> tuple[int, list[str]]:
+    return run_main(capsys, "depth", "--online", url, "--model", str(prior), "-o", str(out), *SMALL, *extra)
+
+
+def _check_outputs(folder: Path, count: int, url: str, container_format: str) -> dict:
+    """``count`` whole results (npy and mp4), finite, at the input size; the meta file names the source."""
+    files = _npy(folder)
+    assert [p.name for p in files] == [f"{i:06d}.npy" for i in range(count)]
+    depth = np.stack([np.load(p) for p in files])
+    assert depth.shape == (count, 28, 42) and np.isfinite(depth).all() and depth.std() > 0
+    assert _mp4_frames(folder / "depth_vis.mp4") == count
+    meta = json.loads((folder / "depth.meta.json").read_text())
+    assert meta["source"]["spec"] == url and meta["source"]["kind"] == "url"
+    assert meta["source"]["format"] == container_format and meta["input_size"] == [28, 42]
+    assert meta["frames_written"] == count
+    return meta
+
+
+def test_udp_mpegts_frames_arrive_in_order_and_are_the_sent_ones():
+    """A live UDP stream has no end: it is read until it stalls. Frames sent before the reader listens, and before
+    the first key frame it sees, are lost; the last two wait for a next frame that never comes (MPEG-TS hands a
+    frame over when the next one starts)."""
+    sent, port = frames(50, 28, 42), _free_port()
+    feeder = UdpFeeder(port, sent)
+    source = open_live(f"udp://127.0.0.1:{port}", timeout=5, stall_timeout=1.5)
+    feeder.start()
+    got = []
+    with pytest.raises(InputError, match="stalled"):
+        for item in source.frames():
+            got.append(item)
+    feeder.stop()
+    assert feeder.error is None
+    which = [_sent_index(item.image, sent) for item in got]
+    assert len(got) >= 35 and -1 not in which, which
+    assert which == sorted(set(which)) and which[0] <= 12 and which[-1] >= 46, which
+    assert [item.index for item in got] == list(range(len(got)))
+    assert (source.kind, source.format_name, source.fps, source.size) == ("url", "mpegts", 25.0, (28, 42))
+
+
+@pytest.mark.parametrize(("kind", "part_length", "container_format"), [
+    ("mjpeg", True, "mpjpeg"), ("mjpeg", False, "mpjpeg"), ("mpegts", True, "mpegts"),
+    ("mp4", True, "mov,mp4,m4a,3gp,3g2,mj2")])
+def test_http_stream_gives_every_frame_in_order_and_ends_cleanly(kind, part_length, container_format):
+    """Over TCP nothing is lost: every sent frame, in order, and the end of the response ends the stream."""
+    sent = frames(30, 28, 42)
+    feeder = HttpFeeder(sent, kind, part_length=part_length)
+    feeder.start()
+    got, error, source = _read_all(feeder.url)
+    feeder.stop()
+    assert error is None and feeder.error is None
+    assert [_sent_index(item.image, sent) for item in got] == list(range(30))
+    assert (source.format_name, source.size) == (container_format, (28, 42))
+
+
+def test_online_cli_reads_a_live_udp_stream(tiny_depth_prior, tmp_path, capsys, one_torch_thread):
+    """``--online udp://...``: the stream never ends, ``--max-frames`` does; results are numbered from the first
+    frame received."""
+    port = _free_port()
+    url = f"udp://127.0.0.1:{port}"
+    feeder = UdpFeeder(port, frames(150, 28, 42))
+    feeder.start()
+    code, err = _online(capsys, tiny_depth_prior, url, tmp_path / "out", "--max-frames", "20")
+    feeder.stop()
+    assert code == 0, err
+    assert feeder.error is None
+    meta = _check_outputs(tmp_path / "out" / f"127.0.0.1_{port}", 20, url, "mpegts")
+    assert meta["status"] == "finished" and meta["source"]["fps"] == 25.0
+
+
+def test_online_cli_reads_an_ip_camera_mjpeg_stream(tiny_depth_prior, tmp_path, capsys, one_torch_thread):
+    feeder = HttpFeeder(frames(12, 28, 42), "mjpeg")
+    feeder.start()
+    code, err = _online(capsys, tiny_depth_prior, feeder.url, tmp_path / "out")
+    feeder.stop()
+    assert code == 0, err
+    meta = _check_outputs(tmp_path / "out" / "127.0.0.1_stream", 12, feeder.url, "mpjpeg")
+    assert meta["status"] == "finished" and meta["frames_read"] == 12 and meta["frames_dropped"] == 0
+
+
+def test_online_cli_http_stream_cut_off_is_one_error_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path,
+                                                                                   capsys):
+    """The camera goes away in the middle of a frame: one ``error:`` line (exit 2), the 8 whole frames kept."""
+    feeder = HttpFeeder(frames(8, 28, 42), "mjpeg", cut=True)
+    feeder.start()
+    code, err = _online(capsys, tiny_depth_prior, feeder.url, tmp_path / "out")
+    feeder.stop()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {feeder.url}: "), err
+    assert "frame 8 is cut off" in err[0]
+    meta = _check_outputs(tmp_path / "out" / "127.0.0.1_stream", 8, feeder.url, "mpjpeg")
+    assert meta["status"].startswith("failed: ")
