@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -52,3 +54,15 @@ def test_visualisation_range_is_the_same_from_the_file_and_from_memory(tmp_path)
     frames = np.random.default_rng(1).gamma(2.0, size=(6, 30, 40)).astype(np.float32)
     frames[2, :5] = np.nan
     assert robust_range(_written(tmp_path, frames).frames()) == robust_range(frames)
+
+
+def test_sampling_a_long_file_holds_about_one_frame_not_the_video(tmp_path):
+    frames = np.random.default_rng(2).random((400, 64, 64), dtype=np.float32)
+    data = _written(tmp_path, frames).frames()
+    tracemalloc.start()
+    try:
+        strided_sample(data, 4000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * frames[0].nbytes, f"{peak / frames[0].nbytes:.0f} frames' worth held"
