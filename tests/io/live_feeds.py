@@ -169,6 +169,7 @@ class HttpFeeder(_Feed):
                  part_length: bool = True, cut: bool = False):
         super().__init__()
         self.images, self.kind, self.fps, self.part_length, self.cut = images, kind, fps, part_length, cut
+        self.user_agents: list[str | None] = []  # of each request, to check what the client sent
         feeder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -194,6 +195,7 @@ class HttpFeeder(_Feed):
 
     def respond(self, handler: BaseHTTPRequestHandler) -> None:
         handler.close_connection = True
+        self.user_agents.append(handler.headers.get("User-Agent"))
         if handler.path != "/stream":
             handler.send_error(404)
             return

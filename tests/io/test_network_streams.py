@@ -129,11 +129,20 @@ def test_online_cli_reads_a_live_udp_stream(tiny_depth_prior, tmp_path, capsys, 
 def test_online_cli_reads_an_ip_camera_mjpeg_stream(tiny_depth_prior, tmp_path, capsys, one_torch_thread):
     feeder = HttpFeeder(frames(12, 28, 42), "mjpeg")
     feeder.start()
-    code, err = _online(capsys, tiny_depth_prior, feeder.url, tmp_path / "out")
+    code, err = _online(capsys, tiny_depth_prior, feeder.url, tmp_path / "out", "--input-option",
+                        "user_agent=bufferanytime-test")
     feeder.stop()
     assert code == 0, err
     meta = _check_outputs(tmp_path / "out" / "127.0.0.1_stream", 12, feeder.url, "mpjpeg")
     assert meta["status"] == "finished" and meta["frames_read"] == 12 and meta["frames_dropped"] == 0
+    assert feeder.user_agents == ["bufferanytime-test"]  # --input-option reached FFmpeg
+    assert meta["source"]["options"] == {"user_agent": "bufferanytime-test"}
+
+
+def test_input_option_must_be_key_equals_value(tiny_depth_prior, tmp_path, capsys):
+    code, err = _online(capsys, tiny_depth_prior, "udp://127.0.0.1:9", tmp_path / "out", "--input-option", "tcp")
+    assert code == 2 and "expected KEY=VALUE" in err[-1]
+    assert not (tmp_path / "out").exists()
 
 
 def test_online_cli_http_stream_cut_off_is_one_error_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path,

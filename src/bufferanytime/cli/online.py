@@ -58,6 +58,10 @@ def add_online_options(parser: argparse.ArgumentParser) -> None:
                        "than SECONDS are dropped, keeping the newest, so results stay close to live (drops are "
                        "counted on the stats line and in the meta file; the reader then never waits). Default: "
                        "none, every frame is processed")
+    group.add_argument("--input-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="an FFmpeg option for opening SOURCE, repeatable: e.g. rtsp_transport=tcp (RTSP with RTP "
+                       "inside its TCP connection, as behind NAT or a firewall; FFmpeg's default tries UDP first), "
+                       "buffer_size=BYTES (udp), user_agent=... (http)")
     group.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
                        help="seconds to wait when connecting to a network stream (default 10)")
     group.add_argument("--stall-timeout", type=positive_float, default=10.0, metavar="SECONDS",
@@ -68,6 +72,14 @@ def add_online_options(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if action.dest == "save" and action.type is not None:
             action.type = _save_type(action.type)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--input-option``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. rtsp_transport=tcp")
+    return key.strip(), value
 
 
 def _save_type(offline_type):
@@ -127,7 +139,8 @@ def run_online(args: argparse.Namespace, settings) -> int:
 
     save = _check(args)
     out_root = check_output_root(args.output)
-    source = open_live(args.online, args.input_format, args.timeout, args.stall_timeout, args.max_latency)
+    source = open_live(args.online, args.input_format, args.timeout, args.stall_timeout, args.max_latency,
+                       dict(args.input_option))
     predictor, model_info = _load(args, settings)
     folder = out_root / (args.name or source.name)
     session = _Session(args, settings, source, predictor, model_info)
@@ -241,7 +254,8 @@ class _Session:
         written = max(self.outputs.frames if self.outputs else 0, 1)
         return {
             "kind": predictor.model.kind, "task": predictor.task.name, "status": status,
-            "source": {"spec": source.spec, "kind": source.kind, "format": source.format_name, "fps": source.fps},
+            "source": {"spec": source.spec, "kind": source.kind, "format": source.format_name, "fps": source.fps,
+                       "options": source.options},
             "model": {**self.model_info, "prior": predictor.model.prior_ref},
             "input_size": [height, width], "inference_size": list(scaled_size(height, width, self.rule)),
             "size_rule": self.rule, "device": self.model_info["device"],

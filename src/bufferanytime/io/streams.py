@@ -12,6 +12,9 @@ queue, and :meth:`LiveSource.frames` hands the frames to the caller:
   FFmpeg's look-ahead probing, so a frame is handed over as soon as it is complete (an MJPEG frame when the next
   one starts); other formats are probed by FFmpeg (``input_format`` names one to skip format detection).
 
+``options`` are FFmpeg's options for opening the source (e.g. ``{"rtsp_transport": "tcp"}``: RTSP with RTP
+interleaved in its TCP connection rather than over UDP).
+
 Two policies when frames arrive faster than the caller takes them. Default: every frame is processed, the reader
 waits when the queue is full (a pipe's writer then waits too; a camera drops frames itself). With
 ``max_latency`` seconds: the reader never waits; the oldest queued frame is dropped when the queue is full, and
@@ -130,8 +133,9 @@ class LiveSource:
     """A live stream decoded on a reader thread; iterate :meth:`frames` in the consuming thread."""
 
     def __init__(self, spec: str, input_format: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_latency: float | None = None):
-        self.spec, self.input_format = spec, input_format
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_latency: float | None = None,
+                 options: dict[str, str] | None = None):
+        self.spec, self.input_format, self.options = spec, input_format, dict(options or {})
         self.kind, self.name = describe(spec)
         self.timeout, self.stall_timeout, self.max_latency = timeout, stall_timeout, max_latency
         self.fps: float | None = None
@@ -224,11 +228,11 @@ class LiveSource:
 
     def _open(self) -> tuple[av.container.InputContainer, _Reader | None]:
         """The container of the source (FFmpeg errors propagate), and the byte reader of a pipe or file."""
-        fmt, options = self.input_format, {}
+        fmt, options = self.input_format, self.options
         if self.kind == "camera":
-            return av.open(self.spec, format=fmt or "v4l2", timeout=self.timeout), None
+            return av.open(self.spec, format=fmt or "v4l2", options=options, timeout=self.timeout), None
         if self.kind == "url":
-            return av.open(self.spec, format=fmt, timeout=(self.timeout, self.stall_timeout)), None
+            return av.open(self.spec, format=fmt, options=options, timeout=(self.timeout, self.stall_timeout)), None
         raw = sys.stdin.buffer.raw if self.kind == "stdin" else open(self.spec, "rb", buffering=0)  # noqa: SIM115
         reader = _Reader(raw)
         if fmt is None:
@@ -237,7 +241,7 @@ class LiveSource:
             if not head:
                 raise InputError(f"{self.spec}: stream ended before its first frame")
         if fmt in TILED_FORMATS:
-            options = dict(LOW_LATENCY)
+            options = {**LOW_LATENCY, **options}
         return av.open(reader, format=fmt, options=options), reader
 
     def _decode(self, container, reader: _Reader | None) -> None:
@@ -289,7 +293,8 @@ def _ffmpeg_reason(exc: av.error.FFmpegError, decoded: int) -> str:
 
 
 def open_live(spec: str, input_format: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-              stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_latency: float | None = None) -> LiveSource:
+              stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_latency: float | None = None,
+              options: dict[str, str] | None = None) -> LiveSource:
     """A :class:`LiveSource` for ``spec``, checked (see :func:`describe`); reading starts at ``frames()``."""
     for flag, value in (("--timeout", timeout), ("--stall-timeout", stall_timeout), ("--max-latency", max_latency)):
         if value is not None and not value > 0:
@@ -297,7 +302,7 @@ def open_live(spec: str, input_format: str | None = None, timeout: float = DEFAU
     readable = {name for names in av.formats_available for name in names.split(",")}
     if input_format is not None and input_format not in readable:
         raise InputError(f"--input-format {input_format}: not a format FFmpeg can read here")
-    return LiveSource(spec, input_format, timeout, stall_timeout, max_latency)
+    return LiveSource(spec, input_format, timeout, stall_timeout, max_latency, options)
 
 
 __all__ = ["DEFAULT_STALL_TIMEOUT", "DEFAULT_TIMEOUT", "LiveFrame", "LiveSource", "describe", "open_live"]
