@@ -121,14 +121,25 @@ class _Feed(threading.Thread):
 
 class UdpFeeder(_Feed):
     """Sends ``images`` as H.264 in MPEG-TS to ``udp://127.0.0.1:PORT`` at ``fps`` (one datagram per 7 TS packets,
-    as IPTV and cameras do); whoever listens on the port gets them, frames sent before it listens are lost."""
+    as IPTV and cameras do), starting once a reader listens on the port (at most ``wait`` seconds), so that a slow
+    start of the reader does not eat the stream; frames sent before it listens would be lost, as from a camera."""
 
-    def __init__(self, port: int, images: Sequence[np.ndarray], fps: float = 25.0):
+    def __init__(self, port: int, images: Sequence[np.ndarray], fps: float = 25.0, wait: float = 30.0):
         super().__init__()
-        self.url, self.images, self.fps = f"udp://127.0.0.1:{port}?pkt_size=1316", images, fps
+        self.port, self.images, self.fps, self.wait = port, images, fps, wait
 
     def send(self) -> None:
-        encode_live(self.url, self.images, self.fps, self.halt, "mpegts")
+        deadline = time.monotonic() + self.wait
+        while not _udp_port_taken(self.port) and time.monotonic() < deadline and not self.halt.is_set():
+            time.sleep(0.02)
+        encode_live(f"udp://127.0.0.1:{self.port}?pkt_size=1316", self.images, self.fps, self.halt, "mpegts")
+
+
+def _udp_port_taken(port: int) -> bool:
+    """Whether a socket is bound to UDP ``port``: Linux lists them in /proc/net/udp (looked at, not bound to, so
+    the reader's own bind cannot collide with the check)."""
+    rows = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return any(int(row.split()[1].rsplit(":", 1)[1], 16) == port for row in rows)
 
 
 class _ChunkedBody:

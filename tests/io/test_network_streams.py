@@ -76,9 +76,9 @@ def _check_outputs(folder: Path, count: int, url: str, container_format: str) ->
 
 
 def test_udp_mpegts_frames_arrive_in_order_and_are_the_sent_ones():
-    """A live UDP stream has no end: it is read until it stalls. Frames sent before the reader listens, and before
-    the first key frame it sees, are lost; the last two wait for a next frame that never comes (MPEG-TS hands a
-    frame over when the next one starts)."""
+    """A live UDP stream has no end: it is read until it stalls. The sender starts once the reader listens; UDP
+    may still lose datagrams (then frames up to the next key frame, every 10), and the last two frames wait for a
+    next frame that never comes (MPEG-TS hands a frame over when the next one starts)."""
     sent, port = frames(50, 28, 42), _free_port()
     feeder = UdpFeeder(port, sent)
     source = open_live(f"udp://127.0.0.1:{port}", timeout=5, stall_timeout=1.5)
@@ -90,8 +90,8 @@ def test_udp_mpegts_frames_arrive_in_order_and_are_the_sent_ones():
     feeder.stop()
     assert feeder.error is None
     which = [_sent_index(item.image, sent) for item in got]
-    assert len(got) >= 35 and -1 not in which, which
-    assert which == sorted(set(which)) and which[0] <= 12 and which[-1] >= 46, which
+    assert len(got) >= 40 and -1 not in which, which
+    assert which == sorted(set(which)) and which[0] <= 10 and which[-1] >= 46, which
     assert [item.index for item in got] == list(range(len(got)))
     assert (source.kind, source.format_name, source.fps, source.size) == ("url", "mpegts", 25.0, (28, 42))
 
