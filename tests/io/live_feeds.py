@@ -1,5 +1,6 @@
 """Live streams for tests: MJPEG and y4m bytes, a thread writing them into a named pipe at a set pace, and network
-streams sent from the test itself (UDP MPEG-TS, HTTP MJPEG / MPEG-TS / fragmented mp4) by a thread."""
+streams sent from the test itself (UDP MPEG-TS, HTTP MJPEG / MPEG-TS / fragmented mp4) by a thread, and an RTSP
+sender to run in another process."""
 
 from __future__ import annotations
 
@@ -233,3 +234,22 @@ class HttpFeeder(_Feed):
             encode_live(body, self.images, self.fps, self.halt, self.kind, options)
         if not self.cut:
             body.end()
+
+
+def push_rtsp(url: str, count: int = 20, fps: float = 25.0, transport: str = "tcp", height: int = 28,
+              width: int = 42, wait: float = 30.0) -> None:
+    """Push ``frames(count, height, width)`` to an RTSP server that records (``ANNOUNCE``/``RECORD``, as ``ffmpeg -f
+    rtsp URL`` does), H.264 over ``transport``; retries connecting for ``wait`` seconds (the server starts later).
+
+    Run it in another process than the reader: PyAV holds the GIL while the RTSP muxer connects, which would stall a
+    reader in the same process."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            options = {"rtsp_transport": transport}
+            encode_live(url, frames(count, height, width), fps, threading.Event(), "rtsp", options)
+            return
+        except (av.error.ConnectionRefusedError, av.error.ConnectionResetError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

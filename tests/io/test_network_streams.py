@@ -1,12 +1,15 @@
-"""Working network streams, served live by the test itself: H.264 in MPEG-TS over UDP, and over HTTP an MJPEG
-stream as IP cameras serve it (``multipart/x-mixed-replace``), a progressive MPEG-TS and a fragmented mp4; read by
-:mod:`bufferanytime.io.streams` and by ``bufferanytime depth --online URL`` (the unreachable-URL errors are in
-tests/io/test_streams.py and tests/cli/test_online_cli.py)."""
+"""Working network streams, served live by the test itself: H.264 in MPEG-TS over UDP; over HTTP an MJPEG stream
+as IP cameras serve it (``multipart/x-mixed-replace``), a progressive MPEG-TS and a fragmented mp4; RTSP pushed to a
+listening reader over TCP and UDP. Read by :mod:`bufferanytime.io.streams` and by ``bufferanytime depth --online
+URL`` (the unreachable-URL errors are in tests/io/test_streams.py and tests/cli/test_online_cli.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -19,12 +22,13 @@ from bufferanytime.io.streams import open_live
 from tests.helpers import run_main
 from tests.io.live_feeds import HttpFeeder, UdpFeeder, frames
 
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--max-res", "42", "--window", "3", "--device", "cpu", "--timeout", "5", "--stall-timeout", "5", "-q"]
 SAME = 6.0  # mean grey difference below which a decoded frame is the sent one (coding error <= 3; next frame >= 11)
 
 
-def _free_port() -> int:
-    with socket.socket(type=socket.SOCK_DGRAM) as s:
+def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(type=kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -156,3 +160,26 @@ def test_online_cli_http_stream_cut_off_is_one_error_line_and_the_frames_before_
     assert "frame 8 is cut off" in err[0]
     meta = _check_outputs(tmp_path / "out" / "127.0.0.1_stream", 8, feeder.url, "mpjpeg")
     assert meta["status"].startswith("failed: ")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_online_cli_reads_rtsp_pushed_to_it(tiny_depth_prior, tmp_path, capsys, one_torch_thread, transport):
+    """RTSP with nothing to install: the CLI listens (FFmpeg's ``rtsp_flags=listen``) and a sender in another process
+    pushes H.264 to it as ``ffmpeg -f rtsp URL`` does (ANNOUNCE, RECORD), RTP over TCP or UDP: the same RTSP demuxer
+    and RTP depacketiser as reading from a camera's server (that was run by hand: docs/online.md). Every frame
+    arrives, and the sender's TEARDOWN ends the run normally."""
+    url = f"rtsp://127.0.0.1:{_free_port(socket.SOCK_STREAM)}/live"
+    push = f"from tests.io.live_feeds import push_rtsp; push_rtsp({url!r}, 20, transport={transport!r})"
+    pusher = subprocess.Popen([sys.executable, "-c", push], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        code, err = _online(capsys, tiny_depth_prior, url, tmp_path / "out", "--timeout", "20", "--input-option",
+                            "rtsp_flags=listen", "--input-option", "listen_timeout=20", "--input-option",
+                            f"rtsp_transport={transport}")
+        pusher.wait(timeout=20)
+    finally:
+        pusher.kill()
+    assert code == 0, err
+    assert pusher.returncode == 0
+    meta = _check_outputs(tmp_path / "out" / "127.0.0.1_live", 20, url, "rtsp")
+    assert meta["status"] == "finished" and meta["frames_read"] == 20
+    assert meta["source"]["options"]["rtsp_transport"] == transport
