@@ -152,6 +152,16 @@ for ckpt in depth/100 depth/200 depth/300 depth/400 normal/100 normal/150; do
     bufferanytime eval "$kind" --dataset synthetic --root "$DATA/video_val" --model "$RUNS/causal_${kind}_$step" \
         --online stream --flow gt --max-res 224 -o "$RUNS/val_causal_${kind}_$step"
 done
+# Session 6, quiet machine: the runs resumed to their planned lengths, one depth variant with more regularization
+# from checkpoint 300, and validation widened to 18 videos (60000-60017; docs/embedded_models.md, "The planned
+# training, finished"):
+#   runs/stream/train.sh depth --resume --steps 1000 $DEPTH --horizon 10
+#   runs/stream/train.sh normal --resume --steps 500 $NORMAL --horizon 8 --w-reg 0.25 --save-every 50
+#   bufferanytime train depth ... --model CAUSAL_DEPTH_300 --causal $DEPTH --horizon 10 --w-reg 2 --steps 400
+#   bufferanytime synth -o "$DATA/video_val18" --videos 18 --frames 24 --size 168x224 --seed 60000 (flags as video_val)
+#   each checkpoint: bufferanytime eval KIND --root "$DATA/video_val18" --model CKPT --online stream --flow gt --max-res 224
+# Depth rule: the lowest validation AbsRel among checkpoints with validation OPW <= 0.45x the prior's (step 500); its
+# held-out figures were worse than step 100's on both metrics, so step 100 stayed shipped.
 # Ship: weights/tiny-synthetic-causal/KIND/{config.json, model.safetensors}, config "prior" pointing at
 # ../../tiny-synthetic/KIND/prior (the same prior, not a copy). Held-out figures, once: the per-frame prior, the
 # bidirectional model offline and over a rolling window of past frames, the causal model streamed. (For normals
