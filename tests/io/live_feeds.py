@@ -39,7 +39,32 @@ def y4m(images: Sequence[np.ndarray]) -> bytes:
     return y4m_header(*images[0].shape[:2]) + b"".join(y4m_frame(f) for f in images)
 
 
-class PipeFeeder(threading.Thread):
+class _Feed(threading.Thread):
+    """A thread that sends a live stream (into a pipe or over the network) until its frames run out or :meth:`stop`
+    is called; an error other than the reader going away is kept in ``error`` for the test to report."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        try:
+            self.send()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the reader went away (after an error or --max-frames): what a real sender sees too
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def send(self) -> None:
+        raise NotImplementedError
+
+
+class PipeFeeder(_Feed):
     """Writes ``chunks`` into the named pipe ``path`` (created here), one every ``period`` seconds.
 
     ``before_write(k)`` is called just before chunk k is written (e.g. to look at the results so far); ``hold``
@@ -47,26 +72,20 @@ class PipeFeeder(threading.Thread):
 
     def __init__(self, path: Path, chunks: Sequence[bytes], period: float = 0.0, hold: float = 0.0,
                  before_write: Callable[[int], None] | None = None):
-        super().__init__(daemon=True)
+        super().__init__()
         os.mkfifo(path)
         self.path, self.chunks, self.period, self.hold = path, list(chunks), period, hold
         self.before_write = before_write
-        self.error: BaseException | None = None
 
-    def run(self) -> None:
-        try:
-            with open(self.path, "wb", buffering=0) as pipe:
-                for k, chunk in enumerate(self.chunks):
-                    if k and self.period:
-                        time.sleep(self.period)
-                    if self.before_write is not None:
-                        self.before_write(k)
-                    pipe.write(chunk)
-                time.sleep(self.hold)
-        except BrokenPipeError:
-            pass  # the reader gave up (e.g. after an error): what a real writer sees too
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
+    def send(self) -> None:
+        with open(self.path, "wb", buffering=0) as pipe:
+            for k, chunk in enumerate(self.chunks):
+                if k and self.period:
+                    time.sleep(self.period)
+                if self.before_write is not None:
+                    self.before_write(k)
+                pipe.write(chunk)
+            time.sleep(self.hold)
 
 
 # --- network streams: UDP (MPEG-TS) and HTTP (MJPEG as IP cameras serve it, progressive MPEG-TS or fragmented mp4)
@@ -93,31 +112,6 @@ def encode_live(target, images: Sequence[np.ndarray], fps: float, stop: threadin
         for image in paced(images, fps, stop):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(stream.encode())
-
-
-class _Feed(threading.Thread):
-    """A thread that sends a live stream until its frames run out or :meth:`stop` is called; an error other than
-    the reader going away is kept in ``error`` for the test to report."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(timeout=10)
-
-    def run(self) -> None:
-        try:
-            self.send()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the reader went away (e.g. after --max-frames): what a real sender sees too
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-    def send(self) -> None:
-        raise NotImplementedError
 
 
 class UdpFeeder(_Feed):

@@ -234,7 +234,6 @@ class FrameFile(Sequence):
 
     def __init__(self, path: str | Path, dtype: np.dtype | type, shape: tuple[int, ...]):
         self.path, self.dtype, self.shape = Path(path), np.dtype(dtype), tuple(shape)
-        self.ndim = len(self.shape)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -258,7 +257,7 @@ class FrameFile(Sequence):
     def _read_frame(self, file) -> np.ndarray:
         frame = np.empty(self.shape[1:], self.dtype)
         if file.readinto(memoryview(frame).cast("B")) != frame.nbytes:
-            raise OSError(f"{self.path} ends before frame {len(self)} of its shape {self.shape}")
+            raise OSError(f"{self.path} ends before the {len(self)} frames of its shape {self.shape}")
         return frame
 
 
