@@ -133,7 +133,18 @@ class KVCache:
         keys[:, :, slot] = k[:, :, 0]
         values[:, :, slot] = v[:, :, 0]
         filled = min(self.position + 1, self.horizon)  # before the horizon fills up, slots 0..position hold frames
-        return F.scaled_dot_product_attention(q, keys[:, :, :filled], values[:, :, :filled])
+        return one_query_attention(q, keys[:, :, :filled], values[:, :, :filled])
+
+
+def one_query_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of one query frame ``q (s, heads, 1, d)`` over ``keys``/``values (s, heads, n, d)``.
+
+    The same arithmetic as ``F.scaled_dot_product_attention`` (scale ``d ** -0.5``), as two batched matrix-vector
+    products: with a single query, the library's CPU kernel spends 2-3x longer on its tiling than on the sums
+    (benchmarks/temporal_block.py --stream; docs/benchmarks.md).
+    """
+    weights = torch.matmul(keys, q.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).softmax(-2)  # (s, heads, n, 1)
+    return torch.matmul(weights.transpose(-1, -2), values)
 
 
 class TemporalAttentionLayer(nn.Module):
