@@ -6,6 +6,7 @@
     Anything V2 architectures (``--archs``) at ``--sizes``. The modes alternate ``--repeats`` times in one run and
     the fastest of each counts, so a load that comes and goes on a shared machine does not decide the ratio.
     Precisions: fp32 for both (``--precisions``), and bf16 for both. Target: <= 1.10 (Small), <= 1.05 (Base).
+    Each round's own ratio is printed too: the machine's speed can drift between rounds, not within a pair.
 (b) Peak RSS of ``bufferanytime depth`` (a fresh process each, ``ru_maxrss``, predictions file included) of the
     video model against ``--per-frame``, with the same settings (``--mem-arch`` at ``--mem-size``). Target <= 1.3.
     100 against 1000 frames is ``benchmarks/long_video.py`` (a).
@@ -57,10 +58,12 @@ def time_modes(model_dir: str, frames: list[np.ndarray], size: tuple[int, int], 
     for mode in models:  # warm-up: one-off kernel set-up is not the model's cost
         model_ms(models[mode], frames[:4], settings[mode])
     best = {mode: float("inf") for mode in models}
+    ratios = []  # each round's video / prior: a drift of the machine's speed between rounds cancels in it
     for _ in range(args.repeats):
-        for mode in models:
-            best[mode] = min(best[mode], model_ms(models[mode], frames, settings[mode]))
-    return best
+        times = {mode: model_ms(models[mode], frames, settings[mode]) for mode in models}
+        best = {mode: min(best[mode], times[mode]) for mode in models}
+        ratios.append(times["video"] / times["prior"])
+    return {**best, "round_ratios": ratios}
 
 
 def memory(tmp: Path, args) -> None:
@@ -108,7 +111,8 @@ def main() -> None:
                     best = time_modes(model_dir, frames, size, args, precision)
                     print(f"(a) DA-V2-{arch.capitalize()} at {text}, {precision}, window {args.window} overlap "
                           f"{args.overlap}: video {best['video']:.0f} ms/frame, per-frame prior {best['prior']:.0f} "
-                          f"ms/frame, ratio {best['video'] / best['prior']:.3f}", flush=True)
+                          f"ms/frame, ratio {best['video'] / best['prior']:.3f}; per round "
+                          + ", ".join(f"{r:.3f}" for r in best["round_ratios"]), flush=True)
 
 
 if __name__ == "__main__":

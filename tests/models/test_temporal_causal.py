@@ -10,6 +10,7 @@ from bufferanytime.models.temporal import (
     TemporalConfig,
     attention_layers,
     make_causal,
+    one_query_attention,
     rotary_tables,
 )
 from tests.helpers import one_torch_thread
@@ -97,3 +98,17 @@ def test_untrained_causal_model_equals_its_prior_exactly(kind, tiny_depth_prior,
     loaded = cls.from_pretrained(tmp_path / "m")
     assert loaded.temporal_config.causal and loaded.temporal_config.horizon == 3
     assert all(layer.horizon == 3 for layer in attention_layers(loaded))
+
+
+@pytest.mark.parametrize("cached", [1, 3, 10])
+def test_one_query_attention_equals_the_library_kernel(cached):
+    generator = torch.Generator().manual_seed(cached)
+    q = torch.randn(37, 4, 1, 5, generator=generator)
+    keys, values = (torch.randn(37, 4, cached, 5, generator=generator) for _ in range(2))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, keys, values)
+    got = one_query_attention(q, keys, values)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-6)
+    if cached > 1:  # the weights really depend on the keys: changing one cached frame changes the output
+        keys[:, :, 0] += 1.0
+        assert not torch.allclose(one_query_attention(q, keys, values), expected, atol=1e-3)
