@@ -166,20 +166,19 @@ done
 # ../../tiny-synthetic/KIND/prior (the same prior, not a copy). Held-out figures, once: the per-frame prior, the
 # bidirectional model offline and over a rolling window of past frames, the causal model streamed. (For normals
 # the rolling row was run separately, after the others, with the same command without --per-frame.)
-for kind in depth normal; do
-    bufferanytime eval "$kind" --dataset synthetic --root "$DATA/eval_heldout" --model tiny-synthetic --per-frame \
-        --online rolling --flow gt --max-res 224 -o "$RUNS/eval_bidirectional_$kind"
-    bufferanytime eval "$kind" --dataset synthetic --root "$DATA/eval_heldout" --model tiny-synthetic-causal \
-        --online stream --flow gt --max-res 224 -o "$RUNS/eval_causal_$kind"
-done
+# eval_online ROOT PREFIX: the rows above for depth and normals on the videos in ROOT
+eval_online() {
+    for kind in depth normal; do
+        bufferanytime eval "$kind" --dataset synthetic --root "$1" --model tiny-synthetic --per-frame \
+            --online rolling --flow gt --max-res 224 -o "$RUNS/${2}_bidirectional_$kind"
+        bufferanytime eval "$kind" --dataset synthetic --root "$1" --model tiny-synthetic-causal \
+            --online stream --flow gt --max-res 224 -o "$RUNS/${2}_causal_$kind"
+    done
+}
+eval_online "$DATA/eval_heldout" eval
 
 # 9. A fresh test set (session 7), planned in docs/embedded_models.md before it was generated, because the six
 # held-out videos had been used to choose between shipped models. Measured once, shipped models unchanged.
 bufferanytime synth -o "$DATA/eval_test18" --videos 18 --frames 24 --size 168x224 --seed 70000 \
     --flicker 0.3 --exposure 0.1 --noise 0.01 $TEX
-for kind in depth normal; do
-    bufferanytime eval "$kind" --dataset synthetic --root "$DATA/eval_test18" --model tiny-synthetic --per-frame \
-        --online rolling --flow gt --max-res 224 -o "$RUNS/test18_bidirectional_$kind"
-    bufferanytime eval "$kind" --dataset synthetic --root "$DATA/eval_test18" --model tiny-synthetic-causal \
-        --online stream --flow gt --max-res 224 -o "$RUNS/test18_causal_$kind"
-done
+eval_online "$DATA/eval_test18" test18
