@@ -44,30 +44,33 @@ def median_seconds(block: TemporalBlock, x: torch.Tensor, frames: int, repeats: 
     return sorted(times)[len(times) // 2]
 
 
-def stream_step_seconds(repeats: int, horizon: int = 10) -> None:
-    """Median seconds of one streamed frame, cache attention by matrix-vector products vs the library kernel."""
+def compare_stream_attention(repeats: int, horizon: int = 10) -> None:
+    """Print the median time of one streamed frame with the cache attention by matrix-vector products and by the
+    library kernel, and their ratio."""
     torch.manual_seed(0)
     block = TemporalBlock(64, TemporalConfig(causal=True, horizon=horizon)).eval()
     torch.nn.init.normal_(block.proj_out.weight, std=0.02)
     x = torch.randn(1, 64, 148, 264).contiguous(memory_format=torch.channels_last)
     layers = attention_layers(block)
-    kernels = {"matrix-vector": temporal.one_query_attention, "scaled_dot_product_attention": (
-        lambda q, k, v: F.scaled_dot_product_attention(q, k, v))}
+    kernels = {"matrix-vector": temporal.one_query_attention,
+               "scaled_dot_product_attention": F.scaled_dot_product_attention}
     caches = {name: [KVCache(horizon) for _ in layers] for name in kernels}  # each streams the same frames
     times: dict[str, list[float]] = {name: [] for name in kernels}
     outputs = {}
-    with torch.no_grad():
-        for position in range(horizon + repeats):
-            for name in list(kernels)[:: 1 if position % 2 else -1]:  # alternate which runs first
-                temporal.one_query_attention = kernels[name]
-                for cache in caches[name]:
-                    cache.position = position
-                with streaming(layers, caches[name]):
-                    start = time.perf_counter()
-                    outputs[name] = block(x, 1)
-                if position >= horizon:
-                    times[name].append(time.perf_counter() - start)
-    temporal.one_query_attention = kernels["matrix-vector"]
+    try:
+        with torch.no_grad():
+            for position in range(horizon + repeats):
+                for name in list(kernels)[:: 1 if position % 2 else -1]:  # alternate which runs first
+                    temporal.one_query_attention = kernels[name]
+                    for cache in caches[name]:
+                        cache.position = position
+                    with streaming(layers, caches[name]):
+                        start = time.perf_counter()
+                        outputs[name] = block(x, 1)
+                    if position >= horizon:
+                        times[name].append(time.perf_counter() - start)
+    finally:
+        temporal.one_query_attention = kernels["matrix-vector"]
     medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
     diff = (outputs["matrix-vector"] - outputs["scaled_dot_product_attention"]).abs().max().item()
     print(f"streamed frame, DA-V2-Small finest block (64 ch at 148x264), horizon {horizon}: "
@@ -82,7 +85,7 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="only the streamed-frame comparison")
     args = parser.parse_args()
     if args.stream:  # with torch's default threads, as the CLI and benchmarks/streaming.py run
-        stream_step_seconds(args.repeats)
+        compare_stream_attention(args.repeats)
         return
     torch.set_num_threads(1)
     chunk_rows = temporal.CHUNK_ROWS
