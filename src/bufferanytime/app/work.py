@@ -170,7 +170,7 @@ def run(request: Request, workdir: Path, progress: Progress = _no_progress) -> R
     from bufferanytime.evaluation import estimate_flows
     from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
     from bufferanytime.io.outputs import write_image
-    from bufferanytime.io.video import write_video
+    from bufferanytime.io.video import VIS_CODEC_OPTIONS, write_video
 
     tasks = [get_task(name) for name in request.tasks]
     if not tasks:
@@ -192,6 +192,6 @@ def run(request: Request, workdir: Path, progress: Progress = _no_progress) -> R
         slices += [(f"{task.name} {label}", task.to_rgb(time_slice(p, x), ranges[label])) for label, p in preds.items()]
     progress(0.95, "writing the videos")
     result = Result(workdir / "side_by_side.mp4", workdir / "time_slice.png", downloads, metrics, len(frames))
-    write_video(result.side_by_side, np.concatenate(rows, axis=1), fps=source.fps)
+    write_video(result.side_by_side, np.concatenate(rows, axis=1), fps=source.fps, codec_options=VIS_CODEC_OPTIONS)
     write_image(result.time_slice, compose_slices(frames[0], x, slices))
     return result

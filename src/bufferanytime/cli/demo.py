@@ -72,6 +72,7 @@ def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
     from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
     from bufferanytime.inference import InferenceSettings, predict_frames
     from bufferanytime.io import VideoWriter
+    from bufferanytime.io.video import VIS_CODEC_OPTIONS
     from bufferanytime.models import load_model
 
     source = open_video(clip, max_frames=DEMO_FRAMES)
@@ -84,7 +85,7 @@ def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
     # each column its own colour range for the whole video: the two outputs are on different scales, and one
     # shared range would flatten the per-frame column and hide its flicker
     ranges = column_ranges(task, preds)
-    with VideoWriter(out / f"{task.name}_side_by_side.mp4", source.fps) as writer:
+    with VideoWriter(out / f"{task.name}_side_by_side.mp4", source.fps, codec_options=VIS_CODEC_OPTIONS) as writer:
         for frame in side_by_side(task, frames, preds, ranges):
             writer.write(frame)
     x = column_index(frames.shape[2])

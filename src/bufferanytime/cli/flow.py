@@ -25,6 +25,7 @@ from bufferanytime.flow.raft_small import DEFAULT_ITERS
 from bufferanytime.io import NpyStreamWriter, open_video, write_video
 from bufferanytime.io.arrays import flows_to_disk, frames_to_tensor
 from bufferanytime.io.outputs import OutputFiles, check_output_root, write_npz
+from bufferanytime.io.video import VIS_CODEC_OPTIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{args.input}: flow needs at least two frames, got {1 if prev is not None else 0}")
         write_npz(tmp / "flow.npz", {"fwd": fwd, "bwd": bwd})
         flows_fwd = fwd.read()
-        write_video(tmp / "flow.mp4", (flow_to_color(f, max_magnitude) for f in flows_fwd), fps=source.fps)
+        write_video(tmp / "flow.mp4", (flow_to_color(f, max_magnitude) for f in flows_fwd), fps=source.fps,
+                    codec_options=VIS_CODEC_OPTIONS)
         del flows_fwd
         (tmp / "fwd.raw").unlink()
         (tmp / "bwd.raw").unlink()

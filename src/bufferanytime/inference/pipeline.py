@@ -54,7 +54,7 @@ from bufferanytime.inference.windows import default_overlap, sliding_windows
 from bufferanytime.io.arrays import frame_to_tensor
 from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles
 from bufferanytime.io.threads import BackgroundWriter, Prefetch
-from bufferanytime.io.video import MIN_VIDEO_FRAMES, VideoSource, VideoWriter
+from bufferanytime.io.video import MIN_VIDEO_FRAMES, VIS_CODEC_OPTIONS, VideoSource, VideoWriter
 from bufferanytime.models.base import VideoModel
 from bufferanytime.tasks import OutputNames, Task
 
@@ -357,7 +357,7 @@ def _write_outputs(task: Task, writer: NpyStreamWriter, staging: Path, fps: floa
 def _write_visualisation(task: Task, data: Sequence[np.ndarray], path: Path, fps: float) -> dict:
     """The video in the task's colours, with one colour range for all frames."""
     value_range = task.vis_range(data)
-    with VideoWriter(path, fps) as video:
+    with VideoWriter(path, fps, codec_options=VIS_CODEC_OPTIONS) as video:
         for frame in data:
             video.write(task.to_rgb(frame, value_range))
     return {"file": path.name, **task.vis_info(value_range)}

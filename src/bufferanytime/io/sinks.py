@@ -30,7 +30,7 @@ import numpy as np
 
 from bufferanytime.io.atomic import atomic_path, write_text_atomic
 from bufferanytime.io.outputs import make_dirs, remove_empty_dirs
-from bufferanytime.io.video import VideoWriter
+from bufferanytime.io.video import VIS_CODEC_OPTIONS, VideoWriter
 
 # The progressive mp4: fragments that play on their own, cut at every key frame (one per second of video), each
 # flushed to the file when written (without flush_packets a killed run's copy held no playable fragment).
@@ -98,7 +98,8 @@ class ProgressiveOutputs:
         self.value_range = self.task.vis_range(np.asarray(frame)[None])
         if "vis" in self.save:
             self._video = VideoWriter(self.folder / names["vis"], self.fps, container_options=FRAGMENTED_MP4,
-                                      codec_options={**LOW_LATENCY_X264, "g": str(max(1, round(self.fps)))})
+                                      codec_options={**VIS_CODEC_OPTIONS, **LOW_LATENCY_X264,
+                                                     "g": str(max(1, round(self.fps)))})
         if self.mjpeg == "-":
             self._jpeg = sys.stdout.buffer
         elif self.mjpeg is not None:
