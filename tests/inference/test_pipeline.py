@@ -47,3 +47,19 @@ def test_single_window_equals_one_forward(tiny_depth_prior, tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(clip).permute(0, 3, 1, 2)[None].float() / 255)[0].numpy()
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_window_waits_as_uint8_and_gives_what_float_frames_give(tiny_depth_prior, tmp_path):
+    """The predictor takes a window as uint8 (a quarter of the memory) and makes each chunk float as it encodes
+    it: the outputs equal those of the same frames given as float in [0, 1]."""
+    from bufferanytime.inference import Predictor
+    from bufferanytime.io.arrays import frame_to_tensor, frame_to_uint8_tensor
+
+    model = load_model("depth", _trained_like(tiny_depth_prior, tmp_path))
+    clip = moving_pattern(frames=11, height=28, width=42)
+    as_uint8 = torch.stack([frame_to_uint8_tensor(frame) for frame in clip])
+    as_float = torch.stack([frame_to_tensor(frame) for frame in clip])
+    assert as_uint8.dtype == torch.uint8 and as_uint8.shape == as_float.shape
+    outputs = [Predictor(model, torch.device("cpu"), "fp32")(frames) for frames in (as_uint8, as_float)]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    assert float(outputs[0].std()) > 0

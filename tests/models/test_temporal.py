@@ -62,3 +62,38 @@ def test_position_encoding_is_built_once_per_length_and_equals_the_definition():
     assert layer.positions(5, 16, torch.device("cpu"), torch.float32) is first
     assert torch.equal(first, sinusoidal_positions(5, 16, 10000.0))
     assert layer.positions(7, 16, torch.device("cpu"), torch.float32).shape == (7, 16)
+
+
+def test_inference_path_writes_chunks_into_the_output_with_the_values_of_the_autograd_path(monkeypatch):
+    """Without gradients a channels-last clip takes the memory-lean path (issue #19): the values of the path
+    training uses, causal or not, with uneven chunks: within float rounding in fp32 (the group norm's statistics
+    are summed in another order), within bf16 rounding under bf16 autocast."""
+    import bufferanytime.models.temporal as temporal
+
+    monkeypatch.setattr(temporal, "CHUNK_ROWS", 5 * 9)  # 9 pixels per chunk: 42 pixels in 5 uneven chunks
+    lean_calls = []
+    lean_path = TemporalBlock._forward_lean
+    monkeypatch.setattr(TemporalBlock, "_forward_lean",
+                        lambda self, *args: lean_calls.append(1) or lean_path(self, *args))
+    for causal, seed in ((False, 0), (True, 1)):
+        torch.manual_seed(seed)
+        config = TemporalConfig(num_layers=2, num_heads=4, causal=causal, horizon=3 if causal else None)
+        block = TemporalBlock(16, config)
+        torch.nn.init.normal_(block.proj_out.weight, std=0.5)
+        torch.nn.init.normal_(block.norm.weight, mean=1.0, std=0.3)
+        torch.nn.init.normal_(block.norm.bias, std=0.3)
+        x = (torch.randn(5, 16, 6, 7) * 3 + 1).contiguous(memory_format=torch.channels_last)
+        for autocast, tolerance in ((False, 1e-6), (True, 1e-2)):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                with torch.enable_grad():
+                    reference = block(x, num_frames=5)
+                with torch.no_grad():
+                    lean = block(x, num_frames=5)
+            assert lean.dtype == reference.dtype
+            assert lean.is_contiguous(memory_format=torch.channels_last)
+            assert (lean - x).abs().max() > 0.1  # the block does change its input
+            scale = float(reference.detach().max() - reference.detach().min())
+            difference = (lean - reference.detach()).abs()
+            assert float(difference.max()) <= tolerance * scale
+            assert float(difference.mean()) <= tolerance * scale / 10
+    assert len(lean_calls) == 4  # the no-grad calls only

@@ -239,11 +239,42 @@ class TemporalBlock(nn.Module):
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         bt, c, h, w = x.shape
         b = bt // num_frames
-        y = self.norm(x).reshape(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
         chunk = max(1, CHUNK_ROWS // num_frames)
+        if b == 1 and not torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
+            return self._forward_lean(x, chunk)
+        y = self.norm(x).reshape(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
         y = torch.cat([self._sequences(y[i : i + chunk], slice(i, i + chunk)) for i in range(0, len(y), chunk)])
         y = y.reshape(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
         return x + y
+
+    def _forward_lean(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Inference on one clip of channels-last maps ``(T, C, H, W)``, a chunk of pixels at a time from start to
+        end: the group norm from per-frame statistics, the attention layers, and ``x + block`` written straight
+        into the output. A window's maps are held twice (input, output) instead of six times (the normalised
+        maps in float32, the chunks' outputs, their concatenation, its transpose); the values are those of the
+        other path up to float rounding in the norm. The (pixel, frame, channel) views are views, not copies."""
+        t, c, h, w = x.shape
+        mean, rstd = self._group_statistics(x)  # (T, C) each, float32
+        flat = x.permute(0, 2, 3, 1).reshape(t, h * w, c).transpose(0, 1)
+        out = out_flat = None
+        for i in range(0, h * w, chunk):
+            part = flat[i : i + chunk]
+            normed = (part.float() - mean) * rstd * self.norm.weight.float() + self.norm.bias.float()
+            part_out = self._sequences(normed, slice(i, i + chunk))
+            if out is None:
+                dtype = torch.promote_types(x.dtype, part_out.dtype)
+                out = torch.empty_like(x, dtype=dtype, memory_format=torch.channels_last)
+                out_flat = out.permute(0, 2, 3, 1).view(t, h * w, c).transpose(0, 1)
+            torch.add(part, part_out, out=out_flat[i : i + chunk])
+        return out
+
+    def _group_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and 1 / std of each frame's channel groups (as GroupNorm computes them, in float32), per channel."""
+        groups, c = self.norm.num_groups, x.shape[1]
+        var, mean = torch.stack([torch.stack(torch.var_mean(frame.float().reshape(groups, -1), dim=1,
+                                                            correction=0)) for frame in x]).unbind(1)
+        rstd = torch.rsqrt(var + self.norm.eps)
+        return mean.repeat_interleave(c // groups, dim=1), rstd.repeat_interleave(c // groups, dim=1)
 
 
 def attention_layers(model: nn.Module) -> list[TemporalAttentionLayer]:
