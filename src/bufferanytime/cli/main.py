@@ -13,6 +13,7 @@ weight loading) are turned off here, for the process the command owns, not at im
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import importlib
 import os
@@ -42,6 +43,12 @@ COMMANDS = {
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 # File-system errors caused by the environment, not by a bug: reported in one line, without a traceback.
 USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+# glibc gives each thread that allocates its own malloc arena (up to 8 per core), and memory freed goes back to
+# the arena it came from: with the reader and writer threads beside the model, what one thread frees cannot serve
+# another's next large allocation, and `bufferanytime depth` (DA-V2-Small at 518x924, window 110) peaked at
+# 5983 MB resident against 3230 MB with two arenas (issue #19, docs/benchmarks.md).
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's mallopt parameter for MALLOC_ARENA_MAX
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +115,18 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for the threads started from now on, as ``MALLOC_ARENA_MAX`` does; returns
+    whether it applied (not where the C library is not glibc, nor when the user set ``MALLOC_ARENA_MAX``)."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
 def quiet_library_progress_bars() -> None:
     """Turn off the progress bars of huggingface_hub and transformers (the commands show their own).
 
@@ -124,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (default: the command line) and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     quiet_library_progress_bars()
+    limit_malloc_arenas()  # before any I/O thread starts
+    limit_malloc_arenas()  # before any I/O thread starts
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
