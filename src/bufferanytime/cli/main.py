@@ -45,8 +45,8 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 # glibc gives each thread that allocates its own malloc arena (up to 8 per core), and memory freed goes back to
 # the arena it came from: with the reader and writer threads beside the model, what one thread frees cannot serve
-# another's next large allocation, and `bufferanytime depth` (DA-V2-Small at 518x924, window 110) peaked at
-# 5983 MB resident against 3230 MB with two arenas (issue #19, docs/benchmarks.md).
+# another's next large allocation: `bufferanytime depth` (DA-V2-Small at 518x924, window 110) peaked at 3.6 GB
+# in one run and 6.0 GB in another, and at 3.2-3.6 GB with two arenas (issue #19, docs/benchmarks.md).
 MALLOC_ARENAS = 2
 M_ARENA_MAX = -8  # glibc's mallopt parameter for MALLOC_ARENA_MAX
 
@@ -143,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (default: the command line) and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     quiet_library_progress_bars()
-    limit_malloc_arenas()  # before any I/O thread starts
     limit_malloc_arenas()  # before any I/O thread starts
     parser = build_parser(argv)
     args = parser.parse_args(argv)
