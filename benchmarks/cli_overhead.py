@@ -124,10 +124,9 @@ def main() -> None:
                         help="alternate model-only and run_video in this one process (no start-up measured)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.in_process:
-            prior = make_sized_depth_prior(Path(tmp) / f"da-v2-{args.arch}", args.arch)
-            return in_process(args.video, prior, args.frames, args.short_side, args.rounds, Path(tmp))
         prior = make_sized_depth_prior(Path(tmp) / f"da-v2-{args.arch}", args.arch)
+        if args.in_process:
+            return in_process(args.video, prior, args.frames, args.short_side, args.rounds, Path(tmp))
         cli, model, per_frame = [], [], []
         for i in range(args.rounds):
             cli.append(run_cli(args.video, prior, args.frames, args.short_side, Path(tmp) / f"out{i}"))
