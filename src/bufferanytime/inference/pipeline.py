@@ -55,7 +55,7 @@ from bufferanytime.io.arrays import frame_to_uint8_tensor, unit_float
 from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles
 from bufferanytime.io.threads import BackgroundWriter, Prefetch
 from bufferanytime.io.video import MIN_VIDEO_FRAMES, VIS_CODEC_OPTIONS, VideoSource, VideoWriter
-from bufferanytime.models.base import VideoModel
+from bufferanytime.models.base import VideoModel, window_like
 from bufferanytime.tasks import OutputNames, Task
 
 PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
@@ -64,8 +64,10 @@ PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no tem
 PREFETCH_FRAMES = 8
 WRITE_QUEUE_FRAMES = 8
 # Frames per call of the frozen per-frame stage (the ViT) inside a window: its activations (the attention of every
-# frame above all) are held for this many frames, not for the whole window; as fast as one call (issue #19).
-ENCODE_CHUNK = PER_FRAME_BATCH
+# frame above all) are held for this many frames, not for the whole window. 4: no slower than 8 (Small at 518x924,
+# bf16: 0.94x the time, fastest of three each) and about half the activations, which come on top of the window's
+# maps (issue #19, docs/benchmarks.md).
+ENCODE_CHUNK = 4
 DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")  # what --device accepts
 PRECISIONS = {name: None if dtype is None else getattr(torch, dtype) for name, dtype in PRECISION_DTYPES.items()}
 
@@ -194,16 +196,27 @@ class Predictor:
         return out
 
     def _run(self, clip: torch.Tensor, reused: int, keep: int, dtype: torch.dtype | None) -> torch.Tensor:
-        """One window at ``dtype`` (None: fp32); the frozen features are computed ENCODE_CHUNK frames at a time."""
+        """One window at ``dtype`` (None: fp32)."""
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with torch.no_grad(), autocast:
-            chunks = [self.model.encode_window(unit_float(part)) for part in clip[reused:].split(ENCODE_CHUNK)]
-            features = [torch.cat(level) for level in zip(*chunks, strict=True)]
-            del chunks
-            if reused:
-                features = [torch.cat([old[-reused:], new]) for old, new in zip(self._tail, features, strict=True)]
+            features = self._encode(clip, reused)
             self._tail = [f[-keep:].clone() for f in features] if keep else []  # not views holding the window
             return self.model.decode_window(features, len(clip), tuple(clip.shape[-2:]))
+
+    def _encode(self, clip: torch.Tensor, reused: int) -> list[torch.Tensor]:
+        """The per-frame stage of a window: the kept features of its first ``reused`` frames, then the others
+        computed ENCODE_CHUNK frames at a time, each written into one tensor per level as it comes (a window's
+        features are never held twice, as a list of chunks and their concatenation)."""
+        features: list[torch.Tensor] = []
+        for start in range(reused, len(clip), ENCODE_CHUNK):
+            maps = self.model.encode_window(unit_float(clip[start : start + ENCODE_CHUNK]))
+            if not features:
+                features = [window_like(m, len(clip)) for m in maps]
+                for window, old in zip(features, self._tail, strict=True) if reused else ():
+                    window[:reused] = old[-reused:]
+            for window, m in zip(features, maps, strict=True):
+                window[start : start + len(m)] = m
+        return features
 
 
 def predict_frames(

@@ -270,6 +270,28 @@ class VideoModel(nn.Module):
         return model
 
 
+def stack_chunks(chunks: Iterable[torch.Tensor], frames: int) -> torch.Tensor:
+    """Chunks of consecutive frames (first dim) written one by one into one tensor of ``frames`` frames, laid out
+    like the first chunk (channels-last stays channels-last): ``torch.cat`` of the same values, but with the chunks
+    produced lazily only one is alive besides the result, so a window's maps are never held twice."""
+    window, start = None, 0
+    for chunk in chunks:
+        if window is None:
+            window = window_like(chunk, frames)
+        window[start : start + len(chunk)] = chunk
+        start += len(chunk)
+    if window is None or start != frames:
+        raise ValueError(f"chunks hold {start} frames, expected {frames}")
+    return window
+
+
+def window_like(part: torch.Tensor, frames: int) -> torch.Tensor:
+    """An uninitialised tensor of ``frames`` frames with ``part``'s other dims, dtype, device and memory format."""
+    channels_last = part.dim() == 4 and part.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last and not part.is_contiguous() else torch.contiguous_format
+    return torch.empty((frames, *part.shape[1:]), dtype=part.dtype, device=part.device, memory_format=layout)
+
+
 def nearest_multiple(size: int, multiple: int) -> int:
     """The multiple of ``multiple`` nearest to ``size`` (at least ``multiple``): the side a model resizes to."""
     return max(multiple, int(round(size / multiple)) * multiple)

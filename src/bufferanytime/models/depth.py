@@ -32,8 +32,9 @@ from bufferanytime.models.base import (
     check_weight_headers,
     nearest_multiple,
     resolve_dir,
+    stack_chunks,
 )
-from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
+from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, capture_output
 from bufferanytime.tasks import DEPTH, METRIC_DEPTH, Task
 
 # Frames per chunk of the per-frame parts of the decoder in a window (reassemble, convs, fusion, head): they run on
@@ -148,31 +149,53 @@ class VideoDepthModel(VideoModel):
         self, levels: list[list[torch.Tensor]], num_frames: int, patch_h: int, patch_w: int
     ) -> torch.Tensor:
         """Fusion layers 0-2 each followed by its temporal block on the whole window, then fusion layer 3 + head in
-        chunks (they hold the largest maps and are per frame). ``levels``: the neck's maps per level, finest first,
-        each as chunks of frames; the list is emptied as its maps are used up.
+        chunks (they hold the largest maps and are per frame). ``levels``: :meth:`_neck_maps` per level, finest
+        first, each as chunks of frames; the list is emptied as its maps are used up. Each fusion layer's chunks are
+        written into one window tensor, which its temporal block then updates in place: a level's maps are held once.
 
         Feature maps are channels-last: the DPT convolutions run 1.5x faster that way on CPU (docs/benchmarks.md).
         """
         levels.reverse()  # coarsest first, as the fusion stage takes them
-        layers = self.neck.fusion_stage.layers
+        layers, frames = self.neck.fusion_stage.layers, sum(len(part) for part in levels[0])  # B * num_frames
+        sizes = [level[0].shape[2:] for level in levels[1:-1]] + [self._finest_size(patch_h, patch_w)]
         fused: list[torch.Tensor] | None = None
         for i, (layer, block) in enumerate(zip(layers, self.temporal, strict=False)):
-            size = levels[i + 1][0].shape[2:]
-            level, levels[i] = levels[i], []
-            window = torch.cat([layer(part, size=size) if fused is None else layer(prev, part, size=size)
-                                for prev, part in zip(fused or level, level, strict=True)])
+            level, levels[i], size = levels[i], [], sizes[i]
+            window = stack_chunks((layer(part, size=size) if fused is None else layer(prev, part, size=size)
+                                   for prev, part in zip(fused or level, level, strict=True)), frames)
             del level, fused
-            window = block(window, num_frames).contiguous(memory_format=torch.channels_last)
+            window = block(window, num_frames, inplace=True).contiguous(memory_format=torch.channels_last)
             fused = list(window.split(DECODE_CHUNK))
             del window
         last, finest = layers[len(self.temporal)], levels.pop()
-        return torch.cat([self.head([last(fused.pop(0), finest.pop(0))], patch_h, patch_w) for _ in range(len(finest))])
+        return stack_chunks((self.head([last(fused.pop(0), self._finest_map(finest.pop(0)))], patch_h, patch_w)
+                             for _ in range(len(finest))), frames)
 
     def _neck_maps(self, features: list[torch.Tensor], patch_h: int, patch_w: int) -> list[torch.Tensor]:
-        """The neck's per-frame part: reassemble stage + convs, one channels-last map per level (finest first)."""
-        maps = self.neck.reassemble_stage(features, patch_h, patch_w)
-        return [conv(m.contiguous(memory_format=torch.channels_last))
-                for conv, m in zip(self.neck.convs, maps, strict=True)]
+        """The neck's per-frame part: reassemble stage + convs, one channels-last map per level (finest first),
+        except that the finest level stops at its reassemble projection (:meth:`_finest_map` finishes it).
+
+        The finest level is only needed by the last fusion layer, which runs a few frames at a time: held as the
+        projection (48 channels at the patch grid for Small), a window's finest level takes under 5 % of the memory of
+        the finished maps (64 channels at 4x the grid: 550 MB for 110 frames at 518x924 in bf16). Its 4x upsampling
+        is recomputed from the projection, about 0.1 % of the ViT's arithmetic.
+        """
+        with capture_output(self.neck.reassemble_stage.layers[0].projection) as projection:
+            maps = self.neck.reassemble_stage(features, patch_h, patch_w)
+        finest = projection[0].contiguous(memory_format=torch.channels_last)
+        return [finest] + [conv(m.contiguous(memory_format=torch.channels_last))
+                           for conv, m in zip(self.neck.convs[1:], maps[1:], strict=True)]
+
+    def _finest_map(self, projection: torch.Tensor) -> torch.Tensor:
+        """The finest level's map from its reassemble projection: the reassemble layer's resize, then its conv."""
+        resized = self.neck.reassemble_stage.layers[0].resize(projection)
+        return self.neck.convs[0](resized.contiguous(memory_format=torch.channels_last))
+
+    def _finest_size(self, patch_h: int, patch_w: int) -> tuple[int, int]:
+        """Spatial size of the finest level: the patch grid times its reassemble factor (a transposed convolution
+        with kernel and stride equal to the factor)."""
+        factor = int(self.neck.config.reassemble_factors[0])
+        return patch_h * factor, patch_w * factor
 
     def _neck_levels(self, features: list[torch.Tensor], patch_h: int, patch_w: int) -> list[list[torch.Tensor]]:
         """:meth:`_neck_maps` in chunks of DECODE_CHUNK frames: per level, the list of its chunks."""

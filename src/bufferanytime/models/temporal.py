@@ -236,23 +236,26 @@ class TemporalBlock(nn.Module):
             y = layer(y, rows)
         return self.proj_out(y)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, inplace: bool = False) -> torch.Tensor:
+        """``x + block(x)``; with ``inplace`` (a caller that no longer needs ``x``) the inference path may write the
+        result into ``x`` itself and return it."""
         bt, c, h, w = x.shape
         b = bt // num_frames
         chunk = max(1, CHUNK_ROWS // num_frames)
         if b == 1 and not torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
-            return self._forward_lean(x, chunk)
+            return self._forward_lean(x, chunk, inplace)
         y = self.norm(x).reshape(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
         y = torch.cat([self._sequences(y[i : i + chunk], slice(i, i + chunk)) for i in range(0, len(y), chunk)])
         y = y.reshape(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
         return x + y
 
-    def _forward_lean(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    def _forward_lean(self, x: torch.Tensor, chunk: int, inplace: bool = False) -> torch.Tensor:
         """Inference on one clip of channels-last maps ``(T, C, H, W)``, a chunk of pixels at a time from start to
         end: the group norm from per-frame statistics, the attention layers, and ``x + block`` written straight
         into the output. A window's maps are held twice (input, output) instead of six times (the normalised
         maps in float32, the chunks' outputs, their concatenation, its transpose); the values are those of the
-        other path up to float rounding in the norm. The (pixel, frame, channel) views are views, not copies."""
+        other path up to float rounding in the norm; with ``inplace``, once (each chunk of pixels depends on its own
+        input only, and the norm's statistics are taken first). The (pixel, frame, channel) views are views."""
         t, c, h, w = x.shape
         mean, rstd = self._group_statistics(x)  # (T, C) each, float32
         flat = x.permute(0, 2, 3, 1).reshape(t, h * w, c).transpose(0, 1)
@@ -263,7 +266,8 @@ class TemporalBlock(nn.Module):
             part_out = self._sequences(normed, slice(i, i + chunk))
             if out is None:
                 dtype = torch.promote_types(x.dtype, part_out.dtype)
-                out = torch.empty_like(x, dtype=dtype, memory_format=torch.channels_last)
+                out = x if inplace and dtype == x.dtype else torch.empty_like(x, dtype=dtype,
+                                                                             memory_format=torch.channels_last)
                 out_flat = out.permute(0, 2, 3, 1).view(t, h * w, c).transpose(0, 1)
             torch.add(part, part_out, out=out_flat[i : i + chunk])
         return out
@@ -323,6 +327,18 @@ def _mix(output, block: TemporalBlock, num_frames: int):
     if len(rest) == 1 and isinstance(rest[0], tuple):
         return mixed, tuple(mixed if r is features else r for r in rest[0])
     return (mixed, *rest)
+
+
+@contextmanager
+def capture_output(module: nn.Module) -> Iterator[list]:
+    """Within the ``with``, every output of ``module`` is appended to the yielded list (a forward hook, removed
+    after): how a model keeps an intermediate of a library module it calls as a whole."""
+    outputs: list = []
+    handle = module.register_forward_hook(lambda _m, _a, out: outputs.append(out))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
 
 
 @contextmanager
