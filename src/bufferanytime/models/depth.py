@@ -210,7 +210,8 @@ class VideoDepthModel(VideoModel):
     # -- inference in windows (bufferanytime.inference.Predictor) ----------------------------------------------
     def encode_window(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Every per-frame stage of ``(N,3,H,W)`` frames in [0,1]: the frozen ViT and, with temporal blocks, the
-        neck's reassemble stage and convs (no gradient needed: inference only).
+        neck's reassemble stage and convs (:meth:`_neck_maps`: the finest level as its projection; no gradient
+        needed: inference only).
 
         The predictor keeps these for the overlap frames of the next window, so overlap frames cost only the
         fusion layers, the blocks and the head again; and a window's ViT features are never all held at once.
