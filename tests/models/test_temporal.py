@@ -97,7 +97,7 @@ def test_inference_path_writes_chunks_into_the_output_with_the_values_of_the_aut
             assert float(difference.max()) <= tolerance * scale
             assert float(difference.mean()) <= tolerance * scale / 10
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.no_grad():
-                own = x.to(lean.dtype).contiguous(memory_format=torch.channels_last)  # a copy the block may overwrite
+                own = x.clone(memory_format=torch.channels_last)  # a copy the block may overwrite, not x itself
                 in_place = block(own, num_frames=5, inplace=True)
             assert in_place.data_ptr() == own.data_ptr()  # the result is written into its input
             assert torch.equal(in_place, lean)  # and is the same as written into a new tensor
