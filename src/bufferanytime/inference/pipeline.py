@@ -212,8 +212,9 @@ class Predictor:
             maps = self.model.encode_window(unit_float(clip[start : start + ENCODE_CHUNK]))
             if not features:
                 features = [window_like(m, len(clip)) for m in maps]
-                for window, old in zip(features, self._tail, strict=True) if reused else ():
-                    window[:reused] = old[-reused:]
+                if reused:
+                    for window, old in zip(features, self._tail, strict=True):
+                        window[:reused] = old[-reused:]
             for window, m in zip(features, maps, strict=True):
                 window[start : start + len(m)] = m
         return features
