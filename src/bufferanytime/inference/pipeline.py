@@ -372,11 +372,13 @@ def _write_outputs(task: Task, writer: NpyStreamWriter, staging: Path, fps: floa
 
 
 def _write_visualisation(task: Task, data: Sequence[np.ndarray], path: Path, fps: float) -> dict:
-    """The video in the task's colours, with one colour range for all frames."""
+    """The video in the task's colours, with one colour range for all frames; frames are coloured on a thread of
+    their own while the encoder takes the previous ones."""
     value_range = task.vis_range(data)
-    with VideoWriter(path, fps, codec_options=VIS_CODEC_OPTIONS) as video:
-        for frame in data:
-            video.write(task.to_rgb(frame, value_range))
+    with (VideoWriter(path, fps, codec_options=VIS_CODEC_OPTIONS) as video,
+          Prefetch((task.to_rgb(frame, value_range) for frame in data), PREFETCH_FRAMES, "vis-colours") as rgb):
+        for frame in rgb:
+            video.write(frame)
     return {"file": path.name, **task.vis_info(value_range)}
 
 
