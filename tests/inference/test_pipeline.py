@@ -63,3 +63,23 @@ def test_a_window_waits_as_uint8_and_gives_what_float_frames_give(tiny_depth_pri
     outputs = [Predictor(model, torch.device("cpu"), "fp32")(frames) for frames in (as_uint8, as_float)]
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
     assert float(outputs[0].std()) > 0
+
+
+def test_visualisation_keeps_frame_order_and_colours(tmp_path):
+    """The visualisation is coloured on a prefetch thread and encoded with frame threads: every frame arrives, in
+    order, in the colour of its own values."""
+    import av
+
+    from bufferanytime.inference.pipeline import _write_visualisation
+    from bufferanytime.tasks import DEPTH
+
+    data = np.stack([np.full((48, 64), value, np.float32) for value in np.linspace(0.0, 1.0, 12)] * 2)
+    info = _write_visualisation(DEPTH, data, tmp_path / "vis.mp4", fps=12.0)
+    with av.open(str(tmp_path / "vis.mp4")) as container:
+        decoded = [frame.to_ndarray(format="rgb24").reshape(-1, 3).mean(0) for frame in container.decode(video=0)]
+    expected = [DEPTH.to_rgb(frame, tuple(info["range"])).reshape(-1, 3).mean(0) for frame in data]
+    assert len(decoded) == len(data)
+    errors = np.abs(np.array(decoded) - np.array(expected)).max(1)
+    assert errors.max() < 8, errors
+    steps = np.abs(np.diff(np.array(expected), axis=0)).max(1)
+    assert steps.min() > 2 * errors.max()  # neighbouring frames differ more than the codec moves a colour
