@@ -45,7 +45,7 @@ def _auto_precision_is_fp32_on_cpu(monkeypatch):
     to fp32 here. tests/inference/test_precision.py tests the choice itself."""
     from bufferanytime.inference import precision
 
-    monkeypatch.setattr(precision, "cpu_bf16_is_faster", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bf16_features", frozenset)  # no native bf16 flags
 
 
 @pytest.fixture(name="one_torch_thread")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import pytest
 import torch
 
 from bufferanytime.inference import precision
@@ -11,20 +14,42 @@ from bufferanytime.inference.pipeline import Predictor
 from bufferanytime.models import VideoDepthModel, load_model
 from tests.helpers import moving_pattern, run_main
 
+REAL_CPU_FEATURES = precision.cpu_bf16_features  # before tests/conftest.py stands in "no bf16 flags" per test
+AMX = frozenset({"amx_bf16"})
+AVX512_BF16 = frozenset({"avx512_bf16"})
+NONE = frozenset()
 
-def test_explicit_precision_is_kept_and_auto_resolves_per_device(monkeypatch, tmp_path):
+
+@pytest.mark.parametrize(("device", "features", "auto_precision", "cuda_bf16", "expect"), [
+    ("cpu", AMX, None, False, "bf16"),
+    ("cpu", AVX512_BF16, None, False, "bf16"),
+    ("cpu", AMX | AVX512_BF16, None, False, "bf16"),
+    ("cpu", NONE, None, False, "fp32"),  # emulated bf16 is slower than fp32
+    ("cpu", AMX, "fp32", False, "fp32"),  # the model's config refuses half precision for auto
+    ("cpu", AMX, "bf16", False, "bf16"),
+    ("cuda", NONE, None, True, "bf16"),
+    ("cuda", AMX, None, False, "fp32"),  # a CUDA device without bf16: the CPU's flags do not matter
+    ("cuda", NONE, "fp32", True, "fp32"),
+    ("mps", AMX, None, False, "fp32"),
+])
+def test_auto_is_a_function_of_the_device_the_cpu_flags_and_the_model_config(device, features, auto_precision,
+                                                                             cuda_bf16, expect):
+    assert precision.choose_precision(device, features, auto_precision, cuda_bf16) == expect
+    assert precision.choose_precision(device, features, auto_precision, cuda_bf16) == expect
+
+
+def test_explicit_precision_is_kept_and_auto_reads_the_cpu_flags(monkeypatch, tmp_path):
     cpu = torch.device("cpu")
     assert precision.resolve_precision("fp16", cpu) == "fp16"
-    monkeypatch.setattr(precision, "cpu_bf16_is_faster", lambda: True)
+    monkeypatch.setattr(precision, "cpu_bf16_features", REAL_CPU_FEATURES)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     flags = tmp_path / "cpuinfo"
-    flags.write_text("flags\t: fpu sse avx2 avx512f\n")
     monkeypatch.setattr(precision, "CPUINFO", flags)
-    assert precision.resolve_precision("auto", cpu) == "fp32"  # no native bf16: emulated bf16 is slow
-    flags.write_text("flags\t: fpu sse avx2 avx512f avx512_bf16\n")
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert precision.resolve_precision("auto", cpu) == "fp32"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert precision.cpu_bf16_features() == AMX | AVX512_BF16
     assert precision.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(precision, "cpu_bf16_is_faster", lambda: False)
-    assert precision.resolve_precision("auto", cpu) == "fp32"  # the flag alone is not enough: measured slower
-    monkeypatch.setattr(precision, "cpu_bf16_is_faster", lambda: True)
 
     class Refuses:
         auto_precision = "fp32"
@@ -33,6 +58,21 @@ def test_explicit_precision_is_kept_and_auto_resolves_per_device(monkeypatch, tm
     assert precision.resolve_precision("bf16", cpu, Refuses()) == "bf16"  # asked for explicitly: given
     monkeypatch.setattr(precision, "CPUINFO", tmp_path / "absent")
     assert precision.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert precision.resolve_precision("auto", cpu) == "bf16"  # torch's own probe, where /proc/cpuinfo is absent
+
+
+def test_the_same_machine_decides_the_same_every_time(monkeypatch):
+    """No timing enters the choice: the same process twice, and a fresh process, choose alike."""
+    monkeypatch.setattr(precision, "cpu_bf16_features", REAL_CPU_FEATURES)
+    assert not hasattr(precision, "time")
+    cpu = torch.device("cpu")
+    first, second = precision.resolve_precision("auto", cpu), precision.resolve_precision("auto", cpu)
+    code = "import torch; from bufferanytime.inference.precision import resolve_precision as r; " \
+           "print(r('auto', torch.device('cpu')))"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600)
+    assert first == second == fresh.stdout.strip()
+    assert first == ("bf16" if REAL_CPU_FEATURES() else "fp32")
 
 
 def test_a_non_finite_half_precision_window_is_recomputed_in_fp32(tiny_depth_prior):

@@ -1,24 +1,21 @@
-"""``--precision auto``: bf16 autocast where the device runs it fast, fp32 elsewhere.
+"""``--precision auto``: bf16 autocast where the device has native bf16 arithmetic, fp32 elsewhere.
 
-bf16 is chosen on CUDA devices that support it, and on CPUs with native bf16 arithmetic (the ``avx512_bf16`` or
-``amx_bf16`` flags) where a one-off micro-benchmark, run once per process, confirms that bf16 convolutions and
-matrix products beat fp32 (emulated bf16 is slower than fp32). A model can refuse half precision for ``auto``
-(``VideoModel.auto_precision = "fp32"``), e.g. when bf16 moves its scores by more than the project allows.
+The choice is a pure function of what the machine is and what the model says (:func:`choose_precision`), never
+of a timing: two runs of the same command on the same machine use the same precision, whatever else the machine
+is doing. bf16 is chosen on CUDA devices that support it and on CPUs with native bf16 instructions (the
+``amx_bf16`` or ``avx512_bf16`` flags: there bf16 convolutions and matrix products run faster than fp32, while
+emulated bf16 elsewhere is slower than fp32). A model can refuse half precision for ``auto``
+(``VideoModel.auto_precision = "fp32"`` in its config.json), e.g. when bf16 moves its scores by more than allowed.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 AUTO = "auto"
-# bf16 must take at most this fraction of fp32's time in the micro-benchmark to be chosen: a clear win, not noise.
-BF16_SPEEDUP_NEEDED = 0.8
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # native bf16 arithmetic (x86: AVX512-BF16, AMX)
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -26,43 +23,35 @@ def resolve_precision(requested: str, device: torch.device, model: object = None
     """The precision a run uses: ``requested`` itself unless it is ``auto``, which becomes bf16 or fp32."""
     if requested != AUTO:
         return requested
-    if getattr(model, "auto_precision", None) == "fp32":
+    features = cpu_bf16_features() if device.type == "cpu" else frozenset()
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return choose_precision(device.type, features, getattr(model, "auto_precision", None), cuda_bf16)
+
+
+def choose_precision(device_type: str, cpu_features: frozenset[str], auto_precision: str | None,
+                     cuda_bf16: bool = False) -> str:
+    """``auto`` resolved from the device type, the CPU's bf16 flags, the model's ``auto_precision`` and, on CUDA,
+    whether the device supports bf16: ``"bf16"`` or ``"fp32"``. Nothing else enters the choice."""
+    if auto_precision == "fp32":
         return "fp32"
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu" and cpu_has_native_bf16() and cpu_bf16_is_faster():
+    if device_type == "cuda":
+        return "bf16" if cuda_bf16 else "fp32"
+    if device_type == "cpu" and cpu_features & CPU_BF16_FLAGS:
         return "bf16"
     return "fp32"
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU advertises bf16 instructions (Linux ``/proc/cpuinfo`` flags; False where it is absent)."""
+def cpu_bf16_features() -> frozenset[str]:
+    """The CPU's native bf16 flags: Linux ``/proc/cpuinfo`` where it exists, and torch's own CPU probe (which
+    also covers other systems). Empty on CPUs without them."""
+    flags: set[str] = set()
     try:
-        flags = CPUINFO.read_text().split()
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith("flags"):
+                flags.update(line.partition(":")[2].split())
     except OSError:
-        return False
-    return any(flag in flags for flag in CPU_BF16_FLAGS)
-
-
-@functools.cache
-def cpu_bf16_is_faster() -> bool:
-    """A 3x3 convolution and a matrix product of DPT-decoder / ViT widths, bf16 against fp32, best of 5 each.
-
-    Run once per process (well under a second, most of it the one-off set-up of each kernel) and cached.
-    """
-    generator = torch.Generator().manual_seed(0)
-    image, kernel = torch.randn(1, 64, 32, 32, generator=generator), torch.randn(64, 64, 3, 3, generator=generator)
-    tokens, weight = torch.randn(256, 384, generator=generator), torch.randn(1536, 384, generator=generator)
-
-    def work(dtype: torch.dtype) -> float:
-        x, k, t, w = (v.to(dtype) for v in (image, kernel, tokens, weight))
-        F.conv2d(x, k, padding=1), F.linear(t, w)  # the first calls pay one-off set-up costs
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            F.conv2d(x, k, padding=1)
-            F.linear(t, w)
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    return work(torch.bfloat16) <= BF16_SPEEDUP_NEEDED * work(torch.float32)
+        pass
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if probe is not None and probe():
+        flags.add("avx512_bf16")
+    return frozenset(flags & CPU_BF16_FLAGS)
