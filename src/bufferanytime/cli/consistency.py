@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bufferanytime.cli.args import finite_float, positive_float
 from bufferanytime.errors import InputError
-from bufferanytime.geometry.intrinsics import parse_intrinsics
+from bufferanytime.geometry.intrinsics import PIXEL_CENTRES, parse_intrinsics
 
 DESCRIPTION = ("Depth-normal consistency of the outputs of one input: the angle between the normals implied by the "
                "predicted depth (unprojected with the camera intrinsics) and the predicted normals, per frame (mean "
@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--intrinsics", metavar="VALUES|FILE", default=None,
                    help="camera as for `bufferanytime depth` (default: the intrinsics recorded in the depth run's "
                    "meta file, else a 60 degree horizontal field of view)")
+    p.add_argument("--pixel-centres", "--pixel-centers", dest="pixel_centres", choices=tuple(PIXEL_CENTRES),
+                   default=None, help="how to read the cx, cy of --intrinsics, as for `bufferanytime depth`")
     p.add_argument("--fov", type=finite_float, metavar="DEG", default=None, help="horizontal field of view, degrees")
     p.add_argument("--edge-rtol", type=positive_float, metavar="R", default=None,
                    help="depth jumps above R (relative) to a neighbour are discontinuities, left out (default 0.05)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from bufferanytime.geometry.consistency import CONSISTENCY_EDGE_RTOL, output_consistency
 
     given = args.intrinsics is not None or args.fov is not None
-    spec = parse_intrinsics(args.intrinsics, args.fov) if given else None
+    spec = parse_intrinsics(args.intrinsics, args.fov, args.pixel_centres) if given else None
     for warning in spec.warnings if spec else ():
         print(warning, file=sys.stderr)
     if args.output is not None and args.output.is_dir():
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     report, failures = {}, 0
     for folder in args.folders:
         try:
+            _check_folder(Path(folder))
             results = output_consistency(Path(folder), spec, args.edge_rtol or CONSISTENCY_EDGE_RTOL)
         except InputError as exc:
             failures += 1
@@ -69,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
     if not failures:
         return 0
     return 2 if not report else 1
+
+
+def _check_folder(folder: Path) -> None:
+    """InputError when ``folder`` is missing or not a folder (rather than a missing buffer inside it)."""
+    if not folder.exists():
+        raise InputError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder; give the output folder of one input (OUT/NAME)")
 
 
 def _finite(obj):

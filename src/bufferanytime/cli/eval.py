@@ -4,8 +4,10 @@ Writes ``REPORT/report.json`` (settings, per-sequence and mean metrics), ``REPOR
 table: rows = models, columns = AbsRel, delta1, OPW, seconds per frame) and ``REPORT/slices/<seq>.png`` (time
 slices). Metric definitions: :mod:`bufferanytime.evaluation`.
 
-A sequence that cannot be evaluated is reported in one ``error:`` line and skipped; the exit code is 0 when every
-sequence was evaluated, 1 when some were skipped, 2 when none could be (nothing is written then).
+A sequence that cannot be evaluated is reported in one ``error:`` line and skipped; a model whose output on a
+sequence holds NaN or inf values is reported in one ``warning:`` line and its row marked "non-finite output". The
+exit code is 0 when every result was scored, 1 when some sequences were skipped or some outputs were not finite, 2
+when no sequence could be evaluated (nothing is written then).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ DESCRIPTION = (
     "folder structures, or a synthetic set from `bufferanytime synth`), normals with angular errors, and temporal "
     "consistency with OPW (flow-warped differences between adjacent frames). Writes REPORT/report.json, "
     "REPORT/report.md and REPORT/slices/*.png, atomically. A sequence with missing or unreadable files is "
-    "reported (one error line) and skipped, the others are still scored; exit code 1 when some were skipped, "
-    "2 when none could be evaluated."
+    "reported (one error line) and skipped, the others are still scored; a model output with NaN or inf values is "
+    "reported (one warning line) and marked in the report; exit code 1 when some were skipped or not finite, 2 when "
+    "none could be evaluated."
 )
 
 
@@ -53,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "DepthCrafter protocol). Default: affine for relative models, none for metric ones; the report "
                    "says which was used")
     p.add_argument("-o", "--output", required=True, type=Path,
-                   help="report folder: new, empty, or an earlier report (replaced when the new one is complete)")
+                   help="report folder: new, empty, or an earlier report (its report files are replaced when the new "
+                   "ones are complete; an existing folder itself is kept)")
     p.add_argument("--flow", choices=list(FLOW_CHOICES), default="auto",
                    help="flow for OPW: auto = raft-small with --flow-weights, else dis; gt = the synthetic set's "
                    "ground-truth flow")
@@ -112,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
         report = run_evaluation(config, args.output, progress=not args.quiet)
     except NoSequenceEvaluated:
         return EXIT_USAGE  # each sequence has had its own error line
-    skipped = f" ({len(report['skipped'])} sequence(s) skipped)" if report["skipped"] else ""
-    print(f"wrote {args.output / 'report.md'}{skipped}")
+    missing = [f"{len(report['skipped'])} sequence(s) skipped"] if report["skipped"] else []
+    missing += [f"{len(report['non_finite'])} result(s) with non-finite output"] if report["non_finite"] else []
+    print(f"wrote {args.output / 'report.md'}" + (f" ({', '.join(missing)})" if missing else ""))
     for label, metrics in report["mean"].items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
         print(f"  {label}: {shown}")
-    return EXIT_PARTIAL if report["skipped"] else EXIT_OK
+    return EXIT_PARTIAL if missing else EXIT_OK

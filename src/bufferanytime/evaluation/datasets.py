@@ -48,7 +48,7 @@ from bufferanytime.constants import (
 )
 from bufferanytime.errors import InputError
 from bufferanytime.io.arrays import flows_from_disk
-from bufferanytime.io.images import read_png_depth, read_rgb
+from bufferanytime.io.images import open_image, read_png_depth, read_rgb
 from bufferanytime.registry import Registry
 
 DPT_MAX_PIXELS = 100_000_000  # sanity bound on the size read from a .dpt header (as in the official reader)
@@ -296,17 +296,30 @@ SYNTHETIC_SHAPES = {"depth": (0, ()), "normal": (0, (3,)), "flow_fwd": (-1, (2,)
 
 
 def _synthetic_problem(folder: Path, num_frames: int) -> str | None:
-    """What makes a synthetic video folder unusable (missing frames, arrays of the wrong length), or None."""
-    frames = len(list((folder / "rgb").glob("*.png")))
-    if frames != num_frames:
-        return f"{folder / 'rgb'}: {frames} frames but meta.json says {num_frames}"
+    """What makes a synthetic video folder unusable (missing frames; arrays of the wrong length, of another frame
+    size than the RGB frames, or not of numbers), or None."""
+    frames = sorted((folder / "rgb").glob("*.png"))
+    if not frames:
+        return f"{folder / 'rgb'}: no frames"
+    if len(frames) != num_frames:
+        return f"{folder / 'rgb'}: {len(frames)} frames but meta.json says {num_frames}"
+    try:
+        with open_image(frames[0]) as first:
+            size = (first.height, first.width)
+    except InputError as exc:
+        return str(exc)
     for name, (offset, channels) in SYNTHETIC_SHAPES.items():
         try:
-            shape = _load_array(folder / f"{name}.npy").shape
+            array = _load_array(folder / f"{name}.npy")
         except InputError as exc:
             return str(exc)
+        shape = array.shape
         if len(shape) != 3 + len(channels) or shape[0] != num_frames + offset or shape[3:] != channels:
             return f"{folder / name}.npy: shape {shape}, expected {num_frames + offset} frames of (H, W, *{channels})"
+        if array.dtype.kind not in "biuf":
+            return f"{folder / name}.npy: dtype {array.dtype}, expected numbers"
+        if shape[1:3] != size:
+            return f"{folder / name}.npy: frames of {shape[2]}x{shape[1]} px, the RGB frames are {size[1]}x{size[0]} px"
     return None
 
 

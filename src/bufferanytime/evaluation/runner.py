@@ -31,18 +31,20 @@ import numpy as np
 from tqdm import tqdm
 
 from bufferanytime import __version__
-from bufferanytime.constants import CYCLE_TAU
+from bufferanytime.constants import CYCLE_TAU, EVAL_MIN_DEPTH
 from bufferanytime.errors import InputError
 from bufferanytime.evaluation.consistency import SequenceFlows, estimate_flows, opw
 from bufferanytime.evaluation.datasets import EvalSequence, load_sequences
 from bufferanytime.evaluation.points import point_lines, point_metrics
 from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
-from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, write_image
+from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, OutputFiles, write_image
 from bufferanytime.tasks import Task, get_task
+from bufferanytime.tasks.metrics import NORMAL_MIN_NORM, valid_depth_mask
 
 FLOW_CHOICES = ("auto", "dis", "raft-small", "gt")
 WORK_DIR = "_work"  # scratch space inside the temporary report folder, removed before it is renamed
 REPORT_ENTRIES = frozenset({"report.json", "report.md", "slices"})  # what a report folder holds (and may replace)
+NON_FINITE = "non-finite output"  # how the report marks a model's result left unscored because of NaN/inf values
 
 
 class NoSequenceEvaluated(InputError):
@@ -52,6 +54,11 @@ class NoSequenceEvaluated(InputError):
 def print_error(message: str) -> None:
     """One ``error: ...`` line on stderr that does not break the progress bars."""
     tqdm.write(f"error: {message}", file=sys.stderr)
+
+
+def print_warning(message: str) -> None:
+    """One ``warning: ...`` line on stderr that does not break the progress bars."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass
@@ -145,7 +152,7 @@ def _check(config: EvalConfig) -> None:
 
 
 def check_report_dir(output: Path) -> None:
-    """The report folder is replaced whole: refuse one that holds anything but an earlier report."""
+    """Refuse a report folder that holds anything but an earlier report (whose files the new one replaces)."""
     if not output.exists():
         return
     if not output.is_dir():
@@ -157,11 +164,21 @@ def check_report_dir(output: Path) -> None:
                          "so choose a new or empty folder")
 
 
+def report_writer(output: Path) -> OutputDir | OutputFiles:
+    """Where the report is staged: a new folder is built whole and renamed into place; an existing one (an earlier
+    report, an empty folder, the current directory) is never replaced as a whole, only the report's own files in it
+    are, each atomically."""
+    return OutputFiles(output) if output.is_dir() else OutputDir(output)
+
+
 def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True,
-                   on_skip: Callable[[str], None] = print_error) -> dict:
+                   on_skip: Callable[[str], None] = print_error,
+                   on_warning: Callable[[str], None] = print_warning) -> dict:
     """Evaluate ``config.models`` on ``config.dataset`` and write the report folder ``output``; return the report.
 
-    ``on_skip(message)`` is called for every sequence that cannot be evaluated (the report lists them too).
+    ``on_skip(message)`` is called for every sequence that cannot be evaluated (the report lists them too);
+    ``on_warning(message)`` for every model whose output on a sequence is not finite (its row is marked, and listed
+    under ``non_finite``).
     """
     _check(config)
     task = get_task(config.task)
@@ -173,17 +190,18 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
             f"{config.dataset} has no {task.name} ground truth in its official folder structure; "
             f"{task.name} evaluation runs on --dataset synthetic"
         )
-    run = _Run(config, task, _flow_method(config), progress)
+    run = _Run(config, task, _flow_method(config), progress, on_warning)
     task = run.task  # what the models serve (a metric prior's models: metric depth)
     report = _new_report(config, task, run)
     start = time.perf_counter()
-    with OutputDir(output) as tmp:
+    with report_writer(output) as tmp:
         (tmp / "slices").mkdir()
         for seq in tqdm(sequences, desc="sequences", unit="seq", disable=not progress):
             _evaluate_or_skip(seq.truncated(config.max_frames), run, report, tmp, on_skip)
         if not report["sequences"]:
             raise NoSequenceEvaluated(f"none of the {len(sequences)} sequence(s) could be evaluated")
         report["mean"] = _means(report["sequences"], config.models)
+        report["non_finite"] = _non_finite_rows(report["sequences"])
         report["elapsed_s"] = round(time.perf_counter() - start, 2)
         (tmp / "report.json").write_text(json.dumps(_finite(report), indent=2) + "\n")
         (tmp / "report.md").write_text(render_markdown(report))
@@ -193,13 +211,14 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
 class _Run:
     """What every sequence of an evaluation shares: the task, the flow estimator, the settings, the models."""
 
-    def __init__(self, config: EvalConfig, task: Task, method: str, progress: bool):
+    def __init__(self, config: EvalConfig, task: Task, method: str, progress: bool,
+                 warn: Callable[[str], None] = print_warning):
         from bufferanytime.flow import get_flow_model
         from bufferanytime.inference import InferenceSettings, Predictor, resolve_device
         from bufferanytime.inference.online import OnlinePredictor
         from bufferanytime.models import load_model
 
-        self.config, self.task, self.method, self.progress = config, task, method, progress
+        self.config, self.task, self.method, self.progress, self.warn = config, task, method, progress, warn
         self.flow_model = None if method == "gt" else get_flow_model(
             method, **({"weights": config.flow_weights} if method == "raft-small" else {})
         )
@@ -274,14 +293,26 @@ def _stream(frames, path: Path, dtype, what: str) -> np.ndarray:
     return writer.read()
 
 
-def _sequence_flows(seq: EvalSequence, run: _Run, work: Path) -> SequenceFlows:
-    """The ground-truth flows of the sequence, or those estimated on its RGB frames (memory-mapped in ``work``)."""
+def _sequence_flows(seq: EvalSequence, run: _Run, work: Path, size: tuple[int, int]) -> SequenceFlows:
+    """The ground-truth flows of the sequence, or those estimated on its RGB frames (memory-mapped in ``work``);
+    InputError when ground-truth flows and masks are not ``T - 1`` pairs at the frames' ``size``."""
     if run.method != "gt":
         return estimate_flows(seq.frames(), run.flow_model, run.config.tau, directory=work / "flows",
                               progress=run.progress, desc=f"{seq.name}: flow")
     if seq.gt_flows is None:
         raise InputError(f"{seq.name}: no ground-truth flow")
-    return SequenceFlows.from_flows(*seq.gt_flows(), tau=run.config.tau, method="ground truth")
+    try:
+        fwd, bwd, valid_fwd, valid_bwd = seq.gt_flows()
+    except ValueError as exc:  # an array of the wrong number of dimensions
+        raise InputError(f"ground-truth flow: {exc}") from exc
+    pairs = seq.num_frames - 1
+    for what, array, expected in (("forward flow", fwd, (pairs, 2, *size)), ("backward flow", bwd, (pairs, 2, *size)),
+                                  ("forward flow mask", valid_fwd, (pairs, *size)),
+                                  ("backward flow mask", valid_bwd, (pairs, *size))):
+        if array is not None and tuple(np.shape(array)) != expected:
+            raise InputError(f"ground-truth {what} has shape {tuple(np.shape(array))}, expected {expected} "
+                             f"({pairs} frame pairs of {size[1]}x{size[0]} px)")
+    return SequenceFlows.from_flows(fwd, bwd, valid_fwd, valid_bwd, tau=run.config.tau, method="ground truth")
 
 
 def _predict(seq: EvalSequence, run: _Run, label: str, predictor, path: Path) -> tuple[np.ndarray, float]:
@@ -298,29 +329,60 @@ def _predict(seq: EvalSequence, run: _Run, label: str, predictor, path: Path) ->
     return pred, predictor.seconds - before
 
 
+def _read_ground_truth(seq: EvalSequence, task: Task, work: Path, frame_size: tuple[int, int]) -> np.ndarray:
+    """The sequence's ground truth, memory-mapped from ``work``; InputError when its frames are not the RGB
+    frames' size (they are never resized to fit) or none of its pixels is valid."""
+    gt = _stream((task.read_ground_truth(seq, i) for i in range(seq.num_frames)), work / "gt.raw", task.gt_dtype,
+                 task.name)
+    size = tuple(gt.shape[1:3])
+    if size != frame_size:
+        raise InputError(f"ground-truth {task.name} is {size[1]}x{size[0]} px but the RGB frames are "
+                         f"{frame_size[1]}x{frame_size[0]} px")
+    return gt
+
+
+def _check_valid_pixels(gt: np.ndarray, task: Task, dataset: str) -> None:
+    """InputError when no pixel of the ground truth counts for the metrics (nothing could be scored)."""
+    cap = task.depth_cap(dataset)
+    for frame in gt:
+        frame = np.asarray(frame)
+        if cap is not None and valid_depth_mask(frame, cap).any():
+            return
+        if cap is None and (np.all(np.isfinite(frame), axis=-1) & (np.linalg.norm(np.nan_to_num(frame), axis=-1)
+                                                                    > NORMAL_MIN_NORM)).any():
+            return
+    rule = f"depth in ({EVAL_MIN_DEPTH:g}, {cap:g}) m" if cap is not None else "a finite, non-zero normal"
+    raise InputError(f"no valid ground-truth pixel in any of its {len(gt)} frames (valid: {rule})")
+
+
+def _non_finite(pred: np.ndarray) -> tuple[int, int]:
+    """How many values, and in how many frames, of a prediction are NaN or infinite (read one frame at a time)."""
+    values = frames = 0
+    for frame in pred:
+        bad = int(np.count_nonzero(~np.isfinite(frame)))
+        values, frames = values + bad, frames + bool(bad)
+    return values, frames
+
+
 def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path) -> dict:
     """Metrics of every model on one sequence, and its time-slice image."""
     task, config = run.task, run.config
-    gt = _stream((task.read_ground_truth(seq, i) for i in range(seq.num_frames)), work / "gt.raw", task.gt_dtype,
-                 task.name)
-    gt_size = tuple(gt.shape[1:3])
-    flows = _sequence_flows(seq, run, work)
     first = seq.read_rgb(0)
+    gt = _read_ground_truth(seq, task, work, tuple(first.shape[:2]))
+    _check_valid_pixels(gt, task, config.dataset)
+    gt_size = tuple(gt.shape[1:3])
+    flows = _sequence_flows(seq, run, work, gt_size)
     x_frame, x_gt = column_index(first.shape[1], config.column), column_index(gt_size[1], config.column)
     gt_rgb, value_range = task.gt_slice_rgb(time_slice(gt, x_gt), config.dataset)
     slices = [("RGB", time_slice(seq.frames(), x_frame)), ("ground truth", gt_rgb)]
     entry: dict = {"frames": seq.num_frames, "size": list(gt_size), "models": {}}
     for label, predictor in run.predictors.items():
         pred, seconds = _predict(seq, run, label, predictor, work / "pred.raw")
-        at_gt = _Resized(pred, gt_size, task)
-        metrics = task.score(at_gt, gt, config.dataset, align=run.align)
-        metrics |= point_metrics(task, at_gt, gt, metrics, seq.info, config.dataset)
-        slices.append((label, task.pred_slice_rgb(time_slice(at_gt, x_gt), metrics, value_range)))
-        metrics["opw"] = opw(pred, flows=flows, task=task)
+        metrics = _score(seq, run, label, pred, gt, flows, (x_gt, value_range, slices))
         metrics["seconds"] = seconds
         metrics["seconds_per_frame"] = seconds / max(seq.num_frames, 1)
         entry["models"][label] = metrics
-        del pred, at_gt
+        del pred
         (work / "pred.raw").unlink()
     slice_name = f"{_safe(seq.name)}.png"
     write_image(slice_dir / slice_name, compose_slices(first, x_frame, slices))
@@ -330,6 +392,32 @@ def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path
         (np.mean(flows.mask_fwd) + np.mean(flows.mask_bwd)) / 2 if len(flows) else math.nan
     )
     return entry
+
+
+def _score(seq: EvalSequence, run: _Run, label: str, pred: np.ndarray, gt: np.ndarray, flows: SequenceFlows,
+           slice_info: tuple) -> dict:
+    """One model's metrics on the sequence (and its time slice appended to the others); a prediction with NaN or
+    inf values is not scored: one warning, and its row says so."""
+    task, dataset = run.task, run.config.dataset
+    bad_values, bad_frames = _non_finite(pred)
+    if bad_values:
+        run.warn(f"sequence {seq.name}: {label} gave {bad_values} non-finite value(s) (NaN or inf) in {bad_frames} "
+                 f"of {len(pred)} frames; not scored, marked '{NON_FINITE}' in the report")
+        return {c.key: math.nan for c in task.columns} | {
+            "error": NON_FINITE, "non_finite_values": bad_values, "non_finite_frames": bad_frames}
+    x_gt, value_range, slices = slice_info
+    at_gt = _Resized(pred, tuple(gt.shape[1:3]), task)
+    metrics = task.score(at_gt, gt, dataset, align=run.align)
+    metrics |= point_metrics(task, at_gt, gt, metrics, seq.info, dataset)
+    slices.append((label, task.pred_slice_rgb(time_slice(at_gt, x_gt), metrics, value_range)))
+    metrics["opw"] = opw(pred, flows=flows, task=task)
+    return metrics
+
+
+def _non_finite_rows(per_sequence: dict) -> list[dict]:
+    """The (sequence, model) results left unscored because the model's output was not finite."""
+    return [{"sequence": name, "model": label, "values": m["non_finite_values"], "frames": m["non_finite_frames"]}
+            for name, entry in per_sequence.items() for label, m in entry["models"].items() if m.get("error")]
 
 
 def _size_text(settings: dict) -> str:
@@ -343,19 +431,23 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+UNAVERAGED = ("seconds", "seconds_per_frame", "scale", "shift")
+
+
 def _means(per_sequence: dict, specs: list[ModelSpec]) -> dict:
-    """Mean over sequences of every metric (sequences where it is undefined are left out); time per frame is
-    total model time over total frames."""
+    """Mean over sequences of every metric (sequences where it is undefined, or where the model's output was not
+    finite, are left out); time per frame is total model time over total frames."""
     means = {}
-    frames = sum(entry["frames"] for entry in per_sequence.values())
     for spec in specs:
-        rows = [entry["models"][spec.label] for entry in per_sequence.values()]
-        keys = [k for k in rows[0] if k not in ("seconds", "seconds_per_frame", "scale", "shift")] if rows else []
+        scored = [e for e in per_sequence.values() if not e["models"][spec.label].get("error")]
+        rows = [entry["models"][spec.label] for entry in scored]
+        frames = sum(entry["frames"] for entry in scored)
+        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in UNAVERAGED]
         out = {}
         for key in keys:
-            values = [r[key] for r in rows if math.isfinite(r[key])]
+            values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
             out[key] = float(np.mean(values)) if values else math.nan
-        out["seconds_per_frame"] = sum(r["seconds"] for r in rows) / max(frames, 1)
+        out["seconds_per_frame"] = sum(r["seconds"] for r in rows) / frames if frames else math.nan
         out["sequences"] = len(rows)
         means[spec.label] = out
     return means
@@ -396,8 +488,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Results (mean over sequences)", ""]
     lines += _table([(m["label"], report["mean"].get(m["label"], {})) for m in report["models"]], task)
     lines += ["", "## Per sequence", ""]
-    rows = [(f"{name} / {m['label']}", entry["models"][m["label"]]) for name, entry in seqs.items()
-            for m in report["models"]]
+    rows = [(_row_label(name, m["label"], entry["models"][m["label"]]), entry["models"][m["label"]])
+            for name, entry in seqs.items() for m in report["models"]]
     lines += _table(rows, task, first="Sequence / model")
     lines += point_lines(report)
     lines += ["", "## Time slices", "",
@@ -423,6 +515,11 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _row_label(sequence: str, label: str, metrics: dict) -> str:
+    """A per-sequence row's label; an unscored result says why (e.g. **non-finite output**)."""
+    return f"{sequence} / {label}" + (f" (**{metrics['error']}**)" if metrics.get("error") else "")
+
+
 def _how_run(m: dict) -> str:
     """How a report's model was run, in words."""
     if m.get("online") == "rolling":
@@ -439,6 +536,8 @@ def _header(report: dict, task: Task) -> list[str]:
     settings, seqs = report["settings"], report["sequences"]
     frames = sum(e["frames"] for e in seqs.values())
     skipped = f", {len(report['skipped'])} skipped (see below)" if report.get("skipped") else ""
+    unscored = [f"{r['model']} on {r['sequence']} ({r['values']} NaN/inf values in {r['frames']} frames)"
+                for r in report.get("non_finite", [])]
     return [
         f"- data: `{report['root']}`, {len(seqs)} sequence(s){skipped}, {frames} frames"
         + (f" (at most {settings['max_frames']} per sequence)" if settings.get("max_frames") else ""),
@@ -451,4 +550,5 @@ def _header(report: dict, task: Task) -> list[str]:
                           else f"{report['flow']['method']} on the RGB frames")
         + f", forward-backward check at {report['flow']['tau']} px",
         *task.report_lines(report),
+        *([f"- {NON_FINITE}, not scored and left out of the means: " + "; ".join(unscored)] if unscored else []),
     ]
