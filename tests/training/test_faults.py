@@ -73,6 +73,15 @@ def _non_finite_files(run: Path) -> list[str]:
     return bad
 
 
+def _as_legacy(checkpoint: Path) -> None:
+    """Make ``checkpoint`` one of an earlier version: no checksums, no format, options or log copy."""
+    state = json.loads((checkpoint / "state.json").read_text())
+    old = {k: v for k, v in state.items() if k in ("step", "elapsed", "world_size", "seed", "version")}
+    (checkpoint / "state.json").write_text(json.dumps(old))
+    for name in (CHECKSUMS_NAME, "log.jsonl"):
+        (checkpoint / name).unlink()
+
+
 def _cli(data: Path, model: Path, run: Path, *extra: str) -> list[str]:
     return ["train", "depth", "--data", str(data), "--model", str(model), "--out", str(run), "--clip-len", "4",
             "--res", "42x56", "--warmup", "0", "--lr", "1e-3", "--workers", "0", "--no-edge-mask", "--cpu", "-q",
@@ -394,15 +403,17 @@ def test_checkpoint_from_before_checksums_resumes_when_readable(flicker_data, ti
     train(tiny_config(flicker_data, tiny_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=2))
     expected = _weights(run, steps)
     for step in (2, 4):
-        (_checkpoint(run, step) / CHECKSUMS_NAME).unlink()
+        _as_legacy(_checkpoint(run, step))
     ema = _checkpoint(run, 4) / "ema.safetensors"
     ema.write_bytes(ema.read_bytes()[:100])  # the newest one cannot be read any more
     capsys.readouterr()
 
     train(tiny_config(flicker_data, tiny_depth_prior, run, steps=steps, save_every=2, keep_checkpoints=2,
                       resume=True))
-    err = capsys.readouterr().err
-    assert "step-00000004 is damaged" in err and "ema.safetensors cannot be read" in err
-    assert "step-00000002" not in err  # the readable legacy checkpoint was resumed from, not passed over
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "step-00000004 is damaged" in err[0] and "ema.safetensors cannot be read" in err[0]
+    # the readable legacy checkpoint is resumed from, and said to be unverifiable
+    assert err[1].startswith("warning: ") and "step-00000002 has no checksums.json" in err[1]
+    assert "cannot be verified" in err[1]
     assert [e["step"] for e in _log(run)] == list(range(1, steps + 1))
     _assert_same(_weights(run, steps), expected)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bufferanytime.cli.args import finite_float, non_negative_float, non_negative_int, positive_float, positive_int
 from bufferanytime.errors import InputError
+from bufferanytime.training.checkpoint import STATE_NAME, list_checkpoints
 from bufferanytime.training.config import (
     RECORDED_OPTIONS,
     RUN_CONFIG,
@@ -124,15 +125,28 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig(kind=args.kind)
     out = flags.get("out", from_file.get("out"))
     resume = flags.get("resume", from_file.get("resume", False))
-    if resume and out and (Path(out) / RUN_CONFIG).is_file():
-        saved_path = Path(out) / RUN_CONFIG
-        saved, _ = read_run_config(saved_path)
+    recorded = _recorded_options(Path(out)) if resume and out else None
+    if recorded is not None:
+        saved, saved_path = recorded
         if saved.get("kind", args.kind) != args.kind:
             raise InputError(f"{out} is a {saved.get('kind')} run, not {args.kind}")
-        config = config.updated(saved, str(saved_path))
+        config = config.updated(saved, saved_path)
     if args.config:
         config = config.updated(from_file, args.config)
     return config.updated(flags, "command line")
+
+
+def _recorded_options(run: Path) -> tuple[dict, str] | None:
+    """The options a run recorded: its ``config.json``, else (lost) those its newest checkpoint carries."""
+    if (run / RUN_CONFIG).is_file():
+        return read_run_config(run / RUN_CONFIG)[0], str(run / RUN_CONFIG)
+    if not run.is_dir():
+        return None
+    for checkpoint in reversed(list_checkpoints(run)):
+        options = checkpoint.state.get("options")
+        if isinstance(options, dict):
+            return dict(options), str(checkpoint.path / STATE_NAME)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:

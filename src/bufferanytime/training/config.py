@@ -45,6 +45,9 @@ STABLE_NORMS = ("clip", "none")
 RUN_CONFIG = "config.json"  # RUN/config.json: every option of the run, and its HISTORY
 WORLD_SIZE = "world_size"  # the number of processes, recorded in each checkpoint; --allow-change world_size
 HISTORY = "history"  # RUN/config.json: the options changed on each resume, [{"step", "changed": {name: [old, new]}}]
+# RUN/config.json and each checkpoint: {"videos": N, "sha256": digest} of the videos under --data (a change of their
+# content is refused on --resume like a changed option, as "data", unless --allow-change data).
+DATA_CONTENT = "data_content"
 DIST_TIMEOUT = 1800.0  # seconds a process waits for the others (a collective) before the run stops with an error
 # The errors for a missing required option.
 NO_DATA = "no training data: pass --data DIR (one or more folders of videos or frame folders)"
@@ -204,6 +207,12 @@ def format_changes(changes: dict[str, list]) -> str:
 
 def read_run_config(path: str | Path) -> tuple[dict, list]:
     """The options and the history (see ``HISTORY``) saved in a run's ``config.json``; InputError when unreadable."""
+    options, history, _ = read_run_record(path)
+    return options, history
+
+
+def read_run_record(path: str | Path) -> tuple[dict, list, dict | None]:
+    """The options, history and data content (see ``DATA_CONTENT``) saved in a run's ``config.json``."""
     path = Path(path)
     try:
         saved = json.loads(path.read_text())
@@ -212,7 +221,8 @@ def read_run_config(path: str | Path) -> tuple[dict, list]:
     if not isinstance(saved, dict):
         raise InputError(f"{path}: unreadable run config (not a mapping)")
     history = saved.pop(HISTORY, [])
-    return saved, history if isinstance(history, list) else []
+    data = saved.pop(DATA_CONTENT, None)
+    return saved, history if isinstance(history, list) else [], data if isinstance(data, dict) else None
 
 
 def read_config_file(path: str | Path) -> dict:

@@ -14,10 +14,12 @@ bitwise deterministic).
 Faults: a clip that cannot be decoded is skipped with a warning (``skipped_clips`` in the log); a step in which
 some process has no decodable clip is skipped by all (no update, ``step_skipped`` in the log), and
 ``--max-skipped-steps`` skipped steps in a row stop the run. A loss, gradient or weight that is not finite (NaN
-or infinity) stops the run with an error at once, before anything of that step is saved. ``--resume`` continues
-from the newest checkpoint whose checksums match, refuses changed options unless allowed, and records the allowed
-ones in ``config.json``'s ``history``. With several processes, one that waits longer than ``--dist-timeout`` for
-the others stops the run with an error.
+or infinity), an optimizer moment that overflows, or a loss beyond ``LOSS_LIMIT`` stops the run with an error at
+once, before anything of that step is saved. ``--resume`` continues from the newest checkpoint whose checksums
+match, refuses changed options (and changed data under ``--data``) unless allowed, measured against the options
+the checkpoint was trained with, and records the allowed ones in ``config.json``'s ``history``. With several
+processes, one that waits longer than ``--dist-timeout`` for the others stops the run with an error. One run at a
+time: a second one started into the same ``RUN`` is refused (a lock on ``RUN/.lock``).
 
 Outputs in ``RUN/``: ``config.json`` (all options), ``log.jsonl`` (one JSON object per step: ``step``,
 ``loss_reg``, ``loss_stable``, ``loss``, ``lr``, ``time`` = training seconds so far, ``step_time``,
@@ -29,15 +31,17 @@ use, a hash of every process's final weights), and ``tensorboard/`` with ``--ten
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,16 +56,25 @@ from bufferanytime.io.atomic import atomic_path, write_text_atomic
 from bufferanytime.models import load_model
 from bufferanytime.models.temporal import make_causal
 from bufferanytime.training import checkpoint as ckpt
-from bufferanytime.training.cache import ClipCache
+from bufferanytime.training.cache import ClipCache, cache_directory
 from bufferanytime.training.config import (
+    DATA_CONTENT,
     HISTORY,
     RUN_CONFIG,
     WORLD_SIZE,
     TrainConfig,
     format_changes,
-    read_run_config,
+    read_run_record,
 )
-from bufferanytime.training.data import ClipDataset, ClipSampler, SampleIndices, collate, discover_videos
+from bufferanytime.training.data import (
+    ClipDataset,
+    ClipSampler,
+    SampleIndices,
+    VideoInfo,
+    collate,
+    discover_videos,
+)
+from bufferanytime.training.distributed import lost_process_error, watch_launcher
 from bufferanytime.training.ema import EMA
 from bufferanytime.training.hashing import file_sha256, tree_sha256
 from bufferanytime.training.objectives import Objective, clip_length, objective_class, truncate
@@ -70,11 +83,20 @@ LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
 MODEL_DIR = "model"
 TENSORBOARD_PROJECT = "tensorboard"
+LOCK_NAME = ".lock"  # RUN/.lock: held (flock) by the main process of the run writing into RUN
+# A loss beyond this is far past any the objectives give (of order 1, times --w-reg), and the squares of its
+# gradients, which AdamW keeps in float32 (largest 3.4e38), are then close to overflowing: the run stops first.
+LOSS_LIMIT = 1e15
+# Temporaries of RUN's files (io.atomic: .NAME.tmp-PID, .NAME.old-PID) that a killed run leaves behind.
+STALE_TEMPORARY = re.compile(r"^\.(model|log\.jsonl|config\.json|summary\.json)\.(tmp|old)-(\d+)$")
 
 
 def train(config: TrainConfig) -> Path:
     """Run (or continue, with ``config.resume``) a training run; returns the final model directory."""
     config = config.resolved()
+    if config.cache:
+        cache_directory(config.cache)  # a bad --cache is refused before anything is written
+    watch_launcher()  # a worker of `accelerate launch` ends with its launcher
     trainer = Trainer(config)
     try:
         return trainer.run()
@@ -82,6 +104,9 @@ def train(config: TrainConfig) -> Path:
         if trainer.world_size > 1 and "timed out" in str(exc).lower():
             raise InputError(f"process {trainer.rank} waited more than --dist-timeout {config.dist_timeout:g} s for "
                              f"the other processes (one froze or died); training stopped") from exc
+        lost = lost_process_error(exc, trainer.rank, trainer.world_size)
+        if lost is not None:
+            raise lost from exc
         raise
 
 
@@ -119,6 +144,49 @@ def weights_digest(parameters: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def data_content(videos: list[VideoInfo]) -> dict:
+    """``{"videos": N, "sha256": digest}`` of the training videos: their paths, sizes in frames and pixels, content
+    signatures (with --cache) and every file's name, size and modification time (a stat, no read): a video added,
+    removed, re-encoded or replaced changes it."""
+    digest = hashlib.sha256()
+    for video in videos:
+        digest.update(f"{video.path}\0{video.kind}\0{video.num_frames}\0{video.height}x{video.width}\0"
+                      f"{video.signature}\n".encode())
+        path = Path(video.path)
+        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+        for file in files:
+            stat = file.stat()
+            digest.update(f"{file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return {"videos": len(videos), "sha256": digest.hexdigest()}
+
+
+def _shown_data(content: dict) -> str:
+    """``3 videos (sha256 1a2b3c4d5e6f)``."""
+    return f"{content.get('videos')} videos (sha256 {str(content.get('sha256'))[:12]})"
+
+
+def _ranges(steps: list[int]) -> str:
+    """``[3, 4, 5, 8]`` -> ``3-5, 8``."""
+    parts: list[str] = []
+    for step in steps:
+        if parts and int(parts[-1].split("-")[-1]) == step - 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{step}"
+        else:
+            parts.append(str(step))
+    return ", ".join(parts)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _mixed_precision(config: TrainConfig) -> str | None:
     """``auto``: what ``accelerate launch`` was told, else bf16 (or fp16) on a GPU and full precision on CPU."""
     if config.mixed_precision != "auto":
@@ -131,28 +199,50 @@ def _mixed_precision(config: TrainConfig) -> str | None:
 
 
 class StepLog:
-    """``RUN/log.jsonl``, one line per step; on resume, lines after the checkpoint's step are dropped."""
+    """``RUN/log.jsonl``, one line per step; on resume, lines after the checkpoint's step are dropped, and lines
+    up to it that are missing (a log cut short or damaged) are restored from the checkpoint's copy, ``record``."""
 
-    def __init__(self, path: Path, keep_until: int):
+    def __init__(self, path: Path, keep_until: int, record: Path | None = None):
         self.path = path
-        kept = []
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill
-                    continue
-                if entry.get("step", 0) <= keep_until:
-                    kept.append(line)
-        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+        kept = _log_lines(path, keep_until)
+        missing = sorted(set(range(1, keep_until + 1)) - set(kept))
+        if missing:
+            copy = _log_lines(record, keep_until) if record is not None else {}
+            if set(copy) >= set(range(1, keep_until + 1)):
+                kept = copy
+                _warn(f"{path} lacked steps {_ranges(missing)}; restored from {record}")
+            else:
+                _warn(f"{path} lacks steps {_ranges(missing)} (cut short or damaged) and the checkpoint holds no "
+                      "copy of them: their record is lost")
+        text = "".join(f"{kept[step]}\n" for step in sorted(kept))
+        ckpt.saving(path, lambda target: write_text_atomic(target, text))
         self.file = path.open("a")
 
     def write(self, entry: dict) -> None:
-        self.file.write(json.dumps(entry) + "\n")
+        ckpt.saving(self.path, lambda _: self._append(json.dumps(entry) + "\n"))
+
+    def _append(self, line: str) -> None:
+        self.file.write(line)
         self.file.flush()
 
     def close(self) -> None:
         self.file.close()
+
+
+def _log_lines(path: Path, keep_until: int) -> dict[int, str]:
+    """The lines of a log of steps, by step, up to ``keep_until`` (lines that do not parse are left out)."""
+    kept: dict[int, str] = {}
+    if not path.is_file():
+        return kept
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        step = entry.get("step") if isinstance(entry, dict) else None
+        if isinstance(step, int) and 0 < step <= keep_until:
+            kept[step] = line
+    return kept
 
 
 @dataclass
@@ -186,6 +276,9 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 
+        fp16_on_cpu = config.mixed_precision == "fp16" and (config.cpu or not torch.cuda.is_available())
+        if fp16_on_cpu:  # Accelerate turns native fp16 off on the CPU: the run is fp32, and recorded as such
+            config = replace(config, mixed_precision="no")
         self.config = config
         self.run_dir = Path(config.out)
         kwargs = {}
@@ -202,6 +295,12 @@ class Trainer:
         self.world_size = self.accelerator.num_processes
         self.main = self.accelerator.is_main_process
         self._warned: set[str] = set()  # videos already reported unreadable
+        self._lock = None  # the open RUN/.lock of the main process, held while the run writes into RUN
+        self._created_run_dir = False
+        self._resumed = False  # whether the weights came from a checkpoint (else they are --model's until step 1)
+        if fp16_on_cpu and self.main:
+            _warn("--mixed-precision fp16 has no effect on the CPU; training in full precision (fp32), recorded as "
+                  "mixed_precision 'no'")
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _checkpoint_to_resume(self) -> ckpt.Checkpoint | None:
@@ -216,6 +315,9 @@ class Trainer:
         for checkpoint in reversed(existing):
             problem = ckpt.damage(checkpoint)
             if problem is None:
+                if ckpt.unverified(checkpoint) and self.main:
+                    _warn(f"{checkpoint.path} has no {ckpt.CHECKSUMS_NAME} (written by an earlier version, before "
+                          "checksums): its files read, but cannot be verified")
                 return checkpoint
             if self.main:
                 _warn(f"{checkpoint.path} is damaged ({problem}); trying an older checkpoint")
@@ -223,26 +325,73 @@ class Trainer:
             _warn(f"{self.run_dir}: no {'valid ' if existing else ''}checkpoint to resume from; starting from step 0")
         return None
 
-    def _resumed_history(self, checkpoint: ckpt.Checkpoint | None) -> list:
-        """The run's history, with this session's changes appended; InputError on changes not allowed."""
+    def _recorded_run(self, checkpoint: ckpt.Checkpoint | None) -> tuple[dict, list, dict | None, str] | None:
+        """The options, history and data content the run was trained with, and where they were read.
+
+        From the checkpoint resumed from (what its weights were trained with); else from ``RUN/config.json``;
+        else (no valid checkpoint and no config) from the newest checkpoint whose ``state.json`` records them.
+        None for a run that records nothing (nothing to compare with).
+        """
+        if checkpoint is not None and isinstance(checkpoint.state.get("options"), dict):
+            state = checkpoint.state
+            history = state.get(HISTORY) if isinstance(state.get(HISTORY), list) else []
+            return state["options"], history, state.get(DATA_CONTENT), str(checkpoint.path / ckpt.STATE_NAME)
         saved = self.run_dir / RUN_CONFIG
-        if checkpoint is None or not saved.is_file():
+        if saved.is_file():
+            return (*read_run_record(saved), str(saved))
+        for other in reversed(ckpt.list_checkpoints(self.run_dir)):
+            if isinstance(other.state.get("options"), dict):
+                history = other.state.get(HISTORY) if isinstance(other.state.get(HISTORY), list) else []
+                return other.state["options"], history, other.state.get(DATA_CONTENT), str(other.path)
+        return None
+
+    def _resumed_history(self, checkpoint: ckpt.Checkpoint | None, data: dict) -> list:
+        """The run's history, with this session's changes appended; InputError on changes not allowed.
+
+        Entries after the step resumed from are dropped (their weights are not kept). Changes that the run's
+        config.json records at exactly that step were allowed by the session that started there.
+        """
+        if not self.config.resume:
             return []
-        options, history = read_run_config(saved)
-        previous = TrainConfig().updated(options, str(saved)).resolved()
+        recorded = self._recorded_run(checkpoint)
+        if recorded is None:
+            return []
+        options, history, old_data, source = recorded
+        step = checkpoint.step if checkpoint is not None else 0
+        previous = TrainConfig().updated(options, source).resolved()
         changes = self.config.changes_from(previous)
-        processes = checkpoint.state.get(WORLD_SIZE, self.world_size)
-        if processes != self.world_size:
-            changes[WORLD_SIZE] = [processes, self.world_size]
-        refused = self.config.refused_changes(changes)
+        if checkpoint is not None:
+            processes = checkpoint.state.get(WORLD_SIZE, self.world_size)
+            if processes != self.world_size:
+                changes[WORLD_SIZE] = [processes, self.world_size]
+        if isinstance(old_data, dict) and old_data.get("sha256") != data["sha256"] and "data" not in changes:
+            changes["data"] = [_shown_data(old_data), _shown_data(data)]
+        refused = {k: v for k, v in self.config.refused_changes(changes).items() if k not in self._allowed_at(step)}
         if refused:
             names = ",".join(name.replace("_", "-") for name in refused)
             raise InputError(f"{self.run_dir}: --resume with changed options ({format_changes(refused)}); pass "
                              f"--allow-change {names} to apply them, or train into another --out")
+        history = [entry for entry in history if isinstance(entry, dict) and entry.get("step", 0) <= step]
         if changes:
             self.accelerator.print(f"resuming with changed options: {format_changes(changes)}")
-            history = [*history, {"step": checkpoint.step, "changed": changes}]
+            history = [*history, {"step": step, "changed": changes}]
         return history
+
+    def _allowed_at(self, step: int) -> set[str]:
+        """Options that RUN/config.json's history records as changed at ``step`` (by a session that resumed there
+        and stopped before its next checkpoint): already allowed."""
+        saved = self.run_dir / RUN_CONFIG
+        if step == 0 or not saved.is_file():
+            return set()
+        try:
+            _, history, _ = read_run_record(saved)
+        except InputError:
+            return set()
+        allowed: set[str] = set()
+        for entry in history:
+            if isinstance(entry, dict) and entry.get("step") == step and isinstance(entry.get("changed"), dict):
+                allowed |= set(entry["changed"])
+        return allowed
 
     def _build(self) -> RunParts:
         """The model (the same initial weights in every process and run), its objective and optimizer."""
@@ -273,13 +422,62 @@ class Trainer:
         self.accelerator.print(f"causal temporal blocks, horizon {config.horizon}: initialised from --model's "
                                f"temporal weights ({origin}; all shapes match)")
 
-    def _start_run_dir(self, history: list) -> None:
+    def _check_out(self) -> None:
+        """InputError when --out is a file, or lies under one (before anything is read or written)."""
+        run = self.run_dir
+        if run.exists() and not run.is_dir():
+            raise InputError(f"--out {run}: a file is there, not a run folder; pass another --out")
+        for parent in run.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise InputError(f"--out {run}: {parent} is a file, not a folder; pass another --out")
+                break
+
+    def _take_lock(self) -> None:
+        """Hold ``RUN/.lock`` (flock) while this run writes into RUN; a second run into RUN is refused, on every
+        process, before it reads or writes anything else. RUN is created if needed (and removed again by
+        :meth:`_release_lock` if the run stops before writing anything in it)."""
+        failed = 0
+        if self.main:
+            self._created_run_dir = not self.run_dir.exists()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            lock = (self.run_dir / LOCK_NAME).open("a")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock = lock
+            except OSError:  # held by another run (or a file system without locks, where it cannot be checked)
+                lock.close()
+                failed = 1
+        if self._sum_over_processes([failed])[0]:
+            raise InputError(f"{self.run_dir} is in use by another training run; wait for it to end, or pass "
+                             "another --out")
+
+    def _release_lock(self, started: bool) -> None:
+        """Let go of ``RUN/.lock``; a RUN this run created and wrote nothing into is removed with it."""
+        if self._lock is None:
+            return
+        if self._created_run_dir and not started:
+            (self.run_dir / LOCK_NAME).unlink(missing_ok=True)
+            try:
+                self.run_dir.rmdir()
+            except OSError:  # not empty: something else was put there meanwhile
+                pass
+        self._lock.close()
+        self._lock = None
+
+    def _start_run_dir(self, history: list, data: dict) -> None:
         """Main process, once the inputs are known to be good: checkpoint folder, stale temporaries, config.json."""
         (self.run_dir / ckpt.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        for stale in (self.run_dir / ckpt.CHECKPOINTS).glob(".tmp-step-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        saved = {**self.config.to_dict(), "resume": False, "allow_change": [], HISTORY: history}
-        write_text_atomic(self.run_dir / RUN_CONFIG, json.dumps(saved, indent=2) + "\n")
+        ckpt.remove_stale(self.run_dir)
+        for path in self.run_dir.iterdir():
+            match = STALE_TEMPORARY.match(path.name)
+            if match and int(match.group(3)) != os.getpid() and not _pid_alive(int(match.group(3))):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        self._record = {**self.config.to_dict(), "resume": False, "allow_change": []}
+        self._history, self._data = history, data
+        saved = {**self._record, HISTORY: history, DATA_CONTENT: data}
+        text = json.dumps(saved, indent=2) + "\n"
+        ckpt.saving(self.run_dir / RUN_CONFIG, lambda path: write_text_atomic(path, text))
 
     def _restore(self, parts: RunParts, checkpoint: ckpt.Checkpoint) -> tuple[Progress, dict | None]:
         """Load weights, average, optimizer and schedule from ``checkpoint``; its progress and random states."""
@@ -335,13 +533,36 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------------------------------
     def run(self) -> Path:
         """Set up (or resume) the run, train to ``config.steps`` and write the final model."""
-        config, acc = self.config, self.accelerator
+        self._check_out()
+        self._take_lock()
+        started = False
+        try:
+            parts, videos, resume_from = self._setup()
+            started = True
+            return self._train(parts, videos, resume_from)
+        finally:
+            self._release_lock(started)
+
+    def _setup(self) -> tuple[RunParts, list[VideoInfo], ckpt.Checkpoint | None]:
+        """Check the run (checkpoint to resume, options and data against the recorded ones), build the model and
+        start the run folder."""
+        config = self.config
         resume_from = self._checkpoint_to_resume()
-        history = self._resumed_history(resume_from)
+        if resume_from is not None and resume_from.step > config.steps:
+            raise InputError(f"{self.run_dir}: the run is already at step {resume_from.step}, past --steps "
+                             f"{config.steps}; pass --steps {resume_from.step} or more to continue it")
         videos = discover_videos(config.data, progress=self.main and not config.quiet, by_content=bool(config.cache))
+        data = data_content(videos)
+        history = self._resumed_history(resume_from, data)
         parts = self._build()
         if self.main:
-            self._start_run_dir(history)
+            self._start_run_dir(history, data)
+        self._resumed = resume_from is not None
+        return parts, videos, resume_from
+
+    def _train(self, parts: RunParts, videos: list[VideoInfo], resume_from: ckpt.Checkpoint | None) -> Path:
+        """Restore the checkpoint (if any), train to ``config.steps`` and write the final model."""
+        config, acc = self.config, self.accelerator
         acc.wait_for_everyone()
         progress, rng = self._restore(parts, resume_from) if resume_from is not None else (Progress(), None)
         self._to_device(parts)
@@ -355,16 +576,17 @@ class Trainer:
             ckpt.set_rng_state(rng)
         acc.print(f"{len(videos)} videos, {sampler.num_slots} clips of up to {config.clip_len} frames at "
                   f"{config.res[0]}x{config.res[1]}, {self.world_size} process(es) x batch {config.batch_size}")
-        self._loop(parts, loader, sampler, progress)
+        record = resume_from.path / ckpt.LOG_COPY if resume_from is not None else None
+        self._loop(parts, loader, sampler, progress, record)
         model_dir = self._finish(parts, progress)
         if config.tensorboard:
             acc.end_training()
         return model_dir
 
-    def _loop(self, parts: RunParts, loader, sampler: ClipSampler, progress: Progress) -> None:
+    def _loop(self, parts: RunParts, loader, sampler: ClipSampler, progress: Progress, record: Path | None) -> None:
         """The step loop: train (or skip) each step's samples, log it, checkpoint every ``save_every`` steps."""
         config = self.config
-        log = StepLog(self.run_dir / LOG_NAME, progress.step) if self.main else None
+        log = StepLog(self.run_dir / LOG_NAME, progress.step, record) if self.main else None
         bar = tqdm(total=config.steps, initial=progress.step, desc=f"train {config.kind}", unit="step",
                    disable=not self.main or config.quiet)
         for items in loader:
@@ -416,24 +638,36 @@ class Trainer:
     def _train_step(self, step: int, items: list[dict], parts: RunParts) -> tuple[list[float], int]:
         """One optimizer step on ``items``; returns the mean ``[loss, loss_reg, loss_stable]`` and the cache hits.
 
-        Stops the run (InputError, on every process) when the loss, a gradient or an updated weight is not finite.
+        Stops the run (InputError, on every process) when the prior's targets, the loss, a gradient, an updated
+        weight or an optimizer moment is not finite, or the loss is beyond ``LOSS_LIMIT``.
         """
         acc, params = self.accelerator, parts.params
         seed_step(self.config.seed, step, self.rank)
         clips, reg_frames, hits = self._prepare(items, parts.objective, parts.cache)
+        inputs_finite = ckpt.all_finite(t for clip in clips for t in clip.values() if isinstance(t, torch.Tensor))
+        self._stop_if(step, not inputs_finite, "the frozen prior's targets or the flows of this step's clips are "
+                      "not finite (NaN or infinity)", self._prior_advice())
         with acc.autocast():
             losses = parts.objective.losses(parts.net, clips, reg_frames)
         acc.backward(losses.loss)
         # With a loss scaler (fp16) an infinite gradient is expected now and then: the scaler skips that step.
         grads = [p.grad for p in params.values()] if acc.scaler is None else []
-        self._stop_unless_finite(step, [losses.loss.detach(), *grads], "the loss or its gradient is")
+        loss = float(losses.loss.detach())
+        self._stop_if(step, not ckpt.all_finite([losses.loss.detach(), *grads]),
+                      "the loss or its gradient is not finite (NaN or infinity)", self._advice(step, losses))
+        self._stop_if(step, abs(loss) > LOSS_LIMIT, f"the loss is {loss:.3g}, beyond {LOSS_LIMIT:g} (the squares of "
+                      "its gradients would overflow the optimizer's float32 moments)", self._advice(step, losses))
         if self.config.max_grad_norm is not None:
             acc.clip_grad_norm_(list(params.values()), self.config.max_grad_norm)
         parts.optimizer.step()
         if not acc.optimizer_step_was_skipped:
             parts.scheduler.step()
         parts.optimizer.zero_grad(set_to_none=True)
-        self._stop_unless_finite(step, list(params.values()), "the weights after the update are")
+        self._stop_if(step, not ckpt.all_finite(params.values()),
+                      "the weights after the update are not finite (NaN or infinity)", self._advice(step + 1, losses))
+        self._stop_if(step, not ckpt.all_finite(ckpt.nested_tensors(parts.optimizer.state_dict()["state"])),
+                      "the optimizer's moments after the update are not finite (NaN or infinity)",
+                      self._advice(step + 1, losses))
         parts.ema.update(params)
         values = torch.stack([losses.loss.detach(), losses.reg, losses.stable]).float()
         values = acc.reduce(values, reduction="mean").tolist()
@@ -443,14 +677,39 @@ class Trainer:
         total = self.accelerator.reduce(torch.tensor(counts, device=self.device), reduction="sum")
         return [int(v) for v in total.tolist()]
 
-    def _stop_unless_finite(self, step: int, tensors: list, what: str) -> None:
-        """InputError on every process when any process holds a NaN or infinity in ``tensors``."""
-        if not self._sum_over_processes([int(not ckpt.all_finite(tensors))])[0]:
+    def _stop_if(self, step: int, bad: bool, what: str, advice: str) -> None:
+        """InputError on every process when ``bad`` holds on any process: ``step N: <what>; ... <advice>``."""
+        if not self._sum_over_processes([int(bad)])[0]:
             return
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        kept = f"the last checkpoint, {latest.path}, is intact" if latest else "no checkpoint was written"
-        raise InputError(f"step {step + 1}: {what} not finite (NaN or infinity); training stopped and {kept}. "
-                         "Lower --lr or set --max-grad-norm (with --resume, add --allow-change lr,max-grad-norm)")
+        saved = [c for c in ckpt.list_checkpoints(self.run_dir) if c.step <= step]
+        kept = (f"the last checkpoint, {saved[-1].path}, was saved before it (its weights and moments were checked "
+                "finite)") if saved else "no checkpoint was written"
+        raise InputError(f"step {step + 1}: {what}; training stopped and {kept}. {advice}")
+
+    def _advice(self, updates: int, losses) -> str:
+        """What to change, for a loss, gradient or update out of range after ``updates`` updates of this run.
+
+        Before any update the weights are --model's own: the learning rate cannot be the cause.
+        """
+        term = self.config.w_reg * float(losses.reg.detach())
+        if not self._resumed and updates == 0:
+            if not np.isfinite(term) or abs(term) > LOSS_LIMIT:
+                return f"No update was made yet: lower --w-reg (the regularization term is {term:.3g})"
+            return ("No update was made yet, so --lr is not the cause: --model's own weights give this on these "
+                    "clips; check --model")
+        if np.isfinite(term) and abs(term) > LOSS_LIMIT:
+            return (f"Lower --lr or --w-reg (the regularization term is {term:.3g}) or set --max-grad-norm (with "
+                    "--resume, add --allow-change lr,w-reg,max-grad-norm)")
+        return "Lower --lr or set --max-grad-norm (with --resume, add --allow-change lr,max-grad-norm)"
+
+    def _prior_advice(self) -> str:
+        """What to change when the frozen prior's targets (or the flows) are not finite: not --lr, no update uses
+        them before they are computed."""
+        if self.accelerator.mixed_precision == "fp16":
+            return ("--model overflows float16 on these clips, which no learning rate changes: pass "
+                    "--mixed-precision bf16 or no")
+        return "--model gives values beyond the floating-point range on these clips, which no learning rate changes: " \
+               "check --model"
 
     def _decodable(self, items: list[dict]) -> list[dict]:
         """The items whose clip could be read; a warning for each unreadable video (once per session)."""
@@ -488,19 +747,27 @@ class Trainer:
         """Every process's random states, then (main) the weights and optimizer, published when complete."""
         acc, step = self.accelerator, progress.step
         tmp = ckpt.temporary_dir(self.run_dir, step)
-        if self.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        ckpt.write_rank_state(tmp, self.rank)
-        if self.main:
-            state = {"step": step, "elapsed": progress.elapsed, WORLD_SIZE: self.world_size, "seed": self.config.seed}
-            ckpt.write_main_state(tmp, parts.model.trainable_state_dict(), parts.ema.state_dict(),
-                                  parts.optimizer.state_dict(), parts.scheduler.state_dict(), state)
-        acc.wait_for_everyone()
-        if self.main:
-            ckpt.write_checksums(tmp)  # last: covers every process's files
-            ckpt.publish(self.run_dir, step, self.config.keep_checkpoints)
+        try:
+            if self.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            acc.wait_for_everyone()
+            ckpt.write_rank_state(tmp, self.rank)
+            if self.main:
+                state = {"step": step, "elapsed": progress.elapsed, WORLD_SIZE: self.world_size,
+                         "seed": self.config.seed, "options": self._record, HISTORY: self._history,
+                         DATA_CONTENT: self._data}
+                ckpt.write_main_state(tmp, parts.model.trainable_state_dict(), parts.ema.state_dict(),
+                                      parts.optimizer.state_dict(), parts.scheduler.state_dict(), state)
+                ckpt.copy_log(tmp, self.run_dir / LOG_NAME)
+            acc.wait_for_everyone()
+            if self.main:
+                ckpt.write_checksums(tmp)  # last: covers every process's files
+                ckpt.publish(self.run_dir, step, self.config.keep_checkpoints)
+        except BaseException:  # a full disk, a kill: no half-assembled checkpoint stays behind
+            if self.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         acc.wait_for_everyone()
 
     def _finish(self, parts: RunParts, progress: Progress) -> Path:
@@ -526,7 +793,8 @@ class Trainer:
                 "samples_this_session": progress.samples,
                 "model": str(final),
             }
-            write_text_atomic(self.run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+            text = json.dumps(summary, indent=2) + "\n"
+            ckpt.saving(self.run_dir / SUMMARY_NAME, lambda path: write_text_atomic(path, text))
             acc.print(f"model written to {final}")
         acc.wait_for_everyone()
         return final
@@ -540,7 +808,7 @@ class Trainer:
         parts.ema.copy_to(parts.params)
         ema_digest = weights_digest(parts.params)
         with atomic_path(final) as tmp:
-            parts.model.save_pretrained(tmp, copy_prior=self.config.copy_prior)
+            ckpt.saving(final, lambda _: parts.model.save_pretrained(tmp, copy_prior=self.config.copy_prior))
         with torch.no_grad():
             for name, p in parts.params.items():
                 p.copy_(current[name])
