@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from safetensors import SafetensorError
 
 from bufferanytime.errors import InputError
-from bufferanytime.models.base import CONFIG_NAME, VideoModel, read_config, resolve_dir
+from bufferanytime.models.base import CONFIG_NAME, VideoModel, check_digests, read_config, resolve_dir
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
 from bufferanytime.registry import Registry
 from bufferanytime.tasks import DEPTH, NORMAL
@@ -104,6 +104,7 @@ def load_model(kind: str, name_or_path: str | Path | None = None, per_frame: boo
     try:
         if read_config(directory) is not None:
             return cls.from_pretrained(directory, per_frame=per_frame)
+        check_digests(directory)  # a prior with tensors_sha256.json (the shipped ones) is verified first
         return cls.from_prior(location, per_frame=per_frame)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise InputError(f"{location}: cannot load a {kind} model ({type(exc).__name__}: {_first_line(exc)})") from exc

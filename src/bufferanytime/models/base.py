@@ -10,6 +10,12 @@ A saved video model is a directory with
 
 Every weight file read here is checked: a file that cannot be parsed, does not match its checksum, or holds NaN or
 infinite values is refused with one :class:`InputError` naming the file.
+
+Weights this package ships (``bufferanytime/weights``: the embedded models and their priors, written by other
+libraries, without ``content_sha256``) carry the same tensor checksum in a ``tensors_sha256.json`` beside them: one
+per loaded directory (a video model, a prior), mapping each safetensors file under it to :func:`tensors_digest`.
+It is checked at load, so a flipped byte in a shipped file is named instead of silently used; a shipped directory
+without one is refused. :func:`write_shipped_digests` writes them (``scripts/write_weight_checksums.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ PRIOR_SUBDIR = "prior"
 MODEL_KEY = "bufferanytime_model"  # marks a config.json as a video model of this package
 DIGEST_KEY = "content_sha256"  # safetensors metadata: SHA-256 of the tensors (names, dtypes, shapes, bytes)
 CORRUPT_WEIGHTS = "cannot read model weights (truncated or corrupt file)"
+DIGESTS_NAME = "tensors_sha256.json"  # {file relative to its directory: tensors_digest} of the shipped weights
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"  # the embedded models, each needs DIGESTS_NAME
 
 
 def resolve_dir(name_or_path: str | Path) -> Path:
@@ -119,22 +127,66 @@ def check_module_weights(module: nn.Module, directory: Path) -> None:
     check_finite(module.state_dict().values(), directory)
 
 
-def read_weights(file: Path, check: bool = True) -> dict[str, torch.Tensor]:
+def read_weights(file: Path, check: bool = True, digest: str | None = None) -> dict[str, torch.Tensor]:
     """A safetensors file as a state dict; one InputError naming the file if it is missing, unreadable, does not
-    match its stored checksum or (with ``check``) holds non-finite values."""
+    match its stored checksum (or ``digest``, from a :data:`DIGESTS_NAME` file) or (with ``check``) holds
+    non-finite values."""
     if not file.is_file():
         raise InputError(f"{file}: no such model weights file")
     try:
         with safe_open(str(file), "pt") as f:
-            expected = (f.metadata() or {}).get(DIGEST_KEY)
+            stored = (f.metadata() or {}).get(DIGEST_KEY)
             state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise InputError(f"{file}: {CORRUPT_WEIGHTS}") from exc
-    if expected is not None and expected != tensors_digest(state):
+    expected = {value for value in (stored, digest) if value is not None}
+    if expected and expected != {tensors_digest(state)}:
         raise InputError(f"{file}: {CORRUPT_WEIGHTS}: its content does not match its checksum")
     if check:
         check_finite(state.values(), file)
     return state
+
+
+def is_shipped(directory: Path) -> bool:
+    """Whether ``directory`` lies inside the package's own weights (the embedded models and their priors)."""
+    return directory.resolve().is_relative_to(SHIPPED_DIR)
+
+
+def read_digests(directory: Path) -> dict[str, str]:
+    """The :data:`DIGESTS_NAME` of ``directory`` ({} when it has none); a shipped directory must have one."""
+    file = directory / DIGESTS_NAME
+    if not file.is_file():
+        if is_shipped(directory):
+            raise InputError(f"{file}: missing: the shipped weights of {directory} cannot be verified (reinstall "
+                             "bufferanytime)")
+        return {}
+    try:
+        digests = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{file}: cannot read the weights' checksums (not valid JSON)") from exc
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise InputError(f"{file}: cannot read the weights' checksums (expected {{file: sha256}})")
+    return digests
+
+
+def check_digests(directory: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Verify every file listed in ``directory``'s :data:`DIGESTS_NAME` except ``skip`` (read later with its
+    digest, so not twice); returns the digests. One InputError naming the first file that is missing or altered."""
+    digests = read_digests(directory)
+    for name, digest in sorted(digests.items()):
+        if name not in skip:
+            read_weights(directory / name, check=False, digest=digest)
+    return digests
+
+
+def write_tensor_digests(directory: Path) -> Path:
+    """Write :data:`DIGESTS_NAME` for every safetensors file under ``directory`` (not under a sub-directory that
+    has its own); how the shipped weights get theirs, rerun whenever one of them changes."""
+    nested = {f.parent for f in directory.rglob(DIGESTS_NAME) if f.parent != directory}
+    files = [f for f in sorted(directory.rglob("*.safetensors")) if not any(f.is_relative_to(n) for n in nested)]
+    digests = {f.relative_to(directory).as_posix(): tensors_digest(read_weights(f, check=False)) for f in files}
+    write_text_atomic(directory / DIGESTS_NAME, json.dumps(digests, indent=2) + "\n")
+    return directory / DIGESTS_NAME
 
 
 class VideoModel(nn.Module):
@@ -251,6 +303,9 @@ class VideoModel(nn.Module):
         if config is None or config[MODEL_KEY] != cls.kind:
             raise InputError(f"{name_or_path}: not a bufferanytime {cls.kind} model (no matching config.json)")
         prior = cls.prior_location(directory, config)
+        digests = check_digests(directory, skip=(WEIGHTS_NAME,))
+        if Path(prior).is_dir():
+            check_digests(Path(prior))
         try:
             model = cls.from_prior(prior, config.get("temporal"), per_frame=per_frame)
         except InputError as exc:
@@ -262,7 +317,7 @@ class VideoModel(nn.Module):
         model.input_size = config.get("input_size")
         model.auto_precision = config.get("auto_precision")
         if not per_frame:
-            state = read_weights(directory / WEIGHTS_NAME)
+            state = read_weights(directory / WEIGHTS_NAME, digest=digests.get(WEIGHTS_NAME))
             missing, unexpected = model.load_state_dict(state, strict=False)
             expected = set(model.trainable_state_dict())
             if unexpected or expected & set(missing):
@@ -301,3 +356,13 @@ def as_temporal_config(temporal: TemporalConfig | dict | None) -> TemporalConfig
     if isinstance(temporal, TemporalConfig):
         return temporal
     return TemporalConfig(**(temporal or {}))
+
+
+def write_shipped_digests(root: Path = SHIPPED_DIR) -> list[Path]:
+    """(Re)write the :data:`DIGESTS_NAME` of every video model under ``root`` and of its prior when that lies under
+    ``root`` too (priors first, so a model's file does not list its prior's)."""
+    models = sorted(f.parent for f in root.rglob(CONFIG_NAME) if read_config(f.parent) is not None)
+    priors = {Path(VideoModel.prior_location(m, read_config(m))).resolve() for m in models}
+    priors = {p for p in priors if p.is_dir() and p.is_relative_to(root.resolve())}
+    return [write_tensor_digests(d) for d in [*sorted(priors), *models]]
+
