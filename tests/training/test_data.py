@@ -126,3 +126,13 @@ def test_cached_clips_are_not_read(tmp_path):
     assert hit["cached"] is not None and hit["frames"] is None
     assert miss["cached"] is None and miss["frames"].shape[1:] == (3, 14, 21)
     assert hit["spec"] == sampler.slot(sampler.slot_of_sample(0))
+
+
+def test_unreadable_video_at_indexing_is_one_warning_line_and_skipped(tmp_path, capsys, recwarn):
+    _write_frames(tmp_path / "good", 4)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    videos = discover_videos([tmp_path])
+    assert [Path(v.path).name for v in videos] == ["good"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: skipping ") and "broken.mp4" in lines[0], lines
+    assert [str(w.message) for w in recwarn] == []  # not a Python warning with its file:line prefix

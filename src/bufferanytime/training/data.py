@@ -14,7 +14,7 @@ all of the largest crop of the target aspect ratio) and resized to the training 
 from __future__ import annotations
 
 import os
-import warnings
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,7 +128,8 @@ def discover_videos(roots: list[str | Path], progress: bool = False, by_content:
         try:
             info = _describe(path, by_content)
         except InputError as exc:  # one unreadable video must not stop a run over thousands
-            warnings.warn(f"skipping {exc}", stacklevel=2)
+            with tqdm.external_write_mode(file=sys.stderr):  # one line, above the progress bar if any
+                sys.stderr.write(f"warning: skipping {exc}\n")
             continue
         if info.num_frames >= MIN_CLIP_FRAMES:
             videos.append(info)
