@@ -86,9 +86,10 @@ class TrainConfig:
     steps: int = option(TRAIN_STEPS, "total optimizer steps of the run", at_least(1), runtime=True)
     clip_len: int | None = option(None, "frames per clip (default {default}); shorter videos give shorter clips",
                                   at_least(2, " (the stabilization loss needs frame pairs)"), per_kind=True)
-    causal: bool = option(False, "train causal temporal blocks (a frame sees only itself and the --horizon frames "
-                          "before it), for streaming; a bidirectional --model is turned causal with its weights kept")
-    horizon: int | None = option(None, "with --causal: frames a causal block sees, itself included (default: the "
+    causal: bool = option(False, "train causal temporal blocks for streaming: in each attention layer a frame sees "
+                          "only itself and the frames before it within --horizon (stacked layers reach further back, "
+                          "never forward); a bidirectional --model is turned causal with its weights kept")
+    horizon: int | None = option(None, "with --causal: frames a causal layer sees, itself included (default: the "
                                  "clip length)", at_least(1), metavar="H")
     stride: int = option(1, "use every N-th frame of a video", at_least(1))
     clips_per_video: int = option(1, "fixed clips (start frame and crop) drawn per video; epochs revisit them",
