@@ -32,7 +32,7 @@ def _mp4_frames(path: Path) -> int:
 
 
 def _npy(folder: Path) -> list[Path]:
-    return sorted((folder / "depth_npy").glob("*.npy"))
+    return sorted((folder / "depth_online_npy").glob("*.npy"))
 
 
 def test_result_k_is_on_disk_before_frame_k_plus_2_is_written(tiny_depth_prior, tmp_path, capsys,
@@ -43,7 +43,7 @@ def test_result_k_is_on_disk_before_frame_k_plus_2_is_written(tiny_depth_prior, 
 
     def check(k: int) -> None:  # just before frame k is written: is the result of frame k - 2 there?
         if k >= 2:
-            seen[k - 2] = (out / "pipe" / "depth_npy" / f"{k - 2:06d}.npy").is_file()
+            seen[k - 2] = (out / "pipe" / "depth_online_npy" / f"{k - 2:06d}.npy").is_file()
 
     feeder = PipeFeeder(tmp_path / "pipe", [mjpeg(f) for f in images], period=0.6, before_write=check)
     feeder.start()
@@ -57,18 +57,23 @@ def test_result_k_is_on_disk_before_frame_k_plus_2_is_written(tiny_depth_prior, 
 def test_y4m_file_gives_every_output_and_a_meta_file(tiny_depth_prior, tmp_path, capsys):
     (tmp_path / "clip.y4m").write_bytes(y4m(frames(6, 28, 42)))
     out = tmp_path / "out"
-    (out / "clip").mkdir(parents=True)
-    (out / "clip" / "depth.npz").write_bytes(b"an earlier offline run")
+    (out / "clip" / "depth_png16").mkdir(parents=True)
+    offline = ["depth.npz", "depth_vis.mp4", "depth.meta.json", "depth_png16/000000.png"]
+    for name in offline:  # an earlier offline run of the same name: none of its files is replaced
+        (out / "clip" / name).write_bytes(f"offline {name}".encode())
     code, _ = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "clip.y4m"), out, "--save", "npy,png16,vis",
                                       "--mjpeg", str(tmp_path / "vis.mjpeg")))
     assert code == 0
     folder = out / "clip"
     assert [p.name for p in _npy(folder)] == [f"{i:06d}.npy" for i in range(6)]
     assert np.load(_npy(folder)[0]).shape == (28, 42)
-    assert len(list((folder / "depth_png16").glob("*.png"))) == 6
-    assert _mp4_frames(folder / "depth_vis.mp4") == 6
-    assert (folder / "depth.npz").read_bytes() == b"an earlier offline run"  # not a file of this run
-    meta = json.loads((folder / "depth.meta.json").read_text())
+    assert len(list((folder / "depth_online_png16").glob("*.png"))) == 6
+    assert _mp4_frames(folder / "depth_online_vis.mp4") == 6
+    assert all((folder / name).read_bytes() == f"offline {name}".encode() for name in offline)
+    assert sorted(p.name for p in folder.iterdir()) == ["depth.meta.json", "depth.npz", "depth_online.meta.json",
+                                                        "depth_online_npy", "depth_online_png16",
+                                                        "depth_online_vis.mp4", "depth_png16", "depth_vis.mp4"]
+    meta = json.loads((folder / "depth_online.meta.json").read_text())
     assert meta["status"] == "finished" and meta["frames_written"] == 6 and meta["frames_dropped"] == 0
     assert meta["model"]["online_mode"] == "rolling" and meta["model"]["window"] == 3
     with av.open(str(tmp_path / "vis.mjpeg"), format="mjpeg") as container:
@@ -81,7 +86,7 @@ def test_max_latency_drops_frames_and_counts_them(tiny_depth_prior, tmp_path, ca
     code, _ = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "clip.y4m"), tmp_path / "out",
                                       "--max-latency", "0.001", "-q"))
     assert code == 0
-    meta = json.loads((tmp_path / "out" / "clip" / "depth.meta.json").read_text())
+    meta = json.loads((tmp_path / "out" / "clip" / "depth_online.meta.json").read_text())
     assert meta["frames_dropped"] >= 1 and meta["frames_written"] + meta["frames_dropped"] == 12
     assert meta["last_frame_index"] == 11 and meta["policy"]["max_latency_s"] == 0.001
 
@@ -104,8 +109,8 @@ def _bad(capsys, args) -> list[str]:
 def _kept(folder: Path, frames_before: int) -> None:
     """Everything emitted before the error is there and whole; the meta file says why the run ended."""
     assert len(_npy(folder)) == frames_before and all(np.load(p).shape == (28, 42) for p in _npy(folder))
-    assert _mp4_frames(folder / "depth_vis.mp4") == frames_before
-    assert json.loads((folder / "depth.meta.json").read_text())["status"].startswith("failed: ")
+    assert _mp4_frames(folder / "depth_online_vis.mp4") == frames_before
+    assert json.loads((folder / "depth_online.meta.json").read_text())["status"].startswith("failed: ")
 
 
 def test_stalled_pipe_is_one_error_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path, capsys):
@@ -165,6 +170,38 @@ def test_options_that_do_not_apply_online_are_refused(tiny_depth_prior, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name", ["../../escaped", "{tmp}/abs", "a/b", "..", ".", "", "two\nlines"])
+def test_a_name_that_is_not_one_folder_name_is_refused_before_anything(tiny_depth_prior, tmp_path, capsys, name):
+    """--name ../../escaped or /abs/path wrote outside -o."""
+    name = name.format(tmp=tmp_path)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "clip.y4m").write_bytes(y4m(frames(2, 28, 42)))
+    code, err = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "work" / "clip.y4m"), tmp_path / "work/out",
+                                        "--name", name))
+    assert code == 2 and err == [f"error: --name {name!r}: give one folder name to create under -o (no '/', not '.' "
+                                 "or '..', one line)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["clip.y4m"]
+
+
+@pytest.mark.parametrize("save", ["npy", "png16"])
+def test_a_full_disk_is_one_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path, capsys, monkeypatch, save):
+    """The disk fills up at the third frame's file: one line (exit 2), frames 0 and 1 whole, no partial file."""
+    from tests.io.full_disk import FullDisk
+
+    (tmp_path / "clip.y4m").write_bytes(y4m(frames(5, 28, 42)))
+    disk = FullDisk(files=2).install(monkeypatch)
+    err = _bad(capsys, _args(tiny_depth_prior, str(tmp_path / "clip.y4m"), tmp_path / "out", "--save", f"{save},vis"))
+    assert err == [f"error: {disk.failed[0]}: no space left on device"]
+    folder = tmp_path / "out" / "clip"
+    suffix = ".npy" if save == "npy" else ".png"
+    assert sorted(p.name for p in (folder / f"depth_online_{save}").iterdir()) == [f"00000{i}{suffix}" for i in (0, 1)]
+    assert not list(folder.rglob(".*"))  # no temporary, no half-written file
+    assert _mp4_frames(folder / "depth_online_vis.mp4") == 2
+    meta = json.loads((folder / "depth_online.meta.json").read_text())
+    assert meta["frames_written"] == 2 and meta["status"].endswith("no space left on device")
+
+
 def _default_sigint() -> None:
     """Restore SIGINT's default in the child: a shell's background job (``make test &``, nohup) starts with SIGINT
     ignored, and Python then never turns it into KeyboardInterrupt."""
@@ -203,9 +240,9 @@ def test_interrupt_ends_cleanly_with_every_written_frame_intact(tiny_depth_prior
     assert stderr.decode().strip().splitlines()[-1] == "error: interrupted"
     written = _npy(folder)
     assert len(written) >= 4 and all(np.load(p).shape == (28, 42) for p in written)
-    meta = json.loads((folder / "depth.meta.json").read_text())
+    meta = json.loads((folder / "depth_online.meta.json").read_text())
     assert meta["status"] == "interrupted" and meta["frames_written"] == len(written)
-    assert _mp4_frames(folder / "depth_vis.mp4") == len(written)  # finalised: every frame plays
+    assert _mp4_frames(folder / "depth_online_vis.mp4") == len(written)  # finalised: every frame plays
 
 
 def test_normals_online_are_unit_vectors_frame_by_frame(tiny_normal_prior, tmp_path, capsys, one_torch_thread):
@@ -214,12 +251,12 @@ def test_normals_online_are_unit_vectors_frame_by_frame(tiny_normal_prior, tmp_p
                          "-o", str(tmp_path / "out"), "--max-res", "48", "--window", "2", "--device", "cpu", "-q",
                          "--save", "npy,png16")
     assert code == 0, err
-    files = sorted((tmp_path / "out" / "clip" / "normal_npy").glob("*.npy"))
-    assert len(files) == 4 and len(list((tmp_path / "out" / "clip" / "normal_png16").glob("*.png"))) == 4
+    files = sorted((tmp_path / "out" / "clip" / "normal_online_npy").glob("*.npy"))
+    assert len(files) == 4 and len(list((tmp_path / "out" / "clip" / "normal_online_png16").glob("*.png"))) == 4
     normals = np.stack([np.load(f) for f in files])
     assert normals.shape == (4, 32, 48, 3)
     np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-2)  # as the model gives them
-    assert json.loads((tmp_path / "out" / "clip" / "normal.meta.json").read_text())["task"] == "normal"
+    assert json.loads((tmp_path / "out" / "clip" / "normal_online.meta.json").read_text())["task"] == "normal"
 
 
 def test_without_model_the_embedded_causal_model_is_streamed_when_installed(tiny_depth_prior, tmp_path, capsys,
@@ -239,7 +276,7 @@ def test_without_model_the_embedded_causal_model_is_streamed_when_installed(tiny
     code, err = run_main(capsys, "depth", "--online", str(tmp_path / "clip.y4m"), "-o", str(tmp_path / "out"),
                          "--max-res", "42", "--device", "cpu", "--precision", "fp32", "-q")
     assert code == 0, err
-    meta = json.loads((tmp_path / "out" / "clip" / "depth.meta.json").read_text())
+    meta = json.loads((tmp_path / "out" / "clip" / "depth_online.meta.json").read_text())
     assert meta["model"]["name"] == CAUSAL_EMBEDDED_NAME and meta["model"]["online_mode"] == "stream"
     streamed = np.stack([np.load(p) for p in _npy(tmp_path / "out" / "clip")])
     decoded = np.stack(_decoded_y4m(tmp_path / "clip.y4m"))

@@ -121,15 +121,24 @@ def _dead_pid() -> int:
     return process.pid
 
 
+def _staging_of(folder: Path, pid: int, **changes) -> Path:
+    """A staging folder as the run of process ``pid`` leaves it, with its marker (changed by ``changes``)."""
+    from bufferanytime.io.outputs import STAGING_MARKER, process_start, staging_marker
+
+    (folder / "depth_png16").mkdir(parents=True)
+    (folder / "predictions.raw").write_bytes(b"\0" * 1000)
+    marker = {**staging_marker(), "pid": pid, "start": process_start(pid), **changes}
+    (folder / STAGING_MARKER).write_text(json.dumps(marker))
+    return folder
+
+
 def test_rerun_removes_temporaries_of_dead_processes_only(tiny_depth_prior, small_video, tmp_path, capsys):
     out = tmp_path / "out"
-    dead = out / f".clip.tmp-{_dead_pid()}"
-    (dead / "depth_png16").mkdir(parents=True)
-    (dead / "predictions.raw").write_bytes(b"\0" * 1000)
+    dead_pid = _dead_pid()
+    dead = _staging_of(out / f".clip.tmp-{dead_pid}", dead_pid)
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        live = out / f".other.tmp-{alive.pid}"
-        live.mkdir()
+        live = _staging_of(out / f".other.tmp-{alive.pid}", alive.pid)
         (out / ".hidden-user-folder").mkdir()
         assert main(["depth", str(small_video), "--model", str(tiny_depth_prior), *FAST, "-o", str(out), "-q"]) == 0
         assert capsys.readouterr().err == ""
@@ -138,6 +147,42 @@ def test_rerun_removes_temporaries_of_dead_processes_only(tiny_depth_prior, smal
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_users_folder_named_like_a_temporary_and_other_hosts_runs_are_never_removed(tiny_depth_prior, small_video,
+                                                                                      tmp_path, capsys):
+    """`mkdir -p out/.mine.tmp-999999 && echo x > out/.mine.tmp-999999/data.txt && bufferanytime depth clip.mp4
+    -o out` deleted the user's folder; a live run on another host (NFS) or in another container (another PID
+    namespace) had its staging folder deleted, its PID being unknown here."""
+    out = tmp_path / "out"
+    (out / ".mine.tmp-999999").mkdir(parents=True)
+    (out / ".mine.tmp-999999/data.txt").write_text("x\n")
+    dead_pid = _dead_pid()
+    elsewhere = [_staging_of(out / f".a.tmp-{dead_pid}", dead_pid, host="another-host"),
+                 _staging_of(out / f".b.tmp-{dead_pid}", dead_pid, pid_namespace="pid:[1]")]
+    before = _snapshot(out)
+    assert main(["depth", str(small_video), "--model", str(tiny_depth_prior), *FAST, "-o", str(out), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    assert {k: v for k, v in _snapshot(out).items() if not k.startswith("clip/")} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted([".mine.tmp-999999", *(p.name for p in elsewhere), "clip"])
+
+
+def test_a_full_disk_while_writing_exr_is_one_line_and_leaves_nothing(tiny_depth_prior, small_video, tmp_path,
+                                                                      capsys, monkeypatch):
+    """`--save exr` on a full disk was a RuntimeError traceback from OpenEXR (exit 1)."""
+    from tests.io.full_disk import FullDisk
+
+    out = tmp_path / "out"
+    (out / "clip").mkdir(parents=True)
+    (out / "clip/mine.txt").write_text("kept")
+    disk = FullDisk(files=3).install(monkeypatch)  # the raw predictions and two EXR frames fit; the third does not
+    code = main(["depth", str(small_video), "--model", str(tiny_depth_prior), *FAST, "--save", "exr", "-o", str(out),
+                 "-q"])
+    assert code == 2
+    assert disk.failed[0].endswith("/depth_exr/000002.exr")
+    _one_error(capsys, "(No space left on device); nothing was written for this input")
+    assert _snapshot(out) == {"clip/mine.txt": _snapshot(out)["clip/mine.txt"]}
+    assert sorted(p.name for p in out.iterdir()) == ["clip"]
 
 
 def _start_slow_run(tiny_depth_prior: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:

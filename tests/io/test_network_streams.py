@@ -53,7 +53,7 @@ def _read_all(spec: str, stall_timeout: float = 5.0) -> tuple[list, BaseExceptio
 
 
 def _npy(folder: Path) -> list[Path]:
-    return sorted((folder / "depth_npy").glob("*.npy"))
+    return sorted((folder / "depth_online_npy").glob("*.npy"))
 
 
 def _mp4_frames(path: Path) -> int:
@@ -71,8 +71,8 @@ def _check_outputs(folder: Path, count: int, url: str, container_format: str) ->
     assert [p.name for p in files] == [f"{i:06d}.npy" for i in range(count)]
     depth = np.stack([np.load(p) for p in files])
     assert depth.shape == (count, 28, 42) and np.isfinite(depth).all() and depth.std() > 0
-    assert _mp4_frames(folder / "depth_vis.mp4") == count
-    meta = json.loads((folder / "depth.meta.json").read_text())
+    assert _mp4_frames(folder / "depth_online_vis.mp4") == count
+    meta = json.loads((folder / "depth_online.meta.json").read_text())
     assert meta["source"]["spec"] == url and meta["source"]["kind"] == "url"
     assert meta["source"]["format"] == container_format and meta["input_size"] == [28, 42]
     assert meta["frames_written"] == count

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bufferanytime.cli.main import main
+from bufferanytime.cli.synth import MAX_FRAMES, MAX_SIDE, MAX_VIDEO_PIXELS, MAX_VIDEOS
 from bufferanytime.errors import InputError
 from bufferanytime.synthetic import SyntheticVideoDataset, render_video, write_video_dir
 from tests.helpers import run_main
@@ -160,3 +162,57 @@ def test_tiny_16_bit_and_unreadable_photos(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match="bad.png: not a readable image"):
         photo_texture(rng, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--size", "100000x100000"], f"--size must be at most {MAX_SIDE}x{MAX_SIDE}, got 100000x100000"),
+        (["--size", f"8x{MAX_SIDE + 1}"], f"--size must be at most {MAX_SIDE}x{MAX_SIDE}, got 8x{MAX_SIDE + 1}"),
+        (["--frames", "100000000"], f"--frames must be 2 to {MAX_FRAMES}, got 100000000"),
+        (["--videos", "100000000"], f"--videos must be 1 to {MAX_VIDEOS}, got 100000000"),
+        (["--frames", str(MAX_FRAMES), "--size", "240x320"],
+         f"--frames {MAX_FRAMES} at --size 240x320: {MAX_FRAMES * 240 * 320} pixels, more than the "
+         f"{MAX_VIDEO_PIXELS} a video may hold"),
+    ],
+)
+def test_sizes_beyond_the_documented_limits_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, extra,
+                                                                          message):
+    """--size 100000x100000 was a MemoryError traceback and --frames 100000000 ran for ever."""
+    import bufferanytime.cli.synth as synth
+
+    monkeypatch.setattr(synth, "render_video", lambda *args, **kwargs: pytest.fail("rendering started"))
+    code, err = run_main(capsys, "synth", "-o", str(tmp_path / "o"), *extra)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {message}"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_limits_are_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["synth", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for limit in (f"{MAX_SIDE}x{MAX_SIDE}", f"at most {MAX_FRAMES}", f"at most {MAX_VIDEO_PIXELS}",
+                  f"at most {MAX_VIDEOS}"):
+        assert limit in text
+
+
+def test_the_largest_video_allowed_fits_the_limits():
+    assert MAX_FRAMES * 8 * 8 <= MAX_VIDEO_PIXELS and 2 * MAX_SIDE * MAX_SIDE <= MAX_VIDEO_PIXELS
+
+
+@pytest.mark.parametrize("whole_videos", [0, 1])
+def test_a_full_disk_is_one_line_and_leaves_no_partial_video(tmp_path, capsys, monkeypatch, whole_videos):
+    """The disk fills at a video's depth.npy (numpy's own writer said "N requested and M written", exit 1): one
+    line naming the file, exit 2; the videos written before stay whole, the one being written leaves nothing."""
+    from tests.io.full_disk import FullDisk
+
+    files_per_video = 2 + 6 + 1  # frames, arrays, meta.json (rgb.mp4 is written by the encoder)
+    disk = FullDisk(files=whole_videos * files_per_video + 2).install(monkeypatch)
+    out = tmp_path / "synth"
+    code, err = run_main(capsys, "synth", "-o", str(out), "--videos", "2", "--frames", "2", "--size", "16x16", "-q")
+    assert code == 2 and err == [f"error: {disk.failed[0]}: no space left on device"], err
+    assert disk.failed[0].endswith(f"/.seq_00000{whole_videos}.tmp-{os.getpid()}/depth.npy")
+    assert sorted(p.name for p in out.iterdir()) == [f"seq_00000{i}" for i in range(whole_videos)]
+    if whole_videos:
+        monkeypatch.undo()
+        assert SyntheticVideoDataset(out)[0]["depth"].shape == (2, 16, 16)

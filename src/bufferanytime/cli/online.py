@@ -2,12 +2,13 @@
 
 SOURCE is a camera (``/dev/video0``), a network stream URL (rtsp, http, udp, ...), ``-`` (standard input) or a
 named pipe (:mod:`bufferanytime.io.streams`). Each frame's result is written to ``OUT/<name>/`` as soon as it is
-computed (:mod:`bufferanytime.io.sinks`); one line of live statistics (frames, fps, latency, drops) is updated
-on stderr. The model runs online: a causal model through its exact streaming predictor (``--online-mode
-stream``), any other through the training-free rolling window of past frames (``rolling``). Ctrl-C or SIGTERM
-ends the run with every written frame intact, the mp4 finalised and the meta file written (exit 130); a bad
-source, a stall, a stream cut mid-frame or a frame size change end it with one ``error:`` line (exit 2), every
-result written before it intact.
+computed (:mod:`bufferanytime.io.sinks`), under names of its own (``KIND_online_*``) that no offline result uses;
+``--name`` must be one folder name, so nothing is written outside OUT. One line of live statistics (frames,
+fps, latency, drops) is updated on stderr. The model runs online: a causal model through its exact streaming
+predictor (``--online-mode stream``), any other through the training-free rolling window of past frames
+(``rolling``). Ctrl-C or SIGTERM ends the run with every written frame intact, the mp4 finalised and the meta
+file written (exit 130); a bad source, a stall, a stream cut mid-frame, a frame size change or a full disk end it
+with one ``error:`` line (exit 2), every result written before it intact.
 
 Nothing heavy is imported before a run starts, so ``--help`` stays fast.
 """
@@ -15,6 +16,7 @@ Nothing heavy is imported before a run starts, so ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -33,10 +35,11 @@ ONLINE_HELP = (
     "read a live stream instead of INPUT files and write each frame's result as soon as it is computed: SOURCE "
     "is a camera (/dev/video0), a stream URL (rtsp://, http://, udp://, tcp://, rtmp://, srt://), '-' (standard "
     "input) or a named pipe carrying a video stream (MJPEG, y4m, MPEG-TS, ...; e.g. `ffmpeg -i cam -f mjpeg - | "
-    "bufferanytime depth --online - -o out`). Writes OUT/NAME/KIND_npy/<frame>.npy, KIND_png16/<frame>.png "
-    "(--save npy,png16,vis; default npy,vis), KIND_vis.mp4 (fragmented: playable while written) and "
-    "KIND.meta.json; a stats line (fps, latency, dropped frames) on stderr. Without --max-latency every frame is "
-    "processed and the reader waits for the model.")
+    "bufferanytime depth --online - -o out`). Writes OUT/NAME/KIND_online_npy/<frame>.npy, "
+    "KIND_online_png16/<frame>.png (--save npy,png16,vis; default npy,vis), KIND_online_vis.mp4 (fragmented: "
+    "playable while written) and KIND_online.meta.json, names of their own beside an offline result; a stats line "
+    "(fps, latency, dropped frames) on stderr. Without --max-latency every frame is processed and the reader waits "
+    "for the model.")
 
 
 def add_online_options(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +53,8 @@ def add_online_options(parser: argparse.ArgumentParser) -> None:
                        "else rolling. Without --model, --online uses the embedded causal model "
                        "(tiny-synthetic-causal) when installed, else the embedded model")
     group.add_argument("--name", default=None,
-                       help="output folder name under -o (default: the device, pipe or URL's last part, 'stdin')")
+                       help="output folder name under -o, one path component (default: the device, pipe or URL's "
+                       "last part, 'stdin')")
     group.add_argument("--input-format", default=None, metavar="FMT",
                        help="FFmpeg demuxer of the stream (e.g. mjpeg, mpegts, h264); default: detected")
     group.add_argument("--max-latency", type=positive_float, default=None, metavar="SECONDS",
@@ -107,7 +111,19 @@ def _check(args: argparse.Namespace) -> tuple[str, ...]:
         raise InputError("--overlap does not apply online: each frame is predicted once, from the frames before it")
     if args.mjpeg not in (None, "-") and Path(args.mjpeg).is_dir():
         raise InputError(f"--mjpeg {args.mjpeg}: is a folder; give a file path or '-'")
+    if args.name is not None:
+        check_name(args.name)
     return save
+
+
+def check_name(name: str) -> str:
+    """``name`` when it is one folder name, so that ``OUT/name`` is inside OUT; InputError otherwise (a path such
+    as ``../x`` or ``/abs`` would write outside -o)."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    if name in ("", ".", "..") or any(c in name for c in separators) or any(ord(c) < 32 for c in name):
+        raise InputError(f"--name {name!r}: give one folder name to create under -o (no '/', not '.' or '..', "
+                         "one line)")
+    return name
 
 
 def _load(args: argparse.Namespace, settings) -> tuple[object, dict]:
@@ -205,6 +221,9 @@ class _Session:
             raise
         except InputError as exc:
             status = f"failed: {exc}"
+            raise
+        except OSError as exc:  # e.g. a full disk: said in the meta file too, if it can still be written
+            status = f"failed: {exc.filename or folder}: {(exc.strerror or str(exc)).lower()}"
             raise
         finally:
             bar.close()

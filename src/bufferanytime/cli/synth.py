@@ -22,6 +22,16 @@ from bufferanytime.io.outputs import check_output_root
 from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.synthetic.dataset import DEFAULT_FPS
 
+# Limits checked before any work. A video is rendered whole in memory: its buffers take about 39 bytes per pixel
+# of each frame, and casting one frame about 550 bytes per pixel of that frame.
+MAX_SIDE = 2048  # pixels, height and width: about 2.3 GB to render one frame
+MAX_FRAMES = 10_000  # per video
+MAX_VIDEO_PIXELS = 64 * 2**20  # frames x height x width of one video: about 2.6 GB of buffers
+MAX_VIDEOS = 100_000
+LIMITS_HELP = (f"Limits: --size at most {MAX_SIDE}x{MAX_SIDE}, --frames at most {MAX_FRAMES}, frames x height x "
+               f"width at most {MAX_VIDEO_PIXELS} (a video is held in memory whole: about 2.6 GB), --videos at "
+               f"most {MAX_VIDEOS}.")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,12 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render procedural videos (rooms or open ground, textured boxes, spheres and cylinders, a "
         "moving camera and moving objects), deterministic from a seed, with ground-truth metric depth, "
         "camera-space normals, forward/backward optical flow and flow validity masks. Video i uses seed "
-        "SEED+i and is written to OUT/seq_<seed>/.",
+        f"SEED+i and is written to OUT/seq_<seed>/. {LIMITS_HELP}",
     )
     parser.add_argument("-o", "--output", required=True, help="output directory")
-    parser.add_argument("--videos", type=int, default=1, help="number of videos (default 1)")
-    parser.add_argument("--frames", type=int, default=12, help="frames per video, at least 2 (default 12)")
-    parser.add_argument("--size", default="240x320", help="frame size HxW (default 240x320)")
+    parser.add_argument("--videos", type=int, default=1, help=f"number of videos, at most {MAX_VIDEOS} (default 1)")
+    parser.add_argument("--frames", type=int, default=12,
+                        help=f"frames per video, 2 to {MAX_FRAMES} (default 12; see the limits above)")
+    parser.add_argument("--size", default="240x320",
+                        help=f"frame size HxW, 8x8 to {MAX_SIDE}x{MAX_SIDE} (default 240x320)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first video (default 0)")
     parser.add_argument(
         "--flicker", type=finite_float, default=0.0, help="per-frame light intensity jitter, relative amplitude"
@@ -59,15 +71,21 @@ def parse_size(text: str) -> tuple[int, int]:
     height, width = int(match.group(1)), int(match.group(2))
     if height < 8 or width < 8:
         raise InputError(f"--size must be at least 8x8, got {height}x{width}")
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise InputError(f"--size must be at most {MAX_SIDE}x{MAX_SIDE}, got {height}x{width}")
     return height, width
 
 
 def _check(args: argparse.Namespace) -> tuple[int, int]:
     size = parse_size(args.size)
-    if args.videos < 1:
-        raise InputError(f"--videos must be at least 1, got {args.videos}")
-    if args.frames < 2:
-        raise InputError(f"--frames must be at least 2, got {args.frames}")
+    if not 1 <= args.videos <= MAX_VIDEOS:
+        raise InputError(f"--videos must be 1 to {MAX_VIDEOS}, got {args.videos}")
+    if not 2 <= args.frames <= MAX_FRAMES:
+        raise InputError(f"--frames must be 2 to {MAX_FRAMES}, got {args.frames}")
+    if args.frames * size[0] * size[1] > MAX_VIDEO_PIXELS:
+        raise InputError(f"--frames {args.frames} at --size {size[0]}x{size[1]}: {args.frames * size[0] * size[1]} "
+                         f"pixels, more than the {MAX_VIDEO_PIXELS} a video may hold (it is rendered in memory "
+                         f"whole); use fewer frames or a smaller size")
     if args.seed < 0:
         raise InputError(f"--seed must be non-negative, got {args.seed}")
     for name in ("flicker", "exposure"):

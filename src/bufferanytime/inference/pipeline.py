@@ -52,7 +52,7 @@ from bufferanytime.inference.options import (  # noqa: F401 - re-exported: the o
 from bufferanytime.inference.precision import resolve_precision
 from bufferanytime.inference.windows import default_overlap, sliding_windows
 from bufferanytime.io.arrays import frame_to_uint8_tensor, unit_float
-from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles
+from bufferanytime.io.outputs import NpyStreamWriter, OutputFiles, write_exr
 from bufferanytime.io.threads import BackgroundWriter, Prefetch
 from bufferanytime.io.video import MIN_VIDEO_FRAMES, VIS_CODEC_OPTIONS, VideoSource, VideoWriter
 from bufferanytime.models.base import VideoModel, window_like
@@ -383,8 +383,4 @@ def _write_visualisation(task: Task, data: Sequence[np.ndarray], path: Path, fps
 
 
 def _write_exr_frame(task: Task, frame: np.ndarray, path: Path) -> None:
-    import OpenEXR
-
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    with OpenEXR.File(header, task.exr_planes(frame)) as exr:
-        exr.write(str(path))
+    write_exr(path, task.exr_planes(frame))

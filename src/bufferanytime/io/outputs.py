@@ -2,8 +2,10 @@
 
 - :class:`OutputFiles` stages a run's files in a hidden folder beside their destination and moves each one into
   place only when all are complete: a failure never leaves a half-written result, and only the files the run
-  wrote are replaced (whatever else is in the destination folder stays). Staging folders of processes that died
-  (SIGKILL, power loss) are removed by the next run in the same output folder.
+  wrote are replaced (whatever else is in the destination folder stays). Each staging folder holds a marker
+  (:data:`STAGING_MARKER`: host, PID namespace, PID and process start); the next run in the same output folder
+  removes the staging folders whose process is known to be gone (SIGKILL, power loss), and nothing else: a folder
+  without the marker, or one of a live process on another host or in another PID namespace, stays.
 - :class:`OutputDir` builds a whole result folder under a hidden temporary name and renames it into place (for
   commands whose output folder holds nothing else).
 - :class:`NpyStreamWriter` appends frames to a raw file as they are produced, can re-read them one frame at a
@@ -17,9 +19,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import shutil
+import socket
+import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,7 +34,7 @@ import cv2
 import numpy as np
 
 from bufferanytime.errors import InputError
-from bufferanytime.io.atomic import replace_atomic, sibling
+from bufferanytime.io.atomic import replace_atomic, sibling, write_text_atomic
 
 COPY_CHUNK_BYTES = 1 << 20  # packing the npz: a larger buffer is no faster and is held twice while copied
 VIS_PERCENTILES = (1.0, 99.0)  # robust range of the depth visualisation, over the whole video
@@ -36,6 +42,11 @@ VIS_SAMPLE_PIXELS = 2_000_000  # pixels sampled (evenly over all frames) to esti
 # Hidden staging folders: ".<stem>.tmp-<pid>" (and ".<stem>.old-<pid>" of replace_atomic), atomic.sibling names.
 STAGING_NAME = re.compile(r"^\..+\.(?:tmp|old)-(\d+)$")
 META_SUFFIX = ".meta.json"  # moved into place last: its presence says the other files of the run are complete
+# Written into each staging folder when it is created: only folders holding it are ever removed as stale.
+STAGING_MARKER = ".bufferanytime-staging.json"
+# A staging folder whose process cannot be checked (another host or PID namespace sharing the output folder) is
+# stale only when nothing in it changed for this long: far longer than any run.
+STALE_STAGING_AGE_S = 7 * 24 * 3600
 
 
 def ensure_writable_dir(path: str | Path) -> Path:
@@ -95,12 +106,80 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as ``<boot id>:<start time in clock ticks since boot>`` (``/proc/PID/stat``
+    field 22): a PID reused by a later process, or after a reboot, gives another value. None without ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name, in parentheses, may hold spaces
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
+def pid_namespace() -> str:
+    """The PID namespace of this process (``pid:[N]``; empty where unknown): PIDs mean nothing across them."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def staging_marker() -> dict:
+    """What :data:`STAGING_MARKER` records about this process."""
+    return {"host": socket.gethostname(), "pid_namespace": pid_namespace(), "pid": os.getpid(),
+            "start": process_start(os.getpid()), "created": time.time()}
+
+
+def write_staging_marker(folder: Path) -> None:
+    """Mark ``folder`` as this process's staging folder (see :func:`remove_stale_staging`)."""
+    write_text_atomic(folder / STAGING_MARKER, json.dumps(staging_marker()) + "\n")
+
+
+def _read_marker(folder: Path, pid: int) -> dict | None:
+    """The marker of a staging folder named for ``pid``; None when there is none (not ours) or it names another."""
+    try:
+        marker = json.loads((folder / STAGING_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("pid") == pid else None
+
+
+def _age_s(folder: Path) -> float:
+    """Seconds since the folder or its marker last changed."""
+    try:
+        changed = max(folder.stat().st_mtime, (folder / STAGING_MARKER).stat().st_mtime)
+    except OSError:
+        return 0.0
+    return time.time() - changed
+
+
+def staging_is_stale(folder: Path, marker: dict) -> bool:
+    """Whether the process that wrote ``marker`` is gone: on this host and PID namespace, when its PID is dead or
+    now another process (another start time); elsewhere, where it cannot be checked, only after
+    :data:`STALE_STAGING_AGE_S` without a change."""
+    if marker.get("host") != socket.gethostname() or marker.get("pid_namespace") != pid_namespace():
+        return _age_s(folder) > STALE_STAGING_AGE_S
+    pid = int(marker["pid"])
+    if not pid_alive(pid):
+        return True
+    recorded, current = marker.get("start"), process_start(pid)
+    return recorded is not None and current is not None and recorded != current
+
+
 def remove_stale_staging(root: Path) -> list[Path]:
-    """Remove hidden staging folders in ``root`` whose process is dead; returns them. Live ones stay."""
+    """Remove the staging folders in ``root`` whose process is gone (:func:`staging_is_stale`); returns them.
+
+    Only folders named like a staging folder that hold this package's :data:`STAGING_MARKER` are candidates: a
+    user's ``.name.tmp-123`` folder is never touched, nor is a live run's on another host sharing ``root``."""
     stale = []
     for entry in root.iterdir() if root.is_dir() else ():
         match = STAGING_NAME.match(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and not pid_alive(int(match.group(1))):
+        if not match or not entry.is_dir() or entry.is_symlink():
+            continue
+        marker = _read_marker(entry, int(match.group(1)))
+        if marker is not None and staging_is_stale(entry, marker):
             shutil.rmtree(entry, ignore_errors=True)
             stale.append(entry)
     return stale
@@ -126,6 +205,12 @@ class OutputFiles:
         remove_stale_staging(self.final.parent)
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir()
+        try:
+            write_staging_marker(self.staging)
+        except BaseException:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            remove_empty_dirs(self._created)
+            raise
         return self.staging
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -142,6 +227,7 @@ class OutputFiles:
 
     def _staged_files(self) -> list[Path]:
         files = sorted(p.relative_to(self.staging) for p in self.staging.rglob("*") if p.is_file())
+        files = [rel for rel in files if rel != Path(STAGING_MARKER)]
         return sorted(files, key=lambda rel: rel.name.endswith(META_SUFFIX))
 
     def _commit(self) -> None:
@@ -285,12 +371,72 @@ def write_npz(npz_path: str | Path, arrays: dict[str, NpyStreamWriter]) -> None:
                 shutil.copyfileobj(raw, member, COPY_CHUNK_BYTES)
 
 
+class _Writes:
+    """Unbuffered writes to an open raw file, where a failure raises an OSError with the system's reason (a full
+    disk: ENOSPC) and the path. Given to ``np.save``, it makes numpy write through it: on a real file numpy writes
+    with C ``fwrite``, and a short write raises ``OSError("N requested and M written")``, with no errno, no path."""
+
+    def __init__(self, file, path: Path):
+        self.file, self.path = file, path
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while view:  # a raw write may take part of the data; the next one then says why
+                view = view[self.file.write(view):]
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:
+                raise type(exc)(exc.errno, exc.strerror, str(self.path)) from None
+            raise
+        return len(data)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:  # the file being written, for code handed this in place of its path
+        return str(self.path)
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """``np.save(path, array)`` (``path`` as given, no ``.npy`` added), where a failed write (a full disk, a quota)
+    raises an OSError with its errno and the path."""
+    path = Path(path)
+    with open(path, "wb", buffering=0) as file:
+        np.save(_Writes(file, path), array)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path``; a failure raises an OSError with its errno and the path."""
+    path = Path(path)
+    with open(path, "wb", buffering=0) as file:
+        _Writes(file, path).write(data)
+
+
 def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Write an RGB (or single-channel) image with OpenCV, raising OSError when the write fails (e.g. a full disk;
-    ``cv2.imwrite`` only returns False)."""
+    """Write an RGB (or single-channel) image, in the format of the path's suffix.
+
+    Encoded by OpenCV in memory and written by Python: ``cv2.imwrite`` only returns False when the disk is full,
+    where this raises an OSError with the system's reason and the path."""
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    if not cv2.imwrite(str(path), bgr):
-        raise OSError(f"cannot write {path}")
+    ok, encoded = cv2.imencode(Path(path).suffix, bgr)
+    if not ok:
+        raise ValueError(f"cannot encode a {image.dtype} image of shape {image.shape} as {Path(path).suffix}")
+    write_bytes(path, encoded.tobytes())
+
+
+def write_exr(path: str | Path, channels: dict[str, np.ndarray]) -> None:
+    """Write an OpenEXR image (ZIP compression, scanlines) of ``channels`` (name -> ``(H, W)`` float32).
+
+    Encoded in memory and written by :func:`write_bytes`: writing a file itself, OpenEXR loses a small image on a
+    full disk without a word (its stream is flushed on close, unchecked) and reports a larger one's failure only
+    in the message of a RuntimeError."""
+    import OpenEXR
+
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    encoded = io.BytesIO()
+    with OpenEXR.File(header, channels) as exr:
+        exr.write(encoded)
+    write_bytes(path, encoded.getbuffer())
 
 
 def robust_range(frames: Sequence[np.ndarray], percentiles: tuple[float, float] = VIS_PERCENTILES,

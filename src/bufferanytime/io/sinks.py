@@ -3,15 +3,19 @@
 A stream has no end to wait for, so the offline staging (:class:`~bufferanytime.io.outputs.OutputFiles`, which
 moves a whole result into place at the end) cannot apply. Instead, in ``OUT/<name>/``:
 
-- ``npy``: ``KIND_npy/<frame>.npy``, float32 in the task's disk layout; ``png16``: ``KIND_png16/<frame>.png``
-  (the task's 16-bit encoding of that one frame; for depth each frame has its own scale, listed in the meta
-  file). Each file is written under a hidden temporary name and renamed, so every file present is complete.
-  ``<frame>`` is the index of the input frame (six digits): frames dropped under ``--max-latency`` leave gaps.
-- ``vis``: ``KIND_vis.mp4``, a fragmented mp4 (``movflags=frag_keyframe+empty_moov``, a key frame every second,
-  no encoder look-ahead) written as frames come: it plays up to its last complete fragment even when the process
-  is killed; a normal end or an interrupt flushes it whole. One colour range for the stream: that of frame 0.
+Every name starts with ``KIND_online`` (e.g. ``depth_online_npy/``), which no offline output uses: a stream
+written into the folder of an offline result of the same name leaves that result whole.
+
+- ``npy``: ``KIND_online_npy/<frame>.npy``, float32 in the task's disk layout; ``png16``:
+  ``KIND_online_png16/<frame>.png`` (the task's 16-bit encoding of that one frame; for depth each frame has its
+  own scale, listed in the meta file). Each file is written under a hidden temporary name and renamed, so every
+  file present is complete. ``<frame>`` is the index of the input frame (six digits): frames dropped under
+  ``--max-latency`` leave gaps.
+- ``vis``: ``KIND_online_vis.mp4``, a fragmented mp4 (``movflags=frag_keyframe+empty_moov``, a key frame every
+  second, no encoder look-ahead) written as frames come: it plays up to its last complete fragment even when the
+  process is killed; a normal end or an interrupt flushes it whole. One colour range for the stream: that of frame 0.
 - ``mjpeg``: a stream of concatenated JPEGs (``ffplay -f mjpeg``) to a file or to standard output (``-``).
-- ``KIND.meta.json``: written (atomically) after the first frame and rewritten at the end, with the status
+- ``KIND_online.meta.json``: written (atomically) after the first frame and rewritten at the end, with the status
   (``running``, ``finished``, ``interrupted``, ``failed: ...``) and the frames written.
 
 Only the files of this run are created or replaced; anything else in the folder stays.
@@ -29,7 +33,7 @@ import cv2
 import numpy as np
 
 from bufferanytime.io.atomic import atomic_path, write_text_atomic
-from bufferanytime.io.outputs import make_dirs, remove_empty_dirs
+from bufferanytime.io.outputs import make_dirs, remove_empty_dirs, save_npy
 from bufferanytime.io.video import VIS_CODEC_OPTIONS, VideoWriter
 
 # The progressive mp4: fragments that play on their own, cut at every key frame (one per second of video), each
@@ -37,6 +41,7 @@ from bufferanytime.io.video import VIS_CODEC_OPTIONS, VideoWriter
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 LOW_LATENCY_X264 = {"tune": "zerolatency", "thread_type": "slice"}  # no frames held back
 JPEG_QUALITY = 90
+ONLINE_SUFFIX = "_online"  # after the task's name in every output name: offline outputs never carry it
 
 
 def _frame_name(index: int, suffix: str) -> str:
@@ -64,21 +69,32 @@ class ProgressiveOutputs:
 
     @property
     def names(self) -> dict[str, str]:
-        """Output name of each format, relative to the folder."""
-        name = self.task.name
+        """Output name of each format, relative to the folder: ``KIND_online...``, none of them an offline output's
+        name, so a stream written into the folder of an offline result leaves that result whole and matching."""
+        name = f"{self.task.name}{ONLINE_SUFFIX}"
         return {"npy": f"{name}_npy", "png16": f"{name}_png16", "vis": f"{name}_vis.mp4",
                 "meta": f"{name}.meta.json"}
 
     def write(self, index: int, frame: np.ndarray) -> None:
-        """Put the result ``frame`` (disk layout) of input frame ``index`` in every chosen output."""
+        """Put the result ``frame`` (disk layout) of input frame ``index`` in every chosen output.
+
+        When a file of the frame cannot be written (a full disk), its other files are removed again: the frame is
+        in every output or in none (the mp4, written last, holds the frames written whole)."""
         if self.frames == 0:
             self._start(frame)
         names = self.names
-        if "npy" in self.save:
-            with atomic_path(self.folder / names["npy"] / _frame_name(index, ".npy")) as tmp, open(tmp, "wb") as f:
-                np.save(f, np.asarray(frame, dtype=np.float32))
-        if "png16" in self.save:
-            self._write_png16(index, frame)
+        done: list[Path] = []
+        try:
+            if "npy" in self.save:
+                done.append(self.folder / names["npy"] / _frame_name(index, ".npy"))
+                with atomic_path(done[-1]) as tmp:
+                    save_npy(tmp, np.asarray(frame, dtype=np.float32))
+            if "png16" in self.save:
+                done.append(self._write_png16(index, frame))
+        except BaseException:
+            for path in done:
+                path.unlink(missing_ok=True)
+            raise
         if self._video is not None or self._jpeg is not None:
             rgb = self.task.to_rgb(frame, self.value_range)
             if self._video is not None:
@@ -105,7 +121,7 @@ class ProgressiveOutputs:
         elif self.mjpeg is not None:
             self._jpeg = open(self.mjpeg, "wb")  # noqa: SIM115 - closed in close()
 
-    def _write_png16(self, index: int, frame: np.ndarray) -> None:
+    def _write_png16(self, index: int, frame: np.ndarray) -> Path:
         """The task's 16-bit encoding of this one frame, renamed into place; its decoding info is kept."""
         with tempfile.TemporaryDirectory(dir=self.folder, prefix=".png16-") as tmp:
             info = self.task.write_png16(np.asarray(frame)[None], Path(tmp) / "f")
@@ -114,6 +130,7 @@ class ProgressiveOutputs:
         if "scale" in info:
             self.png16_scales.append(float(info.pop("scale")))
         self.png16_info = info
+        return target
 
     def _write_jpeg(self, rgb: np.ndarray) -> None:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])

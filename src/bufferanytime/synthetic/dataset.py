@@ -25,7 +25,7 @@ import numpy as np
 from bufferanytime.errors import InputError
 from bufferanytime.io import OutputDir, write_video
 from bufferanytime.io.images import read_rgb
-from bufferanytime.io.outputs import write_image
+from bufferanytime.io.outputs import save_npy, write_bytes, write_image
 from bufferanytime.synthetic.renderer import SyntheticVideo
 
 LAYOUT_VERSION = 1
@@ -74,8 +74,8 @@ def write_video_dir(video: SyntheticVideo, out_dir: str | Path, fps: float = DEF
             write_image(tmp / "rgb" / f"{k:06d}.png", frame)
         write_video(tmp / "rgb.mp4", iter(video.rgb), fps)
         for name in ARRAYS:
-            np.save(tmp / f"{name}.npy", getattr(video, name))
-        (tmp / "meta.json").write_text(_meta_json(video_meta(video, fps)))
+            save_npy(tmp / f"{name}.npy", getattr(video, name))
+        write_bytes(tmp / "meta.json", _meta_json(video_meta(video, fps)).encode())
     return out_dir
 
 
