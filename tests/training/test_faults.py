@@ -103,7 +103,7 @@ def test_huge_lr_stops_with_one_line_error_and_leaves_no_nan_file(flicker_data, 
     code = main(_cli(flicker_data, tiny_depth_prior, run, "--steps", "30", "--lr", "1e6", "--save-every", "1",
                      "--keep-checkpoints", "1"))
     line = _error_line(capsys)
-    assert code == 2 and "not finite" in line and "--lr" in line, line
+    assert code == 2 and "not finite" in line and "--lr" in line and "intact" not in line, line
     assert not (run / "model").exists() and not (run / "summary.json").exists()
     kept = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert len(kept) == 1 and kept[0] in line  # the last good checkpoint survives and is named
