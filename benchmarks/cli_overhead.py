@@ -1,4 +1,4 @@
-"""End-to-end ``bufferanytime depth`` against the model alone (issue #19, target: CLI <= 1.05x model-only).
+"""End-to-end ``bufferanytime depth`` against the model alone: what the command line adds to the model's time.
 
 Alternates, in one run, ``--rounds`` times:
 
@@ -20,8 +20,8 @@ this one process, on one loaded model: a speed that differs between processes (s
 between two runs of the same model-only code) then cancels out of their ratio.
 
 With ``--per-frame-cli`` each round also runs ``bufferanytime depth --per-frame`` (the prior alone, same frames
-and formats) and prints the video model's CLI against it: the issue's "video model <= 1.10x the per-frame prior,
-CLI end to end". Default model: random weights in the Depth Anything V2 Small architecture at its default input
+and formats) and prints the video model's CLI against it: the video model against the per-frame prior, end to
+end. Default model: random weights in the Depth Anything V2 Small architecture at its default input
 size (518 short side), on a real clip.
 
     python benchmarks/cli_overhead.py [--video V] [--frames 44] [--rounds 3] [--arch small] [--short-side N]

@@ -1,4 +1,4 @@
-"""Long videos in bounded memory, and the cost of the video model (issue [long-video]).
+"""Long videos in bounded memory, and the cost of the video model.
 
 Reports, in one run, at low resolution:
 

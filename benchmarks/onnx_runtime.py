@@ -1,4 +1,4 @@
-"""ONNX Runtime against PyTorch on CPU for the exported graphs (issue #19: ``bufferanytime export onnx``).
+"""ONNX Runtime against PyTorch on CPU for the graphs of ``bufferanytime export onnx``.
 
 The video model (one window of ``--frames`` frames) and the per-frame prior (the same frames as a batch) are
 exported once (not timed), then run alternately in PyTorch (the eager models as the command line runs them, fp32,

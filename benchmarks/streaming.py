@@ -1,4 +1,4 @@
-"""Cost of streaming a causal video model, frame by frame (issue [stream]).
+"""Cost of streaming a causal video model, frame by frame.
 
 Reports, in one run:
 

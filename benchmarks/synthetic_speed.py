@@ -20,7 +20,7 @@ import numpy as np
 
 from bufferanytime.synthetic import render_video, write_video_dir
 
-BUDGET_SECONDS = 10.0  # the target for a 12-frame 240x320 video on 2 cores
+BUDGET_SECONDS = 10.0  # the time budget for a 12-frame 240x320 video on 2 cores
 
 
 def main() -> int:

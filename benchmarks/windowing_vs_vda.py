@@ -57,7 +57,7 @@ def model_ms(model, frames: list[np.ndarray], window: int, overlap: int, precisi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="small")
-    parser.add_argument("--size", default="266x476", help="inference size HxW (the issue's measurement)")
+    parser.add_argument("--size", default="266x476", help="inference size HxW")
     parser.add_argument("--frames", type=int, default=76, help="76 = three VDA windows exactly")
     parser.add_argument("--window", type=int, default=VDA_WINDOW, help="our window (default: VDA's)")
     parser.add_argument("--repeats", type=int, default=2)

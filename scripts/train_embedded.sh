@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the embedded `tiny-synthetic` models were made (issue [embedded]); about 9 hours on 2 CPU cores.
+# How the embedded `tiny-synthetic` models were made; about 9 hours on 2 CPU cores.
 # Seeds: priors 10000-10399 (val 90000-90023), video training 20000-20021, 20100-20199, 20200-20299, 20300-20399,
 # video validation 60000-60005 (model selection), held-out evaluation 50000-50005, demo 777777.
 # Nothing here is needed to use the package: the results ship in src/bufferanytime/weights/.
@@ -86,13 +86,13 @@ done
 # 5. Ship: copy the chosen model.safetensors (video_depth_d/model, video_normal_e500) into
 #    src/bufferanytime/weights/tiny-synthetic/{depth,normal}; the priors there are the ones trained in step 2.
 
-# 6. The README's held-out table (seeds never used in training or selection):
+# 6. The held-out table of the README and docs/evaluation.md (seeds never used in training or selection):
 for kind in depth normal; do
     bufferanytime eval "$kind" --dataset synthetic --root "$DATA/eval_heldout" --model tiny-synthetic --per-frame \
         --flow gt --max-res 224 -o "$RUNS/eval_$kind"
 done
 
-# 7. The metric depth model `tiny-synthetic-metric` (issue [geometry]; docs/embedded_models.md). A metric prior
+# 7. The metric depth model `tiny-synthetic-metric` (docs/embedded_models.md). A metric prior
 #    (sigmoid head times 80 m) fine-tuned from the relative tiny-synthetic prior on the same prior frames' exact
 #    z-depth (SILog, lambda 0.5), then zero-shot video training on it, starting from the relative video model's
 #    temporal blocks (same fusion width; the neck and head are the metric prior's). The depth objective uses the
@@ -124,7 +124,7 @@ bufferanytime eval depth --dataset synthetic --root "$DATA/video_val" --model "$
 bufferanytime eval depth --dataset synthetic --root "$DATA/eval_heldout" --model tiny-synthetic-metric --per-frame \
     --flow gt --max-res 224 -o "$RUNS/eval_metric"
 
-# 8. The causal models `tiny-synthetic-causal` (issue [stream]; docs/embedded_models.md, "Causal models"): the
+# 8. The causal models `tiny-synthetic-causal` (docs/embedded_models.md, "Causal models"): the
 #    shipped bidirectional video models turned causal (`--causal`: every temporal weight kept, positions become
 #    rotary, each frame sees itself and the H-1 frames before it; H = the clip length), then zero-shot training
 #    with the same losses on the same clips (video_train + video_train2 + the real clips), with
@@ -137,7 +137,7 @@ causal() {  # kind steps [extra train flags...]
         --steps "$steps" --cache "$RUNS/cache_causal_$kind" --warmup 30 --ema 0.98 --flow dis --clips-per-video 2 \
         --save-every 100 --keep-checkpoints 20 --causal "$@"
 }
-# Planned 1000 depth and 500 normal steps; on the shared machine (load 10-16) depth was stopped after checkpoint 400
+# Planned 1000 depth and 500 normal steps; with other jobs on the 2 cores depth was first stopped after checkpoint 400
 # and normals after step 178 (resumed at step 100 with --save-every 50 for finer checkpoints).
 # shellcheck disable=SC2086
 {
@@ -152,7 +152,7 @@ for ckpt in depth/100 depth/200 depth/300 depth/400 normal/100 normal/150; do
     bufferanytime eval "$kind" --dataset synthetic --root "$DATA/video_val" --model "$RUNS/causal_${kind}_$step" \
         --online stream --flow gt --max-res 224 -o "$RUNS/val_causal_${kind}_$step"
 done
-# Session 6, quiet machine: the runs resumed to their planned lengths, one depth variant with more regularization
+# Then, on a quiet machine, the runs resumed to their planned lengths, one depth variant with more regularization
 # from checkpoint 300, and validation widened to 18 videos (60000-60017; docs/embedded_models.md, "The planned
 # training, finished"):
 #   runs/stream/train.sh depth --resume --steps 1000 $DEPTH --horizon 10
@@ -177,7 +177,7 @@ eval_online() {
 }
 eval_online "$DATA/eval_heldout" eval
 
-# 9. A fresh test set (session 7), planned in docs/embedded_models.md before it was generated, because the six
+# 9. A fresh test set, planned in docs/embedded_models.md before it was generated, because the six
 # held-out videos had been used to choose between shipped models. Measured once, shipped models unchanged.
 bufferanytime synth -o "$DATA/eval_test18" --videos 18 --frames 24 --size 168x224 --seed 70000 \
     --flicker 0.3 --exposure 0.1 --noise 0.01 $TEX

@@ -1,4 +1,4 @@
-"""Structure rules of the package that a reviewer would otherwise check by hand ([house]); the rule against
+"""Structure rules of the package that a reviewer would otherwise check by hand; the rule against
 comparing buffer kinds as strings is in tests/tasks/test_name_rule.py."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FRAMES, HEIGHT, WIDTH = 8, 64, 96
 WAIT_MS = 90_000
-SCREENSHOT = os.environ.get("BUFFERANYTIME_APP_SCREENSHOT")  # where to save the README's picture (docs/app.png)
+SCREENSHOT = os.environ.get("BUFFERANYTIME_APP_SCREENSHOT")  # where to save the app's picture (docs/app.png)
 
 
 def _free_port() -> int:
@@ -136,7 +136,7 @@ def test_a_text_file_named_mp4_is_a_message(page, tmp_path):
 
 def test_bundled_example_with_both_tasks_in_the_browser(page, tmp_path):
     """The bundled example, depth and normals: the page reports done and shows a playable result. With
-    BUFFERANYTIME_APP_SCREENSHOT=docs/app.png this also makes the README's screenshot."""
+    BUFFERANYTIME_APP_SCREENSHOT=docs/app.png this also makes the screenshot of docs/app.md."""
     page.get_by_label(EXAMPLE).check()
     page.get_by_label(BOTH, exact=True).check()
     page.locator("#run").click()

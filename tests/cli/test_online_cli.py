@@ -1,5 +1,5 @@
 """``bufferanytime depth|normal --online``: results written frame by frame from a pipe, standard input or a file;
-the issue's latency test; Ctrl-C / SIGTERM; one error line (exit 2) per bad stream with earlier results kept."""
+the latency test; Ctrl-C / SIGTERM; one error line (exit 2) per bad stream with earlier results kept."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _npy(folder: Path) -> list[Path]:
 
 def test_result_k_is_on_disk_before_frame_k_plus_2_is_written(tiny_depth_prior, tmp_path, capsys,
                                                               one_torch_thread):
-    """The issue's latency test: MJPEG frames into a named pipe at a fixed pace, slower than the model."""
+    """The latency test: MJPEG frames into a named pipe at a fixed pace, slower than the model."""
     out, images = tmp_path / "out", frames(8, 28, 42)
     seen: dict[int, bool] = {}
 

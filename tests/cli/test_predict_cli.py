@@ -1,4 +1,4 @@
-"""`bufferanytime depth` end to end, and every bad input of the [depth] and [trust] issues."""
+"""`bufferanytime depth` end to end, and every bad input it refuses."""
 
 from __future__ import annotations
 

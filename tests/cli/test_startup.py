@@ -1,4 +1,4 @@
-"""Start-up: a command imports only what it uses (the [speed] issue). Each case runs in a fresh interpreter and
+"""Start-up: a command imports only what it uses. Each case runs in a fresh interpreter and
 reports which heavy libraries ended up in ``sys.modules``; timings are in docs/benchmarks.md, not asserted."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from bufferanytime.models import load_model
 from tests.helpers import files_under, run_main
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the [onnx] extra is part of `make test`")
-TOLERANCE = 1e-4  # of the output range, the target
+TOLERANCE = 1e-4  # of the output range
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Each model's own input size (section 6 of issue 14): the rule, its defaults, its record and the options."""
+"""Each model's own input size: the rule, its defaults, its record and the options."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from bufferanytime.io.arrays import flows_from_disk
 from bufferanytime.models import DEFAULT_MODEL, WEIGHTS_DIR, load_model
 from bufferanytime.synthetic import render_video
 
-MAX_FILE_BYTES = 20 * 2**20  # the [embedded] issue's limit per shipped file
+MAX_FILE_BYTES = 20 * 2**20  # the limit per shipped file
 HELD_OUT_SEED = 777001  # never used to train or select them (seeds: scripts/train_embedded.sh)
 
 

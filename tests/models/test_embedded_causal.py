@@ -14,7 +14,7 @@ from bufferanytime.io.arrays import flows_from_disk
 from bufferanytime.models import CAUSAL_EMBEDDED_NAME, MODELS, WEIGHTS_DIR, load_model
 from bufferanytime.synthetic import render_video
 
-MAX_FILE_BYTES = 20 * 2**20  # the limit per shipped file
+MAX_FILE_BYTES = 20 * 2**20  # the limit per shipped file
 HELD_OUT_SEED = 777002  # never used to train or select them (seeds: scripts/train_embedded.sh)
 KINDS = sorted(MODELS.get(CAUSAL_EMBEDDED_NAME)) if CAUSAL_EMBEDDED_NAME in MODELS else []
 

@@ -65,7 +65,7 @@ def test_position_encoding_is_built_once_per_length_and_equals_the_definition():
 
 
 def test_inference_path_writes_chunks_into_the_output_with_the_values_of_the_autograd_path(monkeypatch):
-    """Without gradients a channels-last clip takes the memory-lean path (issue #19): the values of the path
+    """Without gradients a channels-last clip takes the memory-lean path: the values of the path
     training uses, causal or not, with uneven chunks: within float rounding in fp32 (the group norm's statistics
     are summed in another order), within bf16 rounding under bf16 autocast."""
     import bufferanytime.models.temporal as temporal

@@ -46,7 +46,7 @@ USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 # glibc gives each thread that allocates its own malloc arena (up to 8 per core), and memory freed goes back to
 # the arena it came from: with the reader and writer threads beside the model, what one thread frees cannot serve
 # another's next large allocation: `bufferanytime depth` (DA-V2-Small at 518x924, window 110) peaked at 3.6 GB
-# in one run and 6.0 GB in another, and at 3.2-3.6 GB with two arenas (issue #19, docs/benchmarks.md).
+# in one run and 6.0 GB in another, and at 3.2-3.6 GB with two arenas (docs/benchmarks.md).
 MALLOC_ARENAS = 2
 M_ARENA_MAX = -8  # glibc's mallopt parameter for MALLOC_ARENA_MAX
 

@@ -66,7 +66,7 @@ WRITE_QUEUE_FRAMES = 8
 # Frames per call of the frozen per-frame stage (the ViT) inside a window: its activations (the attention of every
 # frame above all) are held for this many frames, not for the whole window. 4: no slower than 8 (Small at 518x924,
 # bf16: 0.94x the time, fastest of three each) and about half the activations, which come on top of the window's
-# maps (issue #19, docs/benchmarks.md).
+# maps (docs/benchmarks.md).
 ENCODE_CHUNK = 4
 DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda|mps)(:\d+)?")  # what --device accepts
 PRECISIONS = {name: None if dtype is None else getattr(torch, dtype) for name, dtype in PRECISION_DTYPES.items()}

@@ -33,7 +33,7 @@ TRUNCATION_TOLERANCE = 0.98
 # H.264 options for visualisations (colour-mapped buffers, side-by-sides): x264's veryfast preset encodes 2.5x
 # faster than its default (medium) at the same CRF and about the same file size (120 frames of a 1280x720 depth
 # visualisation: 2.8 vs 6.9 s, 6.7 vs 6.8 MB, PSNR 32.7 vs 33.5 dB). The visualisation is encoded after the last
-# frame (its colour range needs the whole video), so this is time the user waits for (issue #19). Frame threads
+# frame (its colour range needs the whole video), so this is time the user waits for. Frame threads
 # instead of libavcodec's default slice threads: 0.76x the encoding time on 2 cores (120 such frames: 0.75 vs
 # 0.98 s), a few frames more latency, which only a live stream would notice (io.sinks keeps slices).
 VIS_CODEC_OPTIONS = {"preset": "veryfast", "thread_type": "frame"}

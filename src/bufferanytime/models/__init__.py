@@ -36,7 +36,7 @@ LAZY_CLASSES = {"VideoDepthModel": DEPTH.name, "VideoNormalModel": NORMAL.name}
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Models loadable by name: name -> {kind: directory}. The embedded ones ship inside the package
 #: (bufferanytime/weights/NAME/KIND): demonstration models trained on procedural scenes, not real-world models;
-#: see "Embedded models" in the README and each model's prior_training_record.json / video_training_record.json.
+#: see docs/embedded_models.md and each model's prior_training_record.json / video_training_record.json.
 MODELS: Registry[dict[str, Path]] = Registry("model")
 EMBEDDED_NAME = "tiny-synthetic"
 #: The embedded causal models (trained with ``train --causal``, streamed exactly by ``StreamingPredictor``).

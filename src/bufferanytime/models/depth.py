@@ -39,7 +39,7 @@ from bufferanytime.tasks import DEPTH, METRIC_DEPTH, Task
 
 # Frames per chunk of the per-frame parts of the decoder in a window (reassemble, convs, fusion, head): they run on
 # a few frames at a time, so only what the temporal blocks need is held for the whole window. 4 frames: the
-# fastest of 1-32 on CPU (fusion layer 3 + head, issue #19) and the smallest peak memory within 2 % of it.
+# fastest of 1-32 on CPU (fusion layer 3 + head) and the smallest peak memory within 2 % of it.
 DECODE_CHUNK = 4
 METRIC = "metric"  # transformers' DepthAnythingConfig.depth_estimation_type of metric priors
 DA_V2_SHORT_SIDE = 518  # Depth Anything V2's input size (short side, a multiple of its 14-pixel patch)

@@ -261,7 +261,7 @@ class RunParts:
 
 @dataclass
 class Progress:
-    """Where the run is: its step, training seconds, and this session's counts."""
+    """Where the run is: its step, training seconds, and the counts since this invocation started."""
 
     step: int = 0
     elapsed: float = 0.0
@@ -346,7 +346,7 @@ class Trainer:
         return None
 
     def _resumed_history(self, checkpoint: ckpt.Checkpoint | None, data: dict) -> list:
-        """The run's history, with this session's changes appended; InputError on changes not allowed.
+        """The run's history, with the changes of this invocation appended; InputError on changes not allowed.
 
         Entries after the step resumed from are dropped (their weights are not kept). Changes that the run's
         config.json records at exactly that step were allowed by the session that started there.
