@@ -63,7 +63,8 @@ def test_two_requests_at_once_complete_in_separate_folders(tmp_path):
 def test_bundled_example_scores_both_tasks_against_ground_truth(tmp_path, monkeypatch):
     from bufferanytime.app import work
 
-    monkeypatch.setitem(work.EXAMPLE_VIDEO, "num_frames", 8)  # half the example: the normal model is slow on a CPU
+    monkeypatch.setitem(work.EXAMPLE_VIDEO, "num_frames", 8)  # a small example: the normal model is slow on a CPU
+    monkeypatch.setitem(work.EXAMPLE_VIDEO, "size", (96, 128))
     result, status = _process(Sessions(tmp_path / "root"), "s", None, BOTH, size=64)
     assert status == "done: 8 frames, depth, normal" and set(result.metrics) == {"depth", "normal"}
     table = metrics_markdown(result)

@@ -18,6 +18,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+from bufferanytime.app.access import ModelAccess
 from bufferanytime.app.work import LABELS, MAX_FRAMES, Progress, Request, Result, run
 from bufferanytime.errors import InputError
 from bufferanytime.io.video import VIDEO_EXTENSIONS
@@ -69,6 +70,21 @@ def _optional_int(value: float | None) -> int | None:
     return int(value) if value else None
 
 
+def status_line(result: Result, request: Request) -> str:
+    """``done: N frames, TASKS``, saying which part of a longer input was used."""
+    used = f"{result.frames} frames"
+    if request.input is not None and (request.first or request.stride > 1):
+        how = [f"first {request.first}"] * bool(request.first) + [f"every {_ordinal(request.stride)}"] * (
+            request.stride > 1)
+        used = f"{result.frames} of {result.total_frames} frames ({', '.join(how)})"
+    return f"done: {used}, {', '.join(request.tasks)}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def metrics_markdown(result: Result) -> str:
     """The numbers as a Markdown table: OPW (lower is steadier) and, with ground truth, the accuracy."""
     has_truth = any("accuracy" in m for by_label in result.metrics.values() for m in by_label.values())
@@ -82,79 +98,118 @@ def metrics_markdown(result: Result) -> str:
 
 
 def process(sessions: Sessions, session: str, source: str, upload: str | None, choice: str, model: str,
-            size: float | None, window: float | None, precision: str, max_frames: int = MAX_FRAMES,
-            progress: Progress | None = None) -> tuple[Result, str]:
-    """One request in its own folder of ``session``: the result and its status line; InputError when unusable."""
+            size: float | None, window: float | None, precision: str, first: float | None = None,
+            stride: float | None = None, max_frames: int = MAX_FRAMES, progress: Progress | None = None,
+            access: ModelAccess | None = None) -> tuple[Result, str]:
+    """One request in its own folder of ``session``: the result and its status line; InputError when unusable.
+
+    ``access`` decides which models the request may load (default: any, as on this machine only)."""
     if source != EXAMPLE and not upload:
         raise InputError("upload a video or a zip of frames first, or choose the bundled example")
+    access = access or ModelAccess()
     request = Request(input=None if source == EXAMPLE else Path(upload), tasks=task_names(choice),
-                      model=(model or "").strip() or None, max_res=_optional_int(size),
-                      window=_optional_int(window), precision=precision, max_frames=max_frames)
+                      model=access.resolve(model), max_res=_optional_int(size), window=_optional_int(window),
+                      precision=precision, max_frames=max_frames, first=_optional_int(first),
+                      stride=int(stride) if stride is not None else 1)
     folder = sessions.new_request(session)
     try:
         result = run(request, folder, progress or (lambda fraction, text: None))
     except InputError as exc:  # the page names the user's file, not the server's folders
-        message = str(exc).replace(f"{folder}/", "")
+        message = str(exc).replace(f"{folder}/", "").replace(str(folder), "")
         raise InputError(message.replace(str(upload), Path(upload).name) if upload else message) from exc
-    return result, f"done: {result.frames} frames, {', '.join(request.tasks)}"
+    return result, status_line(result, request)
 
 
-def user_message(exc: BaseException) -> str:
-    """The one line the page shows for a failure; anything unexpected is also logged here in full."""
+def user_message(exc: BaseException, access: ModelAccess | None = None) -> str:
+    """The one line the page shows for a failure, without the server's paths when ``access`` says so; anything
+    unexpected is also logged here in full."""
     if isinstance(exc, InputError):
-        return str(exc)
-    traceback.print_exception(exc, file=sys.stderr)
-    return f"internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); see the log"
+        message = str(exc)
+    else:
+        traceback.print_exception(exc, file=sys.stderr)
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        message = f"internal error ({type(exc).__name__}: {detail}); see the server's log"
+    return access.scrub(message) if access else message
 
 
-def _inputs(models: list[str]) -> dict:
-    """The input widgets, by the name of the ``process`` argument they feed."""
-    with gr.Column():
-        source = gr.Radio([UPLOAD, EXAMPLE], value=UPLOAD, label="Input")
+def _source_inputs() -> dict:
+    """The input choice, the upload box and the trim controls (hidden with the box for the bundled example)."""
+    source = gr.Radio([UPLOAD, EXAMPLE], value=UPLOAD, label="Input")
+    with gr.Column(elem_id="upload_box") as box:
         upload = gr.File(label="A video (.mp4, .mov, ...) or a zip of frames", type="filepath",
                          file_types=[*sorted(VIDEO_EXTENSIONS), ".zip"], elem_id="upload")
+        with gr.Row():
+            first = gr.Number(0, label="First frames (0: all)", precision=0, minimum=0, elem_id="first")
+            stride = gr.Number(1, label="Every Nth frame", precision=0, minimum=1, elem_id="stride")
+    source.change(lambda choice: gr.update(visible=choice == UPLOAD), source, box, queue=False)
+    return {"source": source, "upload": upload, "first": first, "stride": stride}
+
+
+def _inputs(access: ModelAccess) -> dict:
+    """The input widgets, by the name of the ``process`` argument they feed."""
+    with gr.Column():
+        src = _source_inputs()
         choice = gr.Radio([*list_tasks(), BOTH], value=list_tasks()[0], label="Buffer")
-        model = gr.Dropdown(models, value=models[0] if models else None, allow_custom_value=True,
-                            label="Model: an embedded name, a local directory or a Hugging Face id")
+        models = access.choices()
+        model = gr.Dropdown(models, value=models[0] if models else None, allow_custom_value=access.open_paths,
+                            label=access.notice(), elem_id="model")
         with gr.Row():
             size = gr.Number(0, label="Input size (long side, px; 0: the model's own)", precision=0, minimum=0,
                              elem_id="size")
             window = gr.Number(0, label="Window (frames; 0: the model's own)", precision=0, minimum=0)
             precision = gr.Radio(list(PRECISION_CHOICES), value="fp32", label="Precision")
         button = gr.Button("Run", variant="primary", elem_id="run")
-    return {"button": button, "args": [source, upload, choice, model, size, window, precision]}
+    return {"button": button, "args": [src["source"], src["upload"], choice, model, size, window, precision,
+                                       src["first"], src["stride"]]}
 
 
 def _outputs() -> list:
-    """The output widgets, in the order ``on_run`` returns their values."""
+    """The output widgets, in the order ``on_run`` returns their values. The video and the time slice carry
+    their captions above them, not as Gradio's badge and toolbar, which would cover their own column labels."""
     with gr.Column():
         status = gr.Textbox(label="Status", interactive=False, elem_id="status")
-        video = gr.Video(label="input | per-frame prior | video model (each column its own colour range)",
-                         elem_id="result_video", interactive=False, autoplay=True, loop=True)
+        gr.Markdown("**input | per-frame prior | video model** (each column its own colour range)")
+        video = gr.Video(show_label=False, buttons=[], elem_id="result_video", interactive=False, autoplay=True,
+                         loop=True)
         metrics = gr.Markdown(elem_id="metrics")
-        slice_image = gr.Image(label="Time slice: one column over time (flicker shows as vertical stripes)",
-                               type="filepath", elem_id="time_slice", interactive=False)
-        downloads = gr.File(label="Downloads: npz, 16-bit PNG zip, EXR zip", file_count="multiple",
-                            elem_id="downloads", interactive=False)
-    return [status, video, metrics, slice_image, downloads]
+    return [status, video, metrics]
 
 
-def build_app(sessions: Sessions | None = None, max_frames: int = MAX_FRAMES) -> gr.Blocks:
-    """The Gradio Blocks of the app (not started); ``sessions`` holds the request folders."""
-    from bufferanytime.models import list_models
+def _wide_outputs() -> list:
+    """The time slice and the downloads, across the page: the slice is as wide as the video is long."""
+    gr.Markdown("**Time slice**: one column of the video over time, left to right. Steady buffers show "
+                "horizontal bands; flicker shows as vertical stripes.")
+    slice_image = gr.Image(show_label=False, buttons=[], type="filepath", elem_id="time_slice", interactive=False)
+    downloads = gr.File(label="Downloads: npz, 16-bit PNG zip, EXR zip", file_count="multiple",
+                        elem_id="downloads", interactive=False)
+    return [slice_image, downloads]
 
-    sessions = sessions or Sessions()
 
-    def on_run(source, upload, choice, model, size, window, precision, request: gr.Request,
+def _intro(max_frames: int, access: ModelAccess) -> str:
+    models = "" if access.open_paths else (" This server offers its embedded models and the ones its operator "
+                                           "lists; other paths are refused.")
+    return ("# Buffer Anytime\nTemporally consistent video depth and normals from a single-image prior: the "
+            f"per-frame prior beside the video model. Inputs up to {max_frames} frames: trim a longer clip with "
+            f"*First frames* or *Every Nth frame*.{models}")
+
+
+def build_app(sessions: Sessions | None = None, max_frames: int = MAX_FRAMES, access: ModelAccess | None = None
+              ) -> gr.Blocks:
+    """The Gradio Blocks of the app (not started); ``sessions`` holds the request folders, ``access`` says which
+    models the page offers and accepts (default: any, for a page served on this machine only)."""
+    sessions, access = sessions or Sessions(), access or ModelAccess()
+
+    def on_run(source, upload, choice, model, size, window, precision, first, stride, request: gr.Request,
                progress=gr.Progress()):  # noqa: B008 - how Gradio injects its progress bar
         def report(fraction: float, text: str) -> None:
             progress(fraction, desc=text)
 
-        args = (source, upload, choice, model, size, window, precision)
+        args = (source, upload, choice, model, size, window, precision, first, stride)
         try:
-            result, status = process(sessions, request.session_hash, *args, max_frames=max_frames, progress=report)
+            result, status = process(sessions, request.session_hash, *args, max_frames=max_frames, progress=report,
+                                     access=access)
         except Exception as exc:  # every failure is a message in the page
-            return f"error: {user_message(exc)}", None, "", None, None, request.session_hash
+            return f"error: {user_message(exc, access)}", None, "", None, None, request.session_hash
         return (status, str(result.side_by_side), metrics_markdown(result), str(result.time_slice),
                 [str(p) for p in result.downloads], request.session_hash)
 
@@ -162,22 +217,30 @@ def build_app(sessions: Sessions | None = None, max_frames: int = MAX_FRAMES) ->
         sessions.end(request.session_hash)
 
     with gr.Blocks(title="Buffer Anytime", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
-        gr.Markdown("# Buffer Anytime\nTemporally consistent video depth and normals from a single-image prior: "
-                    f"the per-frame prior beside the video model. Inputs up to {max_frames} frames.")
+        gr.Markdown(_intro(max_frames, access))
         session = gr.State(None, delete_callback=sessions.end)
         with gr.Row():
-            inputs = _inputs(list_models())
+            inputs = _inputs(access)
             outputs = _outputs()
+        outputs += _wide_outputs()
         inputs["button"].click(on_run, inputs["args"], [*outputs, session], concurrency_limit=CONCURRENCY)
         demo.unload(on_unload)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> tuple:
-    """Serve ``demo`` on ``host:port`` (no share link, no analytics, no server-side rendering)."""
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860) -> str:
+    """Start serving ``demo`` on ``host:port`` in the background and return its address (no share link, no
+    analytics, no server-side rendering, nothing printed); InputError when the port is taken."""
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # system fonts: nothing fetched
-    return demo.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_UPLOAD, ssr_mode=False,
-                       prevent_thread_lock=not block, quiet=not block, theme=theme, show_error=False,
-                       footer_links=[], mcp_server=False)
+    try:
+        demo.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_UPLOAD, ssr_mode=False,
+                    prevent_thread_lock=True, quiet=True, theme=theme, show_error=False, footer_links=[],
+                    mcp_server=False)
+    except OSError as exc:
+        if not str(exc).startswith("Cannot find empty port"):  # Gradio's words for a failed bind
+            raise
+        raise InputError(f"cannot serve on {host}:{port}: the port is in use (choose another with --port)") from None
+    shown = "localhost" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host and "[" not in host else host
+    return f"http://{shown}:{demo.server_port}/"

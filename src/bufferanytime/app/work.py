@@ -7,6 +7,8 @@ Every problem a user can cause is an :class:`~bufferanytime.errors.InputError` w
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,9 @@ from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoSour
 from bufferanytime.tasks import Task, get_task
 
 EXAMPLE_SEED = 777_777  # the demo's held-out seed: never used to train the embedded models
-EXAMPLE_VIDEO = {"num_frames": 16, "size": (120, 160), "flicker": 0.3, "exposure": 0.1, "noise": 0.01}
+# long and large enough that the per-frame prior's flicker shows: 64 frames of 320x240, a 5 s loop at 12 fps
+EXAMPLE_VIDEO = {"num_frames": 64, "size": (240, 320), "flicker": 0.3, "exposure": 0.1, "noise": 0.01}
+EXAMPLE_FPS = 12.0
 EXAMPLE_DATASET = "synthetic"  # the depth cap of the ground truth's metrics
 MAX_FRAMES = 120  # longer inputs are refused with a message (the app runs on a CPU in seconds per frame)
 MAX_ZIP_BYTES = 500 << 20  # uncompressed size of a zip of frames
@@ -39,6 +43,8 @@ class Request:
     window: int | None = None  # None: the model's own window
     precision: str = "fp32"
     max_frames: int = MAX_FRAMES
+    first: int | None = None  # use only the first N frames (after the stride) of an upload; None: all
+    stride: int = 1  # use every N-th frame of an upload
 
 
 @dataclass
@@ -50,6 +56,7 @@ class Result:
     downloads: list[Path]
     metrics: dict[str, dict[str, dict]] = field(default_factory=dict)
     frames: int = 0
+    total_frames: int = 0  # the input's own length, before the first N frames and the stride
 
 
 def _no_progress(fraction: float, text: str) -> None:
@@ -72,33 +79,67 @@ def _unzip_frames(archive: Path, folder: Path) -> Path:
     return folder
 
 
-def _example_source(folder: Path) -> tuple[VideoSource, object]:
-    """The bundled example: a synthetic clip rendered now, as PNG frames, and its exact ground truth."""
-    from bufferanytime.io.outputs import write_image
+_example_lock = threading.Lock()
+_example_cache: dict[tuple, object] = {}
+
+
+def example_video(max_frames: int = MAX_FRAMES) -> object:
+    """The bundled example (at most ``max_frames`` frames): its RGB frames and exact depth and normals, rendered
+    at first use (seconds of work) and kept for every later request; the app starts this at launch."""
+    from types import SimpleNamespace
+
     from bufferanytime.synthetic import render_video
 
-    video = render_video(EXAMPLE_SEED, **EXAMPLE_VIDEO)
+    settings = {**EXAMPLE_VIDEO, "num_frames": min(EXAMPLE_VIDEO["num_frames"], max_frames)}
+    key = tuple(sorted(settings.items()))
+    with _example_lock:
+        if key not in _example_cache:
+            video = render_video(EXAMPLE_SEED, **settings)
+            _example_cache.clear()  # one example at a time: the flows and masks are not kept either
+            _example_cache[key] = SimpleNamespace(rgb=video.rgb, depth=video.depth, normal=video.normal)
+        return _example_cache[key]
+
+
+def _example_source(folder: Path, max_frames: int) -> tuple[VideoSource, object]:
+    """The bundled example as PNG frames in ``folder``, played at :data:`EXAMPLE_FPS`, and its ground truth."""
+    from bufferanytime.io.outputs import write_image
+
+    video = example_video(max_frames)
     folder.mkdir(parents=True)
     for i, frame in enumerate(video.rgb):
         write_image(folder / f"{i:06d}.png", frame)
-    return open_video(folder), video
+    return dataclasses.replace(open_video(folder), fps=EXAMPLE_FPS), video
+
+
+def _check_length(source: VideoSource, request: Request, name: str) -> None:
+    """InputError when the frames the request would use exceed its limit, saying how to trim the clip."""
+    limit, total = request.max_frames, source.num_frames
+    if source.expected_frames <= limit:
+        return
+    used = "the video has" if request.stride == 1 and not request.first else \
+        f"{source.expected_frames} frames of its {total} would be used; the video has"
+    raise InputError(f"{name}: {used} {total} frames; this app takes at most {limit}: set "
+                     f"'First frames' to {limit}, or 'Every Nth frame' to {-(-total // limit)} "
+                     "(or run `bufferanytime depth` on the command line)")
 
 
 def open_input(request: Request, workdir: Path) -> tuple[VideoSource, object | None]:
-    """The request's frames as a VideoSource (and the example's ground truth); InputError when unusable."""
+    """The request's frames as a VideoSource (and the example's ground truth); InputError when unusable.
+
+    An upload is cut to its first ``request.first`` frames at ``request.stride`` and played at its frame rate over
+    the stride, so that time runs as in the clip."""
     if request.input is None:
-        return _example_source(workdir / "example")
-    path = Path(request.input)
+        return _example_source(workdir / "example", request.max_frames)
+    path = name = Path(request.input)
+    if request.stride < 1 or (request.first is not None and request.first < 1):
+        raise InputError("'First frames' and 'Every Nth frame' must be whole numbers >= 1 (First frames 0: all)")
     if path.suffix.lower() == ".zip":
-        source = open_video(_unzip_frames(path, workdir / "frames"))
-    elif path.suffix.lower() in VIDEO_EXTENSIONS:
-        source = open_video(path)
-    else:
+        path = _unzip_frames(path, workdir / "frames")
+    elif path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise InputError(f"{path.name}: not a video or a zip of frames (videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
-    if source.num_frames > request.max_frames:
-        raise InputError(f"{path.name}: the video has {source.num_frames} frames; this app takes at most "
-                         f"{request.max_frames} (cut it, or run `bufferanytime depth` on the command line)")
-    return source, None
+    source = open_video(path, max_frames=request.first, stride=request.stride)
+    _check_length(source, request, name.name)
+    return dataclasses.replace(source, fps=source.fps / request.stride), None
 
 
 def predict(task: Task, request: Request, frames: np.ndarray, per_frame: bool) -> np.ndarray:
@@ -191,7 +232,8 @@ def run(request: Request, workdir: Path, progress: Progress = _no_progress) -> R
         rows.append(side_by_side(task, frames, preds, ranges))
         slices += [(f"{task.name} {label}", task.to_rgb(time_slice(p, x), ranges[label])) for label, p in preds.items()]
     progress(0.95, "writing the videos")
-    result = Result(workdir / "side_by_side.mp4", workdir / "time_slice.png", downloads, metrics, len(frames))
+    result = Result(workdir / "side_by_side.mp4", workdir / "time_slice.png", downloads, metrics, len(frames),
+                    source.num_frames)
     write_video(result.side_by_side, np.concatenate(rows, axis=1), fps=source.fps, codec_options=VIS_CODEC_OPTIONS)
     write_image(result.time_slice, compose_slices(frames[0], x, slices))
     return result
