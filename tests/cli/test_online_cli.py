@@ -184,6 +184,15 @@ def test_a_name_that_is_not_one_folder_name_is_refused_before_anything(tiny_dept
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["clip.y4m"]
 
 
+def test_a_source_whose_name_is_no_folder_name_writes_under_its_kind(tiny_depth_prior, tmp_path, capsys):
+    """The stem of a file ``..x`` is ``.``: its outputs went into -o itself, beside everything there."""
+    (tmp_path / "..x").write_bytes(y4m(frames(2, 28, 42)))
+    code, err = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "..x"), tmp_path / "out", "-q"))
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["file"]
+    assert len(_npy(tmp_path / "out" / "file")) == 2
+
+
 @pytest.mark.parametrize("save", ["npy", "png16"])
 def test_a_full_disk_is_one_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path, capsys, monkeypatch, save):
     """The disk fills up at the third frame's file: one line (exit 2), frames 0 and 1 whole, no partial file."""

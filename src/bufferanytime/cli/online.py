@@ -158,7 +158,7 @@ def run_online(args: argparse.Namespace, settings) -> int:
     source = open_live(args.online, args.input_format, args.timeout, args.stall_timeout, args.max_latency,
                        dict(args.input_option))
     predictor, model_info = _load(args, settings)
-    folder = out_root / (args.name or source.name)
+    folder = out_root / (args.name or _default_name(source))
     session = _Session(args, settings, source, predictor, model_info)
     session.stream(folder, save)
     if session.outputs is None:
@@ -167,6 +167,14 @@ def run_online(args: argparse.Namespace, settings) -> int:
         print(f"wrote {folder}/ ({session.outputs.frames} frames; {source.dropped} dropped)",
               file=sys.stderr if args.mjpeg == "-" else sys.stdout)
     return 0
+
+
+def _default_name(source) -> str:
+    """The source's own name, when it is one folder name (a file ``..x`` has the stem ``.``); else its kind."""
+    try:
+        return check_name(source.name)
+    except InputError:
+        return source.kind
 
 
 @contextmanager
