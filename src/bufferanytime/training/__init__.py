@@ -1,5 +1,6 @@
 """Training: upgrade an image prior to a video model on unlabelled videos (``train(TrainConfig(...))``, Sec. 3, 7),
-and the small priors of the embedded models (``training.prior``); options, data, objectives, checkpoints, cache."""
+and the small priors of the embedded models (``training.prior``); options, data, objectives, checkpoints, cache,
+and the watch of several processes (``training.distributed``)."""
 
 from bufferanytime.training.cache import ClipCache
 from bufferanytime.training.config import TrainConfig, read_config_file
