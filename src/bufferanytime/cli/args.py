@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bufferanytime.io.video import VideoSource
+
+# Upper limits of the size options, said in their --help and checked when the options are parsed (one line, before
+# any work), so that a typo such as --short-side 100000 is refused instead of allocating tens of GB:
+#: --short-side, --max-res, export --size: 4096 px is 8x Depth Anything V2's own short side (518) and twice its
+#: long side (2072); a ViT's attention at that size already needs tens of GB.
+MAX_INFERENCE_SIDE = 4096
+#: --window, --overlap, --decode-chunk: frames held at once (the paper's longest clip is 110 frames).
+MAX_WINDOW = 1024
+#: export --frames: the length of the example window traced at export (T stays dynamic in the ONNX file).
+MAX_EXPORT_FRAMES = 64
 
 
 def _int(text: str) -> int:
@@ -38,6 +49,22 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def int_at_most(limit: int, low: int | None = 1, name: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` (None: checked later, by the command) to ``limit``, a documented
+    limit (``name``, the constant, is said in the message)."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}{f' ({name})' if name else ''}, got {value}")
+        return value
+
+    parse.__name__ = f"integer up to {limit}"  # how argparse names the type in its own messages
+    return parse
 
 
 def finite_float(text: str) -> float:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 
-from bufferanytime.cli.args import positive_int
+from bufferanytime.cli.args import MAX_EXPORT_FRAMES, MAX_INFERENCE_SIDE, int_at_most
 
 
 def size_type(text: str) -> tuple[int, int]:
-    """argparse type of --size: ``HxW`` -> (H, W)."""
+    """argparse type of --size: ``HxW`` -> (H, W), each side at most :data:`MAX_INFERENCE_SIDE`."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 266x476, got {text!r}")
+    if max(int(p) for p in parts) > MAX_INFERENCE_SIDE:
+        raise argparse.ArgumentTypeError(f"each side must be at most {MAX_INFERENCE_SIDE} (MAX_INFERENCE_SIDE), "
+                                         f"got {text!r}")
     return int(parts[0]), int(parts[1])
 
 
@@ -39,22 +42,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "prior)")
     onnx.add_argument("--size", type=size_type, default=None, metavar="HxW",
                       help="fixed input height x width, multiples of the model's patch (14 for depth, 8 or 16 for "
-                      "normals) (default: the model's inference size of a 4:3 frame, e.g. 126x168 for the embedded "
-                      "depth model)")
-    onnx.add_argument("--frames", type=positive_int, default=None, metavar="T",
-                      help="window length of the example traced at export (T stays dynamic; default 4, at least 2)")
+                      f"normals), each at most {MAX_INFERENCE_SIDE} (default: the model's inference size of a 4:3 "
+                      "frame, e.g. 126x168 for the embedded depth model)")
+    onnx.add_argument("--frames", type=int_at_most(MAX_EXPORT_FRAMES, 1, "MAX_EXPORT_FRAMES"), default=None,
+                      metavar="T", help=f"window length of the example traced at export (T stays dynamic; default 4, "
+                      f"2 to {MAX_EXPORT_FRAMES})")
     onnx.add_argument("--no-check", action="store_true",
                       help="skip running the files with ONNX Runtime against PyTorch after export")
-    onnx.add_argument("-q", "--quiet", action="store_true", help="no 'wrote ...' line")
+    onnx.add_argument("-q", "--quiet", action="store_true", help="no progress lines and no 'wrote ...' line")
     onnx.set_defaults(func=run)
     parser.set_defaults(func=lambda args: parser.error("choose a format: onnx"))
 
 
 def run(args: argparse.Namespace) -> int:
+    from bufferanytime.cli.steps import step_printer
     from bufferanytime.export.onnx import export_onnx
 
     described = export_onnx(args.model, args.output, kind=args.kind, size=args.size, frames=args.frames,
-                            check=not args.no_check)
+                            check=not args.no_check, say=step_printer(args.quiet))
     if not args.quiet:
         for task, info in described.items():
             files = ", ".join(f["file"] for f in info["files"].values())

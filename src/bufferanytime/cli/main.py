@@ -91,6 +91,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub-)command ``args`` ran, e.g. ``bufferanytime export onnx``: an unknown option is
+    reported by it, so the line points to that command's ``--help``, not to ``bufferanytime --help``."""
+    while True:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, actions[0].dest, None) if actions else None
+        if chosen not in (actions[0].choices if actions else {}):
+            return parser
+        parser = actions[0].choices[chosen]
+
+
 def say_error(message: str) -> None:
     """Print ``error: message`` as ONE write, so lines of processes sharing stderr never run into each other."""
     sys.stderr.write(f"error: {message}\n")
@@ -139,18 +150,40 @@ def quiet_library_progress_bars() -> None:
         hf_logging.disable_progress_bar()
 
 
+@contextmanager
+def plain_progress_off_a_terminal() -> Iterator[None]:
+    """Inside the ``with``, when stderr is not a terminal (a log file, a pipe), progress bars never move the cursor.
+
+    tqdm draws a nested bar (e.g. eval's frames under its sequences) one line down and returns with cursor-up
+    escapes (``ESC[A``), which a log keeps as garbage; off a terminal each bar is redrawn in place with ``\r``
+    only, as a single bar is. On a terminal nothing changes."""
+    if sys.stderr.isatty():
+        yield
+        return
+    from tqdm import std
+
+    moveto = std.tqdm.moveto
+    std.tqdm.moveto = lambda self, n: None
+    try:
+        yield
+    finally:
+        std.tqdm.moveto = moveto
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (default: the command line) and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     quiet_library_progress_bars()
     limit_malloc_arenas()  # before any I/O thread starts
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_USAGE
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), plain_progress_off_a_terminal():
             return int(args.func(args) or 0)
     except InputError as exc:
         say_error(str(exc))

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bufferanytime.cli.args import check_outside_input, non_negative_int, positive_int
+from bufferanytime.cli.args import MAX_INFERENCE_SIDE, MAX_WINDOW, check_outside_input, int_at_most, positive_int
 from bufferanytime.cli.online import add_online_options, run_online
 from bufferanytime.cli.points import POINT_CLOUD_COMMANDS, add_point_cloud_arguments, point_cloud_options
 from bufferanytime.errors import InputError
@@ -46,8 +46,8 @@ DESCRIPTIONS = {
 }
 # Options of one sub-command's models only (the normal model decodes its VAE latents in chunks).
 MODEL_OPTIONS = {
-    "normal": [("--decode-chunk", {"type": positive_int, "metavar": "N", "default": None,
-                                   "help": "frames decoded by the VAE at once (default 4)"})],
+    "normal": [("--decode-chunk", {"type": int_at_most(MAX_WINDOW, 1, "MAX_WINDOW"), "metavar": "N", "default": None,
+                                   "help": f"frames decoded by the VAE at once (default 4, at most {MAX_WINDOW})"})],
 }
 SIZE_HELP = ("Default: the model's own input size (Depth Anything V2 priors: short side 518, enlarging small "
              "frames, long side at most 2072; Marigold priors: long side 768; embedded models: the size they were "
@@ -70,16 +70,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--max-frames", type=positive_int, metavar="N", default=None,
                        help="process at most N frames (after --stride); a video needs at least 2")
         p.add_argument("--stride", type=positive_int, metavar="N", default=1, help="use every N-th frame (default 1)")
-        p.add_argument("--short-side", type=int, metavar="N", default=None,
-                       help=f"resize frames so their short side is N px for inference (enlarging small ones). "
-                       f"{SIZE_HELP}")
-        p.add_argument("--max-res", type=int, metavar="N", default=None,
-                       help="longest side used for inference, at most N px (never enlarges; with --short-side it "
-                       "caps the long side). At least 14.")
-        p.add_argument("--window", type=positive_int, metavar="N", default=None,
-                       help="frames per sliding window, at least 2 (default: the model's training clip length)")
-        p.add_argument("--overlap", type=non_negative_int, metavar="N", default=None,
-                       help=f"frames shared by consecutive windows, fewer than the window (default: window // "
+        p.add_argument("--short-side", type=int_at_most(MAX_INFERENCE_SIDE, None, "MAX_INFERENCE_SIDE"), metavar="N",
+                       default=None,
+                       help=f"resize frames so their short side is N px for inference (enlarging small ones), "
+                       f"14 to {MAX_INFERENCE_SIDE}. {SIZE_HELP}")
+        p.add_argument("--max-res", type=int_at_most(MAX_INFERENCE_SIDE, None, "MAX_INFERENCE_SIDE"), metavar="N",
+                       default=None,
+                       help=f"longest side used for inference, at most N px (never enlarges; with --short-side it "
+                       f"caps the long side). 14 to {MAX_INFERENCE_SIDE}.")
+        p.add_argument("--window", type=int_at_most(MAX_WINDOW, 1, "MAX_WINDOW"), metavar="N", default=None,
+                       help=f"frames per sliding window, 2 to {MAX_WINDOW} (default: the model's training clip "
+                       "length)")
+        p.add_argument("--overlap", type=int_at_most(MAX_WINDOW - 1, 0, "below MAX_WINDOW"), metavar="N",
+                       default=None,
+                       help=f"frames shared by consecutive windows, fewer than the window (so at most "
+                            f"{MAX_WINDOW - 1}; default: window // "
                             f"{DEFAULT_OVERLAP_DIVISOR}, at least {MIN_OVERLAP})")
         for flag, options in MODEL_OPTIONS.get(kind, ()):
             p.add_argument(flag, **options)
@@ -147,7 +152,7 @@ def _open(paths: list[Path], args: argparse.Namespace) -> tuple[list[VideoSource
     sources, failures = [], 0
     for path in paths:
         try:
-            sources.append(open_video(path, max_frames=args.max_frames, stride=args.stride))
+            sources.append(open_video(path, max_frames=args.max_frames, stride=args.stride, per_frame=args.per_frame))
         except InputError as exc:
             failures += 1
             print(f"error: {exc}", file=sys.stderr)

@@ -134,7 +134,8 @@ def _probe_video(path: Path) -> tuple[int, int, float, int]:
             announced = stream.frames
             if not announced and stream.duration and stream.time_base:
                 announced = int(round(float(stream.duration * stream.time_base) * fps))
-            packets = sum(1 for packet in container.demux(stream) if packet.size)
+            seconds = _announced_seconds(container, stream) if not announced else None
+            packets, end = _count_packets(container, stream)
     except av.error.FFmpegError as exc:
         raise InputError(f"{path}: not a readable video ({exc.strerror or type(exc).__name__})") from exc
     if not width or not height:
@@ -144,7 +145,40 @@ def _probe_video(path: Path) -> tuple[int, int, float, int]:
     if announced and packets < announced * TRUNCATION_TOLERANCE - 1:
         raise InputError(f"{path}: video is truncated (holds {packets} of the {announced} frames its header "
                          "announces)")
+    if seconds and end is not None and end + 1 / fps < seconds * TRUNCATION_TOLERANCE - 1 / fps:
+        raise InputError(f"{path}: video is truncated (its frames end at {end + 1 / fps:.2f} s of the "
+                         f"{seconds:.2f} s its header announces)")
     return width, height, fps, packets
+
+
+def _count_packets(container, stream) -> tuple[int, float | None]:
+    """The stream's non-empty packets (a demux, no decoding), and the time of the last one's start in seconds."""
+    packets, last = 0, None
+    for packet in container.demux(stream):
+        if packet.size:
+            packets += 1
+            if packet.pts is not None:
+                last = packet.pts if last is None else max(last, packet.pts)
+    start = stream.start_time or 0
+    return packets, (float((last - start) * stream.time_base) if last is not None and stream.time_base else None)
+
+
+def _announced_seconds(container, stream) -> float | None:
+    """The video's duration as a Matroska/WebM header states it (these carry no frame count, so a truncated file
+    is found by its last frame's time): the stream's DURATION tag, or the file's duration when the video is its
+    only stream (an audio track may run longer). None for other containers or when the header has none."""
+    if "matroska" not in container.format.name:
+        return None
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    if tag:
+        try:
+            hours, minutes, secs = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(secs)
+        except ValueError:
+            return None
+    if container.duration and len(container.streams) == 1:
+        return container.duration / av.time_base
+    return None
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -170,10 +204,14 @@ def _read_image(path: Path, expect: tuple[int, int] | None = None) -> np.ndarray
     return frame
 
 
-def open_video(path: str | Path, max_frames: int | None = None, stride: int = 1) -> VideoSource:
+def open_video(path: str | Path, max_frames: int | None = None, stride: int = 1,
+               per_frame: bool = False) -> VideoSource:
     """Open a video file, image folder or single image as a :class:`VideoSource`, checking it cheaply first.
 
-    Image folders are checked for a common frame size from the image headers, before anything is decoded.
+    Image folders are checked for a common frame size from the image headers, before anything is decoded. A
+    video model needs two frames: a folder of one image is refused unless ``per_frame`` (the prior alone runs on
+    it); a single image file is always accepted. Anything but a regular file or a folder is refused: a FIFO or a
+    device would block or never end (``--online`` reads those).
     """
     path = Path(path)
     if stride < 1:
@@ -182,6 +220,9 @@ def open_video(path: str | Path, max_frames: int | None = None, stride: int = 1)
         raise InputError(f"--max-frames must be >= 1, got {max_frames}")
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
+    if not path.is_dir() and not path.is_file():  # reading a FIFO or a device would block, or never end
+        raise InputError(f"{path}: not a regular file (a pipe, device or socket); to read a live stream use "
+                         f"--online {path}")
     if path.is_dir():
         source = _open_folder(path, max_frames, stride)
     elif path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -194,7 +235,7 @@ def open_video(path: str | Path, max_frames: int | None = None, stride: int = 1)
     else:
         raise InputError(f"{path}: unsupported file type '{path.suffix.lower()}' "
                          f"(videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
-    _check_frame_count(source)
+    _check_frame_count(source, per_frame)
     return source
 
 
@@ -211,13 +252,16 @@ def _open_folder(path: Path, max_frames: int | None, stride: int) -> VideoSource
     return VideoSource(path, "folder", width, height, DEFAULT_FPS, len(files), max_frames, stride)
 
 
-def _check_frame_count(source: VideoSource) -> None:
-    """A video of one frame, or a clip cut down to one (``--max-frames``, ``--stride``), is refused up front."""
-    if source.expected_frames >= MIN_VIDEO_FRAMES or (source.kind == "folder" and source.num_frames == 1):
+def _check_frame_count(source: VideoSource, per_frame: bool = False) -> None:
+    """A video or an image folder of one frame, or a clip cut down to one (``--max-frames``, ``--stride``), is
+    refused up front; a folder of one image is accepted with ``per_frame`` (the prior alone)."""
+    if source.expected_frames >= MIN_VIDEO_FRAMES or (per_frame and source.kind == "folder"
+                                                       and source.num_frames == 1):
         return
     if source.num_frames < MIN_VIDEO_FRAMES:
-        raise InputError(f"{source.path}: video has {source.num_frames} frame; at least {MIN_VIDEO_FRAMES} are "
-                         "needed (pass a single image as an image file)")
+        what, hint = ("video has 1 frame", "pass a single image as an image file") if source.kind == "video" else (
+            "folder holds 1 image", "pass the image itself as an image file, or use --per-frame")
+        raise InputError(f"{source.path}: {what}; a video model needs at least {MIN_VIDEO_FRAMES} frames ({hint})")
     raise InputError(
         f"{source.path}: only {source.expected_frames} frame would be processed (--max-frames {source.max_frames}, "
         f"--stride {source.stride}); a video model needs at least {MIN_VIDEO_FRAMES} (pass a single image as an "
