@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bufferanytime.cli.steps import Say, step_printer
 from bufferanytime.errors import InputError
 from bufferanytime.io.outputs import ensure_writable_dir, write_image
 from bufferanytime.io.video import open_video
@@ -39,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=Path, default=None,
                    help=f"real clip to process (default: ../shared/{DEMO_CLIP} next to the checkout)")
     p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bars (they are also off when stderr is not a terminal, e.g. in a log file)")
+                   help="no progress lines and no progress bars (bars are also off when stderr is not a terminal, "
+                   "e.g. in a log file; the lines are not)")
     p.set_defaults(func=run)
 
 
@@ -65,7 +67,7 @@ def _models(out: Path) -> tuple[dict[str, str], bool]:
     return {name: str(make_tiny_prior(name, out / f"tiny-random-{name}-prior")) for name in list_tasks()}, False
 
 
-def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
+def _real_clip(task: Task, model_name: str, clip: Path, out: Path, say: Say) -> dict:
     """Per-frame vs video model on a real clip: side-by-side mp4, time slice, OPW (DIS flow) of each."""
     from bufferanytime.app.work import column_ranges, side_by_side
     from bufferanytime.evaluation import opw
@@ -80,11 +82,13 @@ def _real_clip(task: Task, model_name: str, clip: Path, out: Path) -> dict:
     settings = InferenceSettings(max_res=DEMO_MAX_RES)
     preds = {}
     for label, per_frame in (("per-frame prior", True), ("video model", False)):
+        say(f"real clip {task.name}: loading and running the {label} on {len(frames)} frames")
         model = load_model(task.name, model_name, per_frame=per_frame)
         preds[label] = np.stack(list(predict_frames(model, iter(frames), settings)))
     # each column its own colour range for the whole video: the two outputs are on different scales, and one
     # shared range would flatten the per-frame column and hide its flicker
     ranges = column_ranges(task, preds)
+    say(f"real clip {task.name}: writing the side-by-side video and time slice, scoring OPW (DIS flow)")
     with VideoWriter(out / f"{task.name}_side_by_side.mp4", source.fps, codec_options=VIS_CODEC_OPTIONS) as writer:
         for frame in side_by_side(task, frames, preds, ranges):
             writer.write(frame)
@@ -101,19 +105,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"no demo clip found (looked for ../shared/{DEMO_CLIP}); pass one with --input")
     open_video(clip, max_frames=DEMO_FRAMES)  # a bad clip fails here, before any work or output
     out = ensure_writable_dir(args.output)
+    say = step_printer(args.quiet)
     models, embedded = _models(out)
     if embedded:
-        print(f"Using the embedded models: depth '{models['depth']}', normal '{models['normal']}'.")
+        print(f"Using the embedded models: depth '{models['depth']}', normal '{models['normal']}'.", flush=True)
     else:
         print("NOTE: this package has no embedded models, so the demo runs on tiny RANDOM-weight priors built on "
-              "the fly. The outputs show the pipeline, not real depth or normals.")
-    synthetic = _synthetic(models, out, _show_progress(args.quiet))
+              "the fly. The outputs show the pipeline, not real depth or normals.", flush=True)
+    synthetic = _synthetic(models, out, _show_progress(args.quiet), say)
     real_dir = out / "real"
     real_dir.mkdir(exist_ok=True)
-    print(f"real clip {clip.name}: running both models ...", flush=True)
-    real = {name: _real_clip(get_task(name), models[name], clip, real_dir) for name in list_tasks()}
+    say(f"real clip {clip.name}: running both models")
+    real = {name: _real_clip(get_task(name), models[name], clip, real_dir, say) for name in list_tasks()}
     for name, scores in real.items():
-        print(f"real clip {name}: " + ", ".join(f"{label}: OPW {v:.4f}" for label, v in scores.items()))
+        print(f"real clip {name}: " + ", ".join(f"{label}: OPW {v:.4f}" for label, v in scores.items()), flush=True)
     (out / "report.md").write_text(_report(models, embedded, synthetic, real, clip))
     (out / "report.json").write_text(json.dumps({"models": models, "embedded": embedded, "synthetic": synthetic,
                                                  "real": {"clip": str(clip), **real}}, indent=2) + "\n")
@@ -121,23 +126,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _synthetic(models: dict[str, str], out: Path, progress: bool) -> dict[str, dict]:
+def _synthetic(models: dict[str, str], out: Path, progress: bool, say: Say) -> dict[str, dict]:
     """The per-frame prior against the video model of each task on a held-out synthetic video (mean metrics)."""
     from bufferanytime.evaluation.runner import EvalConfig, ModelSpec, run_evaluation
     from bufferanytime.synthetic import render_video, write_video_dir
 
     synth_root = out / "synthetic"
+    say(f"rendering the held-out synthetic video (seed {DEMO_SEED}, {DEMO_SYNTH['num_frames']} frames)")
     write_video_dir(render_video(DEMO_SEED, **DEMO_SYNTH), synth_root / f"seq_{DEMO_SEED}")
     synthetic = {}
     for name in list_tasks():
-        print(f"synthetic {name}: evaluating the per-frame prior and the video model ...", flush=True)
+        say(f"synthetic {name}: evaluating the per-frame prior and the video model")
         specs = [ModelSpec(models[name], per_frame=True, label="per-frame prior"),
                  ModelSpec(models[name], label="video model")]
         config = EvalConfig(task=name, dataset="synthetic", root=str(synth_root), models=specs, flow="gt",
                             max_res=DEMO_MAX_RES, device="cpu")
         synthetic[name] = run_evaluation(config, out / f"eval_{name}", progress=progress)["mean"]
         print(f"synthetic {name}: " + ", ".join(f"{label}: OPW {m['opw']:.4f}" for label, m in
-                                                 synthetic[name].items()))
+                                                 synthetic[name].items()), flush=True)
     return synthetic
 
 

@@ -27,7 +27,7 @@ import logging
 import time
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -187,6 +187,10 @@ def _check(graph: nn.Module, path: Path, name: str, example: torch.Tensor) -> di
             "relative": diff / max(span, 1e-12)}
 
 
+def _silent(text: str) -> None:
+    """No progress lines."""
+
+
 def require_onnx() -> None:
     """InputError naming the extra to install when the ONNX packages are missing."""
     import importlib.util
@@ -197,12 +201,14 @@ def require_onnx() -> None:
 
 
 def export_task(model: VideoModel, prior: VideoModel, staging: Path, size: tuple[int, int] | None,
-                frames: int = EXAMPLE_FRAMES, check: bool = True) -> dict:
+                frames: int = EXAMPLE_FRAMES, check: bool = True, say: Callable[[str], None] | None = None) -> dict:
     """Write ``TASK_video.onnx``, ``TASK_prior.onnx`` and ``TASK.onnx.json`` of ``model`` (and of its per-frame
     ``prior``) into ``staging``; returns the description written to the JSON file.
 
     With ``check``, each file is run by ONNX Runtime on a window longer than the traced one (the dynamic axis at
-    work) and compared with PyTorch; the differences are recorded in the JSON file."""
+    work) and compared with PyTorch; the differences are recorded in the JSON file. ``say`` is told the start of
+    each step (each takes seconds to minutes)."""
+    say = say or _silent
     task, (h, w) = model.task, export_size(model, size)
     graph_class = GRAPHS.get(model.kind)
     roles = {"video": (model, graph_class(model).eval(), (1, frames), "frames", "T"),
@@ -210,11 +216,13 @@ def export_task(model: VideoModel, prior: VideoModel, staging: Path, size: tuple
     files = {}
     for role, (source, graph, lead, input_name, axis) in roles.items():
         name, start = f"{task.name}_{role}.onnx", time.perf_counter()
+        say(f"exporting {name} ({h}x{w}, {frames} frames traced)")
         with traceable(source):
             _export_graph(graph, torch.rand(*lead, 3, h, w), staging / name, (input_name, task.files.key), axis)
             files[role] = _file_info(name, task, input_name, axis, lead, (h, w))
             files[role]["export_s"] = round(time.perf_counter() - start, 2)
             if check:
+                say(f"checking {name} with ONNX Runtime against PyTorch")
                 longer = torch.rand(*lead[:-1], frames + 3, 3, h, w)
                 files[role]["check"] = _check(graph, staging / name, input_name, longer)
     info = _description(model, task, (h, w), files)
@@ -282,8 +290,10 @@ def model_kinds(name_or_path: str, kind: str | None = None) -> list[str]:
 
 
 def export_onnx(name_or_path: str, out_dir: str | Path, kind: str | None = None,
-                size: tuple[int, int] | None = None, frames: int | None = None, check: bool = True) -> dict[str, dict]:
+                size: tuple[int, int] | None = None, frames: int | None = None, check: bool = True,
+                say: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Export every kind of ``name_or_path`` (see :func:`model_kinds`) into ``out_dir``; returns task -> JSON.
+    ``say`` is told the start of each long step (loading, exporting, checking each file).
 
     Files are staged and moved into place together (:class:`~bufferanytime.io.outputs.OutputFiles`): a failure or
     an interrupt leaves nothing, and other files in ``out_dir`` are kept."""
@@ -297,10 +307,14 @@ def export_onnx(name_or_path: str, out_dir: str | Path, kind: str | None = None,
     kinds = model_kinds(str(name_or_path), kind)
     for name in kinds:
         model_class(name)  # an unknown kind is refused here, naming the choices
-    models = [(load_model(k, name_or_path), load_model(k, name_or_path, per_frame=True)) for k in kinds]
+    say = say or _silent
+    models = []
+    for name in kinds:
+        say(f"loading the {name} model {name_or_path}")
+        models.append((load_model(name, name_or_path), load_model(name, name_or_path, per_frame=True)))
     described = {}
     with OutputFiles(out_dir) as staging:
         for model, prior in models:
-            info = export_task(model.eval(), prior.eval(), staging, size, frames or EXAMPLE_FRAMES, check)
+            info = export_task(model.eval(), prior.eval(), staging, size, frames or EXAMPLE_FRAMES, check, say)
             described[info["task"]] = info
     return described
