@@ -107,3 +107,18 @@ def test_allow_change_takes_option_names_as_flags_or_keys():
     assert cfg.allow_change == ["lr", "w_reg", "world_size"]
     with pytest.raises(InputError, match="--allow-change: unknown option.*lerning_rate"):
         build_config(_parse(*base, "--allow-change", "lr,lerning-rate")).resolved()
+
+
+def test_run_record_keeps_data_content_apart_from_the_options(tmp_path):
+    """config.json's data content and history are not options: reading it back gives them separately."""
+    from bufferanytime.training.config import DATA_CONTENT, HISTORY, read_run_config, read_run_record
+
+    saved = {**TrainConfig(kind="depth").to_dict(), HISTORY: [{"step": 2, "changed": {"lr": [1, 2]}}],
+             DATA_CONTENT: {"videos": 3, "sha256": "ab"}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    options, history, data = read_run_record(path)
+    assert data == {"videos": 3, "sha256": "ab"} and history == saved[HISTORY]
+    assert DATA_CONTENT not in options and HISTORY not in options
+    TrainConfig().updated(options, str(path))  # every key left is an option
+    assert read_run_config(path) == (options, history)

@@ -80,8 +80,9 @@ class TrainConfig:
                           "config; a changed option is refused unless it is a run-time one or named in "
                           "--allow-change)", runtime=True, recorded=False)
     allow_change: list[str] = option([], "with --resume: options that may differ from the run's config (e.g. "
-                                     "lr,w-reg), or world-size for another number of processes; the change is "
-                                     "applied and recorded in RUN/config.json's history. Always allowed: {runtime}",
+                                     "lr,w-reg), world-size for another number of processes, or data when the "
+                                     "videos under --data changed; the change is applied and recorded in "
+                                     "RUN/config.json's history. Always allowed: {runtime}",
                                      metavar="NAME[,NAME...]", split=_names, runtime=True, recorded=False)
     steps: int = option(TRAIN_STEPS, "total optimizer steps of the run", at_least(1), runtime=True)
     clip_len: int | None = option(None, "frames per clip (default {default}); shorter videos give shorter clips",

@@ -24,7 +24,7 @@ time: a second one started into the same ``RUN`` is refused (a lock on ``RUN/.lo
 Outputs in ``RUN/``: ``config.json`` (all options), ``log.jsonl`` (one JSON object per step: ``step``,
 ``loss_reg``, ``loss_stable``, ``loss``, ``lr``, ``time`` = training seconds so far, ``step_time``,
 ``cache_hits``, ``clips`` = the clip slots of the step's samples, ``skipped_clips``, ``step_skipped``;
-losses are null in a skipped step), ``checkpoints/step-N/``, ``model/`` (EMA
+losses are null in a skipped step), ``.lock`` (held while a run writes), ``checkpoints/step-N/``, ``model/`` (EMA
 weights, loadable by ``bufferanytime depth|normal --model RUN/model``), ``summary.json`` (final step, time, cache
 use, a hash of every process's final weights), and ``tensorboard/`` with ``--tensorboard``.
 """
@@ -444,10 +444,14 @@ class Trainer:
             lock = (self.run_dir / LOCK_NAME).open("a")
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._lock = lock
-            except OSError:  # held by another run (or a file system without locks, where it cannot be checked)
+            except BlockingIOError:  # held by another run
                 lock.close()
                 failed = 1
+            except OSError as exc:  # a file system without locks: nothing to check with
+                _warn(f"{self.run_dir / LOCK_NAME}: cannot be locked ({os.strerror(exc.errno or 0).lower()}); "
+                      "make sure no other run writes into this folder")
+            if not failed:
+                self._lock = lock
         if self._sum_over_processes([failed])[0]:
             raise InputError(f"{self.run_dir} is in use by another training run; wait for it to end, or pass "
                              "another --out")
