@@ -37,17 +37,20 @@ def _npy(folder: Path) -> list[Path]:
 
 def test_result_k_is_on_disk_before_frame_k_plus_2_is_written(tiny_depth_prior, tmp_path, capsys,
                                                               one_torch_thread):
-    """The latency test: MJPEG frames into a named pipe at a fixed pace, slower than the model."""
+    """The latency test: MJPEG frames into a named pipe, each written only once the result of the frame two before
+    it is on disk; a result that waited for later frames would never come."""
     out, images = tmp_path / "out", frames(8, 28, 42)
     seen: dict[int, bool] = {}
 
-    def check(k: int) -> None:  # just before frame k is written: is the result of frame k - 2 there?
-        if k >= 2:
+    def check(k: int) -> None:  # frame k is written only once the result of frame k - 2 is there (or never comes)
+        deadline = time.monotonic() + 120  # reached only when the result waits for frame k: a margin for load
+        while k >= 2 and not seen.get(k - 2) and time.monotonic() < deadline:
             seen[k - 2] = (out / "pipe" / "depth_online_npy" / f"{k - 2:06d}.npy").is_file()
+            time.sleep(0.01)
 
-    feeder = PipeFeeder(tmp_path / "pipe", [mjpeg(f) for f in images], period=0.6, before_write=check)
+    feeder = PipeFeeder(tmp_path / "pipe", [mjpeg(f) for f in images], before_write=check)
     feeder.start()
-    code, err = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "pipe"), out, "-q"))
+    code, err = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "pipe"), out, "-q", "--stall-timeout", "300"))
     feeder.join()
     assert code == 0, err
     assert seen == dict.fromkeys(range(6), True)
@@ -114,8 +117,10 @@ def _kept(folder: Path, frames_before: int) -> None:
 
 
 def test_stalled_pipe_is_one_error_line_and_the_frames_before_stay(tiny_depth_prior, tmp_path, capsys):
-    PipeFeeder(tmp_path / "pipe", [y4m(frames(3, 28, 42))], hold=8).start()
+    feeder = PipeFeeder(tmp_path / "pipe", [y4m(frames(3, 28, 42))], hold=600)  # held open until stopped
+    feeder.start()
     err = _bad(capsys, _args(tiny_depth_prior, str(tmp_path / "pipe"), tmp_path / "out", "--stall-timeout", "1.5"))
+    feeder.stop()
     assert "stream stalled (no frame for 1.5 s" in err[0]
     _kept(tmp_path / "out" / "pipe", 3)
 
@@ -236,15 +241,17 @@ def test_standard_input_to_an_mjpeg_stream_on_standard_output(tiny_depth_prior, 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_ends_cleanly_with_every_written_frame_intact(tiny_depth_prior, tmp_path, sig):
-    feeder = PipeFeeder(tmp_path / "pipe", [mjpeg(f) for f in frames(200, 28, 42)], period=0.05)
+    # the pipe stays open until the test ends, and no stall ends the run first, however slow the machine
+    feeder = PipeFeeder(tmp_path / "pipe", [mjpeg(f) for f in frames(200, 28, 42)], period=0.05, hold=600)
     feeder.start()
-    process = _cli(*_args(tiny_depth_prior, str(tmp_path / "pipe"), tmp_path / "out", "-q"))
+    process = _cli(*_args(tiny_depth_prior, str(tmp_path / "pipe"), tmp_path / "out", "-q", "--stall-timeout", "600"))
     folder = tmp_path / "out" / "pipe"
     deadline = time.monotonic() + 240
     while len(_npy(folder)) < 4 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
+    feeder.stop()
     assert process.returncode == 130, stderr.decode()
     assert stderr.decode().strip().splitlines()[-1] == "error: interrupted"
     written = _npy(folder)

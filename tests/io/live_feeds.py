@@ -1,13 +1,17 @@
 """Live streams for tests: MJPEG and y4m bytes, a thread writing them into a named pipe at a set pace, and network
 streams sent from the test itself (UDP MPEG-TS, HTTP MJPEG / MPEG-TS / fragmented mp4) by a thread, and an RTSP
-sender to run in another process."""
+sender to run in another process.
+
+Every wait here ends on an event (a reader listening, :meth:`_Feed.stop`) or has a margin for a machine many times
+slower than usual: the deadlines below are reached only when something is broken."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -67,8 +71,9 @@ class _Feed(threading.Thread):
 class PipeFeeder(_Feed):
     """Writes ``chunks`` into the named pipe ``path`` (created here), one every ``period`` seconds.
 
-    ``before_write(k)`` is called just before chunk k is written (e.g. to look at the results so far); ``hold``
-    seconds after the last chunk the pipe is closed (a stalled writer holds it open)."""
+    ``before_write(k)`` is called just before chunk k is written (e.g. to wait for the results so far); ``hold``
+    seconds after the last chunk, or at :meth:`stop` if that comes first, the pipe is closed (a stalled writer
+    holds it open: a test of a stall holds it for long and stops the feeder once the reader has given up)."""
 
     def __init__(self, path: Path, chunks: Sequence[bytes], period: float = 0.0, hold: float = 0.0,
                  before_write: Callable[[int], None] | None = None):
@@ -85,12 +90,13 @@ class PipeFeeder(_Feed):
                 if self.before_write is not None:
                     self.before_write(k)
                 pipe.write(chunk)
-            time.sleep(self.hold)
+            self.halt.wait(self.hold)
 
 
 # --- network streams: UDP (MPEG-TS) and HTTP (MJPEG as IP cameras serve it, progressive MPEG-TS or fragmented mp4)
-def paced(images: Sequence[np.ndarray], fps: float, stop: threading.Event) -> Iterator[np.ndarray]:
-    """``images`` one every ``1 / fps`` seconds (the first at once), until they run out or ``stop`` is set."""
+def paced(images: Iterable[np.ndarray], fps: float, stop: threading.Event) -> Iterator[np.ndarray]:
+    """``images`` one every ``1 / fps`` seconds (the first at once), until they run out or ``stop`` is set; a
+    sender that falls behind (a loaded machine) catches up at once rather than dropping frames."""
     start = time.monotonic()
     for k, image in enumerate(images):
         time.sleep(max(0.0, start + k / fps - time.monotonic()))
@@ -99,12 +105,13 @@ def paced(images: Sequence[np.ndarray], fps: float, stop: threading.Event) -> It
         yield image
 
 
-def encode_live(target, images: Sequence[np.ndarray], fps: float, stop: threading.Event, container_format: str,
+def encode_live(target, images: Iterable[np.ndarray], fps: float, stop: threading.Event, container_format: str,
                 options: dict | None = None, gop: int = 10) -> None:
     """H.264 as a live camera sends it (x264 ``zerolatency``: no B-frames, nothing held back; a key frame every
     ``gop`` frames, so a reader that joins late starts at the next one), muxed into ``target`` (a URL or a
-    writable object) frame by frame at ``fps``."""
-    height, width = images[0].shape[:2]
+    writable object) frame by frame at ``fps``; ``images`` may be endless (then ``stop`` ends it)."""
+    first, images = _peek(images)
+    height, width = first.shape[:2]
     with av.open(target, "w", format=container_format, options=options or {}) as out:
         stream = out.add_stream("libx264", rate=round(fps), options={"tune": "zerolatency", "preset": "ultrafast"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -114,20 +121,31 @@ def encode_live(target, images: Sequence[np.ndarray], fps: float, stop: threadin
         out.mux(stream.encode())
 
 
+def _peek(images: Iterable[np.ndarray]) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+    """The first image, and all of them again."""
+    images = iter(images)
+    first = next(images)
+    return first, itertools.chain([first], images)
+
+
 class UdpFeeder(_Feed):
     """Sends ``images`` as H.264 in MPEG-TS to ``udp://127.0.0.1:PORT`` at ``fps`` (one datagram per 7 TS packets,
-    as IPTV and cameras do), starting once a reader listens on the port (at most ``wait`` seconds), so that a slow
-    start of the reader does not eat the stream; frames sent before it listens would be lost, as from a camera."""
+    as IPTV and cameras do), starting once a reader listens on the port (waited for up to ``wait`` seconds, ended
+    by :meth:`stop`), so that a slow start of the reader does not eat the stream; frames sent before it listens
+    would be lost, as from a camera. With ``then``, that image follows the others until :meth:`stop`: the stream
+    never runs dry under a slow reader, and a test can see where the frames it checks end."""
 
-    def __init__(self, port: int, images: Sequence[np.ndarray], fps: float = 25.0, wait: float = 30.0):
+    def __init__(self, port: int, images: Sequence[np.ndarray], fps: float = 25.0, wait: float = 600.0,
+                 then: np.ndarray | None = None):
         super().__init__()
-        self.port, self.images, self.fps, self.wait = port, images, fps, wait
+        self.port, self.images, self.fps, self.wait, self.then = port, images, fps, wait, then
 
     def send(self) -> None:
         deadline = time.monotonic() + self.wait
         while not _udp_port_taken(self.port) and time.monotonic() < deadline and not self.halt.is_set():
             time.sleep(0.02)
-        encode_live(f"udp://127.0.0.1:{self.port}?pkt_size=1316", self.images, self.fps, self.halt, "mpegts")
+        images = self.images if self.then is None else itertools.chain(self.images, itertools.repeat(self.then))
+        encode_live(f"udp://127.0.0.1:{self.port}?pkt_size=1316", images, self.fps, self.halt, "mpegts")
 
 
 def _udp_port_taken(port: int) -> bool:
@@ -231,9 +249,10 @@ class HttpFeeder(_Feed):
 
 
 def push_rtsp(url: str, count: int = 20, fps: float = 25.0, transport: str = "tcp", height: int = 28,
-              width: int = 42, wait: float = 30.0) -> None:
+              width: int = 42, wait: float = 600.0) -> None:
     """Push ``frames(count, height, width)`` to an RTSP server that records (``ANNOUNCE``/``RECORD``, as ``ffmpeg -f
-    rtsp URL`` does), H.264 over ``transport``; retries connecting for ``wait`` seconds (the server starts later).
+    rtsp URL`` does), H.264 over ``transport``; retries connecting until the server listens (it starts later: a
+    whole CLI start, slow on a loaded machine), for at most ``wait`` seconds.
 
     Run it in another process than the reader: PyAV holds the GIL while the RTSP muxer connects, which would stall a
     reader in the same process."""

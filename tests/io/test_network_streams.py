@@ -23,7 +23,12 @@ from tests.helpers import run_main
 from tests.io.live_feeds import HttpFeeder, UdpFeeder, frames
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ["--max-res", "42", "--window", "3", "--device", "cpu", "--timeout", "5", "--stall-timeout", "5", "-q"]
+# Seconds to connect and without a frame before a stream counts as stalled: no stream here ends by a stall (UDP ends
+# at --max-frames or when the test has its frames), so these are reached only when something is broken, and leave a
+# margin for a machine 10x slower than usual.
+WAIT = 120
+SMALL = ["--max-res", "42", "--window", "3", "--device", "cpu", "--timeout", f"{WAIT}", "--stall-timeout", f"{WAIT}",
+         "-q"]
 SAME = 6.0  # mean grey difference below which a decoded frame is the sent one (coding error <= 3; next frame >= 11)
 
 
@@ -41,9 +46,9 @@ def _sent_index(decoded: np.ndarray, sent: np.ndarray) -> int:
     return int(np.argmin(distance)) if min(distance) < SAME else -1
 
 
-def _read_all(spec: str, stall_timeout: float = 5.0) -> tuple[list, BaseException | None, object]:
+def _read_all(spec: str) -> tuple[list, BaseException | None, object]:
     """Every frame of the stream, the error that ended it (None at a normal end), and the source."""
-    source, got = open_live(spec, timeout=5, stall_timeout=stall_timeout), []
+    source, got = open_live(spec, timeout=WAIT, stall_timeout=WAIT), []
     try:
         for item in source.frames():
             got.append(item)
@@ -80,19 +85,25 @@ def _check_outputs(folder: Path, count: int, url: str, container_format: str) ->
 
 
 def test_udp_mpegts_frames_arrive_in_order_and_are_the_sent_ones():
-    """A live UDP stream has no end: it is read until it stalls. The sender starts once the reader listens; UDP
-    may still lose datagrams (then frames up to the next key frame, every 10), and the last two frames wait for a
-    next frame that never comes (MPEG-TS hands a frame over when the next one starts)."""
+    """A live UDP stream has no end. The sender starts once the reader listens, sends the frames to check, then
+    black frames until stopped: the test reads until the first black frame (MPEG-TS hands a frame over when the
+    next one starts, so that also brings the last checked frames out), however slow the machine. UDP may still lose
+    datagrams (then frames up to the next key frame, every 10). Once the sender has stopped, the stream stalls."""
     sent, port = frames(50, 28, 42), _free_port()
-    feeder = UdpFeeder(port, sent)
-    source = open_live(f"udp://127.0.0.1:{port}", timeout=5, stall_timeout=1.5)
+    feeder = UdpFeeder(port, sent, then=np.zeros_like(sent[0]))
+    source = open_live(f"udp://127.0.0.1:{port}", timeout=WAIT, stall_timeout=WAIT)
     feeder.start()
-    got = []
-    with pytest.raises(InputError, match="stalled"):
-        for item in source.frames():
-            got.append(item)
+    got, stream = [], source.frames()
+    for item in stream:
+        if item.image.mean() < 20:  # black: the checked frames are over
+            break
+        got.append(item)
     feeder.stop()
     assert feeder.error is None
+    source.stall_timeout = 0.5  # nothing is sent any more: whatever the clock, the stream can only stall
+    with pytest.raises(InputError, match=r"stalled \(no frame for 0.5 s"):
+        for _ in stream:
+            pass
     which = [_sent_index(item.image, sent) for item in got]
     assert len(got) >= 40 and -1 not in which, which
     assert which == sorted(set(which)) and which[0] <= 10 and which[-1] >= 46, which
@@ -120,7 +131,8 @@ def test_online_cli_reads_a_live_udp_stream(tiny_depth_prior, tmp_path, capsys, 
     frame received."""
     port = _free_port()
     url = f"udp://127.0.0.1:{port}"
-    feeder = UdpFeeder(port, frames(150, 28, 42))
+    sent = frames(150, 28, 42)
+    feeder = UdpFeeder(port, sent, then=sent[-1])  # never runs dry before --max-frames, however slow the reader
     feeder.start()
     code, err = _online(capsys, tiny_depth_prior, url, tmp_path / "out", "--max-frames", "20")
     feeder.stop()
@@ -172,10 +184,10 @@ def test_online_cli_reads_rtsp_pushed_to_it(tiny_depth_prior, tmp_path, capsys, 
     push = f"from tests.io.live_feeds import push_rtsp; push_rtsp({url!r}, 20, transport={transport!r})"
     pusher = subprocess.Popen([sys.executable, "-c", push], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        code, err = _online(capsys, tiny_depth_prior, url, tmp_path / "out", "--timeout", "20", "--input-option",
-                            "rtsp_flags=listen", "--input-option", "listen_timeout=20", "--input-option",
+        code, err = _online(capsys, tiny_depth_prior, url, tmp_path / "out", "--input-option", "rtsp_flags=listen",
+                            "--input-option", f"listen_timeout={WAIT}", "--input-option",
                             f"rtsp_transport={transport}")
-        pusher.wait(timeout=20)
+        pusher.wait(timeout=WAIT)
     finally:
         pusher.kill()
     assert code == 0, err
