@@ -6,13 +6,16 @@ import threading
 import zipfile
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
+from bufferanytime.app.access import ModelAccess, is_local
 from bufferanytime.app.ui import BOTH, EXAMPLE, UPLOAD, Sessions, metrics_markdown, process, user_message
 from bufferanytime.errors import InputError
 from bufferanytime.io.outputs import write_image
 from bufferanytime.io.video import write_video
+from bufferanytime.models import list_models
 from tests.helpers import moving_pattern
 
 
@@ -21,9 +24,9 @@ def _clip(path: Path, frames: int = 8, seed: int = 0) -> Path:
     return path
 
 
-def _process(sessions: Sessions, session: str, upload: Path | None, choice: str = "depth", **kw):
+def _process(sessions: Sessions, session: str, upload: Path | None, choice: str = "depth", model: str = "", **kw):
     source = UPLOAD if upload else EXAMPLE
-    return process(sessions, session, source, str(upload) if upload else None, choice, "", kw.pop("size", None),
+    return process(sessions, session, source, str(upload) if upload else None, choice, model, kw.pop("size", None),
                    None, "fp32", **kw)
 
 
@@ -120,3 +123,102 @@ def test_each_column_of_the_side_by_side_has_its_own_colour_range():
     prior, model = video[..., 48:96, :], video[..., 96:, :]
     assert np.array_equal(prior, model)  # same picture up to scale: same colours, neither column flat
     assert prior.std() > 50
+
+
+@pytest.mark.parametrize(("host", "local"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                             ("[::1]", True), ("127.0.0.2", True), ("0.0.0.0", False),
+                                             ("::", False), ("192.168.1.5", False), ("example.org", False)])
+def test_which_hosts_serve_this_machine_only(host, local):
+    assert is_local(host) is local
+
+
+@pytest.mark.parametrize("model", ["/etc", "/", "../../etc", "org/name", "/nonexistent"])
+def test_beyond_this_machine_a_path_is_refused_without_looking_at_it(tmp_path, model, monkeypatch):
+    """A visitor's path is refused before any file is read: the message is the same whether it exists or not, and
+    it names what the page offers."""
+    import bufferanytime.models as models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a refused model must not be looked up")
+
+    monkeypatch.setattr(models, "load_model", no_loading)
+    sessions = Sessions(tmp_path / "root")
+    access = ModelAccess([], open_paths=False)
+    with pytest.raises(InputError) as info:
+        process(sessions, "s", EXAMPLE, None, "depth", model, None, None, "fp32", access=access)
+    message = user_message(info.value, access)
+    assert message == f"this page loads only the models it offers: {', '.join(list_models())}"
+    assert not any(sessions.root.iterdir())  # refused before any work
+
+
+def test_beyond_this_machine_the_operators_directories_are_offered_by_name(tmp_path, tiny_depth_prior):
+    sessions = Sessions(tmp_path / "root")
+    access = ModelAccess([tiny_depth_prior], open_paths=False)
+    assert access.choices() == [*list_models(), tiny_depth_prior.name]
+    result, status = _process(sessions, "s", _clip(tmp_path / "clip.mp4", frames=4), model=tiny_depth_prior.name,
+                              access=access)
+    assert status == "done: 4 frames, depth" and result.downloads[0].is_file()
+    with pytest.raises(InputError, match="loads only the models it offers"):  # its server path is no way in
+        _process(sessions, "s", tmp_path / "clip.mp4", model=str(tiny_depth_prior), access=access)
+
+
+def test_beyond_this_machine_errors_name_no_server_path(tmp_path):
+    """An operator's directory that holds no model: the message names it by its label, and no path of the server
+    (the directory, the request folders, the embedded weights) reaches the page."""
+    broken = tmp_path / "operator" / "broken-model"
+    broken.mkdir(parents=True)
+    sessions = Sessions(tmp_path / "root")
+    access = ModelAccess([broken], open_paths=False)
+    with pytest.raises(InputError) as info:
+        _process(sessions, "s", _clip(tmp_path / "clip.mp4", frames=4), model="broken-model", access=access)
+    message = user_message(info.value, access)
+    assert message.startswith("broken-model: cannot load a depth model") and "\n" not in message
+    assert str(tmp_path) not in message and "/" not in message.replace("a/b", "")
+    unexpected = user_message(OSError(f"{sessions.root}/s/x/depth.npz: disk trouble"), access)
+    assert unexpected == "internal error (OSError: depth.npz: disk trouble); see the server's log"
+
+
+def test_on_this_machine_any_path_is_tried_and_named(tmp_path):
+    """Served on this machine only, the operator's own paths load as on the command line, and a failure names
+    the path given, in one line."""
+    sessions = Sessions(tmp_path / "root")
+    with pytest.raises(InputError) as info:
+        _process(sessions, "s", _clip(tmp_path / "clip.mp4", frames=4), model="/etc")
+    message = user_message(info.value, ModelAccess())
+    assert message.startswith("/etc: cannot load a depth model") and "\n" not in message
+    assert str(sessions.root) not in message
+
+
+def test_a_clip_longer_than_the_limit_can_be_cut_to_its_first_frames_or_strided(tmp_path):
+    sessions = Sessions(tmp_path / "root")
+    clip = _clip(tmp_path / "clip.mp4", frames=9)
+    with pytest.raises(InputError) as info:
+        _process(sessions, "s", clip, max_frames=4)
+    assert str(info.value) == ("clip.mp4: the video has 9 frames; this app takes at most 4: set 'First frames' to 4, "
+                               "or 'Every Nth frame' to 3 (or run `bufferanytime depth` on the command line)")
+    result, status = _process(sessions, "s", clip, max_frames=4, first=4)
+    assert status == "done: 4 of 9 frames (first 4), depth" and result.frames == 4
+    result, status = _process(sessions, "s", clip, max_frames=4, stride=3)
+    assert status == "done: 3 of 9 frames (every 3rd), depth"
+    with np.load(result.downloads[0]) as npz:
+        assert npz["disparity"].shape == (3, 64, 96)
+    with av.open(str(result.side_by_side)) as video:  # time runs as in the clip: 8 fps over a stride of 3
+        assert abs(float(video.streams.video[0].average_rate) - 8 / 3) < 0.01
+    with pytest.raises(InputError, match="must be whole numbers >= 1"):
+        _process(sessions, "s", clip, stride=0)
+
+
+def test_the_bundled_example_is_long_and_large_enough_to_show_flicker_and_rendered_once(monkeypatch):
+    from bufferanytime import synthetic
+    from bufferanytime.app import work
+
+    assert work.EXAMPLE_VIDEO["num_frames"] >= 60 and work.EXAMPLE_VIDEO["size"] >= (240, 320)
+    assert work.EXAMPLE_VIDEO["num_frames"] / work.EXAMPLE_FPS >= 4  # seconds per loop
+    monkeypatch.setitem(work.EXAMPLE_VIDEO, "num_frames", 6)
+    monkeypatch.setitem(work.EXAMPLE_VIDEO, "size", (64, 96))
+    calls = []
+    original = synthetic.render_video
+    monkeypatch.setattr(synthetic, "render_video", lambda *a, **kw: calls.append(kw) or original(*a, **kw))
+    first = work.example_video(max_frames=5)  # an operator's --max-frames below the example's length
+    assert work.example_video(max_frames=5) is first and len(calls) == 1  # the second request reuses it
+    assert first.rgb.shape == (5, 64, 96, 3) and first.depth.shape == (5, 64, 96)

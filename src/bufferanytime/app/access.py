@@ -17,7 +17,6 @@ from bufferanytime.errors import InputError
 
 LOCAL_NAMES = frozenset({"localhost", "ip6-localhost"})
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"()\[\],:;]+/)*([^\s/'\"()\[\],:;]*)")
-_SHOWN_INPUT = 60  # characters of a refused model name echoed in the message
 
 
 def is_local(host: str) -> bool:
@@ -85,8 +84,7 @@ class ModelAccess:
             return str(self.directories[text])
         if text in self.embedded or self.open_paths:
             return text
-        shown = text if len(text) <= _SHOWN_INPUT else text[:_SHOWN_INPUT] + "..."
-        raise InputError(f"{shown!r} is not a model of this page; choose one of: {', '.join(self.choices())}")
+        raise InputError(f"this page loads only the models it offers: {', '.join(self.choices())}")
 
     def scrub(self, message: str) -> str:
         """``message`` fit for the page. Beyond this machine, the operator's directories and the embedded weights
