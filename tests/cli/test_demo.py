@@ -12,6 +12,9 @@ def test_demo_writes_report_and_video_model_is_steadier(tmp_path, small_video, o
     assert main(["demo", "-o", str(out), "--input", str(small_video)]) == 0  # no -q: a log, not a terminal
     captured = capsys.readouterr()
     assert "embedded models" in captured.out
+    for step in ("rendering the held-out synthetic video", "synthetic normal: evaluating the per-frame prior",
+                 "real clip depth: loading and running the video model", "real clip normal: writing the side-by-side"):
+        assert step in captured.out, step  # each long stage says so as it starts
     assert "\x1b" not in captured.err + captured.out and "\r" not in captured.err  # no bar redraws in a log
     report = json.loads((out / "report.json").read_text())
     assert report["embedded"] is True
