@@ -155,3 +155,58 @@ def test_interrupt_while_opening_the_writer_propagates_unchanged(tmp_path, monke
     monkeypatch.setattr(video, "_as_fraction", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_video(tmp_path / "clip.mp4", [np.zeros((8, 8, 3), np.uint8)])
+
+
+def _matroska(path: Path, codec: str, frames: int, audio_seconds: float = 0.0) -> Path:
+    """Noise frames at 10 fps (every frame about the same size), with a silent audio track of ``audio_seconds``."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("libopus" if path.suffix == ".webm" else "aac", rate=48000) if audio_seconds \
+            else None
+        for frame in rng.integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+        for k in range(int(audio_seconds * 48000 / 960)):
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.float32), format="fltp", layout="mono")
+            sound.sample_rate, sound.pts = 48000, k * 960
+            container.mux(audio.encode(sound))
+        if audio is not None:
+            container.mux(audio.encode())
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [(".mkv", "libx264"), (".webm", "libvpx-vp9")])
+def test_truncated_matroska_is_refused_when_opened(suffix, codec, tmp_path):
+    """Matroska/WebM headers carry a duration, not a frame count: a cut-off file ends before it."""
+    full = _matroska(tmp_path / f"full{suffix}", codec, 30)
+    assert open_video(full).num_frames == 30 and len(list(open_video(full))) == 30
+    data = full.read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"video is truncated \(its frames end at .* of the 3.00 s its header"):
+        open_video(tmp_path / f"cut{suffix}")
+
+
+def test_matroska_with_a_longer_audio_track_is_not_called_truncated(tmp_path):
+    clip = _matroska(tmp_path / "talk.mkv", "libx264", 10, audio_seconds=3.0)
+    assert open_video(clip).num_frames == 10
+
+
+def test_non_regular_files_are_refused_before_opening(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.mp4")
+    for path in (tmp_path / "pipe.mp4", Path("/dev/null")):
+        with pytest.raises(InputError, match=f"{path}: not a regular file .* use --online {path}"):
+            open_video(path)
+
+
+def test_folder_of_one_image_is_refused_unless_per_frame(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(folder / "0.png")
+    with pytest.raises(InputError, match="folder holds 1 image; a video model needs at least 2 frames"):
+        open_video(folder)
+    assert len(list(open_video(folder, per_frame=True))) == 1
+    assert open_video(tmp_path / "one" / "0.png").kind == "image"  # an image file stays accepted
