@@ -69,3 +69,20 @@ def test_missing_buffers_are_one_error_line(world, tmp_path, capsys):
     code, err = run_main(capsys, "consistency", str(mismatched), str(only_depth), "-o", str(tmp_path / "x.json"))
     assert code == 2 and len(err) == 2 and "does not match" in err[0]
     assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_folder_or_a_file_is_named_as_such(world, tmp_path, capsys, monkeypatch):
+    video, _ = world
+    good = tmp_path / "good"
+    _outputs(good, 3.0 / video.depth, video.normal)
+    afile = tmp_path / "depth.npz"
+    afile.write_bytes(b"mine")
+    report = tmp_path / "c.json"
+    code, err = run_main(capsys, "consistency", str(tmp_path / "nope"), str(afile), str(good), "-o", str(report))
+    assert code == 1
+    assert err == [f"error: {tmp_path / 'nope'}: no such folder",
+                   f"error: {afile}: not a folder; give the output folder of one input (OUT/NAME)"]
+    assert list(json.loads(report.read_text())) == [str(good)]
+    assert not (tmp_path / "nope").exists() and afile.read_bytes() == b"mine"
+    monkeypatch.chdir(tmp_path)
+    assert run_main(capsys, "consistency", "nope") == (2, ["error: nope: no such folder"])

@@ -114,8 +114,11 @@ def read_dpt(path: str | Path) -> np.ndarray:
         if w <= 0 or h <= 0 or w * h > DPT_MAX_PIXELS:
             raise InputError(f"{path}: invalid .dpt size {w}x{h}")
         depth = np.fromfile(f, dtype="<f4", count=w * h)
+        extra = len(f.read(1))
     if depth.size != w * h:
         raise InputError(f"{path}: truncated .dpt file ({depth.size} of {w * h} values)")
+    if extra:
+        raise InputError(f"{path}: data beyond the {w}x{h} values its header gives (a damaged .dpt file)")
     return depth.reshape(h, w)
 
 
@@ -152,17 +155,23 @@ def _file_sequence(
     error: str | None = None,
 ) -> EvalSequence:
     def rgb(i: int) -> np.ndarray:
-        img = read_rgb(rgb_paths[i])
-        return np.ascontiguousarray(img[crop(img.shape)])
+        return _cropped(rgb_paths[i], read_rgb(rgb_paths[i]), crop)
 
     def depth(i: int) -> np.ndarray:
-        d = depth_reader(depth_paths[i])
-        return np.ascontiguousarray(d[crop(d.shape)])
+        return _cropped(depth_paths[i], depth_reader(depth_paths[i]), crop)
 
     if error is None:
         missing = [p for p in (*rgb_paths, *depth_paths) if not p.is_file()]
         error = f"{missing[0]}: missing file ({len(missing)} missing in this sequence)" if missing else None
     return EvalSequence(name, len(rgb_paths), rgb, depth, info=info, error=error)
+
+
+def _cropped(path: Path, image: np.ndarray, crop: Callable[[tuple[int, ...]], Crop]) -> np.ndarray:
+    """The dataset's crop of an image read from ``path``; InputError when nothing of it is left."""
+    out = image[crop(image.shape)]
+    if not out.size:
+        raise InputError(f"{path}: {image.shape[1]}x{image.shape[0]} px is too small for this dataset's crop")
+    return np.ascontiguousarray(out)
 
 
 def _first_dir(*candidates: Path) -> Path | None:
@@ -286,7 +295,7 @@ def _load_array(file: Path) -> np.ndarray:
     """A ``.npy`` file as a memory map; InputError if it is missing, truncated or not an array file."""
     try:
         return np.load(file, mmap_mode="r")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         raise InputError(f"{file}: not a readable .npy array ({type(exc).__name__})") from exc
 
 

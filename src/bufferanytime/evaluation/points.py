@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bufferanytime.constants import EVAL_MIN_DEPTH
+from bufferanytime.errors import InputError
 from bufferanytime.geometry.intrinsics import parse_intrinsics
 from bufferanytime.geometry.pointcloud import depth_kind
 from bufferanytime.geometry.unproject import pixel_rays
@@ -28,7 +29,11 @@ def point_metrics(task, pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], me
     if kind is None or not info.get("intrinsics_file") or not len(gt):
         return {}
     height, width = np.shape(gt[0])
-    rays = pixel_rays(parse_intrinsics(info["intrinsics_file"]).resolve(height, width), height, width)
+    try:
+        intrinsics = parse_intrinsics(info["intrinsics_file"]).resolve(height, width)
+    except InputError as exc:  # worded for the command-line option; here the file is the dataset's
+        raise InputError(str(exc).removeprefix("--intrinsics ")) from exc
+    rays = pixel_rays(intrinsics, height, width)
     ray_length = np.linalg.norm(rays, axis=-1)
     cap = task.depth_cap(dataset)
     per_frame = []

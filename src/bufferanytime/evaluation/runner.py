@@ -1,7 +1,8 @@
 """``run_evaluation``: run models over a benchmark, score them, and write the report folder.
 
-The report folder (written under a temporary name, renamed when complete; an existing folder is replaced only
-when it holds nothing but an earlier report) holds
+The report folder (a new one is written under a temporary name and renamed when complete; an existing one, empty
+or holding an earlier report, is never replaced as a whole: the new report's files replace the old ones in it, each
+atomically; a folder holding anything else is refused) holds
 
 - ``report.json``: settings, models, per-sequence metrics of every model and their means over sequences;
 - ``report.md``: the table of the paper (rows = models; AbsRel, delta1, OPW, seconds per frame for depth; mean,
@@ -11,9 +12,11 @@ when it holds nothing but an earlier report) holds
 Per sequence, ground truth, flows and predictions are streamed to raw files and read back through memory maps,
 so memory stays bounded for long sequences; the flows are computed once and shared by all models.
 
-A sequence that cannot be evaluated (missing or unreadable files, too few ground-truth frames) is reported in one
-line as soon as it is found, listed under ``skipped`` in the report, and the other sequences are still evaluated;
-when none can be, nothing is written and :class:`NoSequenceEvaluated` is raised.
+A sequence that cannot be evaluated (missing or unreadable files, too few ground-truth frames, a ground truth of
+another size than its frames, no valid ground-truth pixel) is reported in one line as soon as it is found, listed
+under ``skipped`` in the report, and the other sequences are still evaluated; when none can be, nothing is written
+and :class:`NoSequenceEvaluated` is raised. A model output holding NaN or inf is not scored: one warning line, the
+row marked "non-finite output" and listed under ``non_finite``, left out of the means.
 """
 
 from __future__ import annotations
@@ -160,8 +163,8 @@ def check_report_dir(output: Path) -> None:
     others = sorted(p.name for p in output.iterdir() if p.name not in REPORT_ENTRIES)
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        raise InputError(f"{output}: holds files that are not an eval report ({shown}); they would be replaced, "
-                         "so choose a new or empty folder")
+        raise InputError(f"{output}: holds files that are not an eval report ({shown}); choose a new or empty "
+                         "folder, or an earlier report's")
 
 
 def report_writer(output: Path) -> OutputDir | OutputFiles:
@@ -185,7 +188,8 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
     output = Path(output).resolve()
     check_report_dir(output)
     sequences = load_sequences(config.dataset, config.root)[: config.sequences]
-    if not task.has_ground_truth(sequences[0]):
+    listed = next((s for s in sequences if s.error is None), None)  # a broken one lists no ground truth
+    if listed is not None and not task.has_ground_truth(listed):
         raise InputError(
             f"{config.dataset} has no {task.name} ground truth in its official folder structure; "
             f"{task.name} evaluation runs on --dataset synthetic"
@@ -290,6 +294,8 @@ def _stream(frames, path: Path, dtype, what: str) -> np.ndarray:
         raise InputError(f"{what} frame {writer.count}: {exc}") from exc
     finally:
         writer.close()
+    if not writer.count or 0 in writer.shape:
+        raise InputError(f"{what}: no data (frames of shape {writer.shape[1:]})")
     return writer.read()
 
 
@@ -312,6 +318,10 @@ def _sequence_flows(seq: EvalSequence, run: _Run, work: Path, size: tuple[int, i
         if array is not None and tuple(np.shape(array)) != expected:
             raise InputError(f"ground-truth {what} has shape {tuple(np.shape(array))}, expected {expected} "
                              f"({pairs} frame pairs of {size[1]}x{size[0]} px)")
+    for what, flow in (("forward", fwd), ("backward", bwd)):
+        bad = sum(int(np.count_nonzero(~np.isfinite(pair))) for pair in flow)
+        if bad:
+            raise InputError(f"ground-truth {what} flow has {bad} non-finite value(s) (NaN or inf)")
     return SequenceFlows.from_flows(fwd, bwd, valid_fwd, valid_bwd, tau=run.config.tau, method="ground truth")
 
 
@@ -344,15 +354,19 @@ def _read_ground_truth(seq: EvalSequence, task: Task, work: Path, frame_size: tu
 def _check_valid_pixels(gt: np.ndarray, task: Task, dataset: str) -> None:
     """InputError when no pixel of the ground truth counts for the metrics (nothing could be scored)."""
     cap = task.depth_cap(dataset)
-    for frame in gt:
-        frame = np.asarray(frame)
-        if cap is not None and valid_depth_mask(frame, cap).any():
-            return
-        if cap is None and (np.all(np.isfinite(frame), axis=-1) & (np.linalg.norm(np.nan_to_num(frame), axis=-1)
-                                                                    > NORMAL_MIN_NORM)).any():
-            return
+    if any(_has_valid_pixel(np.asarray(frame), cap) for frame in gt):
+        return
     rule = f"depth in ({EVAL_MIN_DEPTH:g}, {cap:g}) m" if cap is not None else "a finite, non-zero normal"
     raise InputError(f"no valid ground-truth pixel in any of its {len(gt)} frames (valid: {rule})")
+
+
+def _has_valid_pixel(frame: np.ndarray, depth_cap: float | None) -> bool:
+    """Whether a ground-truth frame has a pixel the metrics use: depth inside the dataset's range (``depth_cap``
+    given), or a finite normal of non-zero length."""
+    if depth_cap is not None:
+        return bool(valid_depth_mask(frame, depth_cap).any())
+    finite = np.all(np.isfinite(frame), axis=-1, keepdims=True)
+    return bool((np.linalg.norm(np.where(finite, frame, 0.0), axis=-1) > NORMAL_MIN_NORM).any())
 
 
 def _non_finite(pred: np.ndarray) -> tuple[int, int]:
@@ -438,11 +452,12 @@ def _means(per_sequence: dict, specs: list[ModelSpec]) -> dict:
     """Mean over sequences of every metric (sequences where it is undefined, or where the model's output was not
     finite, are left out); time per frame is total model time over total frames."""
     means = {}
+    every = [m for entry in per_sequence.values() for m in entry["models"].values() if not m.get("error")]
+    keys = [k for k in dict.fromkeys(k for m in every for k in m) if k not in UNAVERAGED]  # those of every model
     for spec in specs:
         scored = [e for e in per_sequence.values() if not e["models"][spec.label].get("error")]
         rows = [entry["models"][spec.label] for entry in scored]
         frames = sum(entry["frames"] for entry in scored)
-        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in UNAVERAGED]
         out = {}
         for key in keys:
             values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
