@@ -94,9 +94,8 @@ def test_frozen_process_ends_the_run_with_an_error_after_the_timeout(flicker_dat
     run = tmp_path / "ddp"
     script = Path(__file__).with_name("frozen_rank.py")  # the second process sleeps before its first step
     args = _train_args(flicker_data, tiny_depth_prior, run, "--steps", "2", "--dist-timeout", "5")
-    started = time.monotonic()
-    done = _launch([str(script), *args], timeout=100)
-    assert done.returncode != 0 and time.monotonic() - started < FROZEN_SECONDS, done.stderr[-3000:]
+    done = _launch([str(script), *args], timeout=FROZEN_SECONDS / 3)  # ends long before the frozen one wakes
+    assert done.returncode != 0, done.stderr[-3000:]
     # the frozen process, stopped by the launcher with SIGTERM, may say it was interrupted
     errors = [line for line in _error_lines(done.stderr) if line != "error: interrupted"]
     assert errors == ["error: process 0 waited more than --dist-timeout 5 s for the other processes (one froze or "
@@ -145,7 +144,7 @@ def test_killed_launcher_ends_its_workers_and_no_model_is_written(flicker_data, 
         workers = [int(path.read_text()) for path in pids.glob("*.pid")]
         launcher.kill()
         launcher.wait()
-        assert _wait_until_ended(workers, timeout=120) == []
+        assert _wait_until_ended(workers, timeout=600) == []
     finally:
         for pid in workers:  # a worker that outlived the test would go on writing into tmp_path
             if _running(pid):
@@ -197,8 +196,8 @@ if mode != "prctl":
     distributed._set_parent_death_signal = lambda: False
 distributed.GRACE_SECONDS = 1.0
 distributed.watch_launcher()
-print(os.getpid(), flush=True)
-try:
+try:  # the launcher may be killed as soon as the PID is out, before print returns
+    print(os.getpid(), flush=True)
     while True:
         time.sleep(0.05)
 except KeyboardInterrupt:
@@ -223,7 +222,7 @@ def test_watched_worker_ends_when_its_launcher_is_killed(tmp_path, mode):
     try:
         launcher.kill()
         launcher.wait()
-        assert _wait_until_ended([worker], timeout=60) == []
+        assert _wait_until_ended([worker], timeout=600) == []
     finally:
         if _running(worker):
             os.kill(worker, signal.SIGKILL)
