@@ -64,12 +64,16 @@ def test_max_latency_drops_old_frames_keeps_the_newest_and_counts_drops(tmp_path
 
 def test_stalled_pipe_is_an_error_after_the_frames_before_it(tmp_path):
     images = frames(2)
-    PipeFeeder(tmp_path / "pipe", [y4m(images)], hold=5).start()
-    source = open_live(str(tmp_path / "pipe"), stall_timeout=0.5)
-    got = []
-    with pytest.raises(InputError, match=r"stalled \(no frame for 0.5 s"):
-        for item in source.frames():
-            got.append(item.index)
+    feeder = PipeFeeder(tmp_path / "pipe", [y4m(images)], hold=3600)  # held open until the reader gave up
+    feeder.start()
+    try:
+        source = open_live(str(tmp_path / "pipe"), stall_timeout=0.5)
+        got = []
+        with pytest.raises(InputError, match=r"stalled \(no frame for 0.5 s"):
+            for item in source.frames():
+                got.append(item.index)
+    finally:
+        feeder.stop()
     assert got == [0, 1]
 
 
