@@ -166,12 +166,18 @@ def test_bundled_example_with_both_tasks_in_the_browser(page, tmp_path):
 
 
 def _assert_nothing_covers_the_pictures(page) -> None:
-    """Nothing lies over the top edge of the video and of the time slice (no Gradio badge or toolbar): the time
-    slice's own column labels stay readable. The topmost element is asked for at points along that edge."""
+    """No visible text, icon or button lies over the top strip of the video or of the time slice (no Gradio badge
+    or toolbar): the time slice's own column labels stay readable. By geometry: Gradio's badge ignores the
+    pointer, so ``elementFromPoint`` would not see it."""
     for element in ("#time_slice img", "#result_video video"):
         picture = page.locator(element)
         picture.wait_for(state="visible")
         covered = picture.evaluate("""el => { const r = el.getBoundingClientRect();
-            return [0.01, 0.25, 0.5, 0.75, 0.99].map(f => document.elementFromPoint(r.left + f * r.width, r.top + 4))
-                .filter(hit => hit !== el).map(hit => hit && hit.outerHTML.slice(0, 80)); }""")
+            return [...document.querySelectorAll('body *:not([data-testid=status-tracker])')]  // the fading progress
+                .filter(o => !o.contains(el) && !el.contains(o))
+                .filter(o => o.innerText?.trim() || ['BUTTON', 'svg', 'IMG', 'VIDEO', 'CANVAS'].includes(o.tagName))
+                .filter(o => { const b = o.getBoundingClientRect(), style = getComputedStyle(o);
+                    return b.width > 1 && b.height > 1 && style.visibility !== 'hidden' && style.opacity !== '0'
+                        && b.left < r.right && b.right > r.left && b.top < r.top + 24 && b.bottom > r.top; })
+                .map(o => o.outerHTML.slice(0, 80)); }""")
         assert covered == [], (element, covered)
