@@ -316,6 +316,7 @@ def test_non_finite_output_is_one_warning_a_marked_row_and_exit_1(kind, tiny_dep
                                  and "non-finite value(s) (NaN or inf) in 3 of 3 frames" in line
                                  for i, line in enumerate(err)), err
     assert "(2 result(s) with non-finite output)" in captured.out
+    assert "  overflow: no sequence scored (non-finite output)" in captured.out.splitlines()
     report = json.loads((out / "report.json").read_text())
     assert list(report["sequences"]) == ["seq_000000", "seq_000001"] and report["skipped"] == {}
     assert [(r["sequence"], r["model"]) for r in report["non_finite"]] == [("seq_000000", "overflow"),

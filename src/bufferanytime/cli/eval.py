@@ -121,5 +121,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.output / 'report.md'}" + (f" ({', '.join(missing)})" if missing else ""))
     for label, metrics in report["mean"].items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        print(f"  {label}: {shown}")
+        print(f"  {label}: {shown}" if metrics["sequences"] else f"  {label}: no sequence scored (non-finite output)")
     return EXIT_PARTIAL if missing else EXIT_OK
