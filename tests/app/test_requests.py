@@ -222,3 +222,21 @@ def test_the_bundled_example_is_long_and_large_enough_to_show_flicker_and_render
     first = work.example_video(max_frames=5)  # an operator's --max-frames below the example's length
     assert work.example_video(max_frames=5) is first and len(calls) == 1  # the second request reuses it
     assert first.rgb.shape == (5, 64, 96, 3) and first.depth.shape == (5, 64, 96)
+
+
+def test_a_page_served_beyond_this_machine_says_which_models_it_loads(tmp_path, tiny_depth_prior):
+    from bufferanytime.app.ui import build_app
+
+    restricted = build_app(Sessions(tmp_path / "a"), access=ModelAccess([tiny_depth_prior], open_paths=False))
+    local = build_app(Sessions(tmp_path / "b"))
+    for demo, custom in ((restricted, False), (local, True)):
+        props = [block.get_config() for block in demo.blocks.values()]
+        box = next(p for p in props if p.get("elem_id") == "model")
+        text = " ".join(str(p.get("value")) for p in props if p.get("name") == "markdown")
+        assert box["allow_custom_value"] is custom
+        if custom:
+            assert "a local directory or a Hugging Face id" in box["label"] and "operator" not in text
+        else:
+            assert [choice[0] for choice in box["choices"]] == [*list_models(), tiny_depth_prior.name]
+            assert "offers its embedded models and the ones its operator lists" in box["label"]
+            assert "other paths are refused" in text and str(tiny_depth_prior) not in str(props)
