@@ -32,6 +32,7 @@ COMMANDS = {
     "demo": ("demo", "run the whole method on a synthetic and a real clip (no set-up needed)"),
     "app": ("app", "a web page to run the models on a clip (Gradio, offline)"),
     "train": ("train", "fine-tune an image prior into a video model (no video ground truth)"),
+    "adapt": ("adapt", "adapt a video model to your own footage (no ground truth), within a time budget"),
     "eval": ("eval", "score models on a benchmark (report.json, report.md, time slices)"),
     "flow": ("flow", "optical flow between consecutive frames (DIS or RAFT-small)"),
     "synth": ("synth", "render synthetic videos with exact depth, normals and flow"),

@@ -1,0 +1,133 @@
+"""The settings of an adaptation, chosen to fit the budget and the machine from one measured step.
+
+Candidates (:func:`candidates`) go from the model's own inference size and clip length down to half the size and
+short clips, in order of preference. One step is measured at the cheapest (:mod:`bufferanytime.adapt.session`):
+its preparation (frozen features, flows, the prior's targets), a forward pass and a forward-backward pass, per
+frame-pixel. From those, each candidate's step time is projected, and the first candidate that leaves
+``TARGET_STEPS`` steps in the time left is chosen (else the one that leaves the most); with a step budget, the
+first whose step takes at most ``MAX_STEP_SECONDS``. Depth models train their temporal blocks (with the DPT fusion
+layers around them) only when the footage is short (fewer than ``FEW_TRAIN_FRAMES`` frames to train on) or the
+steps are few (fewer than ``FEW_STEPS``), where changing the per-frame head risks fitting that little footage;
+otherwise every part the trainer trains (DPT neck, head and temporal blocks). Normal models always train their
+temporal blocks (the only trainable part). Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+SIDE_FRACTIONS = (1.0, 0.75, 0.5)  # of the model's inference size
+MAX_CLIP_LEN = 16  # frames per training clip at most (the paper's 110 and 32 are for GPUs with 80 GB)
+MIN_PLAN_CLIP_LEN = 4
+TARGET_STEPS = 100  # the steps a time budget should afford; a smaller size or shorter clips are chosen until it does
+MIN_STEPS = 10  # a time budget that affords fewer steps is refused (the run would only waste it)
+MAX_STEP_SECONDS = 4.0  # with a step budget: the largest setting whose step takes at most this
+TARGET_EVALS = 10  # validations in a run (each on every held-out clip)
+MAX_VAL_CLIPS = 8  # held-out clips validated on (evenly spread)
+FEW_TRAIN_FRAMES = 240
+FEW_STEPS = 60
+# Part of the time left kept aside for what comes after training (predicting the held-out footage once more,
+# OPW, writing), on top of its measured cost before training.
+FINAL_MARGIN = 1.3
+WARMUP_FRACTION = 0.1  # of the steps: linear learning-rate warm-up
+
+
+@dataclass(frozen=True)
+class Candidate:
+    side_fraction: float
+    clip_len: int
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Measured seconds per frame-pixel of one clip: preparing it, a forward pass, a forward-backward step."""
+
+    prepare: float
+    forward: float
+    step: float
+
+
+@dataclass
+class Plan:
+    """What the run does: sizes, clip length, steps, validation period and what is trained, with the reasons."""
+
+    side_fraction: float
+    clip_len: int
+    steps: int
+    val_every: int
+    trained: str  # "temporal" (temporal blocks only) or "all" (every trainable part)
+    lr: float
+    warmup: int
+    projected_step_seconds: float
+    reasons: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def candidates(model_clip_len: int) -> list[Candidate]:
+    """Settings in order of preference: larger size first, then longer clips."""
+    longest = max(MIN_PLAN_CLIP_LEN, min(model_clip_len, MAX_CLIP_LEN))
+    lengths = sorted({longest, max(MIN_PLAN_CLIP_LEN, longest // 2)}, reverse=True)
+    out = [Candidate(f, n) for f in SIDE_FRACTIONS for n in lengths]
+    return [*out, Candidate(SIDE_FRACTIONS[-1], MIN_PLAN_CLIP_LEN)] if lengths[-1] > MIN_PLAN_CLIP_LEN else out
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a candidate costs besides its steps: frame-pixels of a clip, and how many clips are prepared."""
+
+    pixels: float  # mean H*W of the frames at the candidate size
+    train_clips: int
+    val_clips: int
+    held_out_frames: int
+
+
+def step_seconds(costs: Costs, candidate: Candidate, load: Workload) -> float:
+    return costs.step * load.pixels * candidate.clip_len
+
+
+def affordable_steps(costs: Costs, candidate: Candidate, load: Workload, seconds_left: float) -> int:
+    """Steps that fit in ``seconds_left``: clips prepared once, ``TARGET_EVALS`` validations, the final check."""
+    unit = load.pixels * candidate.clip_len
+    val = load.val_clips * unit * (costs.prepare + TARGET_EVALS * costs.forward)
+    final = FINAL_MARGIN * load.held_out_frames * load.pixels * (costs.prepare + costs.forward)
+    step = costs.step * unit
+    steps = 0
+    for _ in range(3):  # the clips prepared depend on the steps (a clip is prepared when first used)
+        prepared = min(load.train_clips, max(steps, 1)) * unit * costs.prepare
+        steps = math.floor((seconds_left - val - final - prepared) / step) if step > 0 else 0
+    return max(0, steps)
+
+
+def choose(costs: Costs, loads: dict[Candidate, Workload], seconds_left: float | None, steps: int | None,
+           kind: str, lr: float, train_frames: int) -> Plan:
+    """The plan (see the module docstring); ``loads`` in order of preference (:func:`candidates`)."""
+    reasons: list[str] = []
+    if steps is not None:
+        fits = [c for c in loads if step_seconds(costs, c, loads[c]) <= MAX_STEP_SECONDS]
+        chosen = fits[0] if fits else list(loads)[-1]
+        planned = steps
+        reasons.append(f"the largest setting whose step takes at most {MAX_STEP_SECONDS:g} s" if fits else
+                       f"no setting steps within {MAX_STEP_SECONDS:g} s: the cheapest")
+    else:
+        afford = {c: affordable_steps(costs, c, load, float(seconds_left)) for c, load in loads.items()}
+        fits = [c for c in loads if afford[c] >= TARGET_STEPS]
+        chosen = fits[0] if fits else max(afford, key=afford.get)
+        planned = afford[chosen]
+        reasons.append(f"the largest setting that affords {TARGET_STEPS} steps in the time left" if fits else
+                       f"no setting affords {TARGET_STEPS} steps: the one that affords the most")
+    trained = "all"
+    if kind == "normal":
+        trained = "temporal"
+        reasons.append("normals: the temporal blocks are the trainable part")
+    elif train_frames < FEW_TRAIN_FRAMES or planned < FEW_STEPS:
+        trained = "temporal"
+        reasons.append(f"temporal blocks and fusion layers only: {train_frames} frames to train on and {planned} "
+                       f"steps (head too from {FEW_TRAIN_FRAMES} frames and {FEW_STEPS} steps)")
+    else:
+        reasons.append("DPT neck, head and temporal blocks (enough footage and steps)")
+    val_every = max(1, planned // TARGET_EVALS)
+    return Plan(chosen.side_fraction, chosen.clip_len, planned, val_every, trained, lr,
+                max(0, round(planned * WARMUP_FRACTION)), step_seconds(costs, chosen, loads[chosen]), reasons)

@@ -1,0 +1,200 @@
+"""Training on the footage with the trainer's objective: the zero-shot losses of the method, one clip per step.
+
+The objective (:mod:`bufferanytime.training.objectives`) is the trainer's: for each clip its frozen part (features,
+flows, the prior's targets) is prepared once and kept (up to ``PREPARED_CACHE_BYTES``), and a step back-propagates
+``w_reg * regularization + stabilization`` into the trained weights (AdamW, linear warm-up, then a constant
+rate, the gradient norm clipped to ``MAX_GRAD_NORM``). Unlike a training run, there is no moving average: the
+validation loss (the same losses on the held-out clips, with a fixed regularization frame per clip: the middle one)
+picks the weights kept, and the best weights so far are held as a copy.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.optimization import get_constant_schedule_with_warmup
+
+from bufferanytime.adapt.footage import Clip, Footage
+from bufferanytime.adapt.plan import Candidate, Costs
+from bufferanytime.constants import DINOV2_PATCH
+from bufferanytime.models.base import VideoModel, nearest_multiple
+from bufferanytime.training.config import TrainConfig
+from bufferanytime.training.objectives import objective_class
+
+PREPARED_CACHE_BYTES = 1024 * 2**20  # prepared clips kept in memory; beyond, clips are prepared at every use
+MAX_GRAD_NORM = 1.0
+# What "temporal" trains: the temporal blocks, and for depth the DPT fusion layers they sit between (the blocks'
+# inputs then carry gradients: back-propagating into blocks whose input needs none crashes the CPU backward).
+TEMPORAL_PREFIXES = ("temporal.", "neck.fusion_stage.")
+
+
+@dataclass
+class Losses:
+    loss: float
+    reg: float
+    stable: float
+
+    def to_dict(self) -> dict:
+        return {"loss": self.loss, "reg": self.reg, "stable": self.stable}
+
+
+def _nbytes(prepared: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in prepared.values() if isinstance(t, torch.Tensor))
+
+
+class Session:
+    """The model being adapted, its objective and optimizer, and the clips of the footage at one size."""
+
+    def __init__(self, model: VideoModel, footage: Footage, config: TrainConfig, flow_model, device: torch.device,
+                 seed: int):
+        self.model = model.to(device)
+        self.footage = footage
+        self.config = config
+        self.device = device
+        self.rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        self.objective = objective_class(config.kind).build(self.model, flow_model, config, device)
+        self.multiple = int(getattr(model, "size_multiple", DINOV2_PATCH))
+        self.fraction = 1.0
+        self.params: dict[str, torch.nn.Parameter] = {}
+        self.optimizer = None
+        self.scheduler = None
+        self._frames: dict[tuple[int, float], torch.Tensor] = {}
+        self._prepared: dict[tuple[Clip, float], dict] = {}
+        self._cached_bytes = 0
+
+    # -- clips -------------------------------------------------------------------------------------------------
+    def size(self, segment: int, fraction: float | None = None) -> tuple[int, int]:
+        """Training size of a segment's frames at ``fraction`` of the inference size (multiples of the model's)."""
+        fraction = self.fraction if fraction is None else fraction
+        h, w = self.footage.segments[segment].frames.shape[1:3]
+        return tuple(nearest_multiple(round(side * fraction), self.multiple) for side in (h, w))
+
+    def pixels(self, fraction: float) -> float:
+        """Mean frame pixels of the segments at ``fraction``."""
+        sizes = [self.size(i, fraction) for i in range(len(self.footage.segments))]
+        return float(np.mean([h * w for h, w in sizes]))
+
+    def frames(self, segment: int, fraction: float | None = None) -> torch.Tensor:
+        """A segment's frames at the training size: uint8 ``(T, 3, H, W)`` (resized once, then kept)."""
+        fraction = self.fraction if fraction is None else fraction
+        key = (segment, fraction)
+        if key not in self._frames:
+            import cv2
+
+            h, w = self.size(segment, fraction)
+            source = self.footage.segments[segment].frames
+            resized = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in source])
+            self._frames[key] = torch.from_numpy(np.ascontiguousarray(resized.transpose(0, 3, 1, 2)))
+        return self._frames[key]
+
+    def held_out_frames(self) -> list[np.ndarray]:
+        """The held-out segments at the training size, ``(T, H, W, 3)`` uint8 each."""
+        return [self.frames(i).permute(0, 2, 3, 1).numpy() for i, s in enumerate(self.footage.segments)
+                if s.span.held_out]
+
+    def prepare(self, clip: Clip, keep: bool = True, fraction: float | None = None) -> dict:
+        """The frozen part of a clip (see the module docstring), kept while the cache has room."""
+        fraction = self.fraction if fraction is None else fraction
+        key = (clip, fraction)
+        if key in self._prepared:
+            return self._prepared[key]
+        frames = self.frames(clip.segment, fraction)[clip.start : clip.start + clip.length]
+        prepared = self.objective.prepare(frames.to(self.device).float() / 255.0, None)
+        size = _nbytes(prepared)
+        if keep and self._cached_bytes + size <= PREPARED_CACHE_BYTES:
+            self._prepared[key] = prepared
+            self._cached_bytes += size
+        return prepared
+
+    def forget(self) -> None:
+        """Drop the prepared clips and resized frames (after measuring at another size)."""
+        self._prepared.clear()
+        self._frames.clear()
+        self._cached_bytes = 0
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def start(self, fraction: float, trained: str, lr: float, warmup: int) -> None:
+        """Train at ``fraction`` of the inference size: the trained weights, a new optimizer and schedule."""
+        self.fraction = fraction
+        for name, p in self.model.named_parameters():
+            if name.startswith(self.model.trainable_prefixes):
+                p.requires_grad_(trained == "all" or name.startswith(TEMPORAL_PREFIXES))
+        self.params = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        self.optimizer = torch.optim.AdamW(self.params.values(), lr=lr, weight_decay=self.config.weight_decay)
+        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, warmup)
+        self.model.train()
+
+    def _losses(self, prepared: dict, reg_frame: int):
+        return self.objective.losses(self.objective.net, [prepared], [reg_frame])
+
+    def step(self, clip: Clip) -> Losses:
+        """One optimizer step on ``clip`` with a random regularization frame; NaN losses when not finite (the
+        update is then not applied)."""
+        prepared = self.prepare(clip)
+        reg = int(self.rng.integers(0, clip.length))
+        losses = self._losses(prepared, reg)
+        losses.loss.backward()
+        grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in self.params.values() if p.grad is not None)
+        if not (torch.isfinite(losses.loss.detach()) and grads_finite):
+            self.optimizer.zero_grad(set_to_none=True)
+            return Losses(float("nan"), float("nan"), float("nan"))
+        torch.nn.utils.clip_grad_norm_(list(self.params.values()), MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return Losses(float(losses.loss.detach()), float(losses.reg), float(losses.stable))
+
+    def validate(self, clips: list[Clip]) -> Losses:
+        """Mean losses over the held-out ``clips`` (middle frame regularized); no weight changes."""
+        self.model.eval()
+        values = []
+        # the normal objective differentiates its decoded frames (deferred back-propagation): gradients stay on
+        context = torch.no_grad() if self.config.kind == "depth" else nullcontext()
+        with context:
+            for clip in clips:
+                losses = self._losses(self.prepare(clip), clip.length // 2)
+                values.append([float(losses.loss.detach()), float(losses.reg), float(losses.stable)])
+        self.model.train()
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        mean = np.mean(values, axis=0)
+        return Losses(float(mean[0]), float(mean[1]), float(mean[2]))
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the trainable weights (on the CPU)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.trainable_state_dict().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            own = self.model.state_dict()
+            for name, value in state.items():
+                own[name].copy_(value.to(own[name].device))
+
+    # -- measuring ---------------------------------------------------------------------------------------------
+    def measure(self, clip: Clip, candidate: Candidate) -> Costs:
+        """Seconds per frame-pixel of preparing ``clip`` at ``candidate``, a forward pass and a step (the step is
+        not applied: the weights are left as they were)."""
+        clip = Clip(clip.segment, clip.start, min(candidate.clip_len, clip.length))
+        h, w = self.size(clip.segment, candidate.side_fraction)
+        unit = float(h * w * clip.length)
+        began = time.perf_counter()
+        prepared = self.prepare(clip, keep=False, fraction=candidate.side_fraction)
+        prepare = time.perf_counter() - began
+        context = torch.no_grad() if self.config.kind == "depth" else nullcontext()
+        began = time.perf_counter()
+        with context:
+            self._losses(prepared, 0)
+        forward = time.perf_counter() - began
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        began = time.perf_counter()
+        self._losses(prepared, 0).loss.backward()
+        step = time.perf_counter() - began
+        for p in trainable:
+            p.grad = None
+        self._frames.pop((clip.segment, candidate.side_fraction), None)
+        return Costs(prepare / unit, forward / unit, step / unit)

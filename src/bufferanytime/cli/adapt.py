@@ -1,0 +1,77 @@
+"""``bufferanytime adapt depth|normal INPUT... -o MODEL_DIR``: make a video model stable on the user's footage.
+
+Trains on the inputs with the method's zero-shot losses for ``--budget`` (a time such as ``5m``, or a step count
+such as ``200steps``), holding out part of the footage to stop on and to check the result; MODEL_DIR is loaded by
+``depth|normal --model``, ``eval`` and ``export onnx`` like any saved video model (see
+:mod:`bufferanytime.adapt`). The budget and the output folder are checked before torch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bufferanytime.adapt.budget import BUDGET_FORMS, MAX_BUDGET_SECONDS, MAX_BUDGET_STEPS, parse_budget
+from bufferanytime.cli.args import non_negative_float, non_negative_int, positive_float
+
+KINDS = ("depth", "normal")
+DESCRIPTION = (
+    "Adapt a video model to your own footage, without ground truth: it trains on the inputs with the method's "
+    "losses (stabilization along optical flow, regularization to the prior) for the --budget, holding out part of "
+    "the footage (the last quarter of one video, or a quarter of the videos) to stop early on and to check the "
+    "result. The settings (size, clip length, steps, what is trained) are chosen from one measured step to fit "
+    "the budget on this machine, and printed. The adapted model is kept only if, on the held-out footage, it "
+    "flickers less than the starting model (OPW) and stays about as close to the prior; otherwise the starting "
+    "model is written, and a warning says why with both figures. MODEL_DIR holds the model (load it with "
+    "`bufferanytime depth|normal --model MODEL_DIR`, `eval`, `export onnx`) and adapt.json, the record of the "
+    "run. Ctrl-C during training finishes with the best weights so far; a second one stops without writing."
+)
+
+
+def budget_type(text: str):
+    """An argparse type: the budget, parsed (an unreadable or zero budget is one usage error)."""
+    from bufferanytime.errors import InputError
+
+    try:
+        return parse_budget(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("adapt", help="adapt a video model to your own footage (no ground truth), within a budget",
+                       description=DESCRIPTION)
+    p.add_argument("kind", choices=KINDS, help="which video model to adapt")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video file (mp4/mov/avi/mkv/webm), folder of images, or .txt list of these")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL_DIR",
+                   help="the model folder to write (refused if it exists and is not an earlier adapt result)")
+    p.add_argument("--model", default=None,
+                   help="the video model to start from: registered name, saved video-model folder, or prior folder / "
+                   "Hugging Face id (default: the embedded model)")
+    p.add_argument("--budget", type=budget_type, default=parse_budget("5m"), metavar="TIME|Nsteps",
+                   help=f"{BUDGET_FORMS} (default 5m). A time covers the whole run, reading to writing; at most "
+                   f"{MAX_BUDGET_SECONDS // 3600} hours or {MAX_BUDGET_STEPS} steps")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="AdamW learning rate (default: that of `train` for the kind: 1e-4 depth, 1e-5 normals)")
+    p.add_argument("--w-reg", type=non_negative_float, default=None,
+                   help="weight of the regularization loss to the prior (default 1, as in `train`)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the clip order (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.add_argument("--copy-prior", action="store_true",
+                   help="copy the prior into MODEL_DIR so that it is self-contained")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no progress lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bufferanytime.adapt.record import check_output
+
+    check_output(args.output, None)  # refused before anything heavy is loaded
+    from bufferanytime.adapt.run import run_adapt
+    from bufferanytime.constants import W_REG
+
+    run_adapt(args.inputs, args.model, args.budget, kind=args.kind, out=args.output, lr=args.lr,
+              w_reg=W_REG if args.w_reg is None else args.w_reg, seed=args.seed, device=args.device,
+              copy_prior=args.copy_prior, quiet=args.quiet)
+    return 0
