@@ -124,7 +124,7 @@ def test_start_up_says_each_step_then_the_address_and_no_share_hint(tmp_path):
         rest.append(line)
     err = proc.stderr.read()
     assert code == 0 and rest == [], rest
-    assert err.splitlines()[:3] == ["app: loading Gradio and the models ...", "app: building the page ...",
+    assert err.splitlines()[:3] == ["app: loading Gradio and the model code ...", "app: building the page ...",
                                     "app: starting the server ..."], err
     assert "share" not in err + first and "Traceback" not in err
     assert not any(tmp_path.iterdir())  # the request folders and Gradio's copies went with the app

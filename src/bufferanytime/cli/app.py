@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve_app(args: argparse.Namespace, directories: list[Path], root: Path) -> None:
-    step("loading Gradio and the models")
+    step("loading Gradio and the model code")
     from bufferanytime.app.access import ModelAccess, is_local
     from bufferanytime.app.ui import MAX_FRAMES, Sessions, build_app, launch
     from bufferanytime.app.work import example_video
