@@ -10,6 +10,9 @@ predictor (``--online-mode stream``), any other through the training-free rollin
 file written (exit 130); a bad source, a stall, a stream cut mid-frame, a frame size change or a full disk end it
 with one ``error:`` line (exit 2), every result written before it intact.
 
+This module parses and checks the options, picks the model and names the output folder; the run itself is the
+library's :func:`bufferanytime.inference.live.run_stream`.
+
 Nothing heavy is imported before a run starts, so ``--help`` stays fast.
 """
 
@@ -17,20 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from bufferanytime.cli.args import positive_float
 from bufferanytime.errors import InputError
+from bufferanytime.inference.live import DEFAULT_ONLINE_SAVE, ONLINE_FORMATS, check_online_formats
 
-ONLINE_FORMATS = ("npy", "png16", "vis")  # per-frame .npy, per-frame 16-bit PNG, progressive mp4
-DEFAULT_ONLINE_SAVE = ("npy", "vis")
 ONLINE_MODES = ("auto", "stream", "rolling")
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 ONLINE_HELP = (
     "read a live stream instead of INPUT files and write each frame's result as soon as it is computed: SOURCE "
     "is a camera (/dev/video0), a stream URL (rtsp://, http://, udp://, tcp://, rtmp://, srt://), '-' (standard "
@@ -103,10 +101,7 @@ def _check(args: argparse.Namespace) -> tuple[str, ...]:
     if args.inputs:
         raise InputError("--online reads SOURCE, not INPUT files: drop the inputs or --online")
     save = tuple(dict.fromkeys(f for group in args.save or [DEFAULT_ONLINE_SAVE] for f in group))
-    wrong = [f for f in save if f not in ONLINE_FORMATS]
-    if wrong:
-        raise InputError(f"--save {','.join(wrong)}: not written online, where each frame is written as it is "
-                         f"computed; choose from {', '.join(ONLINE_FORMATS)}")
+    check_online_formats(save)
     if args.overlap is not None:
         raise InputError("--overlap does not apply online: each frame is predicted once, from the frames before it")
     if args.mjpeg not in (None, "-") and Path(args.mjpeg).is_dir():
@@ -127,29 +122,24 @@ def check_name(name: str) -> str:
 
 
 def _load(args: argparse.Namespace, settings) -> tuple[object, dict]:
-    """The online predictor on its device, and what to record about its model."""
-    from bufferanytime.inference.online import OnlinePredictor
+    """The model of the run (the embedded causal model by default, when installed), and where it comes from."""
     from bufferanytime.inference.pipeline import resolve_device
     from bufferanytime.models import CAUSAL_EMBEDDED_NAME, DEFAULT_MODEL, list_models, load_model, resolve_model_path
 
     causal_default = CAUSAL_EMBEDDED_NAME if CAUSAL_EMBEDDED_NAME in list_models(args.kind) else None
     name = args.model or causal_default or DEFAULT_MODEL.get(args.kind)
-    device = resolve_device(settings.device)
+    resolve_device(settings.device)  # a device this machine lacks is refused before the model loads
     model = load_model(args.kind, name, per_frame=args.per_frame)
     if getattr(args, "decode_chunk", None):
         model.decode_chunk = args.decode_chunk
-    causal = bool(getattr(model.temporal_config, "causal", False))
-    mode = args.online_mode if args.online_mode != "auto" else ("stream" if causal else "rolling")
-    predictor = OnlinePredictor(model, mode, device, settings.precision, settings.window)
     location = resolve_model_path(args.kind, name)
-    info = {"name": str(name), "device": str(device), "path": str(Path(location).resolve()) if Path(location).exists()
-            else location, "causal": causal, "online_mode": mode,
-            "window": predictor.window, "horizon": getattr(model.temporal_config, "horizon", None)}
-    return predictor, info
+    path = str(Path(location).resolve()) if Path(location).exists() else location
+    return model, {"name": str(name), "path": path}
 
 
 def run_online(args: argparse.Namespace, settings) -> int:
     """Run ``args.online`` through the model until the stream ends (0), fails (InputError) or is interrupted."""
+    from bufferanytime.inference.live import run_stream
     from bufferanytime.io.outputs import check_output_root
     from bufferanytime.io.streams import open_live
 
@@ -157,14 +147,12 @@ def run_online(args: argparse.Namespace, settings) -> int:
     out_root = check_output_root(args.output)
     source = open_live(args.online, args.input_format, args.timeout, args.stall_timeout, args.max_latency,
                        dict(args.input_option))
-    predictor, model_info = _load(args, settings)
+    model, model_info = _load(args, settings)
     folder = out_root / (args.name or _default_name(source))
-    session = _Session(args, settings, source, predictor, model_info)
-    session.stream(folder, save)
-    if session.outputs is None:
-        raise InputError(f"{args.online}: the stream ended before its first frame; nothing was written")
+    meta = run_stream(model, source, folder, replace(settings, save=save), model_info, progress=not args.quiet,
+                      mode=args.online_mode, mjpeg=args.mjpeg, stride=args.stride, max_frames=args.max_frames)
     if not args.quiet:
-        print(f"wrote {folder}/ ({session.outputs.frames} frames; {source.dropped} dropped)",
+        print(f"wrote {folder}/ ({meta['frames_written']} frames; {meta['frames_dropped']} dropped)",
               file=sys.stderr if args.mjpeg == "-" else sys.stdout)
     return 0
 
@@ -175,124 +163,3 @@ def _default_name(source) -> str:
         return check_name(source.name)
     except InputError:
         return source.kind
-
-
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C / SIGTERM inside the ``with`` take effect (as KeyboardInterrupt) when it ends, not in the middle."""
-    received: list[int] = []
-    try:
-        previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in INTERRUPTS}
-    except ValueError:  # not the main thread: no signal handling here
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if received:
-        raise KeyboardInterrupt
-
-
-class _Session:
-    """One online run: source -> predictor -> progressive outputs, with the live statistics line."""
-
-    def __init__(self, args, settings, source, predictor, model_info: dict):
-        from bufferanytime.inference.pipeline import size_rule
-
-        self.args, self.settings, self.source, self.predictor = args, settings, source, predictor
-        self.model_info = model_info
-        self.rule = size_rule(predictor.model, settings)
-        self.outputs = None
-        self.latency = {"last": 0.0, "sum": 0.0, "max": 0.0}
-        self.started = time.perf_counter()
-
-    def stream(self, folder: Path, save: tuple[str, ...]) -> None:
-        from tqdm import tqdm
-
-        from bufferanytime.io.sinks import ProgressiveOutputs
-
-        bar = tqdm(desc=folder.name, unit="frame", disable=self.args.quiet, file=sys.stderr)
-        status = "failed"
-        try:
-            for item in self._selected():
-                if self.outputs is None:
-                    self.outputs = ProgressiveOutputs(folder, self.predictor.task, save, self.source.fps or 25.0,
-                                                      self.args.mjpeg)
-                self._one(item)
-                bar.update(1)
-                bar.set_postfix(latency=f"{self.latency['last']:.3f}s", dropped=self.source.dropped, refresh=False)
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        except InputError as exc:
-            status = f"failed: {exc}"
-            raise
-        except OSError as exc:  # e.g. a full disk: said in the meta file too, if it can still be written
-            status = f"failed: {exc.filename or folder}: {(exc.strerror or str(exc)).lower()}"
-            raise
-        finally:
-            bar.close()
-            self._close(status)
-
-    def _selected(self):
-        """The source's frames after ``--stride`` (every N-th input frame), at most ``--max-frames`` of them."""
-        taken = 0
-        for item in self.source.frames():
-            if item.index % self.args.stride:
-                continue
-            yield item
-            taken += 1
-            if self.args.max_frames and taken >= self.args.max_frames:
-                return
-
-    def _one(self, item) -> None:
-        from bufferanytime.inference.online import predict_one
-
-        pred = predict_one(self.predictor, item.image, self.rule)
-        try:
-            with interrupts_deferred():  # a frame is in every output or in none
-                self.outputs.write(item.index, pred)
-        except BrokenPipeError as exc:
-            raise InputError(f"--mjpeg {self.args.mjpeg}: the reading end was closed") from exc
-        last = time.monotonic() - item.read_at
-        self.latency = {"last": last, "sum": self.latency["sum"] + last, "max": max(self.latency["max"], last)}
-        if self.outputs.frames == 1:
-            self.outputs.write_meta(self.meta("running"))
-
-    def _close(self, status: str) -> None:
-        self.source.close()
-        if self.outputs is None:
-            return
-        try:
-            self.outputs.close()
-        finally:
-            self.outputs.write_meta(self.meta(status))
-
-    def meta(self, status: str) -> dict:
-        """What the run used and did: source, model, sizes, drop policy, counts, latencies."""
-        from bufferanytime import __version__
-        from bufferanytime.inference.pipeline import scaled_size
-
-        source, predictor = self.source, self.predictor
-        height, width = source.size or (0, 0)
-        written = max(self.outputs.frames if self.outputs else 0, 1)
-        return {
-            "kind": predictor.model.kind, "task": predictor.task.name, "status": status,
-            "source": {"spec": source.spec, "kind": source.kind, "format": source.format_name, "fps": source.fps,
-                       "options": source.options},
-            "model": {**self.model_info, "prior": predictor.model.prior_ref},
-            "input_size": [height, width], "inference_size": list(scaled_size(height, width, self.rule)),
-            "size_rule": self.rule, "device": self.model_info["device"],
-            "precision": {"requested": self.settings.precision, "used": predictor.precision},
-            "policy": {"max_latency_s": source.max_latency, "stall_timeout_s": source.stall_timeout,
-                       "rule": "every frame" if source.max_latency is None else "drop frames older than max_latency, "
-                       "keep the newest"},
-            "frames_read": source.decoded, "frames_dropped": source.dropped,
-            "timings": {"model_s": round(predictor.seconds, 3), "wall_s": round(time.perf_counter() - self.started, 3),
-                        "latency_mean_s": round(self.latency["sum"] / written, 4),
-                        "latency_max_s": round(self.latency["max"], 4)},
-            "version": __version__,
-        }

@@ -1,4 +1,5 @@
-"""Inference: streaming, sliding-window prediction over videos of any length, and output writing.
+"""Inference: sliding-window prediction over videos of any length (``run_video``), online prediction of live
+streams frame by frame (``run_stream``), and output writing.
 
 The names below are imported on first use (torch and the pipeline load only when asked for), so that
 ``bufferanytime.inference.options`` can be read by the command line without importing torch.
@@ -11,11 +12,14 @@ from typing import Any
 
 # public name -> module of this package defining it
 _EXPORTS = {
+    "FrameSource": "live",
     "InferenceSettings": "options",
+    "OnlinePredictor": "online",
     "Predictor": "pipeline",
     "inference_size": "pipeline",
     "predict_frames": "pipeline",
     "resolve_device": "pipeline",
+    "run_stream": "live",
     "run_video": "pipeline",
     "sliding_windows": "windows",
 }

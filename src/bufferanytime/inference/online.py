@@ -27,6 +27,14 @@ from bufferanytime.tasks import get_task
 ONLINE_MODES = ("rolling", "stream")
 
 
+def resolve_mode(model: VideoModel, mode: str = "auto") -> str:
+    """The online mode of ``model``: ``auto`` is ``stream`` for a causal model (its exact incremental inference),
+    else ``rolling`` (the training-free window of past frames); ``stream`` or ``rolling`` stay as they are."""
+    if mode != "auto":
+        return mode
+    return "stream" if getattr(model.temporal_config, "causal", False) else "rolling"
+
+
 class OnlinePredictor:
     """A step predictor of ``mode`` with the model time of its steps (``seconds``) and its task."""
 
@@ -38,7 +46,7 @@ class OnlinePredictor:
             raise InputError(f"unknown online mode {mode!r}; expected one of {', '.join(ONLINE_MODES)}")
         self.mode, self.model = mode, model
         self.task = getattr(model, "task", None) or get_task(model.kind)
-        device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device = device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = resolve_precision(precision, device, model)  # auto -> bf16 or fp32 for this device
         if mode == "rolling":
             self.stepper = RollingWindowPredictor(model, device, self.precision, window)

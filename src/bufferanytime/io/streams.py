@@ -162,12 +162,14 @@ class LiveSource:
     def _next(self) -> LiveFrame | None:
         deadline = time.monotonic() + self.stall_timeout
         with self._cond:
-            while not self._queue and self._end is None:
+            while not self._queue and self._end is None and not self._stop:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise InputError(f"{self.spec}: stream stalled (no frame for {self.stall_timeout:g} s; "
                                      "--stall-timeout sets the limit)")
                 self._cond.wait(left)
+            if self._stop:  # closed by the consumer (a stop request from another thread): no further frame
+                return None
             if not self._queue:
                 if isinstance(self._end, _EndOfStream):
                     return None
@@ -187,7 +189,8 @@ class LiveSource:
             self.dropped += 1
 
     def close(self) -> None:
-        """Stop the reader (it ends at its next frame; one blocked in a read is left to the process's exit)."""
+        """Stop the reader (it ends at its next frame; one blocked in a read is left to the process's exit) and end
+        :meth:`frames`, also from another thread while it waits for a frame."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
