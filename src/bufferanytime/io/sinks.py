@@ -16,7 +16,7 @@ written into the folder of an offline result of the same name leaves that result
   process is killed; a normal end or an interrupt flushes it whole. One colour range for the stream: that of frame 0.
 - ``mjpeg``: a stream of concatenated JPEGs (``ffplay -f mjpeg``) to a file or to standard output (``-``).
 - ``KIND_online.meta.json``: written (atomically) after the first frame and rewritten at the end, with the status
-  (``running``, ``finished``, ``interrupted``, ``failed: ...``) and the frames written.
+  (``running``, ``finished``, ``interrupted``, ``stopped``, ``failed: ...``) and the frames written.
 
 Only the files of this run are created or replaced; anything else in the folder stays.
 """
