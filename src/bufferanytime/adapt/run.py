@@ -243,21 +243,15 @@ class _Run:
     def _train(self, session: Session, footage: Footage, plan: Plan, record: dict) -> int:
         """Train, validate, stop early; the best weights are left in the model. Returns the best step (0: none
         improved on the starting model)."""
-        train = cut_clips(footage, plan.clip_len, held_out=False)
-        val = cut_clips(footage, plan.clip_len, held_out=True, limit=MAX_VAL_CLIPS)
-        began = time.perf_counter()
-        first = session.validate(val)
-        val_seconds = time.perf_counter() - began
-        curve = [{"step": 0, **first.to_dict(), "time": round(self.elapsed(), 2)}]
-        best, best_step, best_state, since = first.loss, 0, session.snapshot(), 0
+        clips = _epochs(cut_clips(footage, plan.clip_len, held_out=False), session.rng)
+        val = _Validation(session, cut_clips(footage, plan.clip_len, held_out=True, limit=MAX_VAL_CLIPS), self.elapsed)
+        first = val(0)
         stopped, step, step_seconds = "steps", 0, []
-        clips = _epochs(train, session.rng)
         bar = tqdm(total=plan.steps, desc=f"adapt {session.config.kind}", unit="step", disable=self.quiet)
         try:
             while self.budget.steps is None or step < plan.steps:
                 typical = np.median(step_seconds) if step_seconds else plan.projected_step_seconds
-                reserve = 1.3 * self.check_seconds + val_seconds + END_SECONDS
-                if self._time_left() < 1.5 * typical + reserve:
+                if self._time_left() < 1.5 * typical + 1.3 * self.check_seconds + val.seconds + END_SECONDS:
                     stopped = "budget"
                     break
                 began = time.perf_counter()
@@ -269,16 +263,8 @@ class _Run:
                     stopped = "not finite"
                     break
                 if step % plan.val_every == 0:
-                    began = time.perf_counter()
-                    value = session.validate(val)
-                    val_seconds = time.perf_counter() - began
-                    curve.append({"step": step, **value.to_dict(), "time": round(self.elapsed(), 2)})
-                    bar.set_postfix(val=f"{value.loss:.4g}", best=f"{min(best, value.loss):.4g}")
-                    if value.loss < best * (1 - MIN_IMPROVEMENT):
-                        best, best_step, best_state, since = value.loss, step, session.snapshot(), 0
-                    else:
-                        since += 1
-                    if since >= PATIENCE:
+                    bar.set_postfix(val=f"{val(step).loss:.4g}", best=f"{val.best:.4g}")
+                    if val.since >= PATIENCE:
                         stopped = "early stop"
                         break
                     if self.budget.seconds is not None:  # the bar's total follows the time left
@@ -290,18 +276,16 @@ class _Run:
             _warn("interrupted: finishing with the best weights so far (interrupt again to stop without writing)")
         finally:
             bar.close()
-        if stopped != "interrupted" and (step == 0 or curve[-1]["step"] != step) and math.isfinite(best):
-            value = session.validate(val)
-            curve.append({"step": step, **value.to_dict(), "time": round(self.elapsed(), 2)})
-            if value.loss < best * (1 - MIN_IMPROVEMENT):
-                best, best_step, best_state = value.loss, step, session.snapshot()
-        session.restore(best_state)
-        record["validation"] = {"every": plan.val_every, "clips": len(val), "curve": curve, "best_step": best_step,
-                                "best_loss": best, "steps_done": step, "stopped": stopped,
+        if stopped != "interrupted" and val.curve[-1]["step"] != step and math.isfinite(val.best):
+            val(step)
+        session.restore(val.best_state)
+        record["validation"] = {"every": plan.val_every, "clips": len(val.clips), "curve": val.curve,
+                                "best_step": val.best_step, "best_loss": val.best, "steps_done": step,
+                                "stopped": stopped,
                                 "median_step_seconds": float(np.median(step_seconds)) if step_seconds else None}
-        self.say(f"trained {step} steps ({stopped}); best validation loss {best:.4g} at step {best_step} "
+        self.say(f"trained {step} steps ({stopped}); best validation loss {val.best:.4g} at step {val.best_step} "
                  f"(starting model {first.loss:.4g})")
-        return best_step
+        return val.best_step
 
     def _judge(self, session: Session, base_state: dict, before: Figures, held, record: dict, out: Path | None,
                options: dict) -> AdaptResult:
@@ -333,6 +317,27 @@ class _Run:
             write_model_dir(out, model, record, options["copy_prior"])
             self.say(f"{'adapted' if adapted else 'starting'} model written to {out}")
         return AdaptResult(model, adapted, record)
+
+
+class _Validation:
+    """The validation losses so far (``curve``), the best weights and how many validations ago they came."""
+
+    def __init__(self, session: Session, clips: list[Clip], elapsed):
+        self.session, self.clips, self.elapsed = session, clips, elapsed
+        self.curve: list[dict] = []
+        self.best, self.best_step, self.best_state, self.since, self.seconds = math.inf, 0, None, 0, 0.0
+
+    def __call__(self, step: int) -> Losses:
+        """Validate the weights of ``step``; they become the best when they improve on it (step 0: always)."""
+        began = time.perf_counter()
+        value = self.session.validate(self.clips)
+        self.seconds = time.perf_counter() - began
+        self.curve.append({"step": step, **value.to_dict(), "time": round(self.elapsed(), 2)})
+        if step == 0 or value.loss < self.best * (1 - MIN_IMPROVEMENT):
+            self.best, self.best_step, self.best_state, self.since = value.loss, step, self.session.snapshot(), 0
+        else:
+            self.since += 1
+        return value
 
 
 def _epochs(clips: list[Clip], rng: np.random.Generator) -> Iterator[Clip]:
