@@ -1,0 +1,135 @@
+"""``bufferanytime adapt`` under a domain shift: OPW and AbsRel of the adapted model against the shipped one.
+
+The shifted domain is rendered by ``bufferanytime synth`` with what the shipped models never saw: photo textures
+(``--textures``, by default the photos that ship with Gradio, a dependency of the app), stronger light flicker,
+exposure jitter and pixel noise. Three disjoint sets of its clips (seeds never used for the shipped models):
+
+- **adapt** (``--adapt-clips``, 3): what ``bufferanytime adapt depth`` trains on, within ``--budget`` (5m);
+- **validation** (``--val-clips``): used only to choose among the ``--lrs`` tried (one: nothing is chosen);
+- **test** (``--test-clips``): where the figures are reported, with the original synthetic domain's clips
+  (procedural textures, the flicker of the shipped model's training data) as the second report.
+
+For every test clip, the shipped model and the adapted one are run through the inference pipeline at their own
+size; OPW uses DIS flow on the RGB frames (as ``eval --flow dis``), AbsRel the ground-truth depth (DepthCrafter
+protocol, one scale and shift per video, depth capped at ``SYNTHETIC_MAX_DEPTH``). Printed: the mean of each
+figure, the ratio adapted / shipped, the adapt run's wall-clock time against its budget, and the peak memory (RSS)
+of the adapt process against that of ``bufferanytime depth`` on one of its clips.
+
+    python benchmarks/adapt_domain_shift.py [--work DIR] [--budget 5m] [--lrs 1e-4] [--frames 32] [--size 192x256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ADAPT_SEED, VAL_SEED, TEST_SEED, ORIGINAL_SEED = 70000, 71000, 72000, 73000
+SHIFT = {"flicker": 0.6, "exposure": 0.3, "noise": 0.03}  # the shifted domain's nuisances
+ORIGINAL = {"flicker": 0.2, "exposure": 0.0, "noise": 0.0}
+RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+
+
+def default_textures() -> Path:
+    import gradio
+
+    return Path(gradio.__file__).parent / "media_assets" / "images"
+
+
+def render(root: Path, seed: int, count: int, frames: int, size: str, nuisances: dict, textures: Path | None) -> list:
+    """``count`` clips from ``seed`` on, via ``bufferanytime synth``; their sequence folders."""
+    command = [sys.executable, "-m", "bufferanytime", "synth", "-o", str(root), "--videos", str(count), "--frames",
+               str(frames), "--size", size, "--seed", str(seed), "-q"]
+    command += [f"--{k}={v}" for k, v in nuisances.items()]
+    if textures is not None:
+        command += ["--textures", str(textures)]
+    subprocess.run(command, check=True)
+    return [root / f"seq_{seed + i:06d}" for i in range(count)]
+
+
+def measured(command: list[str]) -> tuple[float, int]:
+    """Wall-clock seconds and peak RSS (kB) of ``command`` in a process of its own."""
+    began = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *command], check=True, capture_output=True, text=True)
+    return time.perf_counter() - began, int(out.stdout.strip().splitlines()[-1])
+
+
+def adapt(clips: list[Path], out: Path, budget: str, lr: float) -> dict:
+    """Run ``bufferanytime adapt depth`` on the clips' videos; its record, wall time and peak memory."""
+    command = [sys.executable, "-m", "bufferanytime", "adapt", "depth", *[str(c / "rgb.mp4") for c in clips], "-o",
+               str(out), "--budget", budget, "--lr", str(lr), "-q"]
+    seconds, rss = measured(command)
+    record = json.loads((out / "adapt.json").read_text())
+    return {"record": record, "seconds": seconds, "rss_kb": rss}
+
+
+def scores(model_ref: str | None, clips: list[Path]) -> dict[str, float]:
+    """Mean OPW (DIS) and AbsRel of a depth model over clips (synthetic sequence folders)."""
+    from bufferanytime.constants import SYNTHETIC_MAX_DEPTH
+    from bufferanytime.evaluation import depth_metrics, estimate_flows, opw
+    from bufferanytime.inference.options import InferenceSettings
+    from bufferanytime.inference.pipeline import predict_frames
+    from bufferanytime.io.video import open_video
+    from bufferanytime.models import load_model
+
+    model = load_model("depth", model_ref)
+    opws, absrels = [], []
+    for clip in clips:
+        frames = np.stack(list(open_video(clip / "rgb")))
+        pred = np.stack(list(predict_frames(model, iter(frames), InferenceSettings(device="cpu"))))
+        opws.append(opw(pred, flows=estimate_flows(iter(frames))))
+        absrels.append(depth_metrics(pred, np.load(clip / "depth.npy"), SYNTHETIC_MAX_DEPTH)["abs_rel"])
+    return {"opw": float(np.mean(opws)), "abs_rel": float(np.mean(absrels))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=None, help="folder for clips and models (default: temporary)")
+    parser.add_argument("--budget", default="5m")
+    parser.add_argument("--lrs", default="1e-4", help="learning rates tried, chosen on the validation clips")
+    parser.add_argument("--textures", type=Path, default=None)
+    parser.add_argument("--adapt-clips", type=int, default=3)
+    parser.add_argument("--val-clips", type=int, default=2)
+    parser.add_argument("--test-clips", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--size", default="192x256")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="adapt-bench-"))
+    textures = args.textures or default_textures()
+    frames, size = args.frames, args.size
+    adapt_clips = render(work / "shift", ADAPT_SEED, args.adapt_clips, frames, size, SHIFT, textures)
+    val_clips = render(work / "shift", VAL_SEED, args.val_clips, frames, size, SHIFT, textures)
+    test_clips = render(work / "shift", TEST_SEED, args.test_clips, frames, size, SHIFT, textures)
+    original = render(work / "original", ORIGINAL_SEED, args.test_clips, frames, size, ORIGINAL, None)
+
+    runs, lrs = {}, [float(v) for v in args.lrs.split(",")]
+    for lr in lrs:
+        runs[lr] = adapt(adapt_clips, work / f"model-lr{lr:g}", args.budget, lr)
+        runs[lr]["val"] = scores(str(work / f"model-lr{lr:g}"), val_clips) if len(lrs) > 1 else None
+        print(f"lr {lr:g}: {runs[lr]['record']['result']} in {runs[lr]['seconds']:.0f} s, "
+              f"validation {runs[lr]['val']}", flush=True)
+    chosen = min(runs, key=lambda lr: runs[lr]["val"]["opw"]) if len(runs) > 1 else next(iter(runs))
+    model_dir = str(work / f"model-lr{chosen:g}")
+    depth_seconds, depth_rss = measured([sys.executable, "-m", "bufferanytime", "depth",
+                                         str(adapt_clips[0] / "rgb.mp4"), "-o", str(work / "depth-out"), "-q"])
+    report = {"budget": args.budget, "lr": chosen, "adapt_seconds": runs[chosen]["seconds"],
+              "adapt_rss_mb": runs[chosen]["rss_kb"] / 1024, "depth_rss_mb": depth_rss / 1024,
+              "result": runs[chosen]["record"]["result"], "guard": runs[chosen]["record"].get("guard"),
+              "settings": runs[chosen]["record"].get("settings")}
+    for name, clips in (("shifted domain (test clips)", test_clips), ("original domain", original)):
+        shipped, adapted = scores(None, clips), scores(model_dir, clips)
+        report[name] = {"shipped": shipped, "adapted": adapted,
+                        "ratio": {k: adapted[k] / shipped[k] for k in shipped}}
+    print(json.dumps(report, indent=2))
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
