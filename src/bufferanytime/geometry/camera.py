@@ -1,0 +1,539 @@
+"""Camera poses and focal length of a video from its depth and optical flow (:func:`solve_cameras`).
+
+For each frame the camera-to-world pose relative to frame 0 (the world is frame 0's camera: x right, y up, z
+towards the viewer, as the normals and the point clouds), in the depth's units: metres for metric depth, the
+units of ``--depth-scale`` for relative depth.
+
+1. Correspondences: a grid of pixels of frame ``a`` is carried to frame ``b`` by the optical flow (chained over
+   ``b - a`` steps, bilinearly), and lifted to 3D by the depth of frame ``a``.
+2. Masked before any fit: pixels at depth discontinuities (a relative jump above ``edge_rtol`` to a neighbour, where
+   depth flies between surfaces), pixels whose forward and backward flows disagree by more than ``flow_check_px``
+   (occlusions, flow failures) or that leave the image.
+3. Relative pose of consecutive frames: PnP (EPnP in RANSAC, then Levenberg-Marquardt on the inliers). Moving
+   objects are RANSAC outliers, and so are points whose depth in frame ``b`` disagrees with the moved point by more
+   than ``depth_check`` (relative, after the median ratio: an object moving along the line of sight).
+   A frame that gives too few inliers is tracked from up to ``max_gap`` frames back instead; failing that it is
+   marked lost (no pose is invented for it) and later frames are tracked from the last frame that was not.
+4. Refinement: over a sliding window, least squares (scipy, Huber loss) of the reprojection errors of the points of
+   every frame pair up to ``refine_gaps`` apart whose both frames are tracked; frames before the window are fixed.
+5. Focal length when not given: the horizontal field of view, between ``fov_range`` degrees, whose poses best
+   reproject the tracked points (a robust mean of squared errors over frame pairs ``focal_gap`` apart, searched on
+   a grid then by golden section). Only rotation reveals the focal length (a wrong focal length with pure translation
+   is an exact fit with a scaled translation), so a video turning by less than :data:`MIN_FOCAL_ROTATION_DEG` keeps
+   the default field of view, source ``default``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from bufferanytime.geometry.intrinsics import DEFAULT_FOV_DEG, Intrinsics, fov_intrinsics
+from bufferanytime.geometry.unproject import depth_edges
+
+CV_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # this tool's camera axes (y up, z back) <-> OpenCV's (y down, z forward)
+MIN_CAMERA_FRAMES = 3  # fewer frames give no camera path worth the name
+MIN_FOCAL_ROTATION_DEG = 2.0  # total rotation below which the focal length cannot be estimated
+STATIC_ROTATION_DEG = 0.5  # a video whose camera turns less than this ...
+STATIC_TRANSLATION = 0.01  # ... and moves less than this fraction of the median depth is too static for a camera
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """How :func:`solve_cameras` works; pixel thresholds are at the resolution of the arrays it is given."""
+
+    sample_points: int = 2000  # grid points per frame
+    ransac_px: float = 1.5  # RANSAC inlier threshold, pixels
+    min_threshold_px: float = 0.1  # the inlier threshold adapts to the errors' spread, down to this
+    static_gap: int = 8  # frames over which points are checked for moving against the scene
+    min_inliers: int = 30  # a pose from fewer inliers is a tracking failure
+    min_inlier_ratio: float = 0.2  # ... as is one from fewer than this fraction of the valid points
+    flow_check_px: float = 1.0  # forward-backward flow disagreement above which a pixel is masked
+    depth_check: float = 0.1  # relative depth disagreement above which a point is an outlier
+    edge_rtol: float = 0.05  # depth discontinuities (see geometry.unproject.depth_edges)
+    max_gap: int = 3  # frames back a frame may be tracked from when its predecessor fails
+    window: int = 8  # frames per refinement window (step: half of it)
+    refine_gaps: tuple[int, ...] = (1, 2, 4)
+    focal_gap: int = 12  # frames between the pairs that judge a focal length
+    focal_pairs: int = 12
+    fov_range: tuple[float, float] = (25.0, 120.0)
+
+
+@dataclass
+class CameraTrack:
+    """The result: ``poses`` (T, 4, 4) camera-to-world (this tool's axes; NaN for lost frames) and what they rest on."""
+
+    poses: np.ndarray
+    intrinsics: Intrinsics
+    focal_source: str  # "given", "estimated" or "default"
+    tracked: np.ndarray  # (T,) bool: False where tracking failed (no pose)
+    inliers: list[int]  # per frame: points that supported its pose (frame 0: 0)
+    reprojection_px: list[float]  # per frame: median reprojection error of those points after refinement
+    reliable: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# correspondences
+
+
+class Correspondences:
+    """Grid pixels of one frame carried to another by the flow; the 2D part does not depend on the camera."""
+
+    def __init__(self, depth: Sequence[np.ndarray], flow_fwd: Sequence[np.ndarray], flow_bwd: Sequence[np.ndarray],
+                 settings: CameraSettings):
+        self.depth, self.fwd, self.bwd, self.settings = depth, flow_fwd, flow_bwd, settings
+        self.height, self.width = np.shape(depth[0])
+        step = max(1, int(math.sqrt(self.height * self.width / settings.sample_points)))
+        ii, jj = np.mgrid[step // 2 : self.height : step, step // 2 : self.width : step]
+        self.grid_i, self.grid_j = ii.ravel(), jj.ravel()
+        self._valid: dict[tuple[int, bool], np.ndarray] = {}
+        self._static: dict[int, np.ndarray | None] = {}
+        self._pairs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def flow_valid(self, k: int, forward: bool = True) -> np.ndarray:
+        """(H, W) float32: 1 where the flow k -> k+1 (``forward``; else k+1 -> k) lands in the image and agrees
+        with the flow the other way."""
+        if (k, forward) not in self._valid:
+            fwd, bwd = np.asarray(self.fwd[k], np.float32), np.asarray(self.bwd[k], np.float32)
+            fwd, bwd = (fwd, bwd) if forward else (bwd, fwd)
+            xs = np.arange(self.width, dtype=np.float32)[None, :] + fwd[..., 0]
+            ys = np.arange(self.height, dtype=np.float32)[:, None] + fwd[..., 1]
+            back = cv2.remap(bwd, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            inside = (xs >= 0) & (xs <= self.width - 1) & (ys >= 0) & (ys <= self.height - 1)
+            ok = inside & (np.linalg.norm(fwd + back, axis=-1) < self.settings.flow_check_px)
+            self._valid[k, forward] = ok.astype(np.float32)
+            if len(self._valid) > 64:
+                self._valid.pop(next(iter(self._valid)))
+        return self._valid[k, forward]
+
+    def pair(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(index, xy_b)``: grid points (indices into the grid) of frame ``a`` valid in ``b``, and their pixel
+        positions in ``b`` (pixel centres at +0.5)."""
+        key = (a, b)
+        if key not in self._pairs:
+            depth = np.asarray(self.depth[a], np.float64)
+            keep = ~depth_edges(depth, self.settings.edge_rtol)[self.grid_i, self.grid_j]
+            x = self.grid_j.astype(np.float32)  # pixel index coordinates while chaining
+            y = self.grid_i.astype(np.float32)
+            steps = [(k, True) for k in range(a, b)] if b > a else [(k, False) for k in range(a - 1, b - 1, -1)]
+            for k, forward in steps:
+                flow = np.asarray(self.fwd[k] if forward else self.bwd[k], np.float32)
+                sample = cv2.remap(np.dstack([flow, self.flow_valid(k, forward)]), x[None], y[None], cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
+                keep &= sample[:, 2] > 0.99
+                x, y = x + sample[:, 0], y + sample[:, 1]
+            index = np.flatnonzero(keep)
+            self._pairs[key] = (index, np.stack([x[index], y[index]], axis=1).astype(np.float64) + 0.5)
+            if len(self._pairs) > 256:
+                self._pairs.pop(next(iter(self._pairs)))
+        return self._pairs[key]
+
+    def points(self, a: int, index: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+        """(N, 3) points of grid points ``index`` of frame ``a`` in OpenCV camera axes (z forward)."""
+        i, j = self.grid_i[index], self.grid_j[index]
+        z = np.asarray(self.depth[a], np.float64)[i, j]
+        return np.stack([z * (j + 0.5 - intrinsics.cx) / intrinsics.fx, z * (i + 0.5 - intrinsics.cy) / intrinsics.fy,
+                         z], axis=1)
+
+    def depth_at(self, b: int, xy: np.ndarray) -> np.ndarray:
+        """Bilinear depth of frame ``b`` at pixel positions ``xy`` (centres at +0.5); NaN outside."""
+        depth = np.asarray(self.depth[b], np.float32)
+        out = cv2.remap(depth, (xy[:, 0] - 0.5).astype(np.float32)[None], (xy[:, 1] - 0.5).astype(np.float32)[None],
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))[0]
+        return out.astype(np.float64)
+
+
+def camera_matrix(intrinsics: Intrinsics) -> np.ndarray:
+    """The 3x3 K of pixel-centre coordinates (centres at +0.5, as the correspondences)."""
+    return np.array([[intrinsics.fx, 0, intrinsics.cx], [0, intrinsics.fy, intrinsics.cy], [0, 0, 1.0]])
+
+
+def _project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    z = points[:, 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (points[:, :2] / z) * np.diag(K)[:2] + K[:2, 2]
+
+
+def _transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
+def _matrix(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = cv2.Rodrigues(np.asarray(rvec, np.float64))[0]
+    T[:3, 3] = np.ravel(tvec)
+    return T
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# relative poses
+
+
+def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics, settings: CameraSettings,
+                  ransac_px: float | None = None, static: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(T_b<-a, inlier mask)`` in OpenCV axes, or None when tracking fails. ``static``: leave out the points
+    that move against the scene over a longer baseline (:func:`_static_only`)."""
+    index, xy = corr.pair(a, b)
+    if static:
+        index, xy = _static_only(corr, a, index, xy, intrinsics, settings)
+    if len(index) < settings.min_inliers:
+        return None
+    points, K = corr.points(a, index, intrinsics), camera_matrix(intrinsics)
+    ok, rvec, tvec, inl = cv2.solvePnPRansac(points, xy, K, None, iterationsCount=200,
+                                             reprojectionError=ransac_px or settings.ransac_px, confidence=0.999,
+                                             flags=cv2.SOLVEPNP_EPNP)
+    if not ok or inl is None or len(inl) < settings.min_inliers:
+        return None
+    mask = np.zeros(len(index), bool)
+    mask[inl.ravel()] = True
+    threshold = ransac_px or settings.ransac_px
+    for _ in range(4):  # refine on the inliers, then re-select them with the depth check and a tighter threshold
+        rvec, tvec = cv2.solvePnPRefineLM(points[mask], xy[mask], K, None, rvec, tvec)
+        T = _matrix(rvec, tvec)
+        mask = _inliers(corr, b, points, xy, T, K, threshold, settings.depth_check)
+        if mask.sum() < max(settings.min_inliers, settings.min_inlier_ratio * len(index)):
+            return None
+        threshold = _adaptive_threshold(points[mask], xy[mask], T, K, threshold, settings)
+    return T, mask
+
+
+def _adaptive_threshold(points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np.ndarray, threshold: float,
+                        settings: CameraSettings) -> float:
+    """3 robust sigmas of the inliers' errors, within [min_threshold_px, threshold]: slow moving objects err by
+    less than the RANSAC threshold but by far more than the static scene when depth and flow are good."""
+    err = np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1)
+    return float(np.clip(3 * 1.4826 * np.median(err), settings.min_threshold_px, threshold))
+
+
+def _static_only(corr: Correspondences, a: int, index: np.ndarray, xy: np.ndarray, intrinsics: Intrinsics,
+                 settings: CameraSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The correspondences of frame ``a`` less the points that are outliers to the camera's motion over
+    ``static_gap`` frames (forward when the video is long enough, else backward): an object that moves slowly
+    errs by a fraction of a pixel from one frame to the next, but by several over the longer baseline."""
+    key = (a, intrinsics.fx, intrinsics.fy)
+    if key not in corr._static:
+        T = len(corr.depth)
+        b = a + settings.static_gap if a + settings.static_gap < T else max(0, a - settings.static_gap)
+        moving = None
+        if abs(b - a) > 1:
+            found = relative_pose(corr, a, b, intrinsics, settings, static=False)
+            if found is not None:
+                long_index = corr.pair(a, b)[0]
+                moving = np.zeros(len(corr.grid_i), bool)
+                moving[long_index[~found[1]]] = True
+        corr._static[key] = moving
+        if len(corr._static) > 256:
+            corr._static.pop(next(iter(corr._static)))
+    moving = corr._static[key]
+    if moving is None:
+        return index, xy
+    keep = ~moving[index]
+    return index[keep], xy[keep]
+
+
+def _inliers(corr: Correspondences, b: int, points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np.ndarray,
+             px: float, depth_check: float) -> np.ndarray:
+    """Points that reproject within ``px`` and whose depth agrees with frame ``b``'s (median ratio removed)."""
+    moved = _transform(T, points)
+    err = np.linalg.norm(_project(moved, K) - xy, axis=1)
+    ratio = moved[:, 2] / corr.depth_at(b, xy)
+    good = (err < px) & np.isfinite(ratio) & (moved[:, 2] > 0)
+    if good.sum() > 0:
+        good &= np.abs(ratio / np.median(ratio[good]) - 1) < depth_check
+    return good
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sliding-window refinement
+
+
+def _edges(poses: np.ndarray, tracked: np.ndarray, frames: range, gaps: tuple[int, ...]) -> list[tuple[int, int]]:
+    return [(b - g, b) for b in frames for g in gaps if b - g >= 0 and tracked[b - g] and tracked[b]]
+
+
+def _refine_window(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray, frames: list[int],
+                   intrinsics: Intrinsics, settings: CameraSettings, iterations: int = 6) -> None:
+    """Gauss-Newton (Huber weights, Levenberg damping) of the reprojection errors over the edges ending in
+    ``frames``, whose poses vary (right perturbations); earlier frames are fixed. ``poses`` are updated in place."""
+    K = camera_matrix(intrinsics)
+    variable = {f: n for n, f in enumerate(frames)}
+    data = []
+    for a, b in _edges(poses, tracked, range(frames[0], frames[-1] + 1), settings.refine_gaps):
+        index, xy = _static_only(corr, a, *corr.pair(a, b), intrinsics, settings)
+        if len(index) < 6:
+            continue
+        points = corr.points(a, index, intrinsics)
+        T = np.linalg.inv(poses[b]) @ poses[a]
+        keep = _inliers(corr, b, points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
+        if keep.sum() >= 6:
+            threshold = _adaptive_threshold(points[keep], xy[keep], T, K, 3 * settings.ransac_px, settings)
+            keep &= np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1) < threshold
+        if keep.sum() >= 6:
+            data.append((a, b, points[keep], xy[keep]))
+    if not data:
+        return
+    damping = 1e-3
+    for _ in range(iterations):
+        H = np.zeros((6 * len(frames), 6 * len(frames)))
+        g = np.zeros(6 * len(frames))
+        for a, b, points, xy in data:
+            _accumulate(H, g, poses, a, b, points, xy, K, variable, settings.ransac_px)
+        step = np.linalg.solve(H + damping * np.diag(np.diag(H) + 1e-9), -g)
+        for f, n in variable.items():
+            poses[f] = poses[f] @ _exp(step[6 * n : 6 * n + 6])
+        if np.abs(step).max() < 1e-9:
+            break
+
+
+def _exp(delta: np.ndarray) -> np.ndarray:
+    """The 4x4 transform of a small (rotation vector, translation) step."""
+    T = np.eye(4)
+    T[:3, :3] = cv2.Rodrigues(delta[:3])[0]
+    T[:3, 3] = delta[3:]
+    return T
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) cross-product matrices of vectors (N, 3)."""
+    out = np.zeros((len(v), 3, 3))
+    out[:, 0, 1], out[:, 0, 2], out[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
+    out[:, 1, 0], out[:, 2, 0], out[:, 2, 1] = v[:, 2], -v[:, 1], v[:, 0]
+    return out
+
+
+def _accumulate(H: np.ndarray, g: np.ndarray, poses: np.ndarray, a: int, b: int, points: np.ndarray,
+                xy: np.ndarray, K: np.ndarray, variable: dict[int, int], huber: float) -> None:
+    """Add one edge's Huber-weighted normal equations (points of ``a`` observed at ``xy`` in ``b``)."""
+    M = np.linalg.inv(poses[b]) @ poses[a]
+    q = _transform(M, points)
+    r = _project(q, K) - xy  # (N, 2)
+    z = q[:, 2]
+    Jp = np.zeros((len(q), 2, 3))  # d pixel / d q
+    Jp[:, 0, 0], Jp[:, 0, 2] = K[0, 0] / z, -K[0, 0] * q[:, 0] / z**2
+    Jp[:, 1, 1], Jp[:, 1, 2] = K[1, 1] / z, -K[1, 1] * q[:, 1] / z**2
+    norm = np.linalg.norm(r, axis=1)
+    w = np.where(norm <= huber, 1.0, huber / np.maximum(norm, 1e-12))
+    blocks = {}
+    if a in variable:  # q = M (E_a p): dq/dw_a = -R [p]x, dq/dt_a = R
+        R = M[:3, :3]
+        blocks[variable[a]] = np.concatenate([-np.matmul(R, _skew(points)), np.broadcast_to(R, (len(q), 3, 3))],
+                                             axis=2)
+    if b in variable:  # q = E_b^-1 q0: dq/dw_b = [q]x, dq/dt_b = -I
+        blocks[variable[b]] = np.concatenate([_skew(q), -np.broadcast_to(np.eye(3), (len(q), 3, 3))], axis=2)
+    J = {n: np.matmul(Jp, block).reshape(-1, 6) for n, block in blocks.items()}  # (2N, 6)
+    w2 = np.repeat(w, 2)
+    for n, Jn in J.items():
+        weighted = Jn * w2[:, None]
+        g[6 * n : 6 * n + 6] += weighted.T @ r.ravel()
+        for m, Jm in J.items():
+            H[6 * n : 6 * n + 6, 6 * m : 6 * m + 6] += weighted.T @ Jm
+
+
+def _refine(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray, intrinsics: Intrinsics,
+            settings: CameraSettings) -> None:
+    step = max(1, settings.window // 2)
+    for start in range(1, len(poses), step):
+        frames = [f for f in range(start, min(start + settings.window, len(poses))) if tracked[f]]
+        if frames:
+            _refine_window(corr, poses, tracked, frames, intrinsics, settings)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tracking
+
+
+def track(corr: Correspondences, intrinsics: Intrinsics, settings: CameraSettings,
+          refine: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Camera-to-world poses (T, 4, 4) in OpenCV axes (frame 0: identity; NaN when lost), tracked mask, inliers."""
+    T = len(corr.depth)
+    poses = np.full((T, 4, 4), np.nan)
+    poses[0] = np.eye(4)
+    tracked = np.zeros(T, bool)
+    tracked[0] = True
+    inliers = [0] * T
+    for b in range(1, T):
+        previous = [a for a in range(b - 1, max(-1, b - 1 - settings.max_gap), -1) if tracked[a]]
+        for a in previous or [int(np.flatnonzero(tracked[:b])[-1])]:  # beyond the gap: the last tracked frame
+            found = relative_pose(corr, a, b, intrinsics, settings)
+            if found is not None:
+                poses[b] = poses[a] @ np.linalg.inv(found[0])
+                tracked[b], inliers[b] = True, int(found[1].sum())
+                break
+    if refine:
+        _refine(corr, poses, tracked, intrinsics, settings)
+    return poses, tracked, inliers
+
+
+def reprojection_errors(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray, intrinsics: Intrinsics,
+                        settings: CameraSettings) -> list[float]:
+    """Per frame, the median reprojection error (px) of the inlier points from its predecessor (NaN if none)."""
+    K, out = camera_matrix(intrinsics), [0.0]
+    for b in range(1, len(poses)):
+        a = b - 1
+        if not (tracked[a] and tracked[b]):
+            out.append(float("nan"))
+            continue
+        index, xy = corr.pair(a, b)
+        points = corr.points(a, index, intrinsics)
+        T = np.linalg.inv(poses[b]) @ poses[a]
+        keep = _inliers(corr, b, points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
+        err = np.linalg.norm(_project(_transform(T, points[keep]), K) - xy[keep], axis=1)
+        out.append(float(np.median(err)) if err.size else float("nan"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# focal length
+
+
+FocalData = list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # (frame a, grid indices, xy in b, T_b<-a)
+
+
+def focal_data(corr: Correspondences, pairs: list[tuple[int, int]], intrinsics: Intrinsics,
+               settings: CameraSettings) -> FocalData:
+    """The static inlier points of each pair under ``intrinsics`` (with a wide threshold), and its pose."""
+    out = []
+    for a, b in pairs:
+        found = relative_pose(corr, a, b, intrinsics, settings, ransac_px=2 * settings.ransac_px)
+        if found is None:
+            continue
+        index, xy = _static_only(corr, a, *corr.pair(a, b), intrinsics, settings)
+        T = found[0]
+        err = np.linalg.norm(_project(_transform(T, corr.points(a, index, intrinsics)), camera_matrix(intrinsics))
+                             - xy, axis=1)
+        keep = err < 2 * settings.ransac_px
+        out.append((a, index[keep], xy[keep], T))
+    return out
+
+
+def focal_cost(corr: Correspondences, data: FocalData, intrinsics: Intrinsics, settings: CameraSettings) -> float:
+    """Robust mean squared reprojection error (px^2, truncated) of the best pose of each pair under
+    ``intrinsics``, on the same points whatever the focal length (so that costs compare)."""
+    cap = (2 * settings.ransac_px) ** 2
+    K = camera_matrix(intrinsics)
+    costs = []
+    for a, index, xy, T in data:
+        points = corr.points(a, index, intrinsics)
+        rvec, tvec = cv2.Rodrigues(T[:3, :3])[0], T[:3, 3].reshape(3, 1).copy()
+        rvec, tvec = cv2.solvePnPRefineLM(points, xy, K, None, rvec, tvec)
+        err = _project(_transform(_matrix(rvec, tvec), points), K) - xy
+        costs.append(np.minimum(np.nan_to_num(np.sum(err**2, axis=1), nan=cap), cap))
+    values = np.concatenate(costs) if costs else np.array([cap])
+    return float(values.mean()) if values.size else cap
+
+
+def _intrinsics_for_fov(fov: float, height: int, width: int, source: str) -> Intrinsics:
+    return fov_intrinsics(fov, height, width, source)
+
+
+def estimate_fov(corr: Correspondences, pairs: list[tuple[int, int]], settings: CameraSettings,
+                 start_fov: float = DEFAULT_FOV_DEG) -> float:
+    """The horizontal field of view (degrees) of least :func:`focal_cost`: a grid on the points found with
+    ``start_fov``, then golden section on the points found with the grid's best."""
+    h, w = corr.height, corr.width
+    lo_fov, hi_fov = settings.fov_range
+    data = focal_data(corr, pairs, _intrinsics_for_fov(start_fov, h, w, ""), settings)
+
+    def cost(fov: float) -> float:
+        return focal_cost(corr, data, _intrinsics_for_fov(fov, h, w, ""), settings)
+
+    grid = np.linspace(lo_fov, hi_fov, 20)
+    values = [cost(f) for f in grid]
+    best = int(np.argmin(values))
+    data = focal_data(corr, pairs, _intrinsics_for_fov(grid[best], h, w, ""), settings)
+    lo, hi = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fc, fd = cost(c), cost(d)
+    while hi - lo > 0.02:
+        if fc < fd:
+            hi, d, fd = d, c, fc
+            c = hi - ratio * (hi - lo)
+            fc = cost(c)
+        else:
+            lo, c, fc = c, d, fd
+            d = lo + ratio * (hi - lo)
+            fd = cost(d)
+    return float((lo + hi) / 2)
+
+
+def _focal_pairs(tracked_poses: np.ndarray, tracked: np.ndarray, settings: CameraSettings) -> list[tuple[int, int]]:
+    T = len(tracked_poses)
+    gap = min(settings.focal_gap, T - 1)
+    starts = np.unique(np.linspace(0, T - 1 - gap, settings.focal_pairs).round().astype(int)) if gap > 0 else []
+    return [(int(a), int(a) + gap) for a in starts if tracked[a] and tracked[a + gap]]
+
+
+def rotation_deg(R: np.ndarray) -> float:
+    """The angle of a rotation matrix, degrees."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(R[:3, :3]) - 1) / 2, -1.0, 1.0))))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the solver
+
+
+def solve_cameras(depth: Sequence[np.ndarray], flow_fwd: Sequence[np.ndarray], flow_bwd: Sequence[np.ndarray],
+                  intrinsics: Intrinsics | None = None, settings: CameraSettings | None = None) -> CameraTrack:
+    """The cameras of a video from its z-depth ``(T, H, W)`` and flows ``(T-1, H, W, 2)`` (pixels, ``src(p)``
+    matching ``dst(p + flow(p))``): see the module docstring. ``intrinsics`` None: the focal length is estimated
+    (square pixels, centred principal point). Any sequences of arrays will do (memory maps for long videos)."""
+    settings = settings or CameraSettings()
+    T = len(depth)
+    height, width = np.shape(depth[0])
+    warnings: list[str] = []
+    default = fov_intrinsics(DEFAULT_FOV_DEG, height, width, f"default fov {DEFAULT_FOV_DEG:g}")
+    if T < MIN_CAMERA_FRAMES:
+        poses = np.repeat(np.eye(4)[None], T, axis=0)
+        warnings.append(f"the video has {T} frame(s): a camera path needs at least {MIN_CAMERA_FRAMES}; "
+                        "poses are marked unreliable")
+        return CameraTrack(poses, intrinsics or default, "given" if intrinsics else "default", np.ones(T, bool),
+                           [0] * T, [0.0] * T, reliable=False, warnings=warnings)
+    corr = Correspondences(depth, flow_fwd, flow_bwd, settings)
+    source = "given"
+    if intrinsics is None:
+        intrinsics, source = _estimate_intrinsics(corr, default, settings, warnings)
+    poses, tracked, inliers = track(corr, intrinsics, settings)
+    errors = reprojection_errors(corr, poses, tracked, intrinsics, settings)
+    reliable = _check_motion(poses, tracked, depth, warnings)
+    ours = np.array([CV_FLIP @ p @ CV_FLIP for p in poses])
+    return CameraTrack(ours, intrinsics, source, tracked, inliers, errors, reliable, warnings)
+
+
+def _estimate_intrinsics(corr: Correspondences, default: Intrinsics, settings: CameraSettings,
+                         warnings: list[str]) -> tuple[Intrinsics, str]:
+    """The estimated camera, or the default one when the video turns too little to tell."""
+    poses, tracked, _ = track(corr, default, settings, refine=False)
+    pairs = _focal_pairs(poses, tracked, settings)
+    turn = max((rotation_deg(np.linalg.inv(poses[a]) @ poses[b]) for a, b in pairs), default=0.0)
+    if turn < MIN_FOCAL_ROTATION_DEG:
+        warnings.append(f"the camera turns by {turn:.2f} degrees at most: too little to estimate the focal length; "
+                        f"the default field of view of {DEFAULT_FOV_DEG:g} degrees is used (give --fov or "
+                        "--intrinsics)")
+        return default, "default"
+    fov = estimate_fov(corr, pairs, settings)
+    return replace(_intrinsics_for_fov(fov, corr.height, corr.width, f"estimated: fov {fov:.3f}"),
+                   source=f"estimated from the video: horizontal fov {fov:.3f} degrees"), "estimated"
+
+
+def _check_motion(poses: np.ndarray, tracked: np.ndarray, depth: Sequence[np.ndarray], warnings: list[str]) -> bool:
+    """False, with a warning, when frames were lost or the camera hardly moves."""
+    reliable = True
+    lost = int((~tracked).sum())
+    if lost:
+        reliable = False
+        warnings.append(f"tracking failed on {lost} of {len(tracked)} frames: they have no pose (marked lost)")
+    good = np.flatnonzero(tracked)
+    turn = max(rotation_deg(poses[k]) for k in good)
+    move = max(float(np.linalg.norm(poses[k][:3, 3])) for k in good)
+    scale = float(np.nanmedian(np.asarray(depth[len(depth) // 2], np.float64)))
+    if turn < STATIC_ROTATION_DEG and move < STATIC_TRANSLATION * scale:
+        reliable = False
+        warnings.append(f"the camera hardly moves (at most {turn:.2f} degrees and {move:.3g} depth units): too static "
+                        "for a camera path; poses are marked unreliable")
+    return reliable
