@@ -51,7 +51,7 @@ from bufferanytime.models.base import MODEL_KEY, VideoModel, read_config, tensor
 from bufferanytime.training.config import TrainConfig
 from bufferanytime.training.objectives import objective_class
 
-TRAINED = {"temporal": "the temporal blocks (and fusion layers)", "all": "every trainable part"}
+TRAINED = {"temporal": "the temporal blocks", "all": "every trainable part"}  # as printed (depth: and fusion layers)
 PATIENCE = 4  # validations in a row without improvement that stop training
 MIN_IMPROVEMENT = 1e-3  # relative decrease of the validation loss that counts as an improvement
 END_SECONDS = 1.0  # besides the measured cost of the final check: writing the model
@@ -225,9 +225,10 @@ class _Run:
         session.forget()
         session.start(plan.side_fraction, plan.trained, options["lr"], plan.warmup)
         h, w = session.size(0)
+        fusion = " and fusion layers" if plan.trained == "temporal" and kind == "depth" else ""
+        trained = TRAINED[plan.trained] + fusion
         self.say(f"settings: {h}x{w}, clips of {plan.clip_len} frames, {plan.steps} steps of about "
-                 f"{plan.projected_step_seconds:.2g} s, validation every {plan.val_every} steps, training "
-                 f"{TRAINED[plan.trained]}, "
+                 f"{plan.projected_step_seconds:.2g} s, validation every {plan.val_every} steps, training {trained}, "
                  f"lr {options['lr']:g}")
         return plan
 
