@@ -16,12 +16,15 @@ import tempfile
 import threading
 import traceback
 import uuid
+from dataclasses import Field
 from pathlib import Path
 
 from bufferanytime.app.access import ModelAccess
-from bufferanytime.app.work import LABELS, MAX_FRAMES, Progress, Request, Result, run
+from bufferanytime.app.work import APP_OPTIONS, LABELS, MAX_FRAMES, Progress, Request, Result, run
 from bufferanytime.errors import InputError
+from bufferanytime.inference.options import InferenceSettings
 from bufferanytime.io.video import VIDEO_EXTENSIONS
+from bufferanytime.options import default_of, info, value_types
 from bufferanytime.tasks import get_task, list_tasks
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
@@ -33,7 +36,6 @@ QUEUE_SIZE = 16
 EXAMPLE = "bundled example (synthetic, with ground truth)"
 UPLOAD = "uploaded file"
 BOTH = "both"
-PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 
 
 class Sessions:
@@ -98,18 +100,19 @@ def metrics_markdown(result: Result) -> str:
 
 
 def process(sessions: Sessions, session: str, source: str, upload: str | None, choice: str, model: str,
-            size: float | None, window: float | None, precision: str, first: float | None = None,
-            stride: float | None = None, max_frames: int = MAX_FRAMES, progress: Progress | None = None,
-            access: ModelAccess | None = None) -> tuple[Result, str]:
+            *options: float | str | None, first: float | None = None, stride: float | None = None,
+            max_frames: int = MAX_FRAMES, progress: Progress | None = None, access: ModelAccess | None = None
+            ) -> tuple[Result, str]:
     """One request in its own folder of ``session``: the result and its status line; InputError when unusable.
 
-    ``access`` decides which models the request may load (default: any, as on this machine only)."""
+    ``options`` are the values of the controls of :data:`APP_OPTIONS`, in their order. ``access`` decides which
+    models the request may load (default: any, as on this machine only)."""
     if source != EXAMPLE and not upload:
         raise InputError("upload a video or a zip of frames first, or choose the bundled example")
     access = access or ModelAccess()
     request = Request(input=None if source == EXAMPLE else Path(upload), tasks=task_names(choice),
-                      model=access.resolve(model), max_res=_optional_int(size), window=_optional_int(window),
-                      precision=precision, max_frames=max_frames, first=_optional_int(first),
+                      model=access.resolve(model), options=app_options(options), max_frames=max_frames,
+                      first=_optional_int(first),
                       stride=int(stride) if stride is not None else 1)
     folder = sessions.new_request(session)
     try:
@@ -118,6 +121,28 @@ def process(sessions: Sessions, session: str, source: str, upload: str | None, c
         message = str(exc).replace(f"{folder}/", "").replace(str(folder), "")
         raise InputError(message.replace(str(upload), Path(upload).name) if upload else message) from exc
     return result, status_line(result, request)
+
+
+def app_options(values: tuple) -> dict:
+    """``{name: value}`` of the inference options from their controls' values; a number's 0 or blank is absent
+    (the model's own), as the labels say."""
+    out = {}
+    for f, value in zip(APP_OPTIONS, values, strict=True):
+        kind = value_types(InferenceSettings)[f.name][0]
+        if kind in (int, float):
+            value = kind(value) if value else None
+        if value is not None:
+            out[f.name] = value
+    return out
+
+
+def _option_control(f: Field) -> gr.components.Component:
+    """The control of one inference option, from its declaration: a number (0: the default) or a choice."""
+    option = info(f)
+    if option.choices:
+        return gr.Radio(list(option.choices), value=default_of(f), label=option.app, elem_id=f.name)
+    whole = value_types(InferenceSettings)[f.name][0] is int
+    return gr.Number(0, label=option.app, precision=0 if whole else None, minimum=0, elem_id=f.name)
 
 
 def user_message(exc: BaseException, access: ModelAccess | None = None) -> str:
@@ -154,13 +179,10 @@ def _inputs(access: ModelAccess) -> dict:
         model = gr.Dropdown(models, value=models[0] if models else None, allow_custom_value=access.open_paths,
                             label=access.notice(), elem_id="model")
         with gr.Row():
-            size = gr.Number(0, label="Input size (long side, px; 0: the model's own)", precision=0, minimum=0,
-                             elem_id="size")
-            window = gr.Number(0, label="Window (frames; 0: the model's own)", precision=0, minimum=0)
-            precision = gr.Radio(list(PRECISION_CHOICES), value="fp32", label="Precision")
+            controls = [_option_control(f) for f in APP_OPTIONS]
         button = gr.Button("Run", variant="primary", elem_id="run")
-    return {"button": button, "args": [src["source"], src["upload"], choice, model, size, window, precision,
-                                       src["first"], src["stride"]]}
+    return {"button": button, "args": [src["source"], src["upload"], choice, model, src["first"], src["stride"],
+                                       *controls]}
 
 
 def _outputs() -> list:
@@ -199,14 +221,16 @@ def build_app(sessions: Sessions | None = None, max_frames: int = MAX_FRAMES, ac
     models the page offers and accepts (default: any, for a page served on this machine only)."""
     sessions, access = sessions or Sessions(), access or ModelAccess()
 
-    def on_run(source, upload, choice, model, size, window, precision, first, stride, request: gr.Request,
-               progress=gr.Progress()):  # noqa: B008 - how Gradio injects its progress bar
+    def on_run(request: gr.Request, progress=gr.Progress(), *args):  # noqa: B008 - how Gradio injects its progress
+        """The Run button: ``args`` are the values of ``_inputs(...)["args"]`` (Gradio puts its own first)."""
+
         def report(fraction: float, text: str) -> None:
             progress(fraction, desc=text)
 
-        args = (source, upload, choice, model, size, window, precision, first, stride)
+        source, upload, choice, model, first, stride, *options = args
         try:
-            result, status = process(sessions, request.session_hash, *args, max_frames=max_frames, progress=report,
+            result, status = process(sessions, request.session_hash, source, upload, choice, model, *options,
+                                     first=first, stride=stride, max_frames=max_frames, progress=report,
                                      access=access)
         except Exception as exc:  # every failure is a message in the page
             return f"error: {user_message(exc, access)}", None, "", None, None, request.session_hash

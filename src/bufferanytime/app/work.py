@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from bufferanytime.errors import InputError
+from bufferanytime.inference.options import DEFAULT_SAVE, InferenceSettings
 from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoSource, open_video
+from bufferanytime.options import info
 from bufferanytime.tasks import Task, get_task
 
 EXAMPLE_SEED = 777_777  # the demo's held-out seed: never used to train the embedded models
@@ -28,6 +30,8 @@ EXAMPLE_DATASET = "synthetic"  # the depth cap of the ground truth's metrics
 MAX_FRAMES = 120  # longer inputs are refused with a message (the app runs on a CPU in seconds per frame)
 MAX_ZIP_BYTES = 500 << 20  # uncompressed size of a zip of frames
 LABELS = ("per-frame prior", "video model")
+#: The inference options the app offers, each with a control labelled by its declaration (OptionInfo.app).
+APP_OPTIONS = tuple(f for f in dataclasses.fields(InferenceSettings) if info(f).app)
 
 Progress = Callable[[float, str], None]
 
@@ -39,12 +43,14 @@ class Request:
     input: Path | None
     tasks: tuple[str, ...]
     model: str | None = None  # a name of list_models(), a directory or a Hub id; None: the embedded default
-    max_res: int | None = None  # None: the model's own input size
-    window: int | None = None  # None: the model's own window
-    precision: str = "fp32"
+    options: dict = field(default_factory=dict)  # inference options of APP_OPTIONS by name; absent: the default
     max_frames: int = MAX_FRAMES
     first: int | None = None  # use only the first N frames (after the stride) of an upload; None: all
     stride: int = 1  # use every N-th frame of an upload
+
+    def settings(self, save: tuple[str, ...] = DEFAULT_SAVE) -> InferenceSettings:
+        """The checked inference settings of the request, on the CPU; InputError naming a bad option."""
+        return InferenceSettings(**self.options, device="cpu", save=save).check()
 
 
 @dataclass
@@ -144,13 +150,11 @@ def open_input(request: Request, workdir: Path) -> tuple[VideoSource, object | N
 
 def predict(task: Task, request: Request, frames: np.ndarray, per_frame: bool) -> np.ndarray:
     """The predictions of the prior (``per_frame``) or of the video model of ``task`` on ``frames``."""
-    from bufferanytime.inference import InferenceSettings, predict_frames
+    from bufferanytime.inference import predict_frames
     from bufferanytime.models import load_model
 
     model = load_model(task.name, request.model, per_frame=per_frame)
-    settings = InferenceSettings(max_res=request.max_res, window=request.window, precision=request.precision,
-                                 device="cpu")
-    return np.stack(list(predict_frames(model, iter(frames), settings)))
+    return np.stack(list(predict_frames(model, iter(frames), request.settings())))
 
 
 def column_ranges(task: Task, preds: dict[str, np.ndarray]) -> dict[str, tuple[float, float] | None]:
@@ -178,12 +182,11 @@ def _zip_folder(folder: Path, archive: Path) -> Path:
 def run_task(task: Task, request: Request, source: VideoSource, frames: np.ndarray, out: Path
              ) -> tuple[dict[str, np.ndarray], list[Path]]:
     """The prior and the video model of ``task``; the video model's npz, 16-bit PNG and EXR files (the CLI's)."""
-    from bufferanytime.inference import InferenceSettings, run_video
+    from bufferanytime.inference import run_video
     from bufferanytime.models import load_model
 
     model = load_model(task.name, request.model)
-    settings = InferenceSettings(max_res=request.max_res, window=request.window, precision=request.precision,
-                                 device="cpu", save=("npz", "png16", "exr"))
+    settings = request.settings(save=("npz", "png16", "exr"))
     run_video(model, source, out, settings, model_info={"name": request.model or "default"}, progress=False)
     names = task.files
     with np.load(out / names.npz) as npz:
@@ -216,6 +219,7 @@ def run(request: Request, workdir: Path, progress: Progress = _no_progress) -> R
     tasks = [get_task(name) for name in request.tasks]
     if not tasks:
         raise InputError("choose depth, normals or both")
+    request.settings()  # a bad option is refused before any work
     progress(0.0, "reading the input")
     source, truth = open_input(request, workdir)
     frames = np.stack(list(source))

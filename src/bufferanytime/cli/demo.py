@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
 def _synthetic(models: dict[str, str], out: Path, progress: bool, say: Say) -> dict[str, dict]:
     """The per-frame prior against the video model of each task on a held-out synthetic video (mean metrics)."""
     from bufferanytime.evaluation.runner import EvalConfig, ModelSpec, run_evaluation
+    from bufferanytime.inference import InferenceSettings
     from bufferanytime.synthetic import render_video, write_video_dir
 
     synth_root = out / "synthetic"
@@ -140,7 +141,7 @@ def _synthetic(models: dict[str, str], out: Path, progress: bool, say: Say) -> d
         specs = [ModelSpec(models[name], per_frame=True, label="per-frame prior"),
                  ModelSpec(models[name], label="video model")]
         config = EvalConfig(task=name, dataset="synthetic", root=str(synth_root), models=specs, flow="gt",
-                            max_res=DEMO_MAX_RES, device="cpu")
+                            inference=InferenceSettings(max_res=DEMO_MAX_RES, device="cpu"))
         synthetic[name] = run_evaluation(config, out / f"eval_{name}", progress=progress)["mean"]
         print(f"synthetic {name}: " + ", ".join(f"{label}: OPW {m['opw']:.4f}" for label, m in
                                                  synthetic[name].items()), flush=True)

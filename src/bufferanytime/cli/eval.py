@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bufferanytime.cli.args import check_device, finite_float, non_negative_int, positive_int
+from bufferanytime.cli.args import add_options, check_device, finite_float, given_options, positive_int
 from bufferanytime.evaluation.datasets import DATASETS
-from bufferanytime.evaluation.runner import FLOW_CHOICES, EvalConfig, model_specs, run_evaluation
+from bufferanytime.evaluation.runner import EVAL_OPTIONS, FLOW_CHOICES, EvalConfig, model_specs, run_evaluation
 from bufferanytime.inference.online import ONLINE_MODES
-from bufferanytime.inference.pipeline import PRECISIONS
+from bufferanytime.inference.options import InferenceSettings
 from bufferanytime.tasks import list_tasks
 from bufferanytime.tasks.metric_depth import ALIGNMENTS
 
@@ -64,18 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--flow-weights", default=None, help="official RAFT-small checkpoint (raft-small.pth)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="use at most N frames of each sequence")
     p.add_argument("--sequences", type=positive_int, default=None, help="evaluate only the first N sequences")
-    p.add_argument("--short-side", type=positive_int, default=None,
-                   help="resize frames so their short side is N px for inference (default: each model's own input "
-                   "size, as `bufferanytime depth` uses it)")
-    p.add_argument("--max-res", type=positive_int, default=None,
-                   help="longest side used for inference, at most N px (default: each model's own input size)")
-    p.add_argument("--window", type=positive_int, default=None, help="frames per sliding window (default: the model's)")
-    p.add_argument("--overlap", type=non_negative_int, default=None, help="frames shared by consecutive windows")
     p.add_argument("--column", type=finite_float, default=None,
                    help="time-slice column as a fraction of the width (default 0.5, the centre)")
-    p.add_argument("--device", default="auto",
-                   help="auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="default: fp32")
+    add_options(p, InferenceSettings, list(EVAL_OPTIONS))
     p.add_argument("--note", action="append", default=[], help="a line shown at the top of report.md (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -84,14 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bufferanytime.cli.main import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
     from bufferanytime.evaluation.runner import NoSequenceEvaluated
-    from bufferanytime.inference.pipeline import InferenceSettings, check_size_options, check_window_options
     from bufferanytime.io.outputs import check_output_root
 
-    options = InferenceSettings(max_res=args.max_res, short_side=args.short_side, window=args.window,
-                                overlap=args.overlap)
-    check_window_options(options)
-    check_device(args.device)
-    check_size_options(options)
+    inference = InferenceSettings(**given_options(args, InferenceSettings, list(EVAL_OPTIONS))).check()
+    check_device(inference.device)
     check_output_root(args.output)
     config = EvalConfig(
         task=args.task,
@@ -102,12 +89,7 @@ def run(args: argparse.Namespace) -> int:
         flow_weights=args.flow_weights,
         max_frames=args.max_frames,
         sequences=args.sequences,
-        max_res=args.max_res,
-        short_side=args.short_side,
-        window=args.window,
-        overlap=args.overlap,
-        device=args.device,
-        precision=args.precision,
+        inference=inference,
         column=args.column,
         notes=list(args.note),
         align=args.align,

@@ -14,20 +14,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bufferanytime.cli.args import MAX_INFERENCE_SIDE, MAX_WINDOW, check_outside_input, int_at_most, positive_int
+from bufferanytime.batch.options import add_batch_options, check_batch_options
+from bufferanytime.cli.args import add_options, check_outside_input, given_options, positive_int
 from bufferanytime.cli.online import add_online_options, run_online
-from bufferanytime.cli.points import POINT_CLOUD_COMMANDS, add_point_cloud_arguments, point_cloud_options
+from bufferanytime.cli.points import check_point_clouds
 from bufferanytime.errors import InputError
-from bufferanytime.inference.options import (
-    DEFAULT_OVERLAP_DIVISOR,
-    DEFAULT_SAVE,
-    MIN_OVERLAP,
-    PRECISION_CHOICES,
-    SAVE_FORMATS,
-    InferenceSettings,
-    check_size_options,
-    check_window_options,
-)
+from bufferanytime.inference.options import GROUPS, InferenceSettings
 
 # torch and the model libraries are imported only once the inputs are checked (see run), the video and image
 # libraries only by run: `--help` and a bad option need none of them.
@@ -44,14 +36,8 @@ DESCRIPTIONS = {
     "(array 'normal', float32 (T,H,W,3), unit vectors, x right, y up, z towards the camera), normal_vis.mp4 "
     "and normal.meta.json; other files there (e.g. the depth outputs) are kept.",
 }
-# Options of one sub-command's models only (the normal model decodes its VAE latents in chunks).
-MODEL_OPTIONS = {
-    "normal": [("--decode-chunk", {"type": int_at_most(MAX_WINDOW, 1, "MAX_WINDOW"), "metavar": "N", "default": None,
-                                   "help": f"frames decoded by the VAE at once (default 4, at most {MAX_WINDOW})"})],
-}
-SIZE_HELP = ("Default: the model's own input size (Depth Anything V2 priors: short side 518, enlarging small "
-             "frames, long side at most 2072; Marigold priors: long side 768; embedded models: the size they were "
-             "trained at). Outputs are always at the input resolution.")
+#: The command line's own defaults of inference options (the library's are the fields' defaults).
+CLI_DEFAULTS = {"precision": "auto"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,49 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--max-frames", type=positive_int, metavar="N", default=None,
                        help="process at most N frames (after --stride); a video needs at least 2")
         p.add_argument("--stride", type=positive_int, metavar="N", default=1, help="use every N-th frame (default 1)")
-        p.add_argument("--short-side", type=int_at_most(MAX_INFERENCE_SIDE, None, "MAX_INFERENCE_SIDE"), metavar="N",
-                       default=None,
-                       help=f"resize frames so their short side is N px for inference (enlarging small ones), "
-                       f"14 to {MAX_INFERENCE_SIDE}. {SIZE_HELP}")
-        p.add_argument("--max-res", type=int_at_most(MAX_INFERENCE_SIDE, None, "MAX_INFERENCE_SIDE"), metavar="N",
-                       default=None,
-                       help=f"longest side used for inference, at most N px (never enlarges; with --short-side it "
-                       f"caps the long side). 14 to {MAX_INFERENCE_SIDE}.")
-        p.add_argument("--window", type=int_at_most(MAX_WINDOW, 1, "MAX_WINDOW"), metavar="N", default=None,
-                       help=f"frames per sliding window, 2 to {MAX_WINDOW} (default: the model's training clip "
-                       "length)")
-        p.add_argument("--overlap", type=int_at_most(MAX_WINDOW - 1, 0, "below MAX_WINDOW"), metavar="N",
-                       default=None,
-                       help=f"frames shared by consecutive windows, fewer than the window (so at most "
-                            f"{MAX_WINDOW - 1}; default: window // "
-                            f"{DEFAULT_OVERLAP_DIVISOR}, at least {MIN_OVERLAP})")
-        for flag, options in MODEL_OPTIONS.get(kind, ()):
-            p.add_argument(flag, **options)
-        if kind in POINT_CLOUD_COMMANDS:
-            add_point_cloud_arguments(p)
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-        p.add_argument("--precision", default="auto", choices=list(PRECISION_CHOICES),
-                       help="auto (default): bf16 autocast where the device runs it fast (CUDA with bf16, CPUs with "
-                       "native bf16), else fp32; the choice is recorded in the meta file. A half-precision window "
-                       "whose output is not finite is recomputed in fp32")
-        p.add_argument("--save", action="append", type=save_formats, default=None, metavar="FORMATS",
-                       help=f"comma-separated formats to write, exactly these (repeatable): npz (the array), vis "
-                       f"(visualisation mp4), png16 (16-bit PNGs, scale in the meta file), exr (float32 OpenEXR), ply "
-                       f"(depth only: a point cloud per frame in KIND_ply/, see the camera options). "
-                       f"The meta file is always written. Default: {','.join(DEFAULT_SAVE)}")
+        add_options(p, InferenceSettings, InferenceSettings.option_names(kind), CLI_DEFAULTS, GROUPS)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no 'wrote ...' lines")
         add_online_options(p)
+        add_batch_options(p)
         p.set_defaults(func=run, kind=kind)
-
-
-def save_formats(text: str) -> tuple[str, ...]:
-    """argparse type of --save: ``npz,png16`` -> ("npz", "png16"), each one of SAVE_FORMATS."""
-    formats = tuple(f.strip() for f in text.split(",") if f.strip())
-    unknown = [f for f in formats if f not in SAVE_FORMATS]
-    if unknown or not formats:
-        raise argparse.ArgumentTypeError(f"unknown format(s) {', '.join(unknown) or repr(text)}; choose from "
-                                         f"{', '.join(SAVE_FORMATS)}")
-    return formats
 
 
 def _process_split(paths: list[Path]) -> list[Path]:
@@ -170,15 +118,11 @@ def _target(out_root: Path, source: VideoSource, used: set[str]) -> Path:
 
 
 def _settings(args: argparse.Namespace) -> InferenceSettings:
-    save = tuple(dict.fromkeys(f for group in args.save or [DEFAULT_SAVE] for f in group))
-    settings = InferenceSettings(max_res=args.max_res, short_side=args.short_side, window=args.window,
-                                 overlap=args.overlap, device=_device(args.device), precision=args.precision,
-                                 save=save)
-    check_size_options(settings)
-    check_window_options(settings)
-    points = point_cloud_options(args, args.kind, save)
-    if points is not None:
-        settings.extra["points"] = points
+    """The checked inference options of the command (InputError on a bad value or calibration file)."""
+    names = InferenceSettings.option_names(args.kind)
+    settings = InferenceSettings(**given_options(args, InferenceSettings, names, CLI_DEFAULTS))
+    settings.device = _device(settings.device)
+    check_point_clouds(settings.check(), args.kind)
     return settings
 
 
@@ -190,8 +134,8 @@ def _load(args: argparse.Namespace, settings: InferenceSettings) -> tuple[Predic
     device = resolve_device(settings.device)
     location = resolve_model_path(args.kind, args.model)
     model = load_model(args.kind, args.model, per_frame=args.per_frame)
-    if getattr(args, "decode_chunk", None):
-        model.decode_chunk = args.decode_chunk
+    if settings.decode_chunk:
+        model.decode_chunk = settings.decode_chunk
     warning = window_warning(model, settings)
     if warning:
         print(warning, file=sys.stderr)
@@ -205,10 +149,15 @@ def run(args: argparse.Namespace) -> int:
     from bufferanytime.io.outputs import check_output_root
 
     settings = _settings(args)
+    check_batch_options(args)
     if args.online is not None:
         return run_online(args, settings)
     if not args.inputs:
         raise InputError("no INPUT given: pass videos, image folders or images, or --online SOURCE")
+    if args.engine is not None:  # a batch: manifest, resume, retries (bufferanytime.batch)
+        from bufferanytime.batch.run import run_batch
+
+        return run_batch(args, settings)
     out_root = check_output_root(args.output)
     paths, failures = _expand(args.inputs)
     paths = _process_split(paths)

@@ -11,7 +11,7 @@ import argparse
 from dataclasses import Field, fields
 from pathlib import Path
 
-from bufferanytime.cli.args import finite_float, non_negative_float, non_negative_int, positive_float, positive_int
+from bufferanytime.cli.args import add_option as add_flag
 from bufferanytime.errors import InputError
 from bufferanytime.training.checkpoint import STATE_NAME, list_checkpoints
 from bufferanytime.training.config import (
@@ -23,7 +23,7 @@ from bufferanytime.training.config import (
     read_run_config,
 )
 from bufferanytime.training.objectives import OBJECTIVES
-from bufferanytime.training.options import NON_NEGATIVE, POSITIVE, default_of, flag, info, value_types
+from bufferanytime.training.options import default_of, flag, info
 
 DESCRIPTION = (
     "Upgrade an image prior (Depth Anything V2 for depth, Marigold-E2E-FT for normals) to a temporally consistent "
@@ -32,14 +32,6 @@ DESCRIPTION = (
     "per step), RUN/checkpoints/, and RUN/model, loadable with `bufferanytime depth|normal --model RUN/model`. "
     "Under `accelerate launch --num_processes N -m bufferanytime train ...` it trains data-parallel."
 )
-# The argparse type of a number flag: its Python type and the sign its check asks for (Check.sign).
-NUMBER_TYPES = {
-    (int, POSITIVE): positive_int,
-    (int, NON_NEGATIVE): non_negative_int,
-    (float, POSITIVE): positive_float,
-    (float, NON_NEGATIVE): non_negative_float,
-    (float, None): finite_float,
-}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,37 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_option(parser: argparse.ArgumentParser, cls: type, f: Field) -> None:
-    """The flag of one option of the dataclass ``cls``, from its field: type, choices, action, help and default.
-
-    The flag defaults to "not given" (absent from the parsed arguments), so that only the flags actually passed
-    override a config file, a resumed run's config or the dataclass's own defaults.
-    """
-    option = info(f)
-    value_type, _ = value_types(cls)[f.name]
-    help_text = _help(f)
-    if option.positional:
-        parser.add_argument(f.name, choices=option.choices, help=help_text)
-        return
-    kwargs = {"default": argparse.SUPPRESS, "help": help_text}
-    names = [flag(f.name)] if option.short is None else [option.short, flag(f.name)]
-    if value_type is bool:
-        negated = default_of(f) is True
-        kwargs["action"] = "store_false" if negated else "store_true"
-        names = [f"--no-{f.name.replace('_', '-')}"] if negated else names
-        kwargs["dest"] = f.name
-    elif value_type is list:
-        kwargs["action"] = "extend"
-        if option.split:
-            kwargs["type"] = option.split
-        else:
-            kwargs["nargs"] = "+"
-    elif value_type in (int, float):
-        kwargs["type"] = NUMBER_TYPES[value_type, option.check.sign if option.check else None]
-    if option.choices:
-        kwargs["choices"] = option.choices
-    if option.metavar:
-        kwargs["metavar"] = option.metavar
-    parser.add_argument(*names, **kwargs)
+    """The flag of one option of the dataclass ``cls`` (:func:`bufferanytime.cli.args.add_option`), with its
+    help saying the default of each kind of buffer."""
+    add_flag(parser, cls, f, _help(f))
 
 
 def _help(f: Field) -> str:

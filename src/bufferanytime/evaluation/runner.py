@@ -40,6 +40,7 @@ from bufferanytime.evaluation.consistency import SequenceFlows, estimate_flows, 
 from bufferanytime.evaluation.datasets import EvalSequence, load_sequences
 from bufferanytime.evaluation.points import point_lines, point_metrics
 from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
+from bufferanytime.inference.options import InferenceSettings
 from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, OutputFiles, write_image
 from bufferanytime.tasks import Task, get_task
 from bufferanytime.tasks.metrics import NORMAL_MIN_NORM, valid_depth_mask
@@ -99,8 +100,15 @@ def model_specs(models: list[str], per_frame_baselines: bool, online: tuple[str,
     return specs
 
 
+#: The inference options an evaluation takes (their flags, defaults, help and checks: InferenceSettings); the
+#: report's settings list their values. None size options: each model's own input size.
+EVAL_OPTIONS = ("short_side", "max_res", "window", "overlap", "device", "precision")
+
+
 @dataclass
 class EvalConfig:
+    """What ``run_evaluation`` does: the benchmark, the models (rows), the flow for OPW and how models run."""
+
     task: str
     dataset: str
     root: str
@@ -109,12 +117,7 @@ class EvalConfig:
     flow_weights: str | None = None
     max_frames: int | None = None
     sequences: int | None = None
-    max_res: int | None = None  # None (with short_side None): each model's own input size
-    short_side: int | None = None
-    window: int | None = None
-    overlap: int | None = None
-    device: str = "auto"
-    precision: str = "fp32"
+    inference: InferenceSettings = field(default_factory=InferenceSettings)  # sizes, windows, device, precision
     column: float | None = None
     tau: float = CYCLE_TAU
     notes: list[str] = field(default_factory=list)
@@ -218,7 +221,7 @@ class _Run:
     def __init__(self, config: EvalConfig, task: Task, method: str, progress: bool,
                  warn: Callable[[str], None] = print_warning):
         from bufferanytime.flow import get_flow_model
-        from bufferanytime.inference import InferenceSettings, Predictor, resolve_device
+        from bufferanytime.inference import Predictor, resolve_device
         from bufferanytime.inference.online import OnlinePredictor
         from bufferanytime.models import load_model
 
@@ -226,16 +229,15 @@ class _Run:
         self.flow_model = None if method == "gt" else get_flow_model(
             method, **({"weights": config.flow_weights} if method == "raft-small" else {})
         )
-        self.settings = InferenceSettings(max_res=config.max_res, short_side=config.short_side,
-                                          window=config.window, overlap=config.overlap, device=config.device,
-                                          precision=config.precision)
+        self.settings = config.inference
         device = resolve_device(self.settings.device)
+        precision = self.settings.precision
         self.predictors = {}
         for spec in config.models:
             model = load_model(task.name, spec.model, per_frame=spec.per_frame)
             self.predictors[spec.label] = (
-                OnlinePredictor(model, spec.online, device, self.settings.precision, config.window) if spec.online
-                else Predictor(model, device, self.settings.precision))
+                OnlinePredictor(model, spec.online, device, precision, self.settings.window) if spec.online
+                else Predictor(model, device, precision))
         self.task = _models_task(config.models, [p.model for p in self.predictors.values()])
         self.align = self.task.check_align(config.align)
 
@@ -249,6 +251,13 @@ def _models_task(specs: list[ModelSpec], models: list) -> Task:
     return models[0].task
 
 
+def _report_settings(config: EvalConfig) -> dict:
+    """The options of the run, one level: the config's own and the inference options an evaluation takes."""
+    own = {k: v for k, v in asdict(config).items() if k not in ("models", "notes", "task", "dataset", "root",
+                                                                 "inference")}
+    return {**own, **{name: getattr(config.inference, name) for name in EVAL_OPTIONS}}
+
+
 def _new_report(config: EvalConfig, task: Task, run: _Run) -> dict:
     """The report's settings and models, before any sequence is evaluated."""
     return {
@@ -258,8 +267,7 @@ def _new_report(config: EvalConfig, task: Task, run: _Run) -> dict:
         "root": str(config.root),
         "max_depth": task.depth_cap(config.dataset),
         "flow": {"method": run.method, "tau": config.tau},
-        "settings": {k: v for k, v in asdict(config).items() if k not in ("models", "notes", "task", "dataset",
-                                                                            "root")},
+        "settings": _report_settings(config),
         "models": [asdict(s) | {"clip_len": run.predictors[s.label].model.clip_len} for s in config.models],
         "notes": list(config.notes),
         "sequences": {},

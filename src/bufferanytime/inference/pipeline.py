@@ -290,7 +290,7 @@ def run_video(
             bar.close()
             writer.close()
         outputs = _write_outputs(task, writer, staging, source.fps, settings.save)
-        ply, geometry = point_cloud_outputs(task, writer.frames(), source, settings.save, settings.extra.get("points"),
+        ply, geometry = point_cloud_outputs(task, writer.frames(), source, settings.save, settings.point_cloud(),
                                             staging, Path(out_dir), progress)
         outputs.update(ply)
         (staging / "predictions.raw").unlink()
