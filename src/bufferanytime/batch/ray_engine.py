@@ -1,0 +1,179 @@
+"""The Ray engine: a pool of Ray Core actors, one :class:`~bufferanytime.batch.work.Worker` (one model load) each.
+
+The driver (the command's process) hands each ready actor one input at a time and records each row as it comes
+back. An actor killed mid-video (SIGKILL, out of memory, its node lost) is restarted by Ray with the model loaded
+again; only the input it was running is sent again, up to ``--max-retries`` times, and every other result
+stays. Its half-written staging folder is removed by the next write in the same output folder and, at the
+latest, when the run ends. On Ctrl-C (or SIGTERM) every actor is killed, the staging folders of the killed
+workers are removed, and the finished outputs stay. Ray is imported here only, never by the local engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from bufferanytime.batch.manifest import FAILED
+from bufferanytime.batch.work import Job, Worker, WorkerSpec
+from bufferanytime.errors import InputError
+
+INSTALL_HINT = "pip install 'bufferanytime[ray]'"
+PROBE_TIMEOUT_S = 5.0  # --address: a cluster that does not accept a connection within this is unreachable
+SWEEP_TIMEOUT_S = 30.0  # at the end, how long to wait for killed workers to be gone before removing their staging
+WAIT_S = 1.0  # the driver wakes at least this often (a Ctrl-C is handled at once)
+
+
+def import_ray():
+    """The ``ray`` module, or InputError saying how to install it. Ray's own C++ warnings (a retried connection
+    logs a line a second) are turned down to errors unless the user set ``RAY_BACKEND_LOG_LEVEL``."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    try:
+        import ray
+    except ImportError:
+        raise InputError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def check_address(address: str | None) -> None:
+    """InputError when ``--address`` is malformed or nothing accepts a connection there (before Ray is asked,
+    which would keep retrying for a minute)."""
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise InputError(f"--address {address}: no Ray cluster answers there ({reason.lower()})") from None
+
+
+class RayEngine:
+    """See the module docstring. ``start`` joins or starts Ray and refuses resources no node has."""
+
+    name = "ray"
+
+    def __init__(self, spec: WorkerSpec, address: str | None, workers: int | None, cpus: float, gpus: float,
+                 max_retries: int, out_root: object):
+        self.ray = import_ray()
+        check_address(address)
+        self.spec, self.address, self.workers, self.cpus, self.gpus = spec, address, workers, cpus, gpus
+        self.max_retries, self.out_root = max_retries, out_root
+        self.actors: list = []
+        self.pids: set[int] = set()  # worker processes on this host, waited for before their staging is removed
+
+    def start(self, jobs: int) -> None:
+        ray = self.ray
+        handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: SIGTERM must still stop the run cleanly
+        try:
+            ray.init(address=self.address, num_cpus=None if self.address else os.cpu_count(),
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...: one line, no traceback
+            where = f"--address {self.address}" if self.address else "--engine ray"
+            raise InputError(f"{where}: cannot start or join Ray ({_first_line(exc)})") from None
+        finally:
+            if handler is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, handler)
+        try:
+            count = self._worker_count(jobs)
+        except BaseException:
+            ray.shutdown()
+            raise
+        self.spec.threads = max(1, math.floor(self.cpus))
+        actor = ray.remote(Worker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=-1,
+                                           max_task_retries=0)
+        self.actors = [actor.remote(self.spec) for _ in range(count)]
+
+    def _worker_count(self, jobs: int) -> int:
+        """Workers to start; InputError when no node of the cluster can hold one."""
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        if not any(n.get("CPU", 0) >= self.cpus and n.get("GPU", 0) >= self.gpus for n in nodes):
+            largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+            raise InputError(f"--cpus-per-worker {self.cpus:g} --gpus-per-worker {self.gpus:g}: no node of the Ray "
+                             f"cluster has that much (largest: {largest.get('CPU', 0):g} CPUs, "
+                             f"{largest.get('GPU', 0):g} GPUs)")
+        if self.workers:
+            return min(self.workers, jobs)
+        total = self.ray.cluster_resources()
+        fit = int(total.get("CPU", 0) // self.cpus)
+        if self.gpus:
+            fit = min(fit, int(total.get("GPU", 0) // self.gpus))
+        return max(1, min(fit, jobs))
+
+    def run(self, jobs: list[Job], on_row: Callable[[dict], None]) -> None:
+        """Run every job on the pool; ``on_row`` gets each finished row (done or failed), in finishing order."""
+        ray = self.ray
+        pending: deque[Job] = deque(jobs)
+        starting = {actor.pid.remote(): actor for actor in self.actors}
+        idle: list = []
+        running: dict = {}  # future -> (actor, job)
+        start_errors: list[str] = []
+        while pending or running:
+            while idle and pending:
+                actor, job = idle.pop(), pending.popleft()
+                running[actor.run.remote(job)] = (actor, job)
+            if not running and not starting:
+                raise InputError(f"no Ray worker could start: {start_errors[0] if start_errors else 'unknown'}")
+            ready, _ = ray.wait([*starting, *running], num_returns=1, timeout=WAIT_S)
+            for ref in ready:
+                if ref in starting:
+                    actor = starting.pop(ref)
+                    try:
+                        self.pids.add(ray.get(ref))
+                        idle.append(actor)
+                    except self.ray.exceptions.RayError as exc:
+                        start_errors.append(_first_line(exc))
+                    continue
+                actor, job = running.pop(ref)
+                idle.append(actor)
+                row = self._result(ref, job, pending)
+                host, _, pid = str((row or {}).get("worker", "")).rpartition(":")
+                if host == socket.gethostname() and pid.isdigit():
+                    self.pids.add(int(pid))
+                if row is not None:
+                    on_row(row)
+
+    def _result(self, ref, job: Job, pending: deque[Job]) -> dict | None:
+        """The row of a finished job; None when its worker was lost and the job is queued again."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:
+            if job.attempt <= self.max_retries:
+                job.attempt += 1
+                pending.appendleft(job)
+                return None
+            reason = f"its worker was lost {job.attempt} times, the last: {_first_line(exc)}"
+        except self.ray.exceptions.RayError as exc:
+            reason = _first_line(exc)
+        return {"input": job.path, "index": job.index, "output": job.target, "settings_hash": job.settings_hash,
+                "status": FAILED, "error": f"{job.path}: {reason}", "attempts": job.attempt}
+
+    def close(self) -> None:
+        """Kill the workers, remove the staging folders of the killed ones, and leave Ray."""
+        from bufferanytime.io.outputs import pid_alive, remove_stale_staging
+
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
+        if self.ray.is_initialized():
+            self.ray.shutdown()
+        deadline = time.monotonic() + SWEEP_TIMEOUT_S
+        while any(pid_alive(pid) for pid in self.pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        remove_stale_staging(self.out_root)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
