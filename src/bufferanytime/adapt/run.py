@@ -118,9 +118,12 @@ def adapt(model: VideoModel | str | Path | None, sources: str | Path | Iterable[
 def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | str | Path | None = None,
               budget: str | Budget = "5m", *, kind: str | None = None, out: str | Path | None = None,
               lr: float | None = None, w_reg: float = W_REG, flow: str = "dis", seed: int = 0, device: str = "auto",
-              tolerance: float = PRIOR_TOLERANCE, copy_prior: bool = False, quiet: bool = True) -> AdaptResult:
-    """The whole adaptation (see the module docstring); writes ``out`` when given. InputError for bad input."""
-    run = _Run(parse_budget(budget), _say(quiet), quiet)
+              tolerance: float = PRIOR_TOLERANCE, copy_prior: bool = False, quiet: bool = True,
+              started: float | None = None) -> AdaptResult:
+    """The whole adaptation (see the module docstring); writes ``out`` when given. InputError for bad input.
+
+    A time budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's start."""
+    run = _Run(parse_budget(budget), _say(quiet), quiet, started)
     sources = [sources] if isinstance(sources, str | Path) else list(sources)
     kind = _kind_of(model, kind)
     base, base_record = _base(model, kind)
@@ -135,8 +138,8 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
 class _Run:
     """The state of one adaptation across its steps."""
 
-    def __init__(self, budget: Budget, say, quiet: bool):
-        self.started = time.perf_counter()
+    def __init__(self, budget: Budget, say, quiet: bool, started: float | None = None):
+        self.started = time.perf_counter() if started is None else started
         self.budget = budget
         self.say = say
         self.quiet = quiet

@@ -9,6 +9,7 @@ such as ``200steps``), holding out part of the footage to stop on and to check t
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from bufferanytime.adapt.budget import BUDGET_FORMS, MAX_BUDGET_SECONDS, MAX_BUDGET_STEPS, parse_budget
@@ -65,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # the budget counts from here, imports included
     from bufferanytime.adapt.record import check_output
 
     check_output(args.output, None)  # refused before anything heavy is loaded
@@ -73,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
 
     run_adapt(args.inputs, args.model, args.budget, kind=args.kind, out=args.output, lr=args.lr,
               w_reg=W_REG if args.w_reg is None else args.w_reg, seed=args.seed, device=args.device,
-              copy_prior=args.copy_prior, quiet=args.quiet)
+              copy_prior=args.copy_prior, quiet=args.quiet, started=started)
     return 0
