@@ -19,6 +19,7 @@ from bufferanytime.cli.args import add_options, check_outside_input, given_optio
 from bufferanytime.cli.online import add_online_options, run_online
 from bufferanytime.cli.points import check_point_clouds
 from bufferanytime.errors import InputError
+from bufferanytime.geometry.camera_formats import check_camera_formats
 from bufferanytime.inference.options import GROUPS, InferenceSettings
 
 # torch and the model libraries are imported only once the inputs are checked (see run), the video and image
@@ -123,6 +124,7 @@ def _settings(args: argparse.Namespace) -> InferenceSettings:
     settings = InferenceSettings(**given_options(args, InferenceSettings, names, CLI_DEFAULTS))
     settings.device = _device(settings.device)
     check_point_clouds(settings.check(), args.kind)
+    check_camera_formats(settings.save, args.kind)
     return settings
 
 

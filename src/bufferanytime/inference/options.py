@@ -29,7 +29,8 @@ MIN_INFERENCE_SIDE = 14  # --max-res / --short-side below one ViT patch cannot g
 MAX_INFERENCE_SIDE = 4096
 #: --window, --overlap, --decode-chunk: frames held at once (the paper's longest clip is 110 frames).
 MAX_WINDOW = 1024
-SAVE_FORMATS = ("npz", "vis", "png16", "exr", "ply")  # ply: depth only (bufferanytime.geometry)
+SAVE_FORMATS = ("npz", "vis", "png16", "exr", "ply",  # ply: depth only (bufferanytime.geometry)
+                "poses", "colmap", "nerfstudio", "exr-multi", "fused", "rrd")  # the camera: depth only
 DEFAULT_SAVE = ("npz", "vis")
 #: --precision choices -> the autocast dtype's name in torch (None: no autocast, fp32); see pipeline.PRECISIONS.
 PRECISION_DTYPES: dict[str, str | None] = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
@@ -112,7 +113,10 @@ class InferenceSettings:
     save: tuple[str, ...] = option(
         DEFAULT_SAVE, "comma-separated formats to write, exactly these (repeatable): npz (the array), vis "
         "(visualisation mp4), png16 (16-bit PNGs, scale in the meta file), exr (float32 OpenEXR), ply (depth only: a "
-        "point cloud per frame in KIND_ply/, see the camera options). The meta file is always written. Default: "
+        "point cloud per frame in KIND_ply/, see the camera options); the camera, depth only (docs/camera.md): poses "
+        "(camera.json, camera_tum.txt), colmap (colmap/), nerfstudio (nerfstudio/transforms.json), exr-multi "
+        "(exr_multi/: Z, N.x N.y N.z and the camera per frame), fused (fused.ply: one world-space cloud), rrd "
+        "(scene.rrd, a rerun recording; needs bufferanytime[camera]). The meta file is always written. Default: "
         "{default}", split=save_formats, metavar="FORMATS")
     intrinsics: str | None = option(
         None, "fx,fy,cx,cy in pixels of the input frames (OpenCV pixel centres unless --pixel-centres says "

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
+from bufferanytime.geometry.camera_outputs import camera_outputs
 from bufferanytime.geometry.pointcloud import point_cloud_outputs
 from bufferanytime.inference.options import (  # noqa: F401 - re-exported: the options module is torch-free
     DEFAULT_SAVE,
@@ -293,9 +294,11 @@ def run_video(
         ply, geometry = point_cloud_outputs(task, writer.frames(), source, settings.save, settings.point_cloud(),
                                             staging, Path(out_dir), progress)
         outputs.update(ply)
+        camera, camera_meta = camera_outputs(task, writer.frames(), source, settings, staging, Path(out_dir), progress)
+        outputs.update(camera)
         (staging / "predictions.raw").unlink()
         meta = _meta(model, source, settings, predictor, predictor.seconds - seconds_before, writer.count,
-                     model_info, outputs) | geometry
+                     model_info, outputs) | geometry | camera_meta
         meta["timings"]["total_s"] = round(time.perf_counter() - start, 3)
         (staging / task.files.meta).write_text(json.dumps(meta, indent=2) + "\n")
     meta["written"] = files.written

@@ -424,15 +424,16 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     write_bytes(path, encoded.tobytes())
 
 
-def write_exr(path: str | Path, channels: dict[str, np.ndarray]) -> None:
-    """Write an OpenEXR image (ZIP compression, scanlines) of ``channels`` (name -> ``(H, W)`` float32).
+def write_exr(path: str | Path, channels: dict[str, np.ndarray], attributes: dict | None = None) -> None:
+    """Write an OpenEXR image (ZIP compression, scanlines) of ``channels`` (name -> ``(H, W)`` float32), with
+    extra header ``attributes`` (name -> str, int, float or a float32 4x4 matrix) when given.
 
     Encoded in memory and written by :func:`write_bytes`: writing a file itself, OpenEXR loses a small image on a
     full disk without a word (its stream is flushed on close, unchecked) and reports a larger one's failure only
     in the message of a RuntimeError."""
     import OpenEXR
 
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    header = {**(attributes or {}), "compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     encoded = io.BytesIO()
     with OpenEXR.File(header, channels) as exr:
         exr.write(encoded)

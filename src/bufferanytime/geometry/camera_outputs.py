@@ -1,0 +1,158 @@
+"""The camera part of a depth run (``--save poses,colmap,nerfstudio,exr-multi,fused,rrd``): optical flow of the
+input (OpenCV DIS), :func:`~bufferanytime.geometry.camera.solve_cameras` on the predicted depth, and the writers
+of :mod:`~bufferanytime.geometry.camera_exports`, all into the run's staging folder (moved into place with the
+run's other files, or not at all).
+
+Flow and poses are computed at :data:`CAMERA_SIDE` pixels on the long side (poses do not depend on the
+resolution; the focal length is scaled back to the input's). Depth: metres for a metric model; for relative
+disparity ``s / disparity`` with the video's median depth at ``--depth-scale`` (zero shift), as the point clouds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bufferanytime.errors import InputError
+from bufferanytime.geometry.camera import CameraTrack, solve_cameras
+from bufferanytime.geometry.camera_exports import (
+    write_colmap,
+    write_exr_multi,
+    write_fused,
+    write_nerfstudio,
+    write_poses,
+    write_rrd,
+)
+from bufferanytime.geometry.camera_formats import camera_formats
+from bufferanytime.geometry.pointcloud import _matching_normals, depth_converter, depth_kind, npz_frames
+from bufferanytime.io.outputs import NpyStreamWriter
+from bufferanytime.tasks import NORMAL
+
+CAMERA_SIDE = 256  # long side (px) of the frames the flow and the poses are computed on
+MASKED = ("pixels at depth discontinuities; pixels whose forward and backward flows disagree by more than 1 px or "
+          "that leave the image (occlusions, flow failures); RANSAC outliers, points that move against the scene "
+          "over 8 frames (moving objects) and points whose depth disagrees with the next frame's by more than 10 %")
+WORK_DIR = ".camera-work"  # flow and small depth while solving, inside the staging folder; removed before commit
+
+
+def _size(height: int, width: int) -> tuple[int, int]:
+    scale = min(1.0, CAMERA_SIDE / max(height, width))
+    return max(8, round(height * scale)), max(8, round(width * scale))
+
+
+def _gray(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    small = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA) if frame.shape[:2] != size else frame
+    return cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY), small
+
+
+def _prepare(data: Sequence[np.ndarray], to_depth: Callable, source, size: tuple[int, int], work: Path) -> tuple:
+    """Depth at ``size`` and the forward/backward DIS flows of the input frames, as memory maps in ``work``."""
+    writers = {name: NpyStreamWriter(work / f"{name}.raw") for name in ("depth", "fwd", "bwd")}
+    writers["rgb"] = NpyStreamWriter(work / "rgb.raw", np.uint8)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    previous = None
+    for frame, pred in zip(source, data, strict=False):
+        gray, small = _gray(frame, size)
+        writers["depth"].append(cv2.resize(to_depth(pred).astype(np.float32), (size[1], size[0]),
+                                           interpolation=cv2.INTER_NEAREST))
+        writers["rgb"].append(small)
+        if previous is not None:
+            writers["fwd"].append(dis.calc(previous, gray, None))
+            writers["bwd"].append(dis.calc(gray, previous, None))
+        previous = gray
+    for writer in writers.values():
+        writer.close()
+    if writers["depth"].count != len(data):
+        raise InputError(f"the input gave {writers['depth'].count} frames for the camera, the predictions {len(data)}")
+    return tuple(writers[name].read() if writers[name].count else np.zeros((0, *size, 2), np.float32)
+                 for name in ("depth", "fwd", "bwd", "rgb"))
+
+
+def _normals(out_dir: Path, shape: tuple[int, ...]) -> Callable[[], Iterator[np.ndarray] | None]:
+    """A fresh iterator over the matching ``normal.npz`` frames at each call (None when there are none)."""
+    first, _ = _matching_normals(out_dir, shape)
+    if first is None:
+        return lambda: None
+    first.close()
+    return lambda: npz_frames(out_dir / NORMAL.files.npz, NORMAL.array_key)
+
+
+def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: Path, out_dir: Path,
+                   progress: bool = False) -> tuple[dict, dict]:
+    """The camera formats of ``settings.save`` written into ``staging``: ``(outputs entries, meta entries)``."""
+    formats = camera_formats(settings.save)
+    if not formats:
+        return {}, {}
+    if depth_kind(task) is None:
+        raise InputError(f"--save {','.join(formats)} needs depth, not {task.name}")
+    options = settings.point_cloud()
+    start = time.perf_counter()
+    to_depth, unprojection = depth_converter(task, data, options)
+    height, width = data.shape[1:3]
+    size = _size(height, width)
+    work = staging / WORK_DIR
+    work.mkdir()
+    try:
+        depth, fwd, bwd, rgb = _prepare(data, to_depth, source, size, work)
+        spec = options.intrinsics
+        given = spec.values is not None or spec.fov is not None
+        track = solve_cameras(depth, fwd, bwd, spec.resolve(*size) if given else None)
+        small = track
+        full = spec.resolve(height, width) if given else track.intrinsics.for_size(height, width)
+        track = replace(track, intrinsics=full)
+        for warning in track.warnings:
+            print(f"warning: {source.name}: {warning}", file=sys.stderr)
+        units = "metres" if depth_kind(task) == "metric" else unprojection["depth"]
+        normals = _normals(out_dir, tuple(data.shape))
+        outputs = _write(formats, track, small, data, to_depth, source, normals, staging, units, depth, rgb)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    meta = {"camera": {"intrinsics": {**full.to_meta(), "focal_source": track.focal_source},
+                       "reliable": track.reliable, "warnings": track.warnings,
+                       "lost_frames": [int(k) for k in np.flatnonzero(~track.tracked)],
+                       "working_size": list(size), "flow": "OpenCV DIS, medium preset", "units": units,
+                       "masked": MASKED, "seconds": round(time.perf_counter() - start, 3)}}
+    return outputs, meta
+
+
+def _write(formats: list[str], track: CameraTrack, small: CameraTrack, data: Sequence[np.ndarray],
+           to_depth: Callable, source, normals: Callable, staging: Path, units: str, depth_small: np.ndarray,
+           rgb_small: np.ndarray) -> dict:
+    """Each chosen format into ``staging``; the rerun recording at the working size (a small file)."""
+
+    def depths() -> Iterator[np.ndarray]:
+        return (to_depth(frame) for frame in data)
+
+    out = {}
+    fps = float(getattr(source, "fps", 0.0) or 0.0)
+    for fmt in formats:
+        if fmt == "poses":
+            out[fmt] = write_poses(track, staging, fps, units, MASKED)
+        elif fmt == "colmap":
+            out[fmt] = write_colmap(track, depths(), iter(source), staging / "colmap")
+        elif fmt == "nerfstudio":
+            out[fmt] = write_nerfstudio(track, depths(), iter(source), normals(), staging / "nerfstudio")
+        elif fmt == "exr-multi":
+            out[fmt] = write_exr_multi(track, depths(), normals(), staging / "exr_multi", units)
+        elif fmt == "fused":
+            median = float(np.nanmedian(depth_small[len(depth_small) // 2]))
+            out[fmt] = write_fused(track, depths(), iter(source), normals(), staging / "fused.ply", median)
+        elif fmt == "rrd":
+            small_normals = _resized(normals(), depth_small.shape[1:3])
+            out[fmt] = write_rrd(small, depth_small, rgb_small, small_normals,
+                                 staging / "scene.rrd")
+    return out
+
+
+def _resized(frames: Iterator[np.ndarray] | None, size: tuple[int, int]) -> Iterator[np.ndarray] | None:
+    if frames is None:
+        return None
+    return (cv2.resize(np.asarray(f, np.float32), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+            for f in frames)
