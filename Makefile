@@ -13,7 +13,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev,onnx]"
+	$(PIP) install --quiet -e ".[dev,onnx,camera]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -14,8 +14,9 @@ units of ``--depth-scale`` for relative depth.
    than ``depth_check`` (relative, after the median ratio: an object moving along the line of sight).
    A frame that gives too few inliers is tracked from up to ``max_gap`` frames back instead; failing that it is
    marked lost (no pose is invented for it) and later frames are tracked from the last frame that was not.
-4. Refinement: over a sliding window, least squares (scipy, Huber loss) of the reprojection errors of the points of
-   every frame pair up to ``refine_gaps`` apart whose both frames are tracked; frames before the window are fixed.
+4. Refinement: over a sliding window of ``window`` frames (step: half of it), least squares of the reprojection
+   errors of the points of the frame pairs ``refine_gaps`` apart that end in the window (Gauss-Newton with Huber
+   weights and analytic derivatives, both frames of a pair varying when in the window; earlier frames are fixed).
 5. Focal length when not given: the horizontal field of view, between ``fov_range`` degrees, whose poses best
    reproject the tracked points (a robust mean of squared errors over frame pairs ``focal_gap`` apart, searched on
    a grid then by golden section). Only rotation reveals the focal length (a wrong focal length with pure translation
