@@ -103,7 +103,9 @@ def test_zero_tolerance_is_stated_in_the_verdict():
 def test_python_api_leaves_the_model_given_unchanged(clips):
     model = load_model("depth")
     before = _digest(model)
-    adapted = run.adapt(model, clips[:2], STEPS)  # the guard rails measured for real
+    steps = []
+    adapted = run.adapt(model, clips[:2], STEPS, progress=lambda step, total: steps.append((step, total)))
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # the guard rails are measured for real
     assert _digest(model) == before
     assert isinstance(adapted, VideoModel) and adapted is not model
 

@@ -21,7 +21,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,11 +119,14 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
               budget: str | Budget = "5m", *, kind: str | None = None, out: str | Path | None = None,
               lr: float | None = None, w_reg: float = W_REG, flow: str = "dis", seed: int = 0, device: str = "auto",
               tolerance: float = PRIOR_TOLERANCE, copy_prior: bool = False, quiet: bool = True,
-              started: float | None = None) -> AdaptResult:
+              started: float | None = None, progress: Callable[[int, int], None] | None = None) -> AdaptResult:
     """The whole adaptation (see the module docstring); writes ``out`` when given. InputError for bad input.
 
-    A time budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's start."""
+    A time budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's start.
+    ``progress(step, steps)`` is called after every training step (``steps``: the planned total, which follows
+    the time left under a time budget), e.g. for a progress bar of its own."""
     run = _Run(parse_budget(budget), _say(quiet), quiet, started)
+    run.progress = progress
     sources = [sources] if isinstance(sources, str | Path) else list(sources)
     kind = _kind_of(model, kind)
     base, base_record = _base(model, kind)
@@ -144,6 +147,7 @@ class _Run:
         self.say = say
         self.quiet = quiet
         self.timings: dict[str, float] = {}
+        self.progress: Callable[[int, int], None] | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -263,6 +267,8 @@ class _Run:
                 step += 1
                 step_seconds.append(time.perf_counter() - began)
                 bar.update(1)
+                if self.progress is not None:
+                    self.progress(step, int(bar.total or plan.steps))
                 if not math.isfinite(losses.loss):
                     stopped = "not finite"
                     break
