@@ -8,6 +8,7 @@ one (TUM, COLMAP, nerfstudio, the fused cloud); ``camera.json`` lists them with 
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -246,6 +247,18 @@ def write_fused(track: CameraTrack, depths: Iterable[np.ndarray], frames: Iterab
             "normals_from": "normal.npz" if normals is not None else "the depth (central differences)"}
 
 
+def _check_recording(path: Path) -> None:
+    """OSError unless ``path`` reads back as a recording: rerun's file sink reports no write failure (a full disk)."""
+    from rerun.chunk import RrdReader
+
+    try:
+        ok = bool(RrdReader(str(path)).recordings())
+    except (RuntimeError, OSError, ValueError):
+        ok = False
+    if not ok:
+        raise OSError(errno.EIO, "the rerun recording could not be written completely", str(path))
+
+
 def write_rrd(track: CameraTrack, depths: Iterable[np.ndarray], frames: Iterable[np.ndarray],
               normals: Iterable[np.ndarray] | None, path: Path, points_per_frame: int = 5000) -> dict:
     """``scene.rrd``: a rerun recording over the timeline ``frame``: ``world/camera`` (pose and pinhole: the
@@ -278,6 +291,7 @@ def write_rrd(track: CameraTrack, depths: Iterable[np.ndarray], frames: Iterable
         rec.log("world/points", rr.Points3D(world, colors=rgb[ii, jj]))
     rec.flush()
     rec.disconnect()
+    _check_recording(path)
     return {"file": path.name, "entities": ["world/camera", "world/camera/image", "world/camera/depth",
                                             "world/points"] + (["world/camera/normals"] if normals is not None else []),
             "timeline": "frame"}
