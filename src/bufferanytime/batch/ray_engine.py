@@ -27,7 +27,8 @@ from bufferanytime.errors import InputError
 INSTALL_HINT = "pip install 'bufferanytime[ray]'"
 PROBE_TIMEOUT_S = 5.0  # --address: a cluster that does not accept a connection within this is unreachable
 SWEEP_TIMEOUT_S = 30.0  # at the end, how long to wait for killed workers to be gone before removing their staging
-WAIT_S = 1.0  # the driver wakes at least this often (a Ctrl-C is handled at once)
+WAIT_S = 1.0  # the driver wakes at least this often
+PROBE_S = 0.5  # a restarting worker is asked again after this long
 
 
 def import_ray():
@@ -68,6 +69,7 @@ class RayEngine:
         self.spec, self.address, self.workers, self.cpus, self.gpus = spec, address, workers, cpus, gpus
         self.max_retries, self.out_root = max_retries, out_root
         self.actors: list = []
+        self.start_errors: list[str] = []  # why actors could not start (e.g. the model failed to load)
         self.pids: set[int] = set()  # worker processes on this host, waited for before their staging is removed
 
     def start(self, jobs: int) -> None:
@@ -109,37 +111,55 @@ class RayEngine:
         return max(1, min(fit, jobs))
 
     def run(self, jobs: list[Job], on_row: Callable[[dict], None]) -> None:
-        """Run every job on the pool; ``on_row`` gets each finished row (done or failed), in finishing order."""
+        """Run every job on the pool; ``on_row`` gets each finished row (done or failed), in finishing order.
+
+        An actor gets a job only once it answered a probe (its model is loaded); one lost mid-job is probed again
+        until Ray has restarted it, so a restart never uses up the retries of the next job."""
         ray = self.ray
         pending: deque[Job] = deque(jobs)
-        starting = {actor.pid.remote(): actor for actor in self.actors}
+        probes = {actor.pid.remote(): actor for actor in self.actors}  # actors not yet known to be ready
+        restarting: list[tuple[float, object]] = []  # (when to probe again, actor)
         idle: list = []
         running: dict = {}  # future -> (actor, job)
-        start_errors: list[str] = []
         while pending or running:
+            now = time.monotonic()
+            for entry in [e for e in restarting if e[0] <= now]:
+                restarting.remove(entry)
+                probes[entry[1].pid.remote()] = entry[1]
             while idle and pending:
                 actor, job = idle.pop(), pending.popleft()
                 running[actor.run.remote(job)] = (actor, job)
-            if not running and not starting:
-                raise InputError(f"no Ray worker could start: {start_errors[0] if start_errors else 'unknown'}")
-            ready, _ = ray.wait([*starting, *running], num_returns=1, timeout=WAIT_S)
+            if not running and not probes and not restarting:
+                raise InputError(f"no Ray worker could start: {self.start_errors[0] if self.start_errors else '?'}")
+            waiting = [*probes, *running]
+            ready = ray.wait(waiting, num_returns=1, timeout=WAIT_S)[0] if waiting else time.sleep(PROBE_S) or []
             for ref in ready:
-                if ref in starting:
-                    actor = starting.pop(ref)
-                    try:
-                        self.pids.add(ray.get(ref))
-                        idle.append(actor)
-                    except self.ray.exceptions.RayError as exc:
-                        start_errors.append(_first_line(exc))
+                if ref in probes:
+                    self._probed(ref, probes.pop(ref), idle, restarting)
                     continue
                 actor, job = running.pop(ref)
-                idle.append(actor)
                 row = self._result(ref, job, pending)
-                host, _, pid = str((row or {}).get("worker", "")).rpartition(":")
-                if host == socket.gethostname() and pid.isdigit():
-                    self.pids.add(int(pid))
-                if row is not None:
-                    on_row(row)
+                if row is None:  # the actor was lost: probe it until Ray has restarted it
+                    restarting.append((time.monotonic(), actor))
+                    continue
+                idle.append(actor)
+                self._note_worker(row.get("worker"))
+                on_row(row)
+
+    def _probed(self, ref, actor, idle: list, restarting: list) -> None:
+        """An actor answered its probe (idle), is still restarting (probed again soon) or is gone for good."""
+        try:
+            self.pids.add(self.ray.get(ref))
+            idle.append(actor)
+        except self.ray.exceptions.ActorUnavailableError:
+            restarting.append((time.monotonic() + PROBE_S, actor))
+        except self.ray.exceptions.RayError as exc:
+            self.start_errors.append(_first_line(exc))
+
+    def _note_worker(self, worker: str | None) -> None:
+        host, _, pid = str(worker or "").rpartition(":")
+        if host == socket.gethostname() and pid.isdigit():
+            self.pids.add(int(pid))
 
     def _result(self, ref, job: Job, pending: deque[Job]) -> dict | None:
         """The row of a finished job; None when its worker was lost and the job is queued again."""
