@@ -13,7 +13,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev,onnx,camera]"
+	$(PIP) install --quiet -e ".[dev,onnx,camera,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)
