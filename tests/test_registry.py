@@ -37,4 +37,6 @@ def test_public_listings_name_what_the_loaders_accept(tmp_path):
     with pytest.raises(InputError, match="unknown dataset 'x'"):
         load_sequences("x", tmp_path)
     with pytest.raises(InputError, match="unknown model kind 'x'"):
-        load_model("x")
+        load_model("x", "tiny-synthetic")
+    with pytest.raises(InputError, match="x: no such model directory"):
+        load_model("x")  # a lone argument that is no kind is the model

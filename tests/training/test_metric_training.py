@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from bufferanytime.flow import get_flow_model
-from bufferanytime.losses import affine_invariant_loss, log_l1_loss
+from bufferanytime.losses import affine_invariant_loss, log_l1_loss, split_log_l1_loss
 from bufferanytime.models import load_model
 from bufferanytime.tasks import DEPTH, METRIC_DEPTH
+from bufferanytime.tasks.metric_depth import METRIC_SCALE_WEIGHT
 from bufferanytime.testing import make_tiny_metric_prior
 from bufferanytime.training import DepthObjective, train
-from bufferanytime.training.objectives import DEPTH_LOSSES, _metric_regularization
 
 from .conftest import tiny_config
 
@@ -43,8 +43,9 @@ def test_the_prior_decides_the_task_and_the_losses(metric_prior, tiny_depth_prio
     metric = _objective(metric_prior, tmp_path)
     relative = _objective(tiny_depth_prior, tmp_path)
     assert metric.task is METRIC_DEPTH and relative.task is DEPTH
-    assert metric.task_losses.regularization is _metric_regularization
-    assert relative.task_losses.regularization is affine_invariant_loss
+    pred, target = torch.rand(2, 8, 8) + 0.5, torch.rand(2, 8, 8) + 0.5
+    assert metric.task.regularization_loss(pred, target) == split_log_l1_loss(pred, target, METRIC_SCALE_WEIGHT)
+    assert relative.task.regularization_loss(pred, target) == affine_invariant_loss(pred, target)
 
 
 def _objective(prior, tmp_path, **overrides):
@@ -80,7 +81,7 @@ def test_metric_training_keeps_the_median_depth_where_the_affine_loss_lets_it_dr
     before, after = _median_after_training(metric, frames, steps=30)
     torch.manual_seed(0)
     affine = _objective(metric_prior, tmp_path, stable_norm="none")
-    affine.task_losses = DEPTH_LOSSES.get(DEPTH.name)  # the relative prior's losses on the same metric model
+    affine.task = DEPTH  # the relative prior's losses on the same metric model
     before_affine, after_affine = _median_after_training(affine, frames, steps=30)
     assert before_affine == pytest.approx(before)
     assert after / before == pytest.approx(1.0, abs=0.05)

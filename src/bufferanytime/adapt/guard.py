@@ -24,8 +24,8 @@ from bufferanytime.flow import FlowModel
 from bufferanytime.inference.options import InferenceSettings
 from bufferanytime.inference.pipeline import Predictor, predict_frames
 from bufferanytime.models.base import VideoModel
+from bufferanytime.tasks import get_task
 from bufferanytime.tasks.metrics import angular_error
-from bufferanytime.training.objectives import DEPTH_LOSSES
 
 PRIOR_TOLERANCE = 0.25  # relative: how much further from the prior than the starting model an adapted model may be
 # The distance a tolerance is taken of when the starting model is closer to the prior than this (e.g. the prior
@@ -104,7 +104,7 @@ def prior_distance(pred: np.ndarray, prior: np.ndarray, task_name: str) -> float
     """The task's distance between a model's output and the prior's over a range of frames (module docstring)."""
     if task_name == "normal":
         return float(np.mean(angular_error(pred, prior)))
-    regularization = DEPTH_LOSSES.get(task_name).regularization
+    regularization = get_task(task_name).regularization_loss
     values = [float(regularization(torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)),
                                    torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))))
               for p, q in zip(pred, prior, strict=True)]

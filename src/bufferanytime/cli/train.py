@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bufferanytime.cli.args import add_option as add_flag
 from bufferanytime.errors import InputError
+from bufferanytime.tasks import list_tasks
 from bufferanytime.training.checkpoint import STATE_NAME, list_checkpoints
 from bufferanytime.training.config import (
     RECORDED_OPTIONS,
@@ -22,7 +23,7 @@ from bufferanytime.training.config import (
     read_config_file,
     read_run_config,
 )
-from bufferanytime.training.objectives import OBJECTIVES
+from bufferanytime.training.objectives import objective_class
 from bufferanytime.training.options import default_of, flag, info
 
 DESCRIPTION = (
@@ -56,7 +57,7 @@ def _help(f: Field) -> str:
     """The option's help with its default: where ``{default}`` says, else appended when there is one to show."""
     option, value = info(f), default_of(f)
     if option.per_kind:
-        kinds = [OBJECTIVES.get(name) for name in OBJECTIVES]
+        kinds = [objective_class(name) for name in list_tasks()]
         default = ", ".join(f"{_shown(kind.defaults[f.name])} for {kind.noun}" for kind in kinds)
     else:
         default = _shown(value)

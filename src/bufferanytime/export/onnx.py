@@ -16,8 +16,9 @@ The graphs are traced by ``torch.onnx.export`` (``torch.export`` + onnxscript). 
 not trace with a symbolic frame count and are changed for the export only, each with the same result: the
 temporal blocks run on all pixels at once (eager: row chunks sized from T), their frame-position encodings are
 computed instead of looked up in a cache keyed by T, and the normal model's VAE runs on all frames at once
-(eager: chunks of ``decode_chunk``). The depth decoder is the library's DPT neck with the temporal blocks as
-forward hooks (the eager path decodes the same modules in chunks of frames, equal within float rounding).
+(eager: chunks of ``decode_chunk``). Each prior family declares its graph (``Family.graph``, in its module of
+:mod:`bufferanytime.families`), e.g. Depth Anything V2's: the library's DPT neck with the temporal blocks as forward
+hooks (the eager path decodes the same modules in chunks of frames, equal within float rounding).
 """
 
 from __future__ import annotations
@@ -38,53 +39,11 @@ from bufferanytime import __version__
 from bufferanytime.errors import InputError
 from bufferanytime.inference.windows import default_overlap
 from bufferanytime.models.base import VideoModel
-from bufferanytime.models.temporal import TemporalBlock, attention_layers, sinusoidal_positions, temporal_hooks
-from bufferanytime.registry import Registry
-from bufferanytime.tasks import DEPTH, NORMAL
+from bufferanytime.models.temporal import TemporalBlock, attention_layers, sinusoidal_positions
 
 REFERENCE_FRAME = (480, 640)  # default export size: the model's inference size for a 4:3 VGA frame
 MAX_FRAMES = 4096  # upper bound of the dynamic window axis (torch.export wants one)
 EXAMPLE_FRAMES = 4  # frames of the example input traced at export (T stays dynamic)
-
-
-class DepthGraph(nn.Module):
-    """``frames (B,T,3,H,W)`` in [0,1] -> ``(B,T,H,W)``: ViT, DPT neck with the temporal blocks hooked in, head."""
-
-    def __init__(self, model: VideoModel):
-        super().__init__()
-        self.model = model
-
-    @staticmethod
-    def multiple(model: VideoModel) -> int:
-        """Input sides must be multiples of the ViT patch."""
-        return model.patch_size
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        b, t, _, h, w = frames.shape
-        features = m.backbone_features(m.preprocess(frames.flatten(0, 1)))
-        patch_h, patch_w = h // m.patch_size, w // m.patch_size
-        with temporal_hooks([] if m.per_frame else m._temporal_sites, t):
-            out = m.head(m.neck(features, patch_h, patch_w), patch_h, patch_w)
-        return out.unflatten(0, (b, t))
-
-
-class NormalGraph(nn.Module):
-    """``frames (B,T,3,H,W)`` in [0,1] -> unit normals ``(B,T,3,H,W)``: VAE encoder, U-Net step, VAE decoder."""
-
-    def __init__(self, model: VideoModel):
-        super().__init__()
-        self.model = model
-
-    @staticmethod
-    def multiple(model: VideoModel) -> int:
-        """Input sides must be multiples of the VAE and U-Net downsampling."""
-        return model.size_multiple
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        latents = m.predict_latents(m.encode_latents(frames))
-        return m.decode_latents(latents.flatten(0, 1)).unflatten(0, frames.shape[:2])
 
 
 class ImageGraph(nn.Module):
@@ -96,12 +55,6 @@ class ImageGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.video(images[None])[0]
-
-
-#: The exportable graph of each kind of model.
-GRAPHS: Registry[type[nn.Module]] = Registry("exportable model kind")
-GRAPHS.register(DEPTH.name, DepthGraph)
-GRAPHS.register(NORMAL.name, NormalGraph)
 
 
 def _unchunked_block(block: TemporalBlock, x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -141,7 +94,7 @@ def export_size(model: VideoModel, size: tuple[int, int] | None) -> tuple[int, i
     """The fixed H x W of the graphs: ``size`` (checked), else the model's inference size of a 4:3 frame."""
     from bufferanytime.inference.pipeline import inference_size
 
-    multiple = GRAPHS.get(model.kind).multiple(model)
+    multiple = model.family.graph.multiple(model)
     if size is None:
         h, w = inference_size(model, *REFERENCE_FRAME)
         return max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
@@ -210,7 +163,7 @@ def export_task(model: VideoModel, prior: VideoModel, staging: Path, size: tuple
     each step (each takes seconds to minutes)."""
     say = say or _silent
     task, (h, w) = model.task, export_size(model, size)
-    graph_class = GRAPHS.get(model.kind)
+    graph_class = model.family.graph
     roles = {"video": (model, graph_class(model).eval(), (1, frames), "frames", "T"),
              "prior": (prior, ImageGraph(graph_class(prior).eval()).eval(), (frames,), "images", "N")}
     files = {}
@@ -253,6 +206,7 @@ def _description(model: VideoModel, task, size: tuple[int, int], files: dict) ->
         "format": "onnx",
         "task": task.name,
         "kind": model.kind,
+        "family": model.family_name,
         "prior": model.prior_ref,
         "size_rule": {
             "height": size[0], "width": size[1],
@@ -270,21 +224,19 @@ def _description(model: VideoModel, task, size: tuple[int, int], files: dict) ->
 
 
 def model_kinds(name_or_path: str, kind: str | None = None) -> list[str]:
-    """The kinds to export: ``kind`` if given; every kind of a registered name; a saved video model's own kind.
-    A prior (directory or Hub id) says nothing about its kind: InputError asking for ``--kind``."""
+    """The kinds to export: ``kind`` if given; every kind of a registered name; else the kind of the checkpoint's
+    family (a saved video model or a prior directory: :func:`bufferanytime.families.family_of`). A Hugging Face
+    prior is not read before it is loaded: InputError asking for ``--kind``."""
+    from bufferanytime.families import family_of
     from bufferanytime.models import MODELS, list_models
-    from bufferanytime.models.base import MODEL_KEY, read_config
 
     if kind is not None:
         return [kind]
     if name_or_path in MODELS:
         return list(MODELS.get(name_or_path))
     path = Path(name_or_path)
-    config = read_config(path) if path.is_dir() else None
-    if config is not None:
-        return [config[MODEL_KEY]]
     if path.is_dir():
-        raise InputError(f"{name_or_path}: not a saved video model; for a prior directory pass --kind")
+        return [family_of(path).kind]
     raise InputError(f"{name_or_path}: unknown model (no such directory; registered models: "
                      f"{', '.join(list_models())}); for a Hugging Face prior pass --kind")
 

@@ -1,14 +1,14 @@
-"""Video models (Depth Anything V2 / Marigold-E2E-FT priors with temporal blocks) and the one way to create
-them by name: :func:`load_model`; :func:`list_models` names the registered (embedded) models.
+"""Video models (an image prior of any registered family with temporal blocks) and the one way to create them by
+name: :func:`load_model`; :func:`list_models` names the registered (embedded) models.
 
-``load_model(kind, name_or_path)`` accepts a registered name (the embedded models), a saved video-model
-directory, or a prior (a Depth Anything V2 / Marigold-E2E-FT directory or Hugging Face id), which is wrapped
-into a fresh video model whose temporal blocks are still zero (i.e. it behaves exactly like the prior).
+``load_model(path)`` accepts a registered name (the embedded models), a saved video-model directory, or a prior
+(a checkpoint directory or Hugging Face id of any family of :mod:`bufferanytime.families`), which is wrapped into a
+fresh video model whose temporal blocks are still zero (i.e. it behaves exactly like the prior). The family is
+read from the checkpoint's own config; ``load_model(kind, name_or_path)`` also checks that it makes that kind.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,20 +18,17 @@ from bufferanytime.errors import InputError
 from bufferanytime.models.base import CONFIG_NAME, VideoModel, check_digests, read_config, resolve_dir
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig
 from bufferanytime.registry import Registry
-from bufferanytime.tasks import DEPTH, NORMAL
+from bufferanytime.tasks import list_tasks
 
 if TYPE_CHECKING:
-    from bufferanytime.models.depth import VideoDepthModel
-    from bufferanytime.models.normal import VideoNormalModel
+    from bufferanytime.families.depth_anything_v2 import VideoDepthModel
+    from bufferanytime.families.marigold_e2e_normals import VideoNormalModel
 
-#: The video-model class of each kind of buffer, as ``module:Class``, imported by :func:`model_class` on first
-#: use: the normal model pulls in diffusers and the depth model transformers (seconds of start-up each), and a
-#: command imports only the one it runs (``bufferanytime depth`` never imports diffusers).
-MODEL_CLASSES: Registry[str] = Registry("model kind")
-MODEL_CLASSES.register(DEPTH.name, "bufferanytime.models.depth:VideoDepthModel")
-MODEL_CLASSES.register(NORMAL.name, "bufferanytime.models.normal:VideoNormalModel")
-#: The lazily imported classes, also reachable as attributes of this package (``models.VideoDepthModel``).
-LAZY_CLASSES = {"VideoDepthModel": DEPTH.name, "VideoNormalModel": NORMAL.name}
+#: The video-model classes of the embedded models' families, reachable as attributes of this package
+#: (``models.VideoDepthModel``) and imported when first asked for: each family module pulls in transformers or
+#: diffusers (seconds of start-up), and a command imports only the family it loads.
+LAZY_CLASSES = {"VideoDepthModel": "bufferanytime.families.depth_anything_v2",
+                "VideoNormalModel": "bufferanytime.families.marigold_e2e_normals"}
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Models loadable by name: name -> {kind: directory}. The embedded ones ship inside the package
@@ -46,8 +43,8 @@ METRIC_EMBEDDED_NAME = "tiny-synthetic-metric"
 
 
 def _embedded(name: str) -> dict[str, Path]:
-    """The kinds the embedded model ``name`` ships, and their directories."""
-    folders = {kind: WEIGHTS_DIR / name / kind for kind in MODEL_CLASSES}
+    """The kinds the embedded model ``name`` ships (``weights/NAME/KIND``), and their directories."""
+    folders = {kind: WEIGHTS_DIR / name / kind for kind in list_tasks()}
     return {kind: folder for kind, folder in folders.items() if (folder / CONFIG_NAME).is_file()}
 
 
@@ -66,48 +63,82 @@ def list_models(kind: str | None = None) -> list[str]:
 
 
 def model_class(kind: str) -> type[VideoModel]:
-    """The video-model class of ``kind`` ("depth" or "normal"), its module imported on first use."""
-    module, name = MODEL_CLASSES.get(kind).split(":")
-    return getattr(importlib.import_module(module), name)
+    """The video-model class of the first family of model kind ``kind`` (its module imported now)."""
+    from bufferanytime.families import default_family, get_family
+
+    if kind not in list_tasks():
+        raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(list_tasks())}")
+    return get_family(default_family(kind)).model_class
 
 
 def __getattr__(name: str) -> Any:
-    """``VideoDepthModel`` / ``VideoNormalModel``, imported when first asked for (see :data:`MODEL_CLASSES`)."""
+    """``VideoDepthModel`` / ``VideoNormalModel``, imported when first asked for (see :data:`LAZY_CLASSES`)."""
     if name in LAZY_CLASSES:
-        return model_class(LAZY_CLASSES[name])
+        import importlib
+
+        return getattr(importlib.import_module(LAZY_CLASSES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def resolve_model_path(kind: str, name_or_path: str | Path | None) -> str:
-    """Turn ``None`` (the default) or a registered name into a directory; pass paths and Hub ids through."""
+def resolve_model_path(kind: str | None, name_or_path: str | Path | None) -> str:
+    """Turn ``None`` (the default of ``kind``) or a registered name into a directory; pass paths and Hub ids
+    through. Without ``kind``, a registered name must ship one kind only."""
     if name_or_path is None:
         if kind not in DEFAULT_MODEL:
             raise InputError(f"no default {kind} model is available; pass --model DIR_OR_HF_ID")
         name_or_path = DEFAULT_MODEL[kind]
     name = str(name_or_path)
     if name in MODELS:
-        if kind not in MODELS.get(name):
+        variants = MODELS.get(name)
+        if kind is None and len(variants) == 1:
+            return str(next(iter(variants.values())))
+        if kind is None:
+            raise InputError(f"embedded model {name!r} has {' and '.join(variants)} variants; name the kind")
+        if kind not in variants:
             raise InputError(f"embedded model {name!r} has no {kind} variant")
-        return str(MODELS.get(name)[kind])
+        return str(variants[kind])
     return name
 
 
-def load_model(kind: str, name_or_path: str | Path | None = None, per_frame: bool = False) -> VideoModel:
-    """Create a video model of ``kind`` ("depth" or "normal") from a name, a directory or a Hub id.
+def _split(kind: str | Path | None, name_or_path: str | Path | None) -> tuple[str | None, str | Path | None]:
+    """``load_model(path)`` or ``load_model(kind, name_or_path)``: a lone first argument that is no model kind is
+    the model."""
+    if name_or_path is None and kind is not None and str(kind) not in list_tasks():
+        return None, kind
+    if kind is not None and str(kind) not in list_tasks():
+        raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(list_tasks())}")
+    return (None if kind is None else str(kind)), name_or_path
 
-    ``per_frame=True`` returns the prior alone, applied frame by frame: the baseline of every comparison.
-    Every failure to read the files (missing, truncated, corrupt, non-finite weights) is one InputError.
+
+def load_model(kind: str | Path | None = None, name_or_path: str | Path | None = None,
+               per_frame: bool = False) -> VideoModel:
+    """Create a video model from a name, a directory or a Hub id: ``load_model(path)``, or
+    ``load_model(kind, name_or_path)`` (``name_or_path=None``: the default model of ``kind``), which also refuses a
+    checkpoint whose family does not make ``kind``.
+
+    The family (:mod:`bufferanytime.families`) is read from the checkpoint's config. ``per_frame=True`` returns
+    the prior alone, applied frame by frame: the baseline of every comparison. Every failure to read the files
+    (unknown family, missing, truncated, corrupt, non-finite weights) is one InputError.
     """
-    cls = model_class(kind)
+    from bufferanytime.families import family_of
+
+    kind, name_or_path = _split(kind, name_or_path)
+    if kind is None and name_or_path is None:
+        raise InputError("load_model needs a model: a name, a directory or a Hugging Face id")
     location = resolve_model_path(kind, name_or_path)
     directory = resolve_dir(location)
+    family = family_of(directory)
+    if kind is not None and not family.produces(kind):
+        raise InputError(f"{location}: a {family.title} checkpoint makes {family.kind} models, not {kind}")
+    cls = family.model_class
     try:
         if read_config(directory) is not None:
             return cls.from_pretrained(directory, per_frame=per_frame)
         check_digests(directory)  # a prior with tensors_sha256.json (the shipped ones) is verified first
         return cls.from_prior(location, per_frame=per_frame)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
-        raise InputError(f"{location}: cannot load a {kind} model ({type(exc).__name__}: {_first_line(exc)})") from exc
+        what = kind or family.kind
+        raise InputError(f"{location}: cannot load a {what} model ({type(exc).__name__}: {_first_line(exc)})") from exc
 
 
 def _first_line(exc: Exception) -> str:
@@ -118,7 +149,6 @@ def _first_line(exc: Exception) -> str:
 __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
-    "MODEL_CLASSES",
     "TemporalBlock",
     "TemporalConfig",
     "VideoDepthModel",

@@ -2,8 +2,10 @@
 
 A saved video model is a directory with
 
-- ``config.json``: ``{"bufferanytime_model": kind, "prior": REF, "temporal": {...}, "version": ...}``, where REF
-  is a Hugging Face id, an absolute path, or a path relative to the directory (a copied prior);
+- ``config.json``: ``{"bufferanytime_model": kind, "family": FAMILY, "prior": REF, "temporal": {...}, "version":
+  ...}``, where FAMILY names the prior family (:mod:`bufferanytime.families`; a config without it is of its kind's
+  first family) and REF is a Hugging Face id, an absolute path, or a path relative to the directory (a copied
+  prior);
 - ``model.safetensors``: the trainable weights only (for depth the DPT head and temporal blocks, for normals the
   temporal blocks); the frozen rest comes from the prior. Its metadata holds a SHA-256 of the tensors
   (``content_sha256``), checked on load, so a truncated or altered file is named instead of silently used.
@@ -39,6 +41,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PRIOR_SUBDIR = "prior"
 MODEL_KEY = "bufferanytime_model"  # marks a config.json as a video model of this package
+FAMILY_KEY = "family"  # the prior family of a saved video model (bufferanytime.families)
 DIGEST_KEY = "content_sha256"  # safetensors metadata: SHA-256 of the tensors (names, dtypes, shapes, bytes)
 CORRUPT_WEIGHTS = "cannot read model weights (truncated or corrupt file)"
 DIGESTS_NAME = "tensors_sha256.json"  # {file relative to its directory: tensors_digest} of the shipped weights
@@ -193,6 +196,7 @@ class VideoModel(nn.Module):
     """Base of the video models: frozen prior parts, trainable parts named by ``trainable_prefixes``."""
 
     kind: str = ""
+    family_name: str = ""  # its family in bufferanytime.families.FAMILIES
     trainable_prefixes: tuple[str, ...] = ()
     default_clip_len: int = 16
 
@@ -239,6 +243,14 @@ class VideoModel(nn.Module):
 
     # -- shared ---------------------------------------------------------------------------------------------
     @property
+    def family(self):
+        """The prior family (:class:`~bufferanytime.families.Family`) of this model: its export graph, training
+        objective and the tasks it can produce."""
+        from bufferanytime.families import get_family
+
+        return get_family(self.family_name)
+
+    @property
     def task(self):
         """The task (:mod:`bufferanytime.tasks`) this model's output serves: what it holds, its files, losses and
         metrics. Its kind's task by default; a depth model on a metric prior serves METRIC_DEPTH."""
@@ -259,6 +271,7 @@ class VideoModel(nn.Module):
     def config_dict(self) -> dict:
         return {
             MODEL_KEY: self.kind,
+            FAMILY_KEY: self.family_name,
             "prior": self.prior_ref,
             "temporal": self.temporal_config.to_dict(),
             "clip_len": self.clip_len,
@@ -300,8 +313,10 @@ class VideoModel(nn.Module):
         """Load a saved video model. ``per_frame=True`` gives its prior alone, frame by frame (the baseline)."""
         directory = resolve_dir(name_or_path)
         config = read_config(directory)
-        if config is None or config[MODEL_KEY] != cls.kind:
-            raise InputError(f"{name_or_path}: not a bufferanytime {cls.kind} model (no matching config.json)")
+        family = None if config is None else config.get(FAMILY_KEY, cls.family_name)
+        if config is None or config[MODEL_KEY] != cls.kind or family != cls.family_name:
+            raise InputError(f"{name_or_path}: not a bufferanytime {cls.kind} model of the {cls.family_name} family "
+                             "(no matching config.json)")
         prior = cls.prior_location(directory, config)
         digests = check_digests(directory, skip=(WEIGHTS_NAME,))
         if Path(prior).is_dir():

@@ -77,6 +77,21 @@ class DepthTask(Task):
     def align_window(self, new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         return align_depth(new, previous)
 
+    # --- training: what a depth objective compares for this buffer --------------------------------------------
+    def regularization_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Against the prior's output ``(B, H, W)``: Eq. 1, affine-invariant (blind to the scale and shift)."""
+        from bufferanytime.losses import affine_invariant_loss
+
+        return affine_invariant_loss(pred, target)
+
+    def stable_buffers(self, output: torch.Tensor) -> torch.Tensor:
+        """What the stabilization loss warps with ``--stable-norm clip``: ``(B, L, H, W)`` disparity normalised by
+        ONE median / mean absolute deviation per clip (scale-free, as Eq. 1)."""
+        from bufferanytime.losses import normalize_affine
+
+        b, length, h, w = output.shape
+        return normalize_affine(output.reshape(b, length * h, w)).reshape(output.shape)
+
     def opw_normalization(self, frames: Sequence[np.ndarray] | np.ndarray) -> tuple[float, float]:
         return affine_parameters(frames)
 

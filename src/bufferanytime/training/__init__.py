@@ -6,7 +6,7 @@ from bufferanytime.training.cache import ClipCache
 from bufferanytime.training.config import TrainConfig, read_config_file
 from bufferanytime.training.data import ClipDataset, ClipSampler, ClipSpec, VideoInfo, discover_videos, read_clip
 from bufferanytime.training.ema import EMA
-from bufferanytime.training.objectives import OBJECTIVES, DepthObjective, NormalObjective, Objective, objective_class
+from bufferanytime.training.objectives import DepthObjective, NormalObjective, Objective, objective_class
 from bufferanytime.training.trainer import Trainer, train, weights_digest
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "ClipSpec",
     "DepthObjective",
     "NormalObjective",
-    "OBJECTIVES",
     "Objective",
     "TrainConfig",
     "Trainer",

@@ -32,12 +32,12 @@ from bufferanytime.constants import (
 )
 from bufferanytime.errors import InputError
 from bufferanytime.flow import list_flows
-from bufferanytime.tasks import DEPTH
+from bufferanytime.tasks import DEPTH, list_tasks
 from bufferanytime.training.cache import DTYPES as CACHE_DTYPES
-from bufferanytime.training.objectives import OBJECTIVES, objective_class
+from bufferanytime.training.objectives import objective_class
 from bufferanytime.training.options import Check, above, at_least, between, check_values, coerce, info, option
 
-KINDS = tuple(OBJECTIVES)  # the kinds of buffer a video model can be trained for
+KINDS = tuple(list_tasks())  # the kinds of buffer a video model can be trained for
 FLOW_METHODS = tuple(list_flows())
 WEIGHTED_FLOWS = ("raft-small",)  # flow methods that read --flow-weights
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")

@@ -23,12 +23,19 @@ to the clip's scale and shift like the regularization loss, while still counting
 
 Metric depth (a metric prior, ``model.task`` is METRIC_DEPTH): the regularization is an L1 in log depth, which
 keeps the prior's metric scale, and the stabilization loss warps log depth (minus its clip median), so a relative
-change weighs the same near and far (:data:`DEPTH_LOSSES`; why in docs/training.md).
+change weighs the same near and far (the task's ``regularization_loss`` and ``stable_buffers``; why in
+docs/training.md).
+
+Which objective trains a model is its prior family's choice (``Family.objective``, :mod:`bufferanytime.families`):
+:func:`objective_class` of a model. :class:`DepthObjective` serves any family with a frozen encoder
+(``preprocess``, ``backbone_features``) and a trainable depth decoder (``decode_head``); :class:`NormalObjective`
+any latent single-step family (``encode_latents``, ``predict_latents``, ``decode_latents``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -44,20 +51,14 @@ from bufferanytime.constants import (
     TRAIN_RES_NORMAL,
 )
 from bufferanytime.flow import FlowModel, cycle_mask
-from bufferanytime.losses import (
-    affine_invariant_loss,
-    deferred_backward,
-    latent_l2_loss,
-    log_depth,
-    normalize_affine,
-    split_log_l1_loss,
-    stabilization_loss,
-)
+from bufferanytime.losses import deferred_backward, latent_l2_loss, stabilization_loss
 from bufferanytime.models import load_model
-from bufferanytime.models.depth import VideoDepthModel
-from bufferanytime.models.normal import VideoNormalModel
-from bufferanytime.registry import Registry
-from bufferanytime.tasks import DEPTH, METRIC_DEPTH, NORMAL, Task, get_task
+from bufferanytime.models.base import VideoModel
+from bufferanytime.tasks import DEPTH, NORMAL, Task
+
+if TYPE_CHECKING:
+    from bufferanytime.families.depth_anything_v2 import VideoDepthModel
+    from bufferanytime.families.marigold_e2e_normals import VideoNormalModel
 
 FROZEN_BATCH = 8  # frames sent through a frozen network at once while preparing a clip (bounds its memory)
 FLOW_KEYS = ("flow_fwd", "flow_bwd", "cycle_fwd", "cycle_bwd")  # (L-1, ...) tensors of a prepared clip
@@ -151,48 +152,6 @@ def _stabilization(buffers: torch.Tensor, flows: dict[str, torch.Tensor], config
     )
 
 
-def _clip_normalized(disparity: torch.Tensor) -> torch.Tensor:
-    """``(B, L, H, W)`` disparity normalised by ONE median / mean absolute deviation per clip (scale-free, as
-    Eq. 1)."""
-    b, length, h, w = disparity.shape
-    return normalize_affine(disparity.reshape(b, length * h, w)).reshape(disparity.shape)
-
-
-def _clip_log_depth(depth: torch.Tensor) -> torch.Tensor:
-    """``(B, L, H, W)`` metric depth as log depth minus its median over the clip: differences are relative changes,
-    so near and far weigh alike, and a global scale (which the regularization fixes) does not enter."""
-    logs = log_depth(depth)
-    return logs - logs.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
-
-
-@dataclass(frozen=True)
-class DepthLosses:
-    """What the depth objective compares for one task: the regularization loss against the prior's output, and
-    the form of the output the stabilization loss warps with ``--stable-norm clip``."""
-
-    regularization: object  # (pred (B,H,W), target (B,H,W)) -> loss
-    stable_buffers: object  # (B, L, H, W) output -> (B, L, H, W) buffers
-
-
-# Weight of the per-frame log-scale term of the metric regularization (split_log_l1_loss). With 1 (a plain L1 in
-# log depth) the prior's per-frame scale flicker is imposed on the video model: on the validation clips the
-# tiny metric model kept 0.92x of its prior's OPW after 200 steps, the global log-scale changes between frames
-# (0.01-0.12) being most of it. A tenth frees them, while the scale is still held on average (docs/training.md).
-METRIC_SCALE_WEIGHT = 0.1
-
-
-def _metric_regularization(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return split_log_l1_loss(pred, target, METRIC_SCALE_WEIGHT)
-
-
-#: By task name. Relative disparity: Eq. 1 (affine-invariant) and the clip-normalised disparity. Metric depth
-#: (metres): L1 in log depth, scale-invariant per frame plus a weighted per-frame scale term, which keeps the
-#: prior's average scale (docs/training.md); log depth for stabilization.
-DEPTH_LOSSES: Registry[DepthLosses] = Registry("depth task")
-DEPTH_LOSSES.register(DEPTH.name, DepthLosses(affine_invariant_loss, _clip_normalized))
-DEPTH_LOSSES.register(METRIC_DEPTH.name, DepthLosses(_metric_regularization, _clip_log_depth))
-
-
 class Objective:
     """The training side of a task: what a step computes for one kind of buffer, and that kind's defaults.
 
@@ -236,13 +195,12 @@ class DepthObjective(Objective):
         self.config = config
         self.net = DepthNet(model)
         self.task = model.task  # relative or metric: the prior decides, and with it the losses
-        self.task_losses = DEPTH_LOSSES.get(self.task.name)
 
     @classmethod
     def build(cls, model: VideoDepthModel, flow_model: FlowModel, config, device: torch.device) -> DepthObjective:
         """With a frozen copy of the prior of its own, whose ViT is the model's (the same frozen weights: its
         features are computed and held once); the video model's head is fine-tuned, the prior's is not."""
-        prior = load_model(model.kind, model.prior_ref, per_frame=True)
+        prior = load_model(model.prior_ref, per_frame=True)
         prior.backbone = model.backbone
         return cls(model, prior.requires_grad_(False).eval().to(device), flow_model, config)
 
@@ -285,10 +243,10 @@ class DepthObjective(Objective):
         rows = torch.arange(batch, device=disparity.device)
         picked = disparity[rows, torch.tensor(reg_frames, device=disparity.device)]
         targets = torch.stack([pick_target(c, f) for c, f in zip(clips, reg_frames, strict=True)]).float()
-        loss_reg = self.task_losses.regularization(picked, targets)
+        loss_reg = self.task.regularization_loss(picked, targets)
         flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
         if self.config.stable_norm == "clip":  # one normalisation per clip: scale-free, like the regularization
-            buffers = self.task_losses.stable_buffers(disparity)
+            buffers = self.task.stable_buffers(disparity)
         else:
             buffers = disparity
         loss_stable = _stabilization(buffers[:, :, None], flows, self.config)
@@ -352,12 +310,12 @@ class NormalObjective(Objective):
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
 
 
-#: The objective of each task that can be trained, by task name.
-OBJECTIVES: Registry[type[Objective]] = Registry("trainable kind")
-for _objective in (DepthObjective, NormalObjective):
-    OBJECTIVES.register(_objective.task.name, _objective)
+def objective_class(model: VideoModel | Task | str) -> type[Objective]:
+    """The objective that trains ``model``: its prior family's; for a model kind or task (before any model is
+    loaded, e.g. for the defaults of a run), that of the kind's first family."""
+    from bufferanytime.families import default_family, get_family
+    from bufferanytime.tasks import get_task
 
-
-def objective_class(task: str | Task) -> type[Objective]:
-    """The objective that trains ``task`` (a task or its name)."""
-    return OBJECTIVES.get(get_task(task).name)
+    if isinstance(model, VideoModel):
+        return model.family.objective_class()
+    return get_family(default_family(get_task(model).kind)).objective_class()

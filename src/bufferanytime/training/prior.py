@@ -327,8 +327,7 @@ def train_normal_prior(config: PriorTrainConfig, out_dir: str | Path, progress: 
     2. With the VAE frozen, the U-Net is trained end to end through the single step from zero noise and the
        decoder, with an angular (1 - cosine) loss on the decoded normals, as Marigold-E2E-FT does.
     """
-    from bufferanytime.models.normal import write_marigold_prior
-    from bufferanytime.testing import normal_prior_components
+    from bufferanytime.families.marigold_e2e_normals import normal_prior_components, write_marigold_prior
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -385,7 +384,7 @@ def _train_vae(vae, train: FrameBank, rng: np.random.Generator, config: PriorTra
 def _train_unet(parts: dict, train: FrameBank, rng: np.random.Generator, config: PriorTrainConfig, steps: int,
                 run: _Run):
     """Stage 2: the U-Net, end to end through the frozen VAE's decoder, with a 1 - cosine loss on normals."""
-    from bufferanytime.models.normal import VideoNormalModel
+    from bufferanytime.families.marigold_e2e_normals import VideoNormalModel
 
     model = VideoNormalModel(vae=parts["vae"], unet=parts["unet"], scheduler=parts["scheduler"],
                              empty_prompt_embedding=parts["embedding"], per_frame=True)
@@ -403,7 +402,7 @@ def _train_unet(parts: dict, train: FrameBank, rng: np.random.Generator, config:
 
 def _validate_normal(prior_dir: Path, bank: FrameBank) -> dict:
     """Metrics of the saved prior (reloaded, as users load it) on held-out frames."""
-    from bufferanytime.models.normal import VideoNormalModel
+    from bufferanytime.families.marigold_e2e_normals import VideoNormalModel
     from bufferanytime.tasks.metrics import normal_metrics
 
     model = VideoNormalModel.from_prior(prior_dir, per_frame=True).eval()
@@ -414,11 +413,3 @@ def _validate_normal(prior_dir: Path, bank: FrameBank) -> dict:
             preds.append(channels_last(model(rgb[:, None])[:, 0]))
     pred = np.concatenate(preds)
     return {k: float(v) for k, v in normal_metrics(pred, bank.target.astype(np.float32)).items()}
-
-
-#: How the prior of each task is trained, by task name (``bufferanytime train-prior KIND``).
-PRIOR_TRAINERS: dict[str, Callable[[PriorTrainConfig, str | Path, bool], dict]] = {
-    DEPTH.name: train_depth_prior,
-    NORMAL.name: train_normal_prior,
-    METRIC_DEPTH.name: train_metric_depth_prior,
-}

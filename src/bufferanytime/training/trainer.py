@@ -403,7 +403,7 @@ class Trainer:
         model.train()
         flow_kwargs = {"weights": config.used_flow_weights, "device": self.device} if config.used_flow_weights else {}
         flow_model = get_flow_model(config.flow, **flow_kwargs)
-        objective = objective_class(config.kind).build(model, flow_model, config, self.device)
+        objective = objective_class(model).build(model, flow_model, config, self.device)
         params = {name: p for name, p in model.named_parameters() if p.requires_grad}
         optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup)
