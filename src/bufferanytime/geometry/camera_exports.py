@@ -176,7 +176,7 @@ def write_exr_multi(track: CameraTrack, depths: Iterable[np.ndarray], normals: I
                   "units": units, "tracked": int(track.tracked[k]), "focalSource": track.focal_source}
         if track.tracked[k]:
             header["cameraToWorld"] = track.poses[k].astype(np.float32)
-            header["worldToCamera"] = np.linalg.inv(track.poses[k]).T.astype(np.float32)
+            header["worldToCamera"] = np.ascontiguousarray(np.linalg.inv(track.poses[k]).T, np.float32)
         write_exr(folder / f"{k:06d}.exr", channels, header)
     return {"dir": folder.name, "channels": "Z" + (", N.x, N.y, N.z" if normals is not None else ""),
             "header": "worldToCamera (Imath row vectors), cameraToWorld, fx, fy, cx, cy, units, tracked"}

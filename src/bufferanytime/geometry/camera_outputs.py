@@ -118,6 +118,7 @@ def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: 
                        "reliable": track.reliable, "warnings": track.warnings,
                        "lost_frames": [int(k) for k in np.flatnonzero(~track.tracked)],
                        "working_size": list(size), "flow": "OpenCV DIS, medium preset", "units": units,
+                       "relative_depth_scale": unprojection.get("scale"),
                        "masked": MASKED, "seconds": round(time.perf_counter() - start, 3)}}
     return outputs, meta
 
