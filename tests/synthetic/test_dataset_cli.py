@@ -53,7 +53,7 @@ def test_same_seed_same_files(tmp_path):
     a = write_video_dir(render_video(8, 3, (24, 32)), tmp_path / "a")
     b = write_video_dir(render_video(8, 3, (24, 32)), tmp_path / "b")
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 3 + 1 + 6 + 1
+    assert len(files) == 3 + 1 + 6 + 1 + 1  # frames, rgb.mp4, arrays, moving.npy, meta.json
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
@@ -206,7 +206,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_video(tmp_path, capsys, m
     line naming the file, exit 2; the videos written before stay whole, the one being written leaves nothing."""
     from tests.io.full_disk import FullDisk
 
-    files_per_video = 2 + 6 + 1  # frames, arrays, meta.json (rgb.mp4 is written by the encoder)
+    files_per_video = 2 + 6 + 1 + 1  # frames, arrays, moving.npy, meta.json (rgb.mp4 is written by the encoder)
     disk = FullDisk(files=whole_videos * files_per_video + 2).install(monkeypatch)
     out = tmp_path / "synth"
     code, err = run_main(capsys, "synth", "-o", str(out), "--videos", "2", "--frames", "2", "--size", "16x16", "-q")

@@ -21,6 +21,7 @@ from bufferanytime.errors import InputError
 from bufferanytime.io.outputs import check_output_root
 from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.synthetic.dataset import DEFAULT_FPS
+from bufferanytime.synthetic.scene import CAMERA_MOTIONS, OBJECT_MOTIONS
 
 # Limits checked before any work. A video is rendered whole in memory: its buffers take about 39 bytes per pixel
 # of each frame, and casting one frame about 550 bytes per pixel of that frame.
@@ -56,6 +57,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--noise", type=non_negative_float, default=0.0, help="std of Gaussian pixel noise on [0, 1]")
     parser.add_argument(
         "--textures", default=None, help="folder of photos to crop textures from (default: procedural only)"
+    )
+    parser.add_argument(
+        "--camera", choices=CAMERA_MOTIONS, default="wander",
+        help="camera motion: wander (a smooth random path, the default), dolly (straight ahead at constant speed "
+        "with a fixed orientation, like a car's camera), rotate (turning on the spot, no translation)",
+    )
+    parser.add_argument(
+        "--objects", choices=OBJECT_MOTIONS, default="wander",
+        help="object motion: wander (1-2 objects wander, the default), depth (1-2 objects move to and fro along "
+        "the line of sight), static (nothing moves but the camera)",
     )
     parser.add_argument("--fps", type=positive_float, default=DEFAULT_FPS, help="frame rate of rgb.mp4 (> 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing sequence folders")
@@ -107,11 +118,13 @@ def _same_video(folder: Path, seed: int, size: tuple[int, int], args: argparse.N
     except (OSError, ValueError):
         return None
     wanted = {"flicker": args.flicker, "exposure": args.exposure, "noise": args.noise}
+    motion = meta.get("motion", {"camera": "wander", "objects": "wander"})  # folders made before the options
     return (
         meta.get("seed") == seed
         and (meta.get("height"), meta.get("width")) == size
         and meta.get("num_frames") == args.frames
         and meta.get("nuisances") == wanted
+        and motion == {"camera": args.camera, "objects": args.objects}
     )
 
 
@@ -149,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
             exposure=args.exposure,
             noise=args.noise,
             texture_dir=args.textures,
+            camera=args.camera,
+            objects=args.objects,
         )
         write_video_dir(video, folder, fps=args.fps)
         written += 1

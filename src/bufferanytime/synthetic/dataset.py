@@ -10,7 +10,9 @@ One folder per video::
     flow_bwd.npy             (T-1, H, W, 2) float32, frame k+1 -> k
     flow_valid_fwd.npy       (T-1, H, W) bool, in view and not occluded in the target frame
     flow_valid_bwd.npy       (T-1, H, W) bool
-    meta.json                intrinsics (fx, fy, cx, cy; pixel centres at +0.5), per-frame poses, seed, ...
+    moving.npy               (T, H, W) bool, the pixel sees an object that moves on its own (absent in old folders)
+    meta.json                intrinsics (fx, fy, cx, cy; pixel centres at +0.5), exact per-frame camera-to-world
+                             poses (metres), seed, the camera and object motions, ...
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from bufferanytime.synthetic.renderer import SyntheticVideo
 LAYOUT_VERSION = 1
 DEFAULT_FPS = 10.0  # frame rate of rgb.mp4; the motion per frame, not per second, is what the data fixes
 ARRAYS = ("depth", "normal", "flow_fwd", "flow_bwd", "flow_valid_fwd", "flow_valid_bwd")
-PER_FRAME = ("depth", "normal")  # T entries; the flow arrays have T-1
+PER_FRAME = ("depth", "normal", "moving")  # T entries; the flow arrays have T-1
+OPTIONAL_ARRAYS = ("moving",)  # written since the motion options; folders written before lack them
 
 
 def video_meta(video: SyntheticVideo, fps: float = DEFAULT_FPS) -> dict[str, Any]:
@@ -57,7 +60,8 @@ def video_meta(video: SyntheticVideo, fps: float = DEFAULT_FPS) -> dict[str, Any
         "nuisances": dict(video.nuisances),
         "flicker_gains": list(video.flicker_gains),
         "exposure_gains": list(video.exposure_gains),
-        "scene": {"kind": video.scene_kind, "objects": list(video.object_names)},
+        "scene": {"kind": video.scene_kind, "objects": list(video.object_names), "moving": list(video.object_moving)},
+        "motion": {"camera": video.camera_motion, "objects": video.object_motion},
     }
 
 
@@ -73,7 +77,7 @@ def write_video_dir(video: SyntheticVideo, out_dir: str | Path, fps: float = DEF
         for k, frame in enumerate(video.rgb):
             write_image(tmp / "rgb" / f"{k:06d}.png", frame)
         write_video(tmp / "rgb.mp4", iter(video.rgb), fps)
-        for name in ARRAYS:
+        for name in ARRAYS + OPTIONAL_ARRAYS:
             save_npy(tmp / f"{name}.npy", getattr(video, name))
         write_bytes(tmp / "meta.json", _meta_json(video_meta(video, fps)).encode())
     return out_dir
@@ -138,7 +142,9 @@ class SyntheticVideoDataset:
         sample: dict[str, Any] = {"name": self.names[i], "meta": meta, "start": start}
         paths = self._frame_paths(i)[start:stop]
         sample["rgb"] = np.stack([read_rgb(p) for p in paths])
-        for name in ARRAYS:
+        for name in ARRAYS + OPTIONAL_ARRAYS:
+            if name in OPTIONAL_ARRAYS and not (folder / f"{name}.npy").is_file():
+                continue
             array = np.load(folder / f"{name}.npy", mmap_mode="r")
             sample[name] = array[start:stop] if name in PER_FRAME else array[start : stop - 1]
         return sample

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bufferanytime.errors import InputError
-from bufferanytime.synthetic.scene import Scene, SceneObject, sample_scene
+from bufferanytime.synthetic.scene import CAMERA_MOTIONS, OBJECT_MOTIONS, Scene, SceneObject, sample_scene
 from bufferanytime.synthetic.textures import TextureBank, sample_texture
 
 LOD_BIAS = 0.5  # extra mip level: textures slightly softer than the pixel grid, so resampling is faithful
@@ -39,7 +39,9 @@ class SyntheticVideo:
     masks mark pixels that land in view, not occluded, with the same object around the landing position
     (a one-pixel band along occlusion edges is thus invalid). ``poses`` are
     camera-to-world 4x4 matrices whose camera axes follow the normals' convention (x right, y up, z back).
-    ``object_id`` indexes ``object_names`` (the surface seen at each pixel).
+    ``object_id`` indexes ``object_names`` (the surface seen at each pixel), and ``object_moving`` says which
+    objects move on their own (``moving`` is that per pixel). ``camera_motion`` and ``object_motion`` are the
+    options the scene was drawn with (``render_video``).
     """
 
     rgb: np.ndarray  # (T, H, W, 3) uint8
@@ -58,6 +60,15 @@ class SyntheticVideo:
     flicker_gains: list[float] = field(default_factory=list)
     exposure_gains: list[float] = field(default_factory=list)
     scene_kind: str = ""
+    object_moving: list[bool] = field(default_factory=list)
+    camera_motion: str = "wander"
+    object_motion: str = "wander"
+
+    @property
+    def moving(self) -> np.ndarray:
+        """Bool ``(T, H, W)``: the pixel sees an object that moves on its own (not only with the camera)."""
+        flags = np.asarray(list(self.object_moving) or [False] * len(self.object_names), bool)
+        return flags[self.object_id]
 
     @property
     def num_frames(self) -> int:
@@ -251,20 +262,27 @@ def render_video(
     exposure: float = 0.0,
     noise: float = 0.0,
     texture_dir: str | Path | None = None,
+    camera: str = "wander",
+    objects: str = "wander",
 ) -> SyntheticVideo:
     """Render a random video of ``num_frames`` frames of ``size = (H, W)``, fully determined by ``seed``.
 
     ``flicker`` is the relative amplitude of a per-frame jitter of the directional light, ``exposure`` of
     a per-frame global gain, ``noise`` the std of Gaussian pixel noise on [0, 1]; they change only the
     colours (the scene, depth, normals and flow are the same for a seed). ``texture_dir`` adds crops of
-    the photos found there to the procedural textures.
+    the photos found there to the procedural textures. ``camera`` (``"wander"``, ``"dolly"`` straight ahead,
+    ``"rotate"`` on the spot) and ``objects`` (``"wander"``, ``"depth"`` along the line of sight, ``"static"``)
+    choose the motions (:mod:`bufferanytime.synthetic.scene`).
     """
     height, width = (int(s) for s in size)
     _check_arguments(seed, num_frames, height, width, flicker, exposure, noise)
+    if camera not in CAMERA_MOTIONS or objects not in OBJECT_MOTIONS:
+        raise InputError(f"camera must be one of {', '.join(CAMERA_MOTIONS)} and objects one of "
+                         f"{', '.join(OBJECT_MOTIONS)}, got {camera!r} and {objects!r}")
     # independent streams: geometry and motion, textures, nuisances (each leaves the others unchanged)
     scene_rng, texture_rng, nuisance_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     bank = TextureBank(texture_rng, texture_dir)
-    scene = sample_scene(scene_rng, num_frames, (height, width), bank)
+    scene = sample_scene(scene_rng, num_frames, (height, width), bank, camera=camera, objects=objects)
     nuisances = _Nuisances(
         flicker_gains=1.0 + flicker * nuisance_rng.uniform(-1.0, 1.0, num_frames),
         exposure_gains=1.0 + exposure * nuisance_rng.uniform(-1.0, 1.0, num_frames),
@@ -282,6 +300,9 @@ def render_video(
         flicker_gains=[float(g) for g in nuisances.flicker_gains],
         exposure_gains=[float(g) for g in nuisances.exposure_gains],
         scene_kind=scene.kind,
+        object_moving=[bool(o.moving) for o in scene.objects],
+        camera_motion=camera,
+        object_motion=objects,
     )
 
 

@@ -6,6 +6,11 @@ cylinders stand on the floor or float; 1-2 of them move on their own. The camera
 random path (sums of slow sinusoids, so speed stays moderate however long the video) and looks roughly
 into the scene. Everything is drawn from one ``numpy.random.Generator``, so a seed fixes the scene.
 
+Two options isolate the motions a video model must tell apart (``CAMERA_MOTIONS``, ``OBJECT_MOTIONS``): the
+camera may instead move straight ahead at constant speed with a fixed orientation (``"dolly"``, like a car's
+camera), or turn about its own centre without moving (``"rotate"``); the moving objects may instead move towards
+and away from the camera (``"depth"``), or all objects may stand still (``"static"``).
+
 World coordinates: metres, y up. Camera axes (as for the normals): x right, y up, z towards the viewer,
 so the camera looks along its local ``-z``.
 """
@@ -21,6 +26,12 @@ from bufferanytime.synthetic.textures import Texture, TextureBank, build_pyramid
 
 CAMERA_CLEARANCE = 0.35  # metres kept between the camera centre and any object's bounding sphere
 WALL_MARGIN = 0.5  # metres kept between the camera path and the room's walls, floor and ceiling
+CAMERA_MOTIONS = ("wander", "dolly", "rotate")  # smooth random path; straight ahead; turning on the spot
+OBJECT_MOTIONS = ("wander", "depth", "static")  # 1-2 objects wander; they move along the line of sight; none moves
+DOLLY_SPEED = {"room": (0.04, 0.1), "outdoor": (0.15, 0.4)}  # metres per frame, drawn uniformly
+DOLLY_STOP = 1.0  # metres the dolly keeps from the end of its box (the far wall)
+ROTATE_SPEED_DEG = (0.5, 2.0)  # yaw per frame, degrees, drawn uniformly (random sign)
+DEPTH_MOTION_SPEED = (0.03, 0.08)  # metres per frame along the line of sight, of an object moving in depth
 
 
 @dataclass
@@ -182,19 +193,33 @@ class _Layout:
     haze: np.ndarray
 
 
-def sample_scene(rng: np.random.Generator, num_frames: int, size: tuple[int, int], bank: TextureBank) -> Scene:
+def sample_scene(
+    rng: np.random.Generator,
+    num_frames: int,
+    size: tuple[int, int],
+    bank: TextureBank,
+    camera: str = "wander",
+    objects: str = "wander",
+) -> Scene:
     """Draw a complete random scene (see the module docstring) for a video of ``num_frames`` frames.
 
-    ``rng`` draws the layout, light and motion; ``bank`` draws the textures from its own stream.
+    ``rng`` draws the layout, light and motion; ``bank`` draws the textures from its own stream. ``camera`` is one
+    of ``CAMERA_MOTIONS`` and ``objects`` one of ``OBJECT_MOTIONS``; the defaults draw exactly what they always did.
     """
     intrinsics = _random_view_params(rng, size)
     layout = _room(rng, num_frames, bank) if rng.random() < 0.55 else _outdoor(rng, num_frames, bank)
-    eyes, cam_to_world = _camera_path(rng, num_frames, layout)
+    if camera == "dolly":
+        eyes, cam_to_world = _dolly_path(rng, num_frames, layout)
+    elif camera == "rotate":
+        eyes, cam_to_world = _rotate_path(rng, num_frames, layout)
+    else:
+        eyes, cam_to_world = _camera_path(rng, num_frames, layout)
     azimuth = rng.uniform(0, 2 * np.pi)
     elevation = layout.elevation
     light_dir = np.array([np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)])
     placed = _place_objects(
-        rng, num_frames, intrinsics, size, cam_to_world, eyes, layout.max_dist, layout.bounds, layout.scale, bank
+        rng, num_frames, intrinsics, size, cam_to_world, eyes, layout.max_dist, layout.bounds, layout.scale, bank,
+        objects,
     )
     return Scene(
         kind=layout.kind,
@@ -308,6 +333,51 @@ def _camera_path(rng: np.random.Generator, num_frames: int, layout: _Layout) -> 
     return eyes, cam_to_world
 
 
+def _dolly_path(rng: np.random.Generator, num_frames: int, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Straight ahead, level, at constant speed, with a fixed orientation (looking where it goes, tilted as the
+    layout's first view): the camera of a car. The speed is lowered when the path would leave the layout's box."""
+    view = layout.target0 - layout.eye0
+    heading = np.array([view[0], 0.0, view[2]]) / np.hypot(view[0], view[2])
+    low, high = layout.low, layout.high
+    reach = [  # how far the eye may go along the heading, in x and in z
+        ((high[a] if heading[a] > 0 else low[a]) - layout.eye0[a]) / heading[a] if abs(heading[a]) > 1e-9 else np.inf
+        for a in (0, 2)
+    ]
+    room = max(0.0, min(reach) - DOLLY_STOP)
+    speed = min(rng.uniform(*DOLLY_SPEED[layout.kind]), room / max(num_frames - 1, 1))
+    eyes = layout.eye0 + speed * np.arange(num_frames)[:, None] * heading
+    cam_to_world = np.stack([look_at(eye, eye + view, 0.0) for eye in eyes])
+    return eyes, cam_to_world
+
+
+def _rotate_path(rng: np.random.Generator, num_frames: int, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Turning about the camera's own centre (it does not move): a steady yaw and a slow small tilt."""
+    yaw = np.deg2rad(rng.uniform(*ROTATE_SPEED_DEG)) * rng.choice([-1.0, 1.0]) * np.arange(num_frames)
+    tilt = np.deg2rad(rng.uniform(0.0, 5.0)) * np.sin(2 * np.pi * np.arange(num_frames) / rng.uniform(40.0, 160.0))
+    view = layout.target0 - layout.eye0
+    eyes = np.broadcast_to(layout.eye0, (num_frames, 3)).copy()
+    cam_to_world = []
+    for k in range(num_frames):
+        turned = rotation_about(np.array([0.0, 1.0, 0.0]), yaw[k]) @ view
+        side = np.cross(turned, [0.0, 1.0, 0.0])
+        cam_to_world.append(look_at(eyes[k], eyes[k] + rotation_about(side, tilt[k]) @ turned, 0.0))
+    return eyes, np.stack(cam_to_world)
+
+
+def _object_path(
+    rng: np.random.Generator, T: int, center: np.ndarray, eye: np.ndarray, floating: bool, objects: str
+) -> np.ndarray:
+    """Positions ``(T, 3)`` of a moving object: wandering, or (``objects == "depth"``) to and fro along the
+    horizontal line from the middle frame's camera ``eye`` through its ``center``."""
+    if objects != "depth":
+        speed = rng.uniform(0.01, 0.04) * np.array([1.0, 1.0 if floating else 0.0, 1.0])
+        return center + smooth_path(rng, T, speed, periods=(30.0, 100.0))
+    line = (center - eye) * np.array([1.0, 0.0, 1.0])
+    line /= np.linalg.norm(line)
+    along = smooth_path(rng, T, np.array([rng.uniform(*DEPTH_MOTION_SPEED)]), periods=(30.0, 100.0))
+    return center + along * line
+
+
 def _place_objects(
     rng: np.random.Generator,
     T: int,
@@ -319,12 +389,14 @@ def _place_objects(
     bounds: tuple[np.ndarray, np.ndarray] | None,
     scale: float,
     bank: TextureBank,
+    objects: str = "wander",
 ) -> list[SceneObject]:
-    """3-8 objects in view of the middle frame, clear of the camera path, the walls and each other."""
+    """3-8 objects in view of the middle frame, clear of the camera path, the walls and each other; 1-2 of them
+    move (none with ``objects == "static"``)."""
     height, width = size
     reference = cam_to_world[T // 2]
     num_objects = int(rng.integers(3, 9))
-    num_moving = int(rng.integers(1, 3))
+    num_moving = int(rng.integers(1, 3)) if objects != "static" else 0
     placed: list[SceneObject] = []
     for index in range(num_objects):
         moving = index < num_moving
@@ -344,8 +416,7 @@ def _place_objects(
             center = reference[:3, 3] * np.array([1.0, 0.0, 1.0]) + heading * rng.uniform(1.5, max_dist)
             center[1] = lowest_point(shape, rot0) + (rng.uniform(0.2, 1.2) if floating else 0.0)
             if moving:
-                speed = rng.uniform(0.01, 0.04) * np.array([1.0, 1.0 if floating else 0.0, 1.0])
-                translations = center + smooth_path(rng, T, speed, periods=(30.0, 100.0))
+                translations = _object_path(rng, T, center, reference[:3, 3], floating, objects)
                 axis = random_rotation(rng)[:, 0] if floating else np.array([0.0, 1.0, 0.0])
                 omega = np.deg2rad(rng.uniform(0.5, 3.0)) * rng.choice([-1.0, 1.0])
                 rotations = rotation_about(axis, omega * np.arange(T)) @ rot0
