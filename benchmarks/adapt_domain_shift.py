@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import run_python  # noqa: E402
+
 ADAPT_SEED, VAL_SEED, TEST_SEED, ORIGINAL_SEED = 70000, 71000, 72000, 73000
 SHIFT = {"flicker": 0.6, "exposure": 0.3, "noise": 0.03}  # the shifted domain's nuisances
 ORIGINAL = {"flicker": 0.2, "exposure": 0.0, "noise": 0.0}
-RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
 
 
 def default_textures() -> Path:
@@ -55,10 +56,11 @@ def render(root: Path, seed: int, count: int, frames: int, size: str, nuisances:
 
 
 def measured(command: list[str]) -> tuple[float, int]:
-    """Wall-clock seconds and peak RSS (kB) of ``command`` in a process of its own."""
+    """Wall-clock seconds and peak RSS (kB, its own ``VmHWM``) of the Python ``command`` in a process of its own."""
+    assert command[0] == sys.executable, command
     began = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *command], check=True, capture_output=True, text=True)
-    return time.perf_counter() - began, int(out.stdout.strip().splitlines()[-1])
+    _, rss = run_python(command[1:], check=True, capture_output=True, text=True)
+    return time.perf_counter() - began, rss
 
 
 def adapt(clips: list[Path], out: Path, budget: str, lr: float) -> dict:

@@ -4,7 +4,8 @@ A 16-frame clip of latents (from a small conv "video model") is decoded by a dif
 decoder, and a loss coupling adjacent decoded frames (the stabilization loss plus a frame-difference term) is
 back-propagated to the model, either directly (the decoder's graph holds all 16 frames) or with
 ``deferred_backward`` (one chunk of ``DEFERRED_CHUNK`` frames at a time). Each method runs in a fresh
-subprocess; its peak resident memory above the set-up baseline is read from ``ru_maxrss``. Also checks that
+subprocess; its peak resident memory above the set-up baseline is its own ``VmHWM`` (``ru_maxrss`` would include the
+parent's). Also checks that
 both give the same gradient.
 
     python benchmarks/deferred_memory.py [--frames 16 --size 256]
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
@@ -25,12 +26,15 @@ from diffusers import AutoencoderKL
 from bufferanytime.constants import DEFERRED_CHUNK
 from bufferanytime.losses import deferred_backward, stabilization_loss
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import own_peak_kb  # noqa: E402
+
 LATENT_CHANNELS = 4
 VAE_DOWNSAMPLE = 4  # three blocks: two 2x resamplings
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return own_peak_kb() / 1024
 
 
 def run_method(method: str, frames: int, size: int) -> dict:

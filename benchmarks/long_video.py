@@ -2,7 +2,8 @@
 
 Reports, in one run, at low resolution:
 
-(a) peak RSS of ``bufferanytime depth`` on the first 100 and on all 1000 frames of one video, and their ratio
+(a) peak RSS of ``bufferanytime depth`` (its own ``VmHWM``, ``peak_memory.py``) on the first 100 and on all 1000
+    frames of one video, and their ratio
     (target <= 1.15);
 (b) model seconds per frame of the video model against ``--per-frame`` on the same frames, as a ratio
     (target <= 1.10; the paper: 33 s against 31 s);
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -41,13 +41,10 @@ from bufferanytime.models import VideoDepthModel, load_model
 from bufferanytime.synthetic import render_video
 from bufferanytime.testing import make_sized_depth_prior, make_tiny_prior
 
-RSS_SNIPPET = (
-    "import resource, sys\n"
-    "from bufferanytime.cli.main import main\n"
-    "code = main(sys.argv[1:])\n"
-    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    "sys.exit(code)\n"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import run_python  # noqa: E402
+
+CLI = "import sys\nfrom bufferanytime.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 def make_long_video(path: Path, frames: int, height: int, width: int, seed: int = 0) -> None:
@@ -67,9 +64,9 @@ def make_long_video(path: Path, frames: int, height: int, width: int, seed: int 
 
 
 def run_cli(args: list[str]) -> tuple[int, dict]:
-    """Run ``bufferanytime`` in a fresh process; return its peak RSS (KB) and the depth.meta.json of the output."""
-    out = subprocess.run([sys.executable, "-c", RSS_SNIPPET, *args], capture_output=True, text=True, check=True)
-    rss = int(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("MAXRSS_KB")))
+    """Run ``bufferanytime`` in a fresh process; return its own peak RSS (kB, ``VmHWM``) and the depth.meta.json of
+    the output."""
+    _, rss = run_python(["-c", CLI, *args], capture_output=True, text=True, check=True)
     output = Path(args[args.index("-o") + 1])
     meta = json.loads(next(output.glob("*/depth.meta.json")).read_text())
     return rss, meta

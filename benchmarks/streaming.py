@@ -6,9 +6,9 @@ Reports, in one run:
     frames, alternating the two frame by frame after the cache has filled (target <= 1.10x). Default: random
     weights in the Depth Anything V2 Small architecture (``make_sized_depth_prior``), random non-zero temporal
     blocks, horizon 10, frames at the model's default input size (short side 518; ``--size`` to change);
-(b) peak RSS (``ru_maxrss`` of a fresh process) when streaming 100 and 1000 frames, and the ratio (target
-    <= 1.05x), with the size of the key/value caches. Default: the tiny prior at 126x168 so that 1000 frames run
-    in minutes (``--mem-arch small`` for the real architecture).
+(b) peak RSS (the ``VmHWM`` of a fresh process, ``peak_memory.py``) when streaming 100 and 1000 frames, and the
+    ratio (target <= 1.05x), with the size of the key/value caches. Default: the tiny prior at 126x168 so that 1000
+    frames run in minutes (``--mem-arch small`` for the real architecture).
 
 Usage:
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,9 @@ from bufferanytime.inference.streaming import StreamingPredictor
 from bufferanytime.models import VideoDepthModel
 from bufferanytime.models.temporal import TemporalBlock
 from bufferanytime.testing import make_sized_depth_prior, make_tiny_prior
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import run_python  # noqa: E402
 
 
 def prior_dir(arch: str, root: Path) -> Path:
@@ -76,7 +78,7 @@ def time_per_frame(prior: Path, size: tuple[int, int], horizon: int, pairs: int)
 
 
 MEMORY_SNIPPET = """
-import resource, sys, torch
+import sys, torch
 sys.path.insert(0, {bench!r})
 from streaming import causal_model
 from bufferanytime.inference.streaming import StreamingPredictor
@@ -85,16 +87,17 @@ stream = StreamingPredictor(causal_model({prior!r}, {horizon}))
 generator = torch.Generator().manual_seed(0)
 for _ in range({frames}):
     stream.step(torch.rand(3, {h}, {w}, generator=generator))
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "CACHE_BYTES", stream.cache_bytes())
+print("CACHE_BYTES", stream.cache_bytes())
 """
 
 
 def peak_rss(prior: Path, size: tuple[int, int], horizon: int, frames: int) -> tuple[int, int]:
-    """Peak RSS (KB) of a fresh process streaming ``frames`` frames, and its cache size in bytes."""
+    """Peak RSS (kB, its own ``VmHWM``) of a fresh process streaming ``frames`` frames, and its cache size in bytes."""
     code = MEMORY_SNIPPET.format(bench=str(Path(__file__).parent), prior=str(prior), horizon=horizon, frames=frames,
                                  h=size[0], w=size[1])
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    return int(out[out.index("MAXRSS_KB") + 1]), int(out[out.index("CACHE_BYTES") + 1])
+    done, rss = run_python(["-c", code], capture_output=True, text=True, check=True)
+    out = done.stdout.split()
+    return rss, int(out[out.index("CACHE_BYTES") + 1])
 
 
 def main() -> None:

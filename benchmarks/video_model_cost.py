@@ -7,7 +7,7 @@
     the fastest of each counts, so a load that comes and goes on a shared machine does not decide the ratio.
     Precisions: fp32 for both (``--precisions``), and bf16 for both. Target: <= 1.10 (Small), <= 1.05 (Base).
     Each round's own ratio is printed too: the machine's speed can drift between rounds, not within a pair.
-(b) Peak RSS of ``bufferanytime depth`` (a fresh process each, ``ru_maxrss``, predictions file included) of the
+(b) Peak RSS of ``bufferanytime depth`` (a fresh process each, its own ``VmHWM``, predictions file included) of the
     video model against ``--per-frame``, with the same settings (``--mem-arch`` at ``--mem-size``). Target <= 1.3.
     100 against 1000 frames is ``benchmarks/long_video.py`` (a).
 
