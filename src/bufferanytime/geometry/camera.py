@@ -392,6 +392,10 @@ def reprojection_errors(corr: Correspondences, poses: np.ndarray, tracked: np.nd
 # focal length
 
 
+class FocalUnobservable(ValueError):
+    """The video does not tell its focal length (the error has no minimum inside the range searched)."""
+
+
 FocalData = list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # (frame a, grid indices, xy in b, T_b<-a)
 
 
@@ -446,6 +450,9 @@ def estimate_fov(corr: Correspondences, pairs: list[tuple[int, int]], settings: 
     grid = np.linspace(lo_fov, hi_fov, 20)
     values = [cost(f) for f in grid]
     best = int(np.argmin(values))
+    if best in (0, len(grid) - 1):
+        raise FocalUnobservable(f"the reprojection error keeps falling towards a field of view of {grid[best]:g} "
+                                "degrees, the end of the range searched")
     data = focal_data(corr, pairs, _intrinsics_for_fov(grid[best], h, w, ""), settings)
     lo, hi = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
     ratio = (math.sqrt(5) - 1) / 2
@@ -517,7 +524,12 @@ def _estimate_intrinsics(corr: Correspondences, default: Intrinsics, settings: C
                         f"the default field of view of {DEFAULT_FOV_DEG:g} degrees is used (give --fov or "
                         "--intrinsics)")
         return default, "default"
-    fov = estimate_fov(corr, pairs, settings)
+    try:
+        fov = estimate_fov(corr, pairs, settings)
+    except FocalUnobservable as exc:
+        warnings.append(f"the focal length could not be estimated ({exc}); the default field of view of "
+                        f"{DEFAULT_FOV_DEG:g} degrees is used (give --fov or --intrinsics)")
+        return default, "default"
     return replace(_intrinsics_for_fov(fov, corr.height, corr.width, f"estimated: fov {fov:.3f}"),
                    source=f"estimated from the video: horizontal fov {fov:.3f} degrees"), "estimated"
 

@@ -1,0 +1,134 @@
+"""Camera poses (``depth --save poses``) on held-out synthetic videos, whose cameras, intrinsics and depth are exact.
+
+Seeds from ``--seed`` (default 50000; the solver's settings were chosen on seeds below 50000), ``--videos`` clips
+of ``--frames`` frames at ``--size``. Printed as markdown tables:
+
+(a) the solver on the exact depth and flow: rotation error per frame (RPE, degrees), ATE after a similarity
+    alignment (% of the trajectory's length), focal-length error when estimated; with the exact focal length too;
+(b) the solver on predicted depth (relative disparity, depth = s / disparity) and DIS flow of the frames, as
+    ``depth --save poses`` computes them: the embedded video model against its per-frame prior (``--per-frame``),
+    ATE, RPE (translation in % of the mean true step, rotation in degrees per frame) and focal error;
+(c) the cost: ``depth --save npz,poses`` against ``depth --save npz`` on the default embedded model (wall clock
+    of the whole run, in process, best of ``--repeats``).
+
+    python benchmarks/camera_poses.py [--videos 6] [--frames 48] [--size 120x160] [--seed 50000] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bufferanytime.geometry.camera import solve_cameras
+from bufferanytime.geometry.camera_metrics import trajectory_errors
+from bufferanytime.geometry.camera_outputs import CAMERA_SIDE
+from bufferanytime.geometry.intrinsics import Intrinsics
+from bufferanytime.geometry.unproject import relative_depth, relative_depth_scale
+from bufferanytime.synthetic import render_video, write_video_dir
+
+KEYS = ("rpe_rot_deg_per_frame", "ate_pct_of_length", "rpe_trans_pct_of_step")
+
+
+def exact_intrinsics(video) -> Intrinsics:
+    k = video.intrinsics
+    height, width = video.size
+    return Intrinsics(k["fx"], k["fy"], k["cx"], k["cy"], width, height, "exact")
+
+
+def summary(track, video) -> dict:
+    errors = trajectory_errors(track.poses, np.stack(video.poses))
+    errors["focal_pct"] = 100 * abs(track.intrinsics.fx / video.intrinsics["fx"] - 1)
+    errors["lost"] = int((~track.tracked).sum())
+    return errors
+
+
+def dis_flows(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward DIS flows of consecutive frames, as the pipeline computes them."""
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    fwd = np.stack([dis.calc(a, b, None) for a, b in zip(gray[:-1], gray[1:], strict=True)])
+    bwd = np.stack([dis.calc(b, a, None) for a, b in zip(gray[:-1], gray[1:], strict=True)])
+    return fwd, bwd
+
+
+def predicted_depth(model, rgb: np.ndarray) -> np.ndarray:
+    from bufferanytime.inference.pipeline import InferenceSettings, predict_frames
+
+    disparity = np.stack(list(predict_frames(model, iter(rgb), InferenceSettings(device="cpu"))))
+    return np.stack([relative_depth(d, relative_depth_scale(disparity, 1.0)) for d in disparity])
+
+
+def table(title: str, rows: dict[str, list[dict]], keys: tuple[str, ...]) -> None:
+    print(f"\n{title}\n\n| depth | " + " | ".join(keys) + " | lost frames |")
+    print("|---|" + "---|" * (len(keys) + 1))
+    for name, results in rows.items():
+        means = [np.nanmean([r[k] for r in results]) for k in keys]
+        print(f"| {name} | " + " | ".join(f"{m:.4f}" for m in means) + f" | {sum(r['lost'] for r in results)} |")
+
+
+def cost(video_dir: Path, repeats: int) -> tuple[float, float, float]:
+    """Best wall-clock seconds of ``depth --save npz`` and ``--save npz,poses`` on one clip, and the camera part."""
+    from bufferanytime.cli.main import main
+
+    best = {"npz": np.inf, "npz,poses": np.inf}
+    camera = np.inf
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            for save in best:
+                start = time.perf_counter()
+                assert main(["depth", str(video_dir / "rgb.mp4"), "-o", f"{tmp}/out", "--save", save, "-q",
+                             "--device", "cpu"]) == 0
+                best[save] = min(best[save], time.perf_counter() - start)
+                if save == "npz,poses":
+                    import json
+
+                    meta = json.loads((Path(tmp) / "out" / "rgb" / "depth.meta.json").read_text())
+                    camera = min(camera, meta["camera"]["seconds"])
+    return best["npz"], best["npz,poses"], camera
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--size", default="120x160")
+    parser.add_argument("--seed", type=int, default=50000)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    from bufferanytime.models import load_model
+
+    video_model, prior = load_model("depth"), load_model("depth", per_frame=True)
+    exact = {"exact depth + flow, exact focal": [], "exact depth + flow, focal estimated": []}
+    predicted = {"video model (embedded), DIS flow": [], "per-frame prior, DIS flow": []}
+    solve_s = []
+    for seed in range(args.seed, args.seed + args.videos):
+        video = render_video(seed, args.frames, size)
+        start = time.perf_counter()
+        exact["exact depth + flow, exact focal"].append(summary(
+            solve_cameras(video.depth, video.flow_fwd, video.flow_bwd, exact_intrinsics(video)), video))
+        solve_s.append(time.perf_counter() - start)
+        exact["exact depth + flow, focal estimated"].append(summary(
+            solve_cameras(video.depth, video.flow_fwd, video.flow_bwd), video))
+        fwd, bwd = dis_flows(video.rgb)
+        for name, model in zip(predicted, (video_model, prior), strict=True):
+            predicted[name].append(summary(solve_cameras(predicted_depth(model, video.rgb), fwd, bwd), video))
+        print(f"seed {seed}: done", flush=True)
+    print(f"\nvideos: seeds {args.seed}..{args.seed + args.videos - 1}, {args.frames} frames at {args.size}; "
+          f"solver (exact focal) {np.mean(solve_s) / args.frames * 1000:.1f} ms per frame; camera side {CAMERA_SIDE}")
+    table("(a) the solver on exact depth and flow", exact, (*KEYS, "focal_pct"))
+    table("(b) predicted depth (relative, zero shift) and DIS flow", predicted, (*KEYS, "focal_pct"))
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = write_video_dir(render_video(args.seed, args.frames, size), Path(tmp) / "clip")
+        plain, poses, camera = cost(clip, args.repeats)
+    print(f"\n(c) cost on one {args.frames}-frame clip, default embedded model: depth --save npz {plain:.2f} s, "
+          f"--save npz,poses {poses:.2f} s (+{100 * (poses / plain - 1):.0f} %; camera part {camera:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
