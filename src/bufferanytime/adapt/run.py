@@ -39,7 +39,7 @@ from bufferanytime.adapt.footage import (
     mean_change,
 )
 from bufferanytime.adapt.guard import PRIOR_TOLERANCE, Figures, figures, held_out_set, judge
-from bufferanytime.adapt.plan import MAX_VAL_CLIPS, MIN_STEPS, Plan, Workload, candidates, choose
+from bufferanytime.adapt.plan import FINAL_MARGIN, MAX_VAL_CLIPS, MIN_STEPS, Plan, Workload, candidates, choose
 from bufferanytime.adapt.record import ADAPTED, KEPT_BASE, check_output, hardware, new_record, write_model_dir
 from bufferanytime.adapt.session import Losses, Session
 from bufferanytime.constants import W_REG
@@ -258,8 +258,11 @@ class _Run:
         bar = tqdm(total=plan.steps, desc=f"adapt {session.config.kind}", unit="step", disable=self.quiet)
         try:
             while self.budget.steps is None or step < plan.steps:
-                typical = np.median(step_seconds) if step_seconds else plan.projected_step_seconds
-                if self._time_left() < 1.5 * typical + 1.3 * self.check_seconds + val.seconds + END_SECONDS:
+                typical = float(np.median(step_seconds)) if step_seconds else plan.projected_step_seconds
+                # the final check slows down as much as the steps did since they were measured (a busier machine)
+                slower = max(1.0, typical / max(plan.projected_step_seconds, 1e-9))
+                if self._time_left() < 1.5 * typical + FINAL_MARGIN * slower * self.check_seconds + val.seconds \
+                        + END_SECONDS:
                     stopped = "budget"
                     break
                 began = time.perf_counter()
