@@ -90,6 +90,41 @@ def _meta_json(meta: dict[str, Any]) -> str:
     return f'{head[:-2]},\n "poses": [\n  {poses}\n ]\n}}\n'
 
 
+def sequence_camera(frames_dir: str | Path) -> tuple[np.ndarray, dict[str, float], tuple[int, int]]:
+    """The exact camera of the synthetic sequence whose RGB frames are in ``frames_dir`` (its ``rgb/`` folder, or
+    the sequence folder): camera-to-world poses ``(T, 4, 4)`` float64, intrinsics and frame size ``(H, W)``.
+
+    Raises InputError in one line when the folder is not a synthetic sequence with one pose per frame.
+    """
+    folder = Path(frames_dir)
+    meta_path = next((p for p in (folder / "meta.json", folder.parent / "meta.json") if p.is_file()), None)
+    if meta_path is None:
+        raise InputError(f"{folder}: no camera poses (only synthetic sequences written by 'bufferanytime synth' "
+                         f"have them: a meta.json beside rgb/)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        poses = np.asarray(meta["poses"], np.float64)
+        intrinsics = {k: float(meta["intrinsics"][k]) for k in ("fx", "fy", "cx", "cy")}
+        size = (int(meta["height"]), int(meta["width"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{meta_path}: no readable camera poses ({exc})") from exc
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) != int(meta.get("num_frames", -1)):
+        raise InputError(f"{meta_path}: the poses are not one 4x4 matrix per frame")
+    return poses, intrinsics, size
+
+
+def clip_camera(
+    frames_dir: str | Path, frames: list[int], crop: tuple[int, int, int, int], res: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poses ``(L, 4, 4)`` of ``frames`` and intrinsics ``[fx, fy, cx, cy]`` of a clip cropped to ``crop``
+    ``(x0, y0, w, h)`` and resized to ``res`` ``(H, W)`` (pixel centres at +0.5 before and after)."""
+    poses, k, _ = sequence_camera(frames_dir)
+    x0, y0, w, h = crop
+    sx, sy = res[1] / w, res[0] / h
+    intrinsics = np.array([k["fx"] * sx, k["fy"] * sy, (k["cx"] - x0) * sx, (k["cy"] - y0) * sy])
+    return poses[frames], intrinsics
+
+
 class SyntheticVideoDataset:
     """The synthetic video folders (each with a ``meta.json``) found under ``root``, sorted by path.
 

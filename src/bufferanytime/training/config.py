@@ -115,6 +115,10 @@ class TrainConfig:
     stable_norm: str = option("clip", "depth: stabilization loss on the disparity normalised by one median / mean "
                               "absolute deviation per clip ({default}, default; scale-free like the regularization "
                               "loss) or on the raw disparity, as Alg. 2 writes it (none)", choices=STABLE_NORMS)
+    stabilization: str = option("flow", "stabilization loss: flow (Alg. 2: a point keeps its value along the flow) "
+                                "or 3d (a point keeps its 3D position given the camera's motion: depth moved by the "
+                                "relative pose, normals turned by it, moving objects left out; needs the exact "
+                                "camera poses of 'bufferanytime synth' data)", choices=("flow", "3d"))
     deferred_chunk: int = option(DEFERRED_CHUNK, "normals: frames decoded at once in deferred back-propagation",
                                  at_least(1))
     seed: int = option(0, "seed of clips, crops and initial weights", at_least(0))

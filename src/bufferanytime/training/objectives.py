@@ -52,9 +52,10 @@ from bufferanytime.constants import (
 )
 from bufferanytime.flow import FlowModel, cycle_mask
 from bufferanytime.losses import deferred_backward, latent_l2_loss, stabilization_loss
+from bufferanytime.losses.stabilization_3d import training_stabilization_3d
 from bufferanytime.models import load_model
 from bufferanytime.models.base import VideoModel
-from bufferanytime.tasks import DEPTH, NORMAL, Task
+from bufferanytime.tasks import DEPTH, METRIC_DEPTH, NORMAL, Task
 
 if TYPE_CHECKING:
     from bufferanytime.families.depth_anything_v2 import VideoDepthModel
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 
 FROZEN_BATCH = 8  # frames sent through a frozen network at once while preparing a clip (bounds its memory)
 FLOW_KEYS = ("flow_fwd", "flow_bwd", "cycle_fwd", "cycle_bwd")  # (L-1, ...) tensors of a prepared clip
+CAMERA_KEYS = ("poses", "intrinsics")  # with --stabilization 3d: (L, 4, 4) and (4,) per clip, see clip_camera
 
 
 @dataclass
@@ -150,6 +152,11 @@ def _stabilization(buffers: torch.Tensor, flows: dict[str, torch.Tensor], config
         cycle_fwd=flows["cycle_fwd"],
         cycle_bwd=flows["cycle_bwd"],
     )
+
+
+def _camera(clips: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The batch's camera poses ``(B, L, 4, 4)`` and intrinsics ``(B, 4)`` (added to each clip by the trainer)."""
+    return {k: torch.stack([c[k] for c in clips]) for k in CAMERA_KEYS}
 
 
 class Objective:
@@ -245,11 +252,13 @@ class DepthObjective(Objective):
         targets = torch.stack([pick_target(c, f) for c, f in zip(clips, reg_frames, strict=True)]).float()
         loss_reg = self.task.regularization_loss(picked, targets)
         flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
-        if self.config.stable_norm == "clip":  # one normalisation per clip: scale-free, like the regularization
-            buffers = self.task.stable_buffers(disparity)
+        if self.config.stabilization == "3d":  # the camera's motion accounted for (losses.stabilization_3d)
+            loss_stable = training_stabilization_3d(disparity, flows, _camera(clips), self.config, kind="depth",
+                                                    metric=self.task.name == METRIC_DEPTH.name)
+        elif self.config.stable_norm == "clip":  # one normalisation per clip: scale-free, like the regularization
+            loss_stable = _stabilization(self.task.stable_buffers(disparity)[:, :, None], flows, self.config)
         else:
-            buffers = disparity
-        loss_stable = _stabilization(buffers[:, :, None], flows, self.config)
+            loss_stable = _stabilization(disparity[:, :, None], flows, self.config)
         loss = self.config.w_reg * loss_reg + loss_stable
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
 
@@ -300,12 +309,16 @@ class NormalObjective(Objective):
                 normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)
             return normals.unflatten(0, z.shape[:2])
 
-        loss_stable = deferred_backward(
-            latents,
-            decode,
-            lambda normals: _stabilization(normals, flows, self.config),
-            chunk=self.config.deferred_chunk,
-        )
+        if self.config.stabilization == "3d":
+            camera = _camera(clips)
+
+            def stable(normals: torch.Tensor) -> torch.Tensor:
+                return training_stabilization_3d(normals, flows, camera, self.config, kind="normal")
+        else:
+            def stable(normals: torch.Tensor) -> torch.Tensor:
+                return _stabilization(normals, flows, self.config)
+
+        loss_stable = deferred_backward(latents, decode, stable, chunk=self.config.deferred_chunk)
         loss = self.config.w_reg * loss_reg + loss_stable
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
 

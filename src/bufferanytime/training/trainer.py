@@ -55,6 +55,7 @@ from bufferanytime.flow import get_flow_model
 from bufferanytime.io.atomic import atomic_path, write_text_atomic
 from bufferanytime.models import load_model
 from bufferanytime.models.temporal import make_causal
+from bufferanytime.synthetic.dataset import clip_camera, sequence_camera
 from bufferanytime.training import checkpoint as ckpt
 from bufferanytime.training.cache import ClipCache, cache_directory
 from bufferanytime.training.config import (
@@ -556,6 +557,9 @@ class Trainer:
             raise InputError(f"{self.run_dir}: the run is already at step {resume_from.step}, past --steps "
                              f"{config.steps}; pass --steps {resume_from.step} or more to continue it")
         videos = discover_videos(config.data, progress=self.main and not config.quiet, by_content=bool(config.cache))
+        if config.stabilization == "3d":  # every video must bring its camera poses: refused before any model work
+            for video in videos:
+                sequence_camera(video.path)
         data = data_content(videos)
         history = self._resumed_history(resume_from, data)
         parts = self._build()
@@ -743,8 +747,17 @@ class Trainer:
                 if cache is not None:
                     cache.save(item["spec"], prepared)
             clips.append(truncate(prepared, length, objective.frame_tensor_keys(prepared)))
+            if self.config.stabilization == "3d":
+                clips[-1].update(self._camera(item["spec"], length))
             reg_frames.append(reg)
         return clips, reg_frames, hits
+
+    def _camera(self, spec, length: int) -> dict[str, torch.Tensor]:
+        """The exact poses of a clip's ``length`` first frames and its crop's intrinsics (``--stabilization 3d``)."""
+        frames = [spec.start + i * spec.stride for i in range(length)]
+        poses, intrinsics = clip_camera(spec.path, frames, spec.crop, spec.res)
+        return {"poses": torch.from_numpy(poses).to(self.device),
+                "intrinsics": torch.from_numpy(intrinsics).to(self.device)}
 
     # -- saving ------------------------------------------------------------------------------------------------
     def _save_checkpoint(self, parts: RunParts, progress: Progress) -> None:

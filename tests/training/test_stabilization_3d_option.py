@@ -1,0 +1,86 @@
+"""``train --stabilization 3d``: the 3D-consistent stabilization loss, with the exact poses of synthetic data.
+
+A run trains and writes its model on data that brings its camera poses; data without poses is refused in one line
+before any model work, leaving nothing behind; the crop's intrinsics follow the crop and the resize.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bufferanytime.cli.main import main
+from bufferanytime.io.outputs import write_image
+from bufferanytime.synthetic import render_video
+from bufferanytime.synthetic.dataset import clip_camera, write_video_dir
+from bufferanytime.training import train
+
+from .conftest import tiny_config
+
+
+def _cli(data: Path, model: Path, run: Path, *extra: str) -> list[str]:
+    return ["train", "depth", "--data", str(data), "--model", str(model), "--out", str(run), "--clip-len", "4",
+            "--res", "42x56", "--warmup", "0", "--lr", "1e-3", "--workers", "0", "--no-edge-mask", "--cpu", "-q",
+            *extra]
+
+
+def test_a_3d_run_trains_and_records_the_option(flicker_data, tiny_depth_prior, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(flicker_data, tiny_depth_prior, run, steps=2, stabilization="3d"))
+    assert (run / "model").is_dir()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2]
+    assert all(np.isfinite(e["loss_stable"]) and e["loss_stable"] > 0 for e in log), log
+    assert json.loads((run / "config.json").read_text())["stabilization"] == "3d"
+
+
+def test_normals_train_with_the_3d_loss_through_deferred_backward(flicker_data, tiny_normal_prior, tmp_path,
+                                                                  monkeypatch):
+    from bufferanytime.training import objectives
+
+    calls = []
+    real = objectives.training_stabilization_3d
+
+    def spy(output, flows, camera, config, **kw):
+        calls.append((tuple(output.shape), tuple(camera["poses"].shape), kw["kind"]))
+        return real(output, flows, camera, config, **kw)
+
+    monkeypatch.setattr(objectives, "training_stabilization_3d", spy)
+    run = tmp_path / "run"
+    train(tiny_config(flicker_data, tiny_normal_prior, run, kind="normal", steps=1, res=(48, 64),
+                      stabilization="3d"))
+    assert (run / "model").is_dir()
+    assert calls and all(c[1] == (1, 4, 4, 4) and c[2] == "normal" and c[0][2] == 3 for c in calls), calls
+
+
+def test_a_video_without_poses_is_one_line_before_any_work(tiny_depth_prior, tmp_path, capsys):
+    data = tmp_path / "data"
+    write_video_dir(render_video(0, 4, (48, 64)), data / "seq_000000")
+    frames = data / "plain"
+    frames.mkdir()
+    for k, frame in enumerate(render_video(1, 3, (48, 64)).rgb):
+        write_image(frames / f"{k:04d}.png", frame)
+    run = tmp_path / "run"
+    code = main(_cli(data, tiny_depth_prior, run, "--steps", "1", "--stabilization", "3d"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {frames}: no camera poses"), err
+    assert not run.exists()
+    # the same data trains with the flow loss
+    assert main(_cli(data, tiny_depth_prior, run, "--steps", "1")) == 0
+
+
+def test_crop_intrinsics_project_like_the_full_frame(tmp_path):
+    """A world point seen at (u, v) in the full frame is at the cropped and resized position in the clip."""
+    video = render_video(2, 3, (48, 64))
+    folder = write_video_dir(video, tmp_path / "seq")
+    crop, res = (10, 6, 40, 30), (60, 80)
+    poses, k = clip_camera(folder / "rgb", [1, 2], crop, res)
+    np.testing.assert_allclose(poses, np.stack(video.poses)[[1, 2]])
+    u, v, z = 33.5, 20.5, 4.0  # a point in front of the camera, as the full frame sees it
+    full = video.intrinsics
+    x, y = (u - full["cx"]) / full["fx"] * z, -(v - full["cy"]) / full["fy"] * z
+    u2, v2 = k[2] + k[0] * x / z, k[3] - k[1] * y / z
+    np.testing.assert_allclose([u2, v2], [(u - crop[0]) * res[1] / crop[2], (v - crop[1]) * res[0] / crop[3]])
