@@ -4,7 +4,8 @@
    flow method on the held-out frames, the same flows for both models) is lower;
 2. it stays about as close to the prior as the starting model: its distance to the prior's per-frame output is at
    most the starting model's plus ``PRIOR_TOLERANCE`` times the larger of that distance and
-   ``PRIOR_DISTANCE_SCALE`` (which stands in for a starting model that is the prior itself, at distance 0).
+   the task's ``prior_distance_scale`` (which stands in for a starting model that is the prior itself, at distance
+   0).
 
 The distance to the prior is the task's own measure of it, averaged over the held-out frames: for depth the
 regularization loss of training (affine-invariant for relative depth, Eq. 1; log-depth L1 for metric depth), for
@@ -28,9 +29,6 @@ from bufferanytime.tasks import get_task
 from bufferanytime.tasks.metrics import angular_error
 
 PRIOR_TOLERANCE = 0.25  # relative: how much further from the prior than the starting model an adapted model may be
-# The distance a tolerance is taken of when the starting model is closer to the prior than this (e.g. the prior
-# itself): in the units of each task's distance (normalised disparity squared, log depth, degrees).
-PRIOR_DISTANCE_SCALE = {"depth": 0.02, "metric_depth": 0.02, "normal": 1.0}
 
 
 @dataclass
@@ -123,5 +121,5 @@ def figures(model: VideoModel, held: HeldOut, device: torch.device) -> Figures:
 
 def judge(before: Figures, after: Figures, task_name: str, tolerance: float = PRIOR_TOLERANCE) -> Verdict:
     """The verdict of the guard rails (module docstring) with ``tolerance`` (0: no further from the prior)."""
-    scale = max(before.prior_distance, PRIOR_DISTANCE_SCALE.get(task_name, PRIOR_DISTANCE_SCALE["depth"]))
+    scale = max(before.prior_distance, get_task(task_name).prior_distance_scale)
     return Verdict(before, after, before.prior_distance + tolerance * scale, tolerance)

@@ -154,20 +154,22 @@ def require_onnx() -> None:
 
 
 def export_task(model: VideoModel, prior: VideoModel, staging: Path, size: tuple[int, int] | None,
-                frames: int = EXAMPLE_FRAMES, check: bool = True, say: Callable[[str], None] | None = None) -> dict:
+                frames: int = EXAMPLE_FRAMES, check: bool = True, say: Callable[[str], None] | None = None,
+                roles: tuple[str, ...] = ("video", "prior")) -> dict:
     """Write ``TASK_video.onnx``, ``TASK_prior.onnx`` and ``TASK.onnx.json`` of ``model`` (and of its per-frame
     ``prior``) into ``staging``; returns the description written to the JSON file.
 
     With ``check``, each file is run by ONNX Runtime on a window longer than the traced one (the dynamic axis at
     work) and compared with PyTorch; the differences are recorded in the JSON file. ``say`` is told the start of
-    each step (each takes seconds to minutes)."""
+    each step (each takes seconds to minutes). ``roles`` picks the files: both by default."""
     say = say or _silent
     task, (h, w) = model.task, export_size(model, size)
     graph_class = model.family.graph
-    roles = {"video": (model, graph_class(model).eval(), (1, frames), "frames", "T"),
-             "prior": (prior, ImageGraph(graph_class(prior).eval()).eval(), (frames,), "images", "N")}
+    graphs = {"video": (model, graph_class(model).eval(), (1, frames), "frames", "T"),
+              "prior": (prior, ImageGraph(graph_class(prior).eval()).eval(), (frames,), "images", "N")}
     files = {}
-    for role, (source, graph, lead, input_name, axis) in roles.items():
+    for role in roles:
+        source, graph, lead, input_name, axis = graphs[role]
         name, start = f"{task.name}_{role}.onnx", time.perf_counter()
         say(f"exporting {name} ({h}x{w}, {frames} frames traced)")
         with traceable(source):

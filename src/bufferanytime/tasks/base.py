@@ -59,6 +59,9 @@ class Task:
     units: str = ""  # what the values are, for the meta file ("" when unitless)
     alignments: tuple[str, ...] = ()  # the --align modes of evaluation (none: the task aligns nothing)
     default_align: str | None = None
+    # Adapting a model (bufferanytime.adapt.guard): the distance to the prior a tolerance is taken of when the starting
+    # model is closer than this (e.g. the prior itself), in the units of the task's distance to the prior.
+    prior_distance_scale: float = 1.0
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
