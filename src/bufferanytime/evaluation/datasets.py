@@ -74,6 +74,7 @@ class EvalSequence:
     gt_flows: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
     info: dict = field(default_factory=dict)
     error: str | None = None
+    read_moving: Callable[[int], np.ndarray] | None = None  # bool (H, W): objects moving on their own (synthetic)
 
     def frames(self) -> Iterator[np.ndarray]:
         """The RGB frames in order; InputError when one differs in size from the first."""
@@ -98,7 +99,7 @@ class EvalSequence:
                 return tuple(a[: max_frames - 1] for a in full())
 
         return EvalSequence(self.name, max_frames, self.read_rgb, self.read_depth, self.read_normal, flows,
-                            dict(self.info), self.error)
+                            dict(self.info), self.error, self.read_moving)
 
 
 # -- file formats ----------------------------------------------------------------------------------------------
@@ -356,6 +357,8 @@ def _synthetic_sequence(dataset, index: int) -> EvalSequence:
         gt_flows=flows,
         info={"dataset": "synthetic", "intrinsics_file": str(folder / "meta.json")},  # the exact camera
         error=_synthetic_problem(folder, num_frames),
+        read_moving=(lambda i: np.asarray(array("moving")[i], dtype=bool)) if (folder / "moving.npy").is_file()
+        else None,  # folders written before the mask existed have none
     )
 
 

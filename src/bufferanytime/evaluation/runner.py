@@ -36,6 +36,7 @@ from tqdm import tqdm
 from bufferanytime import __version__
 from bufferanytime.constants import CYCLE_TAU, EVAL_MIN_DEPTH
 from bufferanytime.errors import InputError
+from bufferanytime.evaluation.compare import check_comparable, compare_lines, load_report, paired_differences
 from bufferanytime.evaluation.consistency import SequenceFlows, estimate_flows, opw
 from bufferanytime.evaluation.datasets import EvalSequence, load_sequences
 from bufferanytime.evaluation.points import point_lines, point_metrics
@@ -122,6 +123,7 @@ class EvalConfig:
     tau: float = CYCLE_TAU
     notes: list[str] = field(default_factory=list)
     align: str | None = None  # none | scale | affine; None: the task's default (relative affine, metric none)
+    compare: str | None = None  # an earlier report (folder or report.json): paired differences with 95 % CIs
 
 
 class _Resized:
@@ -190,6 +192,7 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
     task = get_task(config.task)
     output = Path(output).resolve()
     check_report_dir(output)
+    other = load_report(config.compare) if config.compare else None
     sequences = load_sequences(config.dataset, config.root)[: config.sequences]
     listed = next((s for s in sequences if s.error is None), None)  # a broken one lists no ground truth
     if listed is not None and not task.has_ground_truth(listed):
@@ -199,6 +202,8 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
         )
     run = _Run(config, task, _flow_method(config), progress, on_warning)
     task = run.task  # what the models serve (a metric prior's models: metric depth)
+    if other is not None:
+        check_comparable(task.name, config.dataset, other)
     report = _new_report(config, task, run)
     start = time.perf_counter()
     with report_writer(output) as tmp:
@@ -209,6 +214,9 @@ def run_evaluation(config: EvalConfig, output: str | Path, progress: bool = True
             raise NoSequenceEvaluated(f"none of the {len(sequences)} sequence(s) could be evaluated")
         report["mean"] = _means(report["sequences"], config.models)
         report["non_finite"] = _non_finite_rows(report["sequences"])
+        report["resolution"] = _resolution(report)
+        if other is not None:
+            report["compare"] = paired_differences(_finite(report), other)
         report["elapsed_s"] = round(time.perf_counter() - start, 2)
         (tmp / "report.json").write_text(json.dumps(_finite(report), indent=2) + "\n")
         (tmp / "report.md").write_text(render_markdown(report))
@@ -398,9 +406,14 @@ def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path
     gt_rgb, value_range = task.gt_slice_rgb(time_slice(gt, x_gt), config.dataset)
     slices = [("RGB", time_slice(seq.frames(), x_frame)), ("ground truth", gt_rgb)]
     entry: dict = {"frames": seq.num_frames, "size": list(gt_size), "models": {}}
+    floor = ground_truth_opw(gt, flows, task, config.dataset)
+    moving = _moving_mask(seq, work, gt_size)
     for label, predictor in run.predictors.items():
         pred, seconds = _predict(seq, run, label, predictor, work / "pred.raw")
         metrics = _score(seq, run, label, pred, gt, flows, (x_gt, value_range, slices))
+        if not metrics.get("error"):
+            metrics["opw_gt"] = floor
+            metrics |= moving_static_metrics(task, _Resized(pred, gt_size, task), gt, metrics, moving, config.dataset)
         metrics["seconds"] = seconds
         metrics["seconds_per_frame"] = seconds / max(seq.num_frames, 1)
         entry["models"][label] = metrics
@@ -434,6 +447,93 @@ def _score(seq: EvalSequence, run: _Run, label: str, pred: np.ndarray, gt: np.nd
     slices.append((label, task.pred_slice_rgb(time_slice(at_gt, x_gt), metrics, value_range)))
     metrics["opw"] = opw(pred, flows=flows, task=task)
     return metrics
+
+
+class _Reciprocal:
+    """A depth video read as ``1 / depth`` frame by frame (what the disparity-space metrics take)."""
+
+    def __init__(self, depth):
+        self.depth = depth
+
+    def __len__(self) -> int:
+        return len(self.depth)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return 1.0 / np.maximum(np.asarray(self.depth[i], dtype=np.float64), EVAL_MIN_DEPTH)
+
+
+def _as_prediction(gt: np.ndarray, task: Task):
+    """The ground truth in what the task's models output: relative depth models give disparity, metric ones
+    metres, normal models unit normals."""
+    return _Reciprocal(gt) if task.name == "depth" else gt
+
+
+def ground_truth_opw(gt: np.ndarray, flows: SequenceFlows, task: Task, dataset: str) -> float:
+    """OPW of the ground truth itself, with the same flows and normalisation as the models' (the floor: what a
+    perfect prediction scores, real motion in depth and turning normals included); NaN when the ground truth does
+    not cover every pixel of every frame (sparse or capped depth), where it would not be comparable."""
+    cap = task.depth_cap(dataset)
+    for frame in gt:
+        frame = np.asarray(frame)
+        dense = valid_depth_mask(frame, cap).all() if cap is not None else (
+            np.isfinite(frame).all() and (np.linalg.norm(frame, axis=-1) > NORMAL_MIN_NORM).all())
+        if not dense:
+            return math.nan
+    return opw(_as_prediction(gt, task), flows=flows, task=task)
+
+
+def _moving_mask(seq: EvalSequence, work: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """The sequence's moving-object mask ``(T, H, W)`` (memory-mapped from ``work``), where the dataset knows it."""
+    if seq.read_moving is None:
+        return None
+    mask = _stream((seq.read_moving(i) for i in range(seq.num_frames)), work / "moving.raw", bool, "moving mask")
+    if tuple(mask.shape) != (seq.num_frames, *size):
+        raise InputError(f"the moving-object mask has shape {tuple(mask.shape)}, expected {seq.num_frames} frames of "
+                         f"{size[1]}x{size[0]} px")
+    return mask
+
+
+def moving_static_metrics(task: Task, pred, gt: np.ndarray, metrics: dict, moving: np.ndarray | None,
+                          dataset: str) -> dict:
+    """AbsRel on the pixels of objects that move on their own apart from the static ones, with the video's own
+    alignment (the ``scale`` and ``shift`` of ``metrics``); empty for normals or where no mask is known."""
+    from bufferanytime.tasks.metrics import depth_metrics
+
+    if moving is None or task.kind != "depth" or "scale" not in metrics:
+        return {}
+    values = pred if task.name == "depth" else _Reciprocal(pred)
+    cap, affine = task.depth_cap(dataset), (metrics["scale"], metrics["shift"])
+    split = {}
+    for name, mask in (("moving", moving), ("static", _Not(moving))):
+        split[f"abs_rel_{name}"] = depth_metrics(values, gt, cap, valid=mask, affine=affine)["abs_rel"]
+    split["moving_fraction"] = float(np.mean([np.mean(frame) for frame in moving]))
+    return split
+
+
+class _Not:
+    """A bool video negated frame by frame."""
+
+    def __init__(self, frames):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return ~np.asarray(self.frames[i], bool)
+
+
+def _resolution(report: dict) -> dict:
+    """Where the figures are computed, stated in the report: the sizes of the ground truth, and how the models'
+    outputs get there."""
+    sizes = sorted({f"{w}x{h}" for h, w in (e["size"] for e in report["sequences"].values())})
+    return {
+        "metrics": "at each video's ground-truth size (" + ", ".join(sizes) + " px, width x height); predictions "
+                   "are resized to it bilinearly",
+        "opw": "on the predictions at the input frames' size, which is the ground truth's",
+        "inference": _size_text(report["settings"]),
+        "sizes": sizes,
+    }
 
 
 def _non_finite_rows(per_sequence: dict) -> list[dict]:
@@ -515,6 +615,11 @@ def render_markdown(report: dict) -> str:
             for name, entry in seqs.items() for m in report["models"]]
     lines += _table(rows, task, first="Sequence / model")
     lines += point_lines(report)
+    lines += _floor_lines(report)
+    lines += _moving_lines(report)
+    if report.get("compare"):
+        lines += compare_lines(report["compare"], [(c.key, c.header, c.digits) for c in task.columns] + [
+            (k, h, 4) for k, h in (("abs_rel_moving", "AbsRel moving"), ("abs_rel_static", "AbsRel static"))])
     lines += ["", "## Time slices", "",
               "One pixel column (marked red on frame 0) over time, left to right: RGB, ground truth, then each model "
               "(depth: disparity after the per-video scale and shift, in the ground truth's colour range). Stable "
@@ -536,6 +641,47 @@ def render_markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _floor_lines(report: dict) -> list[str]:
+    """OPW beside the ground truth's own OPW (the floor), per model and per video, where the ground truth allows."""
+    rows = [(name, m["label"], e["models"][m["label"]]) for name, e in report["sequences"].items()
+            for m in report["models"]]
+    if not any(_known(r[2].get("opw_gt")) for r in rows):
+        return []
+    lines = ["", "## OPW and its floor", "",
+             "The ground truth's own OPW (same flows and normalisation) is what a perfect prediction scores: real "
+             "motion in depth, and normals that turn with the camera, are not flicker.", "",
+             "| Video / model | OPW | OPW of the ground truth | ratio |", "|---|---:|---:|---:|"]
+    for label in (m["label"] for m in report["models"]):
+        mean = report["mean"].get(label, {})
+        lines.append(f"| mean / {label} | {_fmt(mean.get('opw'), 4)} | {_fmt(mean.get('opw_gt'), 4)} | "
+                     f"{_ratio(mean.get('opw'), mean.get('opw_gt'))} |")
+    for name, label, m in rows:
+        lines.append(f"| {name} / {label} | {_fmt(m.get('opw'), 4)} | {_fmt(m.get('opw_gt'), 4)} | "
+                     f"{_ratio(m.get('opw'), m.get('opw_gt'))} |")
+    return lines
+
+
+def _moving_lines(report: dict) -> list[str]:
+    """AbsRel on moving-object pixels apart from static ones, where the dataset knows which they are."""
+    means = [(m["label"], report["mean"].get(m["label"], {})) for m in report["models"]]
+    if not any(_known(mean.get("abs_rel_moving")) or _known(mean.get("abs_rel_static")) for _, mean in means):
+        return []
+    lines = ["", "## Moving objects", "", "AbsRel on the pixels of objects that move on their own, apart from the "
+             "static scene (the video's own alignment; the synthetic world's mask).", "",
+             "| Model | AbsRel moving | AbsRel static | moving pixels |", "|---|---:|---:|---:|"]
+    lines += [f"| {label} | {_fmt(m.get('abs_rel_moving'), 4)} | {_fmt(m.get('abs_rel_static'), 4)} | "
+              f"{_fmt(m.get('moving_fraction'), 3)} |" for label, m in means]
+    return lines
+
+
+def _known(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _ratio(value, floor) -> str:
+    return f"{value / floor:.2f}x" if _known(value) and _known(floor) and floor > 0 else "–"
 
 
 def _row_label(sequence: str, label: str, metrics: dict) -> str:
@@ -569,6 +715,8 @@ def _header(report: dict, task: Task) -> list[str]:
             for m in report["models"]
         ),
         f"- inference: {_size_text(settings)}, device {settings['device']}, {settings['precision']}",
+        *([f"- evaluation resolution: metrics {report['resolution']['metrics']}; OPW "
+           f"{report['resolution']['opw']}"] if report.get("resolution") else []),
         "- OPW flow: " + ("the ground-truth flow and its validity masks" if report["flow"]["method"] == "gt"
                           else f"{report['flow']['method']} on the RGB frames")
         + f", forward-backward check at {report['flow']['tau']} px",
