@@ -10,16 +10,27 @@ at 76x100), with 32-frame and 8-frame windows.
 size (64 channels at 148x264, horizon 10, cache full), with the cache attention as two batched matrix-vector
 products (``one_query_attention``, what the code runs) against ``F.scaled_dot_product_attention``, alternated,
 with torch's default threads.
+
+``--share``: the share of the temporal blocks in the video model's time (random weights in the Small architecture,
+frames of ``--size``, one window of ``--window`` frames, ``--precision``), timed by hooks around each block, with
+the blocks' inference path as it is (``current``) and as it was before its group statistics and norm were reworked
+(``previous``, kept below), alternated ``--repeats`` times in this one process, with ``--threads`` torch threads.
+
 Usage:
 
-    python benchmarks/temporal_block.py [--repeats 5] [--stream]
+    python benchmarks/temporal_block.py [--repeats 5] [--stream | --share [--size 518x924] [--window 12]]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -79,11 +90,95 @@ def compare_stream_attention(repeats: int, horizon: int = 10) -> None:
           f"{diff:.1e}")
 
 
+def previous_forward_lean(self: TemporalBlock, x: torch.Tensor, chunk: int, inplace: bool = False) -> torch.Tensor:
+    """The inference path before its rework: statistics by ``var_mean`` on each frame copied to channels-first, the
+    norm as four passes over each chunk (the figures' "before")."""
+    t, c, h, w = x.shape
+    groups = self.norm.num_groups
+    var, mean = torch.stack([torch.stack(torch.var_mean(frame.float().reshape(groups, -1), dim=1, correction=0))
+                             for frame in x]).unbind(1)
+    rstd = torch.rsqrt(var + self.norm.eps).repeat_interleave(c // groups, dim=1)
+    mean = mean.repeat_interleave(c // groups, dim=1)
+    flat = x.permute(0, 2, 3, 1).reshape(t, h * w, c).transpose(0, 1)
+    out = out_flat = None
+    for i in range(0, h * w, chunk):
+        part = flat[i : i + chunk]
+        normed = (part.float() - mean) * rstd * self.norm.weight.float() + self.norm.bias.float()
+        part_out = self._sequences(normed, slice(i, i + chunk))
+        if out is None:
+            dtype = torch.promote_types(x.dtype, part_out.dtype)
+            out = x if inplace and dtype == x.dtype else torch.empty_like(x, dtype=dtype,
+                                                                         memory_format=torch.channels_last)
+            out_flat = out.permute(0, 2, 3, 1).view(t, h * w, c).transpose(0, 1)
+        torch.add(part, part_out, out=out_flat[i : i + chunk])
+    return out
+
+
+def block_timer(model: torch.nn.Module) -> list[float]:
+    """Hooks on every temporal block of ``model`` adding each call's seconds to the returned one-item list."""
+    total, started = [0.0], []
+    for block in model.modules():
+        if isinstance(block, TemporalBlock):
+            block.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
+            block.register_forward_hook(lambda *_: total.__setitem__(0, total[0] + time.perf_counter() - started.pop()))
+    return total
+
+
+def temporal_share(args) -> None:
+    """Print, per round and as medians, the temporal blocks' share of the model time, previous against current."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from long_video import random_video_model
+
+    from bufferanytime.inference import InferenceSettings, predict_frames
+    from bufferanytime.inference.pipeline import Predictor
+    from bufferanytime.models import load_model
+    from bufferanytime.testing import make_sized_depth_prior
+
+    height, width = map(int, args.size.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = random_video_model(make_sized_depth_prior(Path(tmp) / "prior", "small"), Path(tmp) / "m",
+                                       args.window)
+        model = load_model("depth", model_dir)
+    frames = [np.random.default_rng(i).integers(0, 256, (height, width, 3), dtype=np.uint8)
+              for i in range(args.window)]
+    settings = InferenceSettings(window=args.window, short_side=min(height, width), max_res=max(height, width),
+                                 device="cpu", precision=args.precision)
+    predictor, blocks = Predictor(model, torch.device("cpu"), args.precision), block_timer(model)
+    paths = {"previous": previous_forward_lean, "current": TemporalBlock._forward_lean}
+    shares: dict[str, list[float]] = {name: [] for name in paths}
+    for round_ in range(args.repeats + 1):  # round 0 is a warm-up
+        for name in list(paths)[:: 1 if round_ % 2 else -1]:
+            TemporalBlock._forward_lean = paths[name]
+            before, blocks[0] = predictor.seconds, 0.0
+            for _ in predict_frames(model, iter(frames), settings, predictor):
+                pass
+            seconds = predictor.seconds - before
+            if round_:
+                shares[name].append(blocks[0] / seconds)
+                print(f"round {round_} {name}: model {1000 * seconds / len(frames):.0f} ms/frame, temporal blocks "
+                      f"{1000 * blocks[0] / len(frames):.0f} ms/frame, share {100 * shares[name][-1]:.1f} %",
+                      flush=True)
+    TemporalBlock._forward_lean = paths["current"]
+    print(f"temporal blocks' share of the video model's time, Small at {args.size}, window {args.window}, "
+          f"{args.precision}, {torch.get_num_threads()} thread(s), median of {args.repeats}: "
+          + ", ".join(f"{name} {100 * statistics.median(values):.1f} %" for name, values in shares.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stream", action="store_true", help="only the streamed-frame comparison")
+    parser.add_argument("--share", action="store_true", help="only the temporal blocks' share in the video model")
+    parser.add_argument("--size", default="518x924", help="--share: frame size HxW")
+    parser.add_argument("--window", type=int, default=12, help="--share: frames of the window")
+    parser.add_argument("--precision", default="bf16", help="--share: fp32 or bf16")
+    parser.add_argument("--threads", type=int, default=0, help="--share: torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.share:
+        temporal_share(args)
+        return
     if args.stream:  # with torch's default threads, as the CLI and benchmarks/streaming.py run
         compare_stream_attention(args.repeats)
         return
