@@ -53,6 +53,7 @@ FAMILIES: Registry[Registration] = Registry("prior family")
 FAMILIES.register("depth-anything-v2", Registration("depth_anything_v2", "depth", model_types=("depth_anything",)))
 FAMILIES.register("marigold-e2e-normals", Registration("marigold_e2e_normals", "normal",
                                                        class_names=("MarigoldNormalsPipeline",)))
+FAMILIES.register("dpt", Registration("dpt", "depth", model_types=("dpt",)))
 
 
 def list_families() -> list[str]:
