@@ -39,6 +39,7 @@ COMMANDS = {
     "export": ("export", "export a model to ONNX (video model with a dynamic window, and its per-frame prior)"),
     "train-prior": ("train_prior", "train a small single-image prior on synthetic data (for demos)"),
     "consistency": ("consistency", "angle between the normals implied by the depth and the predicted normals"),
+    "models": ("models", "list the prior families, the embedded models and what each produces"),
 }
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
