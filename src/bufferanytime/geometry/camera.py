@@ -40,6 +40,7 @@ CV_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # this tool's camera axes (y up, z ba
 MIN_CAMERA_FRAMES = 3  # fewer frames give no camera path worth the name
 MIN_FOCAL_ROTATION_DEG = 2.0  # total rotation below which the focal length cannot be estimated
 STATIC_ROTATION_DEG = 0.5  # a video whose camera turns less than this ...
+SECOND_MOTION = 0.2  # fraction of the points a second motion must explain to compete with the first
 STATIC_TRANSLATION = 0.01  # ... and moves less than this fraction of the median depth is too static for a camera
 
 
@@ -185,13 +186,12 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
     if len(index) < settings.min_inliers:
         return None
     points, K = corr.points(a, index, intrinsics), camera_matrix(intrinsics)
-    ok, rvec, tvec, inl = cv2.solvePnPRansac(points, xy, K, None, iterationsCount=200,
-                                             reprojectionError=ransac_px or settings.ransac_px, confidence=0.999,
-                                             flags=cv2.SOLVEPNP_EPNP)
-    if not ok or inl is None or len(inl) < settings.min_inliers:
+    found = _background_ransac(points, xy, K, ransac_px or settings.ransac_px, settings)
+    if found is None:
         return None
+    rvec, tvec, inl = found
     mask = np.zeros(len(index), bool)
-    mask[inl.ravel()] = True
+    mask[inl] = True
     threshold = ransac_px or settings.ransac_px
     for _ in range(4):  # refine on the inliers, then re-select them with the depth check and a tighter threshold
         rvec, tvec = cv2.solvePnPRefineLM(points[mask], xy[mask], K, None, rvec, tvec)
@@ -201,6 +201,31 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
             return None
         threshold = _adaptive_threshold(points[mask], xy[mask], T, K, threshold, settings)
     return T, mask
+
+
+def _ransac(points: np.ndarray, xy: np.ndarray, K: np.ndarray, px: float):
+    ok, rvec, tvec, inl = cv2.solvePnPRansac(points, xy, K, None, iterationsCount=200, reprojectionError=px,
+                                             confidence=0.999, flags=cv2.SOLVEPNP_EPNP)
+    return (rvec, tvec, inl.ravel()) if ok and inl is not None else None
+
+
+def _background_ransac(points: np.ndarray, xy: np.ndarray, K: np.ndarray, px: float, settings: CameraSettings):
+    """``(rvec, tvec, inlier indices)`` of PnP in RANSAC, or None. When a second motion explains a large part
+    (:data:`SECOND_MOTION`) of the points the first left out, the motion of the farther points is the camera's: a
+    large object moving close to the camera can outnumber the static background's points, never be farther."""
+    first = _ransac(points, xy, K, px)
+    if first is None or len(first[2]) < settings.min_inliers:
+        return None
+    rest = np.ones(len(points), bool)
+    rest[first[2]] = False
+    if rest.sum() < max(settings.min_inliers, SECOND_MOTION * len(points)):
+        return first
+    second = _ransac(points[rest], xy[rest], K, px)
+    if second is None or len(second[2]) < max(settings.min_inliers, SECOND_MOTION * len(points)):
+        return first
+    second = (second[0], second[1], np.flatnonzero(rest)[second[2]])
+    farther = np.median(points[second[2], 2]) > np.median(points[first[2], 2])
+    return second if farther else first
 
 
 def _adaptive_threshold(points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np.ndarray, threshold: float,
@@ -225,15 +250,17 @@ def _static_only(corr: Correspondences, a: int, index: np.ndarray, xy: np.ndarra
             found = relative_pose(corr, a, b, intrinsics, settings, static=False)
             if found is not None:
                 long_index = corr.pair(a, b)[0]
-                moving = np.zeros(len(corr.grid_i), bool)
-                moving[long_index[~found[1]]] = True
+                moving = np.zeros(len(corr.grid_i), np.int8)  # 0: not seen over the baseline, 1: static, 2: moving
+                moving[long_index] = np.where(found[1], 1, 2)
         corr._static[key] = moving
         if len(corr._static) > 256:
             corr._static.pop(next(iter(corr._static)))
-    moving = corr._static[key]
-    if moving is None:
+    verdict = corr._static[key]
+    if verdict is None:
         return index, xy
-    keep = ~moving[index]
+    keep = verdict[index] == 1  # the points seen static over the baseline, when there are enough of them
+    if keep.sum() < max(3 * settings.min_inliers, 0.2 * len(index)):
+        keep = verdict[index] != 2  # else also those it could not judge
     return index[keep], xy[keep]
 
 
