@@ -7,9 +7,10 @@ run, with one torch thread. Shapes are the finest temporal block of the video de
 at 76x100), with 32-frame and 8-frame windows.
 
 ``--stream``: one streamed frame through the finest causal block of the Small architecture at its default input
-size (64 channels at 148x264, horizon 10, cache full), with the cache attention as two batched matrix-vector
-products (``one_query_attention``, what the code runs) against ``F.scaled_dot_product_attention``, alternated,
-with torch's default threads.
+size (64 channels at 148x264, horizon 10, cache full), with the key/value cache as it is (pixels last, the
+attention as multiply-adds vectorised over pixels, the rotary tables once per frame) against the cache as it was
+(pixels first, the attention as batched matrix-vector products, ``one_query_attention``; kept below), alternated,
+in fp32 and under bf16 autocast, with ``--threads`` torch threads.
 
 ``--share``: the share of the temporal blocks in the video model's time (random weights in the Small architecture,
 frames of ``--size``, one window of ``--window`` frames, ``--precision``), timed by hooks around each block, with
@@ -32,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import bufferanytime.models.temporal as temporal
 from bufferanytime.models.temporal import KVCache, TemporalBlock, TemporalConfig, attention_layers, streaming
@@ -55,39 +55,56 @@ def median_seconds(block: TemporalBlock, x: torch.Tensor, frames: int, repeats: 
     return sorted(times)[len(times) // 2]
 
 
-def compare_stream_attention(repeats: int, horizon: int = 10) -> None:
-    """Print the median time of one streamed frame with the cache attention by matrix-vector products and by the
-    library kernel, and their ratio."""
+class PreviousKVCache(KVCache):
+    """The key/value cache before its rework (the figures' "before"): pixels first, the rotary tables computed for
+    every chunk, the attention as batched matrix-vector products (``one_query_attention``)."""
+
+    def rotary(self, dim: int, max_period: float, device: torch.device, dtype: torch.dtype):
+        return temporal.rotary_tables(torch.tensor([self.position], device=device), dim, max_period, dtype)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
+        shape = (k.shape[0], k.shape[1], self.horizon, k.shape[3])
+        if rows.start not in self.buffers:
+            self.buffers[rows.start] = (k.new_zeros(shape), v.new_zeros(shape))
+        keys, values = self.buffers[rows.start]
+        slot = self.position % self.horizon
+        keys[:, :, slot] = k[:, :, 0]
+        values[:, :, slot] = v[:, :, 0]
+        filled = min(self.position + 1, self.horizon)
+        return temporal.one_query_attention(q, keys[:, :, :filled], values[:, :, :filled])
+
+
+def compare_stream_caches(repeats: int, horizon: int = 10) -> None:
+    """Print the median time of one streamed frame through the finest Small block with the previous and the current
+    cache, in fp32 and bf16, their ratio and the largest difference of their outputs."""
     torch.manual_seed(0)
     block = TemporalBlock(64, TemporalConfig(causal=True, horizon=horizon)).eval()
     torch.nn.init.normal_(block.proj_out.weight, std=0.02)
-    x = torch.randn(1, 64, 148, 264).contiguous(memory_format=torch.channels_last)
+    frames = torch.randn(horizon + repeats, 64, 148, 264).contiguous(memory_format=torch.channels_last)
     layers = attention_layers(block)
-    kernels = {"matrix-vector": temporal.one_query_attention,
-               "scaled_dot_product_attention": F.scaled_dot_product_attention}
-    caches = {name: [KVCache(horizon) for _ in layers] for name in kernels}  # each streams the same frames
-    times: dict[str, list[float]] = {name: [] for name in kernels}
-    outputs = {}
-    try:
-        with torch.no_grad():
-            for position in range(horizon + repeats):
-                for name in list(kernels)[:: 1 if position % 2 else -1]:  # alternate which runs first
-                    temporal.one_query_attention = kernels[name]
+    for precision in ("fp32", "bf16"):
+        kinds = {"previous": PreviousKVCache, "current": KVCache}
+        caches = {name: [kind(horizon) for _ in layers] for name, kind in kinds.items()}  # each streams the frames
+        times: dict[str, list[float]] = {name: [] for name in kinds}
+        outputs = {}
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for position, frame in enumerate(frames.split(1)):
+                for name in list(kinds)[:: 1 if position % 2 else -1]:  # alternate which runs first
                     for cache in caches[name]:
                         cache.position = position
                     with streaming(layers, caches[name]):
                         start = time.perf_counter()
-                        outputs[name] = block(x, 1)
+                        outputs[name] = block(frame, 1)
                     if position >= horizon:
                         times[name].append(time.perf_counter() - start)
-    finally:
-        temporal.one_query_attention = kernels["matrix-vector"]
-    medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
-    diff = (outputs["matrix-vector"] - outputs["scaled_dot_product_attention"]).abs().max().item()
-    print(f"streamed frame, DA-V2-Small finest block (64 ch at 148x264), horizon {horizon}: "
-          + ", ".join(f"{name} {1000 * t:.0f} ms" for name, t in medians.items())
-          + f", ratio {medians['matrix-vector'] / medians['scaled_dot_product_attention']:.2f}, max difference "
-          f"{diff:.1e}")
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        scale = float(outputs["previous"].max() - outputs["previous"].min())
+        diff = float((outputs["current"].float() - outputs["previous"].float()).abs().max()) / scale
+        print(f"streamed frame, DA-V2-Small finest block (64 ch at 148x264), horizon {horizon}, {precision}, "
+              f"{torch.get_num_threads()} thread(s), median of {repeats}: "
+              + ", ".join(f"{name} cache {1000 * t:.0f} ms" for name, t in medians.items())
+              + f", current / previous {medians['current'] / medians['previous']:.2f}, max difference "
+              f"{diff:.1e} of the range", flush=True)
 
 
 def previous_forward_lean(self: TemporalBlock, x: torch.Tensor, chunk: int, inplace: bool = False) -> torch.Tensor:
@@ -179,8 +196,8 @@ def main() -> None:
     if args.share:
         temporal_share(args)
         return
-    if args.stream:  # with torch's default threads, as the CLI and benchmarks/streaming.py run
-        compare_stream_attention(args.repeats)
+    if args.stream:
+        compare_stream_caches(args.repeats)
         return
     torch.set_num_threads(1)
     chunk_rows = temporal.CHUNK_ROWS

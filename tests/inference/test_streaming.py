@@ -55,17 +55,22 @@ def test_streaming_equals_the_offline_causal_forward(kind, tiny_depth_prior, tin
     assert (streamed - offline).abs().max().item() <= 1e-4 * output_range
 
 
-def test_cache_memory_is_constant_after_the_first_frame(tiny_depth_prior, tiny_normal_prior):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cache_memory_is_constant_after_the_first_frame(precision, tiny_depth_prior, tiny_normal_prior):
+    """The key/value ring buffers and the attention's work space (one, shared by all layers) are allocated on the
+    first frame and then only written in place."""
     model = _causal_model("depth", tiny_depth_prior, tiny_normal_prior)
-    predictor = StreamingPredictor(model)
+    predictor = StreamingPredictor(model, precision=precision)
     frames = torch.rand(4 * HORIZON, 3, 56, 56)
     sizes, pointers = [], []
     for frame in frames:
         predictor.step(frame)
         sizes.append(predictor.cache_bytes())
-        pointers.append([t.data_ptr() for c in predictor.caches for pair in c.buffers.values() for t in pair])
+        held = [t for c in predictor.caches for group in (*c.buffers.values(), *c.scratch.values()) for t in group]
+        pointers.append([t.data_ptr() for t in held])
     assert sizes[0] > 0 and len(set(sizes)) == 1  # allocated once, for H frames
     assert all(p == pointers[0] for p in pointers)  # written in place, never reallocated
+    assert all(c.scratch is predictor.caches[0].scratch for c in predictor.caches)
     assert predictor.frames_seen == len(frames)
 
 

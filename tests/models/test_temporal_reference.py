@@ -114,3 +114,25 @@ def test_streamed_frames_equal_the_definition():
                 streamed.append(block(x[position : position + 1], 1))
     scale = float(expected.max() - expected.min())
     assert float((torch.cat(streamed) - expected).abs().max()) <= TOLERANCE * scale
+
+
+def test_streamed_frames_under_bf16_autocast_stay_within_bf16_rounding_of_the_definition():
+    """A bf16 cache is read through float32 work space (the conversion path): within bf16 rounding."""
+    block = _random_block(64, True, seed=5)
+    x = (torch.randn(9, 64, 5, 6) * 2 + 3).contiguous(memory_format=torch.channels_last)
+    layers = attention_layers(block)
+    caches = [KVCache(4, scratch={}) for _ in layers]
+    with torch.no_grad():
+        expected = _reference_block(block, x, 9, 4)
+        streamed = []
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for position in range(9):
+                for cache in caches:
+                    cache.position = position
+                with streaming(layers, caches):
+                    streamed.append(block(x[position : position + 1], 1).float())
+    assert caches[0].buffers[0][0].dtype == torch.bfloat16
+    scale = float(expected.max() - expected.min())
+    difference = (torch.cat(streamed) - expected).abs()
+    assert float(difference.max()) <= 2e-2 * scale
+    assert float(difference.mean()) <= 2e-3 * scale

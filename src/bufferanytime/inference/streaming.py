@@ -50,12 +50,15 @@ class StreamingPredictor:
 
     def reset(self) -> None:
         """Forget the cached frames: the next frame starts a new stream."""
-        self.caches = [KVCache(self.horizon) for _ in self.layers]
+        scratch: dict = {}  # the attention's work space, shared by all layers: they run one after another
+        self.caches = [KVCache(self.horizon, scratch) for _ in self.layers]
         self._position = 0
 
     def cache_bytes(self) -> int:
-        """Bytes held by the key/value caches: constant once the first frame has been seen."""
-        return sum(cache.nbytes() for cache in self.caches)
+        """Bytes held by the key/value caches and the attention's work space: constant once the first frame has
+        been seen."""
+        work = {id(t): t for cache in self.caches for group in cache.scratch.values() for t in group}
+        return sum(cache.nbytes() for cache in self.caches) + sum(t.numel() * t.element_size() for t in work.values())
 
     @torch.no_grad()
     def step(self, frame: torch.Tensor) -> torch.Tensor:

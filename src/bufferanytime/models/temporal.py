@@ -103,37 +103,97 @@ def causal_mask(frames: int, horizon: int, device=None) -> torch.Tensor:
 class KVCache:
     """Keys and values of one causal attention layer for the last ``horizon`` frames of a stream.
 
-    One ring buffer per chunk of pixel rows (``(s, heads, horizon, head_dim)`` keys and values), allocated on the
-    first frame and written in place: the size does not change however long the stream runs. Keys are stored
-    rotated to their frame's absolute position, so they are never recomputed. ``position`` is the index of the
-    frame being processed; the owner (the streaming predictor) advances it once per frame, for every layer.
+    One ring buffer per chunk of pixel rows (``(horizon, heads, head_dim, s)`` keys and values, pixels last, so
+    that the attention of all pixels of a chunk runs as a few passes vectorised over pixels), allocated on the first
+    frame and written in place: the size does not change however long the stream runs. The float32 work space of
+    the attention (``scratch``, keyed by shape) is allocated once too, and may be one dict shared by all the caches
+    of a model (a chunk's attention is done before the next starts), so nothing is allocated per frame. Keys are
+    stored rotated to their frame's absolute position, so they are never recomputed: the rotation of the current
+    frame is folded into the query and key projection (:meth:`qkv_weight`). ``position`` is the index of the frame
+    being processed; the owner (the streaming predictor) advances it once per frame, for every layer.
     """
 
-    def __init__(self, horizon: int):
+    def __init__(self, horizon: int, scratch: dict | None = None):
         self.horizon = horizon
         self.position = 0
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.scratch: dict[tuple, tuple[torch.Tensor, ...]] = {} if scratch is None else scratch
+        self._qkv: tuple | None = None  # (key, weight) of the current position
 
     def nbytes(self) -> int:
-        """Bytes held by the buffers (0 before the first frame)."""
+        """Bytes held by the key/value buffers (0 before the first frame)."""
         return sum(t.numel() * t.element_size() for pair in self.buffers.values() for t in pair)
+
+    def qkv_weight(self, weight: torch.Tensor, heads: int, max_period: float) -> torch.Tensor:
+        """The fused query/key/value projection ``weight`` with the rotary embedding of the current position applied
+        to its query and key rows: projecting with it gives rotated queries and keys directly (the rotation is
+        linear), in one matrix product instead of a projection and two rotations per chunk. Built once per frame."""
+        key = (self.position, weight.data_ptr(), weight.dtype, heads, max_period)
+        if self._qkv is None or self._qkv[0] != key:
+            rows, inputs = weight.shape[0] // 3, weight.shape[1]
+            dim = rows // heads
+            rotation = apply_rotary(torch.eye(dim, dtype=torch.float64),  # column j: the rotation of unit vector j
+                                    *rotary_tables(torch.tensor([self.position]), dim, max_period, torch.float64)).T
+            qk = torch.matmul(rotation.to(weight.device), weight[: 2 * rows].double().view(2 * heads, dim, inputs))
+            self._qkv = (key, torch.cat([qk.view(2 * rows, inputs).to(weight.dtype), weight[2 * rows :]]))
+        return self._qkv[1]
+
+    def work(self, seqs: int, heads: int, dim: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Float32 work space of one chunk's attention: scores, query, output, and for a cache in another type one
+        key slice and one value frame converted to float32 (:func:`pixels_last_attention`)."""
+        key = (self.horizon, seqs, heads, dim, like.device, like.dtype)
+        if key not in self.scratch:
+            sizes = [(self.horizon, heads, seqs), (heads, dim, seqs), (heads, dim, seqs)]
+            if like.dtype != torch.float32:
+                sizes += [(self.horizon, heads, seqs), (heads, dim, seqs)]
+            self.scratch[key] = tuple(torch.empty(size, device=like.device) for size in sizes)
+        return self.scratch[key]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
         """Store ``k``, ``v`` of the current frame (``(s, heads, 1, d)``, pixel rows ``rows``) and attend from ``q``
         to the cached frames of the horizon, this one included."""
-        shape = (k.shape[0], k.shape[1], self.horizon, k.shape[3])
+        seqs, heads, _, dim = k.shape
         if rows.start not in self.buffers:
             if self.position:
                 raise ValueError("the frame has another size than the stream's first frame; reset the stream")
+            shape = (self.horizon, heads, dim, seqs)
             self.buffers[rows.start] = (k.new_zeros(shape), v.new_zeros(shape))
         keys, values = self.buffers[rows.start]
-        if keys.shape != shape or keys.dtype != k.dtype:
+        if keys.shape != (self.horizon, heads, dim, seqs) or keys.dtype != k.dtype:
             raise ValueError("the frame has another size or type than the stream's first frame; reset the stream")
         slot = self.position % self.horizon
-        keys[:, :, slot] = k[:, :, 0]
-        values[:, :, slot] = v[:, :, 0]
+        keys[slot].copy_(k[:, :, 0].permute(1, 2, 0))
+        values[slot].copy_(v[:, :, 0].permute(1, 2, 0))
         filled = min(self.position + 1, self.horizon)  # before the horizon fills up, slots 0..position hold frames
-        return one_query_attention(q, keys[:, :, :filled], values[:, :, :filled])
+        scores, query, out, *converted = self.work(seqs, heads, dim, k)
+        query.copy_(q[:, :, 0].permute(1, 2, 0))
+        pixels_last_attention(query, keys[:filled], values[:filled], scores[:filled], out, *converted)
+        return out.to(q.dtype).permute(2, 0, 1)[:, :, None]
+
+
+def pixels_last_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor,
+                          out: torch.Tensor, key_slice: torch.Tensor | None = None,
+                          value_frame: torch.Tensor | None = None) -> None:
+    """Softmax attention of one query frame ``query (heads, d, s)`` over ``keys``/``values (n, heads, d, s)``, into
+    ``out (heads, d, s)``, with ``scores (n, heads, s)`` as scratch; float32 arithmetic whatever the cache's type
+    (keys and values of another type are converted a slice at a time into ``key_slice (>= n, heads, s)`` and
+    ``value_frame (heads, d, s)``).
+
+    The same arithmetic as ``F.scaled_dot_product_attention`` (scale ``d ** -0.5``), as 2 x (d + n) multiply-adds
+    vectorised over the pixels, writing only into the given tensors: with pixels last, a head's d and n are loops
+    of a few steps, where with pixels first they were 8-wide matrix products per pixel and head, the library
+    kernels' worst case (benchmarks/temporal_block.py --stream, docs/benchmarks.md).
+    """
+    n, dim = len(keys), query.shape[1]
+    for j in range(dim):
+        part = keys[:, :, j] if key_slice is None else key_slice[:n].copy_(keys[:, :, j])
+        torch.mul(part, query[:, 0], out=scores) if j == 0 else scores.addcmul_(part, query[:, j])
+    scores.mul_(dim**-0.5)
+    scores.sub_(scores.amax(0)).exp_()
+    scores.div_(scores.sum(0))
+    for i in range(n):
+        part = values[i] if value_frame is None else value_frame.copy_(values[i])
+        torch.mul(part, scores[0, :, None], out=out) if i == 0 else out.addcmul_(part, scores[i, :, None])
 
 
 def one_query_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -185,7 +245,11 @@ class TemporalAttentionLayer(nn.Module):
         h = self.norm1(x)
         if self.horizon is None:
             h = h + self.positions(frames, dim, x.device, x.dtype)
-        q, k, v = self.to_qkv(h).reshape(seqs, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if self.cache is None:
+            qkv = self.to_qkv(h)
+        else:  # streaming: queries and keys come out rotated to the frame's position (see KVCache.qkv_weight)
+            qkv = F.linear(h, self.cache.qkv_weight(self.to_qkv.weight, self.num_heads, self.max_period))
+        q, k, v = qkv.reshape(seqs, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         if self.horizon is None:
             attn = F.scaled_dot_product_attention(q, k, v)
         else:
@@ -196,14 +260,12 @@ class TemporalAttentionLayer(nn.Module):
     def _causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
         """Rotary positions, then the horizon mask (offline) or the cache (streaming, one frame)."""
         frames = q.shape[2]
-        start = 0 if self.cache is None else self.cache.position
-        if self.cache is not None and frames != 1:
-            raise ValueError("a streaming temporal layer takes one frame at a time")
-        positions = torch.arange(start, start + frames, device=q.device)
-        cos, sin = rotary_tables(positions, q.shape[-1], self.max_period, q.dtype)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if self.cache is not None:
+        if self.cache is not None:  # q and k are rotated already (KVCache.qkv_weight)
+            if frames != 1:
+                raise ValueError("a streaming temporal layer takes one frame at a time")
             return self.cache.attend(q, k, v, rows)
+        cos, sin = rotary_tables(torch.arange(frames, device=q.device), q.shape[-1], self.max_period, q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(frames, self.horizon, q.device))
 
 
