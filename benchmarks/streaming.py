@@ -3,16 +3,19 @@
 Reports, in one run:
 
 (a) time per frame of ``StreamingPredictor.step`` on a causal depth model against the per-frame prior on the same
-    frames, alternating the two frame by frame after the cache has filled (target <= 1.10x). Default: random
-    weights in the Depth Anything V2 Small architecture (``make_sized_depth_prior``), random non-zero temporal
-    blocks, horizon 10, frames at the model's default input size (short side 518; ``--size`` to change);
+    frames at batch 1, alternating frame by frame after the cache has filled (target <= 1.10x), with the step's
+    key/value cache as it is and as it was (``--previous``: ``temporal_block.PreviousKVCache``, a third side of the
+    alternation). Default: random weights in the Depth Anything V2 Small architecture (``make_sized_depth_prior``),
+    random non-zero temporal blocks, horizon 10, frames at the model's default input size (short side 518;
+    ``--size`` to change), ``--precision`` fp32 or bf16 (autocast, as the command line runs), ``--threads``;
 (b) peak RSS (the ``VmHWM`` of a fresh process, ``peak_memory.py``) when streaming 100 and 1000 frames, and the
     ratio (target <= 1.05x), with the size of the key/value caches. Default: the tiny prior at 126x168 so that 1000
     frames run in minutes (``--mem-arch small`` for the real architecture).
 
 Usage:
 
-    python benchmarks/streaming.py [--size 518x924] [--pairs 12] [--horizon 10] [--mem-arch tiny] [--mem-size 126x168]
+    python benchmarks/streaming.py [--size 518x924] [--pairs 12] [--horizon 10] [--precision fp32] [--threads N]
+        [--previous] [--mem-arch tiny] [--mem-size 126x168]
 """
 
 from __future__ import annotations
@@ -57,24 +60,39 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def time_per_frame(prior: Path, size: tuple[int, int], horizon: int, pairs: int) -> dict:
-    """Median seconds per frame of the stream step and of the per-frame prior, alternated frame by frame."""
-    stream = StreamingPredictor(causal_model(prior, horizon))
+def time_per_frame(prior: Path, size: tuple[int, int], horizon: int, pairs: int, precision: str = "fp32",
+                   previous: bool = False) -> dict:
+    """Median seconds per frame of the stream step (and of the step with the previous cache) and of the per-frame
+    prior, alternated frame by frame; each ratio is of the medians."""
+    model = causal_model(prior, horizon)
+    streams = {"stream": StreamingPredictor(model, precision=precision)}
+    if previous:
+        from temporal_block import PreviousKVCache
+
+        streams["previous"] = StreamingPredictor(model, precision=precision)
+        streams["previous"].caches = [PreviousKVCache(horizon) for _ in streams["previous"].layers]
     per_frame = VideoDepthModel.from_prior(prior, per_frame=True).eval()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     frames = torch.rand(horizon + pairs, 3, *size)
-    for frame in frames[:horizon]:  # fill the cache: from here on every step attends to H frames
-        stream.step(frame)
-    times: dict[str, list[float]] = {"stream": [], "prior": []}
+    for frame in frames[:horizon]:  # fill the caches: from here on every step attends to H frames
+        for stream in streams.values():
+            stream.step(frame)
+    times: dict[str, list[float]] = {"prior": [], **{name: [] for name in streams}}
+
+    def run_prior(frame: torch.Tensor) -> None:
+        with autocast:
+            per_frame(frame[None, None])
+
     with torch.no_grad():
-        per_frame(frames[:1, None])  # warm-up
+        run_prior(frames[0])  # warm-up
         for i, frame in enumerate(frames[horizon:]):
-            order = [("prior", lambda f=frame: per_frame(f[None, None])), ("stream", lambda f=frame: stream.step(f))]
+            order = [("prior", run_prior), *((name, stream.step) for name, stream in streams.items())]
             for name, run in order if i % 2 == 0 else order[::-1]:
                 start = time.perf_counter()
-                run()
+                run(frame)
                 times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    return {**medians, "ratio": medians["stream"] / medians["prior"]}
+    return {**medians, **{f"{name}_ratio": medians[name] / medians["prior"] for name in streams}}
 
 
 MEMORY_SNIPPET = """
@@ -106,18 +124,27 @@ def main() -> None:
     parser.add_argument("--size", default="518x924", help="frame size HxW of the time run (short side 518)")
     parser.add_argument("--pairs", type=int, default=12, help="frames timed with each of the two")
     parser.add_argument("--horizon", type=int, default=10)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="of the time run")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of the time run (0: torch's default)")
+    parser.add_argument("--previous", action="store_true", help="also time the step with the previous cache")
     parser.add_argument("--mem-arch", default="tiny", help="prior architecture of the memory run")
     parser.add_argument("--mem-size", default="126x168", help="frame size HxW of the memory run")
     parser.add_argument("--skip-time", action="store_true", help="only the memory run")
     parser.add_argument("--skip-memory", action="store_true", help="only the time run")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if not args.skip_time:
-            result = time_per_frame(prior_dir(args.arch, root), parse_size(args.size), args.horizon, args.pairs)
-            print(f"(a) {args.arch} at {args.size}, horizon {args.horizon}: stream {1000 * result['stream']:.1f} "
-                  f"ms/frame, per-frame prior {1000 * result['prior']:.1f} ms/frame, ratio {result['ratio']:.3f} "
-                  "(target <= 1.10)", flush=True)
+            result = time_per_frame(prior_dir(args.arch, root), parse_size(args.size), args.horizon, args.pairs,
+                                    args.precision, args.previous)
+            previous = (f"; with the previous cache {1000 * result['previous']:.1f} ms/frame, ratio "
+                        f"{result['previous_ratio']:.3f}") if args.previous else ""
+            print(f"(a) {args.arch} at {args.size}, {args.precision}, {torch.get_num_threads()} thread(s), horizon "
+                  f"{args.horizon}, median of {args.pairs}: stream {1000 * result['stream']:.1f} ms/frame, per-frame "
+                  f"prior {1000 * result['prior']:.1f} ms/frame, ratio {result['stream_ratio']:.3f} (target <= 1.10)"
+                  f"{previous}", flush=True)
         if args.skip_memory:
             return
         prior = prior_dir(args.mem_arch, root) if args.mem_arch != args.arch or args.skip_time else root / args.arch

@@ -56,13 +56,18 @@ def median_seconds(block: TemporalBlock, x: torch.Tensor, frames: int, repeats: 
 
 
 class PreviousKVCache(KVCache):
-    """The key/value cache before its rework (the figures' "before"): pixels first, the rotary tables computed for
-    every chunk, the attention as batched matrix-vector products (``one_query_attention``)."""
+    """The key/value cache before its rework (the figures' "before"): pixels first, queries and keys projected
+    unrotated and then rotated by tables computed for every chunk, the attention as batched matrix-vector products
+    (``one_query_attention``). Also used by benchmarks/streaming.py."""
 
-    def rotary(self, dim: int, max_period: float, device: torch.device, dtype: torch.dtype):
-        return temporal.rotary_tables(torch.tensor([self.position], device=device), dim, max_period, dtype)
+    def qkv_weight(self, weight: torch.Tensor, heads: int, max_period: float) -> torch.Tensor:
+        self.max_period = max_period
+        return weight
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
+        positions = torch.arange(self.position, self.position + 1, device=q.device)
+        cos, sin = temporal.rotary_tables(positions, q.shape[-1], self.max_period, q.dtype)
+        q, k = temporal.apply_rotary(q, cos, sin), temporal.apply_rotary(k, cos, sin)
         shape = (k.shape[0], k.shape[1], self.horizon, k.shape[3])
         if rows.start not in self.buffers:
             self.buffers[rows.start] = (k.new_zeros(shape), v.new_zeros(shape))
