@@ -124,3 +124,23 @@ def test_a_bad_compare_report_is_one_line_and_writes_nothing(first_report, synth
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {other}: "), err
     assert ("no such report" if case == "missing" else "same task and dataset") in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["shape", "truncated"])
+def test_a_damaged_moving_mask_skips_its_video_in_one_line(tmp_path, tiny_depth_prior, capsys, damage):
+    from bufferanytime.synthetic import render_video, write_video_dir
+
+    root = tmp_path / "data"
+    for seed in (0, 1):
+        write_video_dir(render_video(seed, 3, (24, 32)), root / f"seq_{seed:06d}")
+    bad = root / "seq_000001" / "moving.npy"
+    if damage == "shape":
+        np.save(bad, np.zeros((3, 24, 16), bool))
+    else:
+        bad.write_bytes(bad.read_bytes()[:20])
+    out = tmp_path / "report"
+    code, err = run_main(capsys, "eval", "depth", "--dataset", "synthetic", "--root", str(root), "--model",
+                         str(tiny_depth_prior), "--flow", "gt", "--device", "cpu", "-o", str(out), "-q")
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: sequence seq_000001 skipped: "), err
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["sequences"]) == ["seq_000000"] and list(report["skipped"]) == ["seq_000001"]
