@@ -3,7 +3,8 @@
 Writes ``--clips`` short clips (a moving texture, ``--frames`` frames at ``--size``), then alternates, ``--rounds``
 times (the order flipped each round, so a change in the machine's speed affects both alike):
 
-- **local**: ``bufferanytime depth CLIPS --engine local`` in a fresh process (one model load, torch's threads);
+- **local**: ``bufferanytime depth CLIPS --engine local`` in a fresh process (one model load, torch's threads, or
+  ``--local-threads``);
 - **ray**: ``bufferanytime depth CLIPS --engine ray --num-workers W --cpus-per-worker 1``: a fresh process that
   starts a Ray instance on this machine (or joins ``--address``) and W workers, each loading the model.
 
@@ -12,7 +13,7 @@ into a new output folder, so nothing is skipped. Printed: each time, the median 
 ``ray / local``.
 
     python benchmarks/engine_overhead.py [--clips 24] [--frames 16] [--size 96x128] [--workers 2] [--rounds 2]
-                                         [--model NAME] [--address HOST:PORT]
+                                         [--model NAME] [--address HOST:PORT] [--local-threads N]
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def run(engine: str, clips: list[Path], out: Path, args: argparse.Namespace) -> 
     if engine == "ray":
         command += ["--num-workers", str(args.workers), "--cpus-per-worker", "1"]
         command += ["--address", args.address] if args.address else []
+    env = dict(os.environ)
+    if engine == "local" and args.local_threads:
+        env["OMP_NUM_THREADS"] = str(args.local_threads)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{engine} failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -77,6 +81,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model", default=None, help="default: the embedded model")
     parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting one per run")
+    parser.add_argument("--local-threads", type=int, default=None,
+                        help="torch threads of the local engine (default: torch's own, one per core)")
     args = parser.parse_args()
     height, width = map(int, args.size.split("x"))
     times: dict[str, list[float]] = {"local": [], "ray": []}
