@@ -26,7 +26,6 @@ from bufferanytime.inference.options import InferenceSettings
 from bufferanytime.inference.pipeline import Predictor, predict_frames
 from bufferanytime.models.base import VideoModel
 from bufferanytime.tasks import get_task
-from bufferanytime.tasks.metrics import angular_error
 
 PRIOR_TOLERANCE = 0.25  # relative: how much further from the prior than the starting model an adapted model may be
 
@@ -100,13 +99,7 @@ def held_out_set(frames: list[np.ndarray], prior: VideoModel, flow_model: FlowMo
 
 def prior_distance(pred: np.ndarray, prior: np.ndarray, task_name: str) -> float:
     """The task's distance between a model's output and the prior's over a range of frames (module docstring)."""
-    if task_name == "normal":
-        return float(np.mean(angular_error(pred, prior)))
-    regularization = get_task(task_name).regularization_loss
-    values = [float(regularization(torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)),
-                                   torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))))
-              for p, q in zip(pred, prior, strict=True)]
-    return float(np.mean(values))
+    return get_task(task_name).prior_distance(pred, prior)
 
 
 def figures(model: VideoModel, held: HeldOut, device: torch.device) -> Figures:

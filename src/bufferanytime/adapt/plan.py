@@ -102,7 +102,7 @@ def affordable_steps(costs: Costs, candidate: Candidate, load: Workload, seconds
 
 
 def choose(costs: Costs, loads: dict[Candidate, Workload], seconds_left: float | None, steps: int | None,
-           kind: str, lr: float, train_frames: int) -> Plan:
+           temporal_only: bool, lr: float, train_frames: int) -> Plan:
     """The plan (see the module docstring); ``loads`` in order of preference (:func:`candidates`)."""
     reasons: list[str] = []
     if steps is not None:
@@ -119,9 +119,9 @@ def choose(costs: Costs, loads: dict[Candidate, Workload], seconds_left: float |
         reasons.append(f"the largest setting that affords {TARGET_STEPS} steps in the time left" if fits else
                        f"no setting affords {TARGET_STEPS} steps: the one that affords the most")
     trained = "all"
-    if kind == "normal":
+    if temporal_only:
         trained = "temporal"
-        reasons.append("normals: the temporal blocks are the trainable part")
+        reasons.append("the temporal blocks are the trainable part of this model")
     elif train_frames < FEW_TRAIN_FRAMES or planned < FEW_STEPS:
         trained = "temporal"
         reasons.append(f"temporal blocks and fusion layers only: {train_frames} frames to train on and {planned} "

@@ -220,7 +220,8 @@ class _Run:
                  for c in ladder}
         left = self.budget.seconds - self.elapsed() if self.budget.seconds is not None else None
         train_frames = sum(len(s.frames) for s in footage.train)
-        plan = choose(costs, loads, left, self.budget.steps, kind, options["lr"], train_frames)
+        plan = choose(costs, loads, left, self.budget.steps, objective_class(kind).temporal_only, options["lr"],
+                      train_frames)
         self.costs = costs
         self._lap("measure_s", began)
         if self.budget.seconds is not None and plan.steps < MIN_STEPS:
@@ -232,7 +233,7 @@ class _Run:
         session.forget()
         session.start(plan.side_fraction, plan.trained, options["lr"], plan.warmup)
         h, w = session.size(0)
-        fusion = " and fusion layers" if plan.trained == "temporal" and kind == "depth" else ""
+        fusion = objective_class(kind).light_extra if plan.trained == "temporal" else ""
         trained = TRAINED[plan.trained] + fusion
         self.say(f"settings: {h}x{w}, clips of {plan.clip_len} frames, {plan.steps} steps of about "
                  f"{plan.projected_step_seconds:.2g} s, validation every {plan.val_every} steps, training {trained}, "

@@ -154,7 +154,7 @@ class Session:
         self.model.eval()
         values = []
         # the normal objective differentiates its decoded frames (deferred back-propagation): gradients stay on
-        context = torch.no_grad() if self.config.kind == "depth" else nullcontext()
+        context = nullcontext() if self.objective.loss_needs_grad else torch.no_grad()
         with context:
             for clip in clips:
                 losses = self._losses(self.prepare(clip), clip.length // 2)
@@ -185,7 +185,7 @@ class Session:
         began = time.perf_counter()
         prepared = self.prepare(clip, keep=False, fraction=candidate.side_fraction)
         prepare = time.perf_counter() - began
-        context = torch.no_grad() if self.config.kind == "depth" else nullcontext()
+        context = nullcontext() if self.objective.loss_needs_grad else torch.no_grad()
         began = time.perf_counter()
         with context:
             self._losses(prepared, 0)

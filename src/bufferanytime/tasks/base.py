@@ -63,6 +63,14 @@ class Task:
     # model is closer than this (e.g. the prior itself), in the units of the task's distance to the prior.
     prior_distance_scale: float = 1.0
 
+    def prior_distance(self, pred: np.ndarray, prior: np.ndarray) -> float:
+        """How far a model's frames ``pred`` are from the prior's ``prior`` (disk layout, ``(T, ...)``): the mean
+        over frames of the task's regularization loss, in the units of :attr:`prior_distance_scale`."""
+        values = [float(self.regularization_loss(torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)),
+                                                 torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))))
+                  for p, q in zip(pred, prior, strict=True)]
+        return float(np.mean(values))
+
     def __repr__(self) -> str:
         return f"<task {self.name}>"
 

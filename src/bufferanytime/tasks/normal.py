@@ -11,7 +11,7 @@ import torch
 from bufferanytime.io.arrays import array_to_tensor, channels_last
 from bufferanytime.io.outputs import normals_to_rgb
 from bufferanytime.tasks.base import PNG16_MAX, Column, Task, write_png16_frames
-from bufferanytime.tasks.metrics import normal_metrics
+from bufferanytime.tasks.metrics import angular_error, normal_metrics
 
 RESIZE_MIN_NORM = 1e-8  # resized normals are renormalised; shorter vectors (a cancelling blend) stay near zero
 
@@ -35,6 +35,10 @@ class NormalTask(Task):
     opw_note = "unit normals, not normalised."
     prior_distance_scale = 1.0  # degrees of mean angular error
     units = "unit vectors in camera coordinates (x right, y up, z towards the camera)"
+
+    def prior_distance(self, pred: np.ndarray, prior: np.ndarray) -> float:
+        """Mean angular error (degrees) between a model's normals and the prior's."""
+        return float(np.mean(angular_error(pred, prior)))
 
     def frame_to_disk(self, frame: torch.Tensor) -> np.ndarray:
         return channels_last(frame.numpy()).astype(np.float32)

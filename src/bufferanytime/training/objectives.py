@@ -170,6 +170,13 @@ class Objective:
     defaults: dict
     noun: str
     net: nn.Module
+    # What a run of `bufferanytime adapt` may train: only the temporal blocks (the rest of the model is frozen by
+    # the method), or, in its light setting, the temporal blocks plus ``light_extra`` (named in the printed plan).
+    temporal_only: bool = False
+    light_extra: str = ""
+    # Whether the loss differentiates the model's outputs themselves (deferred back-propagation through a decoder),
+    # so that even a loss computed only to be read (validation) needs autograd on.
+    loss_needs_grad: bool = False
 
     @classmethod
     def build(cls, model, flow_model: FlowModel, config, device: torch.device) -> Objective:
@@ -193,6 +200,7 @@ class DepthObjective(Objective):
     task = DEPTH
     defaults = {"clip_len": CLIP_LEN_DEPTH, "lr": LR_DEPTH, "res": (TRAIN_RES_DEPTH, TRAIN_RES_DEPTH)}
     noun = "depth"
+    light_extra = " and fusion layers"  # training the blocks alone crashes autograd on CPU: the fusion layers too
 
     def __init__(self, model: VideoDepthModel, prior: VideoDepthModel, flow_model: FlowModel, config):
         """``prior``: the frozen image prior that sets the regularization targets (see :meth:`build`)."""
@@ -267,6 +275,8 @@ class NormalObjective(Objective):
     task = NORMAL
     defaults = {"clip_len": CLIP_LEN_NORMAL, "lr": LR_NORMAL, "res": (TRAIN_RES_NORMAL, TRAIN_RES_NORMAL)}
     noun = "normals"
+    temporal_only = True  # U-Net and VAE stay frozen (the paper, section 4)
+    loss_needs_grad = True  # the stabilization loss is back-propagated through the VAE decoder (deferred)
 
     def __init__(self, model: VideoNormalModel, flow_model: FlowModel, config):
         self.model = model
