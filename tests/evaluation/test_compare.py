@@ -144,3 +144,16 @@ def test_a_damaged_moving_mask_skips_its_video_in_one_line(tmp_path, tiny_depth_
     assert code == 1 and len(err) == 1 and err[0].startswith("error: sequence seq_000001 skipped: "), err
     report = json.loads((out / "report.json").read_text())
     assert list(report["sequences"]) == ["seq_000000"] and list(report["skipped"]) == ["seq_000001"]
+
+
+def test_a_video_where_nothing_moves_has_no_moving_figure(tmp_path, tiny_depth_prior, capsys):
+    from bufferanytime.synthetic import render_video, write_video_dir
+
+    root = tmp_path / "data"
+    write_video_dir(render_video(0, 3, (24, 32), objects="static"), root / "seq_000000")
+    out = tmp_path / "report"
+    code, err = run_main(capsys, "eval", "depth", "--dataset", "synthetic", "--root", str(root), "--model",
+                         str(tiny_depth_prior), "--flow", "gt", "--device", "cpu", "-o", str(out), "-q")
+    assert code == 0 and err == []
+    metrics = json.loads((out / "report.json").read_text())["sequences"]["seq_000000"]["models"]["tiny-depth"]
+    assert metrics["abs_rel_moving"] is None and metrics["abs_rel_static"] > 0 and metrics["moving_fraction"] == 0

@@ -505,7 +505,9 @@ def moving_static_metrics(task: Task, pred, gt: np.ndarray, metrics: dict, movin
     cap, affine = task.depth_cap(dataset), (metrics["scale"], metrics["shift"])
     split = {}
     for name, mask in (("moving", moving), ("static", _Not(moving))):
-        split[f"abs_rel_{name}"] = depth_metrics(values, gt, cap, valid=mask, affine=affine)["abs_rel"]
+        scored = any((np.asarray(mask[i]) & valid_depth_mask(np.asarray(gt[i]), cap)).any() for i in range(len(gt)))
+        split[f"abs_rel_{name}"] = (depth_metrics(values, gt, cap, valid=mask, affine=affine)["abs_rel"] if scored
+                                    else math.nan)  # e.g. nothing moves in this video
     split["moving_fraction"] = float(np.mean([np.mean(frame) for frame in moving]))
     return split
 
