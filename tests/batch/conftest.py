@@ -18,7 +18,7 @@ from tests.helpers import moving_pattern
 # The head process: a Ray instance with 2 CPUs that lives until its standard input closes.
 HEAD = """
 import sys, ray
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 print(ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()
 ray.shutdown()

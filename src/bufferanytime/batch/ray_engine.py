@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import threading
@@ -24,6 +25,8 @@ from bufferanytime.batch.manifest import FAILED
 from bufferanytime.batch.work import Job, Worker, WorkerSpec
 from bufferanytime.errors import InputError
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+RAISED = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")  # a traceback's last line
 INSTALL_HINT = "pip install 'bufferanytime[ray]'"
 PROBE_TIMEOUT_S = 5.0  # --address: a cluster that does not accept a connection within this is unreachable
 SWEEP_TIMEOUT_S = 30.0  # at the end, how long to wait for killed workers to be gone before removing their staging
@@ -32,9 +35,7 @@ PROBE_S = 0.5  # a restarting worker is asked again after this long
 
 
 def import_ray():
-    """The ``ray`` module, or InputError saying how to install it. Ray's own C++ warnings (a retried connection
-    logs a line a second) are turned down to errors unless the user set ``RAY_BACKEND_LOG_LEVEL``."""
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    """The ``ray`` module, or InputError saying how to install it."""
     try:
         import ray
     except ImportError:
@@ -76,7 +77,8 @@ class RayEngine:
         ray = self.ray
         handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: SIGTERM must still stop the run cleanly
         try:
-            ray.init(address=self.address, num_cpus=None if self.address else os.cpu_count(),
+            # "local": a new instance for this run, never one that happens to run on this machine already
+            ray.init(address=self.address or "local", num_cpus=None if self.address else os.cpu_count(),
                      include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...: one line, no traceback
             where = f"--address {self.address}" if self.address else "--engine ray"
@@ -195,5 +197,12 @@ class RayEngine:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """What a Ray error says in one line: the worker's own error when its traceback ends with one (an InputError's
+    message as it is, another as ``Type: message``), else the first line, without terminal colours."""
+    lines = [ANSI.sub("", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    for line in reversed(lines):
+        match = RAISED.match(line)
+        if match:
+            return match.group(2) if match.group(1) == "InputError" else f"{match.group(1)}: {match.group(2)}"
     return lines[0] if lines else type(exc).__name__
