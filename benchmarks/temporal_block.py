@@ -55,6 +55,13 @@ def median_seconds(block: TemporalBlock, x: torch.Tensor, frames: int, repeats: 
     return sorted(times)[len(times) // 2]
 
 
+def one_query_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The previous cache's attention of one query frame ``q (s, heads, 1, d)`` over ``keys``/``values (s, heads, n,
+    d)``: two batched matrix-vector products."""
+    weights = torch.matmul(keys, q.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).softmax(-2)  # (s, heads, n, 1)
+    return torch.matmul(weights.transpose(-1, -2), values)
+
+
 class PreviousKVCache(KVCache):
     """The key/value cache before its rework (the figures' "before"): pixels first, queries and keys projected
     unrotated and then rotated by tables computed for every chunk, the attention as batched matrix-vector products
@@ -76,7 +83,7 @@ class PreviousKVCache(KVCache):
         keys[:, :, slot] = k[:, :, 0]
         values[:, :, slot] = v[:, :, 0]
         filled = min(self.position + 1, self.horizon)
-        return temporal.one_query_attention(q, keys[:, :, :filled], values[:, :, :filled])
+        return one_query_attention(q, keys[:, :, :filled], values[:, :, :filled])
 
 
 def compare_stream_caches(repeats: int, horizon: int = 10) -> None:

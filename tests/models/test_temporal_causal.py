@@ -10,7 +10,7 @@ from bufferanytime.models.temporal import (
     TemporalConfig,
     attention_layers,
     make_causal,
-    one_query_attention,
+    pixels_last_attention,
     rotary_tables,
 )
 from tests.helpers import one_torch_thread
@@ -100,15 +100,29 @@ def test_untrained_causal_model_equals_its_prior_exactly(kind, tiny_depth_prior,
     assert all(layer.horizon == 3 for layer in attention_layers(loaded))
 
 
+def _pixels_last(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`pixels_last_attention` on pixels-first inputs (``(s, heads, n, d)``), back to ``(s, heads, 1, d)``."""
+    s, heads, n, d = keys.shape
+    scores, out = torch.empty(n, heads, s), torch.empty(heads, d, s)
+    converted = () if dtype == torch.float32 else (torch.empty(n + 2, heads, s), torch.empty(heads, d, s))
+    pixels_last_attention(q[:, :, 0].permute(1, 2, 0).float(), keys.permute(2, 1, 3, 0).to(dtype),
+                          values.permute(2, 1, 3, 0).to(dtype), scores, out, *converted)
+    return out.permute(2, 0, 1)[:, :, None]
+
+
 @pytest.mark.parametrize("cached", [1, 3, 10])
-def test_one_query_attention_equals_the_library_kernel(cached):
+def test_cached_attention_equals_the_library_kernel(cached):
     generator = torch.Generator().manual_seed(cached)
     q = torch.randn(37, 4, 1, 5, generator=generator)
     keys, values = (torch.randn(37, 4, cached, 5, generator=generator) for _ in range(2))
     expected = torch.nn.functional.scaled_dot_product_attention(q, keys, values)
-    got = one_query_attention(q, keys, values)
+    got = _pixels_last(q, keys, values, torch.float32)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-6)
+    # a bf16 cache is read through float32 work space: the library kernel on the same bf16-rounded keys and values
+    rounded = [t.bfloat16().float() for t in (keys, values)]
+    assert torch.allclose(_pixels_last(q, keys, values, torch.bfloat16),
+                          torch.nn.functional.scaled_dot_product_attention(q, *rounded), atol=1e-5)
     if cached > 1:  # the weights really depend on the keys: changing one cached frame changes the output
         keys[:, :, 0] += 1.0
-        assert not torch.allclose(one_query_attention(q, keys, values), expected, atol=1e-3)
+        assert not torch.allclose(_pixels_last(q, keys, values, torch.float32), expected, atol=1e-3)

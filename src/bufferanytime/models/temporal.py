@@ -196,17 +196,6 @@ def pixels_last_attention(query: torch.Tensor, keys: torch.Tensor, values: torch
         torch.mul(part, scores[0, :, None], out=out) if i == 0 else out.addcmul_(part, scores[i, :, None])
 
 
-def one_query_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of one query frame ``q (s, heads, 1, d)`` over ``keys``/``values (s, heads, n, d)``.
-
-    The same arithmetic as ``F.scaled_dot_product_attention`` (scale ``d ** -0.5``), as two batched matrix-vector
-    products: with a single query the library's CPU kernel takes 2-3x their time (about 7 against 2.5-3 ms per chunk
-    of 4096 pixels at horizon 10; benchmarks/temporal_block.py --stream, docs/benchmarks.md).
-    """
-    weights = torch.matmul(keys, q.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).softmax(-2)  # (s, heads, n, 1)
-    return torch.matmul(weights.transpose(-1, -2), values)
-
-
 class TemporalAttentionLayer(nn.Module):
     """Pre-norm self-attention over frames followed by a GELU feed-forward.
 
