@@ -13,7 +13,7 @@ with light flicker (seeds never used for the shipped models):
 Scored by ``bufferanytime eval depth --flow gt`` (DepthCrafter protocol, ground-truth flow for OPW); the 3D arm's
 report is compared with the flow arm's by ``--compare`` (mean per-video difference, 95 % bootstrap interval over
 videos, fixed seed). Printed: each arm's means, the paired differences with their intervals, the OPW ratio, and
-whether the issue's targets hold (AbsRel better with an interval excluding 0, OPW no worse than 1.05x). Written:
+whether the targets hold (AbsRel better with an interval excluding 0, OPW no worse than 1.05x). Written:
 ``WORK/summary.json`` and the reports under ``WORK/``.
 
     python benchmarks/stabilization_3d.py [--work DIR] [--steps 40] [--lrs 1e-4] [--frames 16] [--size 96x128]
