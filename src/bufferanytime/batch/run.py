@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bufferanytime.batch.inputs import collect_inputs
@@ -89,7 +90,6 @@ def make_engine(args: argparse.Namespace, spec: WorkerSpec, out_root: Path):
 def run_batch(args: argparse.Namespace, settings: object) -> int:
     """Run the command's inputs as a batch (see the module docstring); returns the exit code."""
     from bufferanytime.io.outputs import check_output_root
-    from bufferanytime.models import resolve_model_path
 
     out_root = check_output_root(args.output)
     paths = collect_inputs(args.inputs)
@@ -97,15 +97,51 @@ def run_batch(args: argparse.Namespace, settings: object) -> int:
                       events=os.environ.get(EVENTS_ENV))
     engine = make_engine(args, spec, out_root)
     manifest = RunManifest(manifest_path(out_root, args.kind))
-    run_options = {"per_frame": args.per_frame, "max_frames": args.max_frames, "stride": args.stride}
-    digest = settings_hash(args.kind, model_identity(resolve_model_path(args.kind, args.model)), run_options,
-                           settings)
-    jobs, skipped = plan(paths, out_root, manifest, digest)
-    for row in skipped:
-        manifest.record(row)
-    progress = Progress(len(paths), len(skipped), args.kind, quiet=args.quiet)
-    counts = {"done": 0, "failed": 0, "skipped": len(skipped)}
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    progress = None
+    try:
+        # with an input never run before there is work: the engine starts now, and its workers load the model
+        # while the inputs are planned; otherwise only once the plan says some input must run again
+        started = any(manifest.previous(os.path.abspath(path)) is None for path in paths)
+        if started:
+            engine.start(len(paths))
+        jobs, skipped = plan(paths, out_root, manifest, _settings_digest(args, settings))
+        for row in skipped:
+            manifest.record(row)
+        counts["skipped"] = len(skipped)
+        progress = Progress(len(paths), len(skipped), args.kind, quiet=args.quiet)
+        on_row = _recorder(manifest, counts, progress)
+        named = _named(jobs, on_row)
+        if named and not started:
+            engine.start(len(named))
+        progress.started()
+        if named:
+            engine.run(named, on_row)
+    finally:
+        try:
+            engine.close()
+        finally:
+            manifest.flush()
+            if progress is not None:
+                progress.close()
+    if not args.quiet:
+        print(f"{args.kind}: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+              f"({manifest.path})")
+    if counts["failed"] == 0:
+        return 0
+    return 2 if counts["failed"] >= len(paths) else 1
 
+
+def _settings_digest(args: argparse.Namespace, settings: object) -> str:
+    from bufferanytime.models import resolve_model_path
+
+    run_options = {"per_frame": args.per_frame, "max_frames": args.max_frames, "stride": args.stride}
+    return settings_hash(args.kind, model_identity(resolve_model_path(args.kind, args.model)), run_options,
+                         settings)
+
+
+def _recorder(manifest: RunManifest, counts: dict, progress: Progress) -> Callable[[dict], None]:
+    """What is done with each finished row: into the manifest, the counts, the bar, and an error line."""
     def on_row(row: dict) -> None:
         manifest.record(row)
         counts[row["status"]] += 1
@@ -113,28 +149,16 @@ def run_batch(args: argparse.Namespace, settings: object) -> int:
             progress.write(f"error: {row['error']}")
         progress.update(row)
 
-    try:
-        if jobs:
-            named = [job for job in jobs if job.target]
-            for job in jobs:
-                if not job.target:
-                    on_row({"input": job.path, "index": job.index, "status": FAILED, "attempts": 0, "output": None,
-                            "error": f"{job.path}: cannot name its outputs (the input has no name)"})
-            engine.start(len(named))
-            progress.started()
-            engine.run(named, on_row)
-    finally:
-        try:
-            engine.close()
-        finally:
-            manifest.flush()
-            progress.close()
-    if not args.quiet:
-        print(f"{args.kind}: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-              f"({manifest.path})")
-    if counts["failed"] == 0:
-        return 0
-    return 2 if counts["failed"] >= len(paths) else 1
+    return on_row
+
+
+def _named(jobs: list[Job], on_row: Callable[[dict], None]) -> list[Job]:
+    """The jobs with an output folder; one without (an input with no name) fails in its row."""
+    for job in jobs:
+        if not job.target:
+            on_row({"input": job.path, "index": job.index, "status": FAILED, "attempts": 0, "output": None,
+                    "error": f"{job.path}: cannot name its outputs (the input has no name)"})
+    return [job for job in jobs if job.target]
 
 
 class Progress:
