@@ -285,3 +285,29 @@ def _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics, kind: str) -> 
                          f"got {tuple(poses.shape)} and {tuple(intrinsics.shape)}")
     if kind not in ("depth", "normal") or c != (1 if kind == "depth" else 3):
         raise ValueError(f"kind {kind!r} with {c} channels: depth has 1 channel, normal 3")
+
+
+def training_stabilization_3d(
+    output: torch.Tensor, flows: dict[str, torch.Tensor], camera: dict[str, torch.Tensor], config, *, kind: str,
+    metric: bool = False,
+) -> torch.Tensor:
+    """The 3D loss as a training step uses it (``--stabilization 3d``), on a batch's model ``output``.
+
+    ``output``: depth models ``(B, K, H, W)`` - metric depth in metres (``metric``), or relative disparity, turned
+    into depth on the poses' scale by :func:`disparity_to_depth` (one affine map per clip fitted on the cycle-
+    consistent pixels); normal models ``(B, K, 3, H, W)``, without depth (the depth-free moving-object test).
+    ``flows``: the prepared ``flow_fwd``, ``flow_bwd``, ``cycle_fwd``, ``cycle_bwd``; ``camera``: ``poses``
+    ``(B, K, 4, 4)`` and ``intrinsics`` ``(B, 4)`` of the training crops; ``config``: ``tau`` and ``edge_mask``.
+    """
+    poses, intrinsics = camera["poses"], camera["intrinsics"]
+    if kind == "normal":
+        buffers = output
+    elif metric:
+        buffers = output.clamp_min(DEPTH_EPS)[:, :, None]
+    else:
+        params = disparity_to_depth_params(output.detach(), flows["flow_fwd"], poses, intrinsics, flows["cycle_fwd"])
+        buffers = disparity_to_depth(output, params)[:, :, None]
+    return stabilization_loss_3d(
+        buffers, flows["flow_fwd"], flows["flow_bwd"], poses, intrinsics, kind=kind, tau=config.tau,
+        edge_mask=config.edge_mask, cycle_fwd=flows["cycle_fwd"], cycle_bwd=flows["cycle_bwd"],
+    )
