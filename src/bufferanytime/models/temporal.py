@@ -128,7 +128,7 @@ class KVCache:
         """The fused query/key/value projection ``weight`` with the rotary embedding of the current position applied
         to its query and key rows: projecting with it gives rotated queries and keys directly (the rotation is
         linear), in one matrix product instead of a projection and two rotations per chunk. Built once per frame."""
-        key = (self.position, weight.data_ptr(), weight.dtype, heads, max_period)
+        key = (self.position, weight.data_ptr(), weight._version, weight.dtype, heads, max_period)
         if self._qkv is None or self._qkv[0] != key:
             rows, inputs = weight.shape[0] // 3, weight.shape[1]
             dim = rows // heads
@@ -187,13 +187,19 @@ def pixels_last_attention(query: torch.Tensor, keys: torch.Tensor, values: torch
     n, dim = len(keys), query.shape[1]
     for j in range(dim):
         part = keys[:, :, j] if key_slice is None else key_slice[:n].copy_(keys[:, :, j])
-        torch.mul(part, query[:, 0], out=scores) if j == 0 else scores.addcmul_(part, query[:, j])
+        if j == 0:
+            torch.mul(part, query[:, 0], out=scores)
+        else:
+            scores.addcmul_(part, query[:, j])
     scores.mul_(dim**-0.5)
     scores.sub_(scores.amax(0)).exp_()
     scores.div_(scores.sum(0))
     for i in range(n):
         part = values[i] if value_frame is None else value_frame.copy_(values[i])
-        torch.mul(part, scores[0, :, None], out=out) if i == 0 else out.addcmul_(part, scores[i, :, None])
+        if i == 0:
+            torch.mul(part, scores[0, :, None], out=out)
+        else:
+            out.addcmul_(part, scores[i, :, None])
 
 
 class TemporalAttentionLayer(nn.Module):
