@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from bufferanytime.models.temporal import (
@@ -6,6 +7,14 @@ from bufferanytime.models.temporal import (
     TemporalConfig,
     sinusoidal_positions,
 )
+from tests.helpers import one_torch_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: a second thread only adds synchronisation, which a busy machine makes very slow."""
+    with one_torch_thread():
+        yield
 
 
 def test_fresh_block_is_identity_and_trains_away_from_it():
