@@ -48,7 +48,7 @@ def both_losses(g: dict, kind: str, **kwargs) -> tuple[float, float]:
     buffers = g[kind]
     flat = torch.log(buffers) if kind == "depth" else buffers
     masks = {"cycle_fwd": g["cycle_fwd"], "cycle_bwd": g["cycle_bwd"]}
-    loss_3d = stabilization_loss_3d(buffers, g["flow_fwd"], g["flow_bwd"], g["poses"], g["intrinsics"], kind=kind,
+    loss_3d = stabilization_loss_3d(buffers, g["flow_fwd"], g["flow_bwd"], g["poses"], g["intrinsics"],
                                     **masks, **kwargs)
     loss_2d = stabilization_loss(flat, g["flow_fwd"], g["flow_bwd"], **masks)
     return float(loss_3d), float(loss_2d)
@@ -130,5 +130,5 @@ def test_shapes_are_checked():
     g = tensors(render_video(0, 3, SIZE, camera="rotate", objects="static"))
     with pytest.raises(ValueError, match="poses must be"):
         stabilization_loss_3d(g["depth"], g["flow_fwd"], g["flow_bwd"], g["poses"][:, :2], g["intrinsics"])
-    with pytest.raises(ValueError, match="kind"):
-        stabilization_loss_3d(g["normal"], g["flow_fwd"], g["flow_bwd"], g["poses"], g["intrinsics"])
+    with pytest.raises(ValueError, match="channels"):
+        stabilization_loss_3d(g["normal"][:, :, :2], g["flow_fwd"], g["flow_bwd"], g["poses"], g["intrinsics"])

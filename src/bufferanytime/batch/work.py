@@ -116,12 +116,14 @@ class Worker:
 
     def _quality(self, source: object, target: Path, meta: dict) -> dict | None:
         from bufferanytime.batch.quality import quality_figures
+        from bufferanytime.tasks import get_task
 
         array = meta["array"]
         if "npz" not in self.spec.settings.save:
             return None
         try:
-            return quality_figures(source, target / array["file"], array["key"], depth=self.spec.kind == "depth")
+            depth = get_task(self.spec.kind).channels == 1  # scale jitter: for depth, relative or metric
+            return quality_figures(source, target / array["file"], array["key"], depth=depth)
         except Exception as exc:  # the outputs are written: a figure that cannot be measured is not a failed input
             return {"error": f"{type(exc).__name__}: {exc}"}
 

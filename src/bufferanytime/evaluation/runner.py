@@ -465,7 +465,7 @@ class _Reciprocal:
 def _as_prediction(gt: np.ndarray, task: Task):
     """The ground truth in what the task's models output: relative depth models give disparity, metric ones
     metres, normal models unit normals."""
-    return _Reciprocal(gt) if task.name == "depth" else gt
+    return _Reciprocal(gt) if task.disparity else gt
 
 
 def ground_truth_opw(gt: np.ndarray, flows: SequenceFlows, task: Task, dataset: str) -> float:
@@ -499,9 +499,9 @@ def moving_static_metrics(task: Task, pred, gt: np.ndarray, metrics: dict, movin
     alignment (the ``scale`` and ``shift`` of ``metrics``); empty for normals or where no mask is known."""
     from bufferanytime.tasks.metrics import depth_metrics
 
-    if moving is None or task.kind != "depth" or "scale" not in metrics:
+    if moving is None or task.channels != 1 or "scale" not in metrics:  # depth, relative or metric
         return {}
-    values = pred if task.name == "depth" else _Reciprocal(pred)
+    values = pred if task.disparity else _Reciprocal(pred)
     cap, affine = task.depth_cap(dataset), (metrics["scale"], metrics["shift"])
     split = {}
     for name, mask in (("moving", moving), ("static", _Not(moving))):

@@ -37,6 +37,7 @@ from bufferanytime.losses.stabilization import _cycle_masks, _edge_masks, _valid
 MOTION_PX = 1.0  # pixels a flow target may differ from the rigid reprojection of its point (static scene)
 MOTION_REL = 0.1  # ... plus this fraction of the flow's length (depth errors move the reprojection with the flow)
 DEPTH_EPS = 1e-6  # depth is clamped to this before a logarithm
+DIRECTION_CHANNELS = 3  # buffers of 3 channels are directions (normals), turned by the rotation; 1 channel: depth
 FIT_KEEP = 0.8  # the affine disparity fit is redone on this fraction of the pixels with the smallest residuals
 MIN_BASELINE = 1e-6  # translation (in the poses' units) below which a pair carries no scale (a pure rotation)
 
@@ -199,7 +200,6 @@ def stabilization_loss_3d(
     poses: torch.Tensor,
     intrinsics: torch.Tensor,
     *,
-    kind: str = "depth",
     depth: torch.Tensor | None = None,
     tau: float = CYCLE_TAU,
     edge_mask: bool | torch.Tensor = True,
@@ -212,8 +212,9 @@ def stabilization_loss_3d(
     """The 3D-consistent stabilization loss (module docstring); a drop-in for ``stabilization_loss``.
 
     Args:
-        buffers: ``(B, K, 1, H, W)`` positive depth on the poses' scale (``kind="depth"``), or ``(B, K, 3, H, W)``
-            unit camera-space normals (``kind="normal"``); unbatched shapes are accepted too.
+        buffers: ``(B, K, 1, H, W)`` positive depth on the poses' scale (points along the pixels' rays, moved by
+            the whole pose), or ``(B, K, 3, H, W)`` unit camera-space normals (directions, turned by the rotation);
+            the number of channels says which. Unbatched shapes are accepted too.
         flow_fwd, flow_bwd: as for ``stabilization_loss``, ``(B, K-1, 2, H, W)``.
         poses: camera-to-world ``(B, K, 4, 4)``.
         intrinsics: ``(B, 4)`` fx, fy, cx, cy in pixels of the buffers' grid.
@@ -229,7 +230,8 @@ def stabilization_loss_3d(
     flow_fwd, flow_bwd = _with_batch(flow_fwd, 5), _with_batch(flow_bwd, 5)
     poses, intrinsics = _with_batch(poses, 4), _with_batch(intrinsics, 2)
     b, k, c, h, w = buffers.shape
-    _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics, kind)
+    _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics)
+    directions = c == DIRECTION_CHANNELS
     if k < 2:
         return buffers.sum() * 0.0
     n = b * (k - 1)
@@ -237,7 +239,7 @@ def stabilization_loss_3d(
     fb = flow_bwd.detach().to(buffers.dtype).reshape(n, 2, h, w)
     rel_f, rel_b = (r.reshape(n, 4, 4) for r in relative_poses(poses.to(buffers.device)))
     kk = intrinsics.to(buffers.device).repeat_interleave(k - 1, dim=0)
-    source_depth = buffers if kind == "depth" else (None if depth is None else _with_batch(depth, 5))
+    source_depth = (None if depth is None else _with_batch(depth, 5)) if directions else buffers
     with torch.no_grad():
         m_fwd, m_bwd = _cycle_masks(ff, fb, tau, cycle_fwd, cycle_bwd, (b, k, h, w))
         m_fwd, m_bwd = _edge_masks(m_fwd, m_bwd, buffers, edge_mask)
@@ -249,8 +251,8 @@ def stabilization_loss_3d(
             m_bwd = m_bwd & rigid_mask(fb, rel_b, kk, next_d, motion_px).view(b, k - 1, h, w)
     prev = buffers[:, :-1].reshape(n, c, h, w)
     nxt = buffers[:, 1:].reshape(n, c, h, w)
-    err_fwd = _pair_error(prev, nxt, ff, rel_f, kk, kind) * m_fwd.reshape(n, 1, h, w)  # grid of frame k
-    err_bwd = _pair_error(nxt, prev, fb, rel_b, kk, kind) * m_bwd.reshape(n, 1, h, w)  # grid of frame k+1
+    err_fwd = _pair_error(prev, nxt, ff, rel_f, kk, directions) * m_fwd.reshape(n, 1, h, w)  # grid of frame k
+    err_bwd = _pair_error(nxt, prev, fb, rel_b, kk, directions) * m_bwd.reshape(n, 1, h, w)  # grid of frame k+1
     return 0.5 * (err_fwd.sum() + err_bwd.sum()) / (b * (k - 1) * h * w)
 
 
@@ -262,11 +264,11 @@ def _pair_depths(depth: torch.Tensor | None, n: int, h: int, w: int):
 
 
 def _pair_error(src: torch.Tensor, dst: torch.Tensor, flow: torch.Tensor, rel: torch.Tensor, k: torch.Tensor,
-                kind: str) -> torch.Tensor:
-    """Per-pixel error ``(N, C, H, W)`` on the grid of ``src``: its points moved into ``dst``'s camera against
-    ``dst`` sampled at the flow targets."""
+                directions: bool) -> torch.Tensor:
+    """Per-pixel error ``(N, C, H, W)`` on the grid of ``src``: its points (or ``directions``, turned only) moved
+    into ``dst``'s camera against ``dst`` sampled at the flow targets."""
     sampled = warp(dst, flow)
-    if kind == "normal":
+    if directions:
         return (_apply(rel, src, translate=False) - sampled).abs()
     rays = _pixel_rays(k, src.shape[-2], src.shape[-1], src.dtype)
     moved = _apply(rel, rays * src)
@@ -274,7 +276,7 @@ def _pair_error(src: torch.Tensor, dst: torch.Tensor, flow: torch.Tensor, rel: t
     return (torch.log(z.clamp_min(DEPTH_EPS)) - torch.log(sampled.clamp_min(DEPTH_EPS))).abs()
 
 
-def _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics, kind: str) -> None:
+def _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics) -> None:
     b, k, c, h, w = buffers.shape
     expected = (b, k - 1, 2, h, w)
     if tuple(flow_fwd.shape) != expected or tuple(flow_bwd.shape) != expected:
@@ -283,12 +285,12 @@ def _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics, kind: str) -> 
     if tuple(poses.shape) != (b, k, 4, 4) or tuple(intrinsics.shape) != (b, 4):
         raise ValueError(f"poses must be {(b, k, 4, 4)} and intrinsics {(b, 4)}, "
                          f"got {tuple(poses.shape)} and {tuple(intrinsics.shape)}")
-    if kind not in ("depth", "normal") or c != (1 if kind == "depth" else 3):
-        raise ValueError(f"kind {kind!r} with {c} channels: depth has 1 channel, normal 3")
+    if c not in (1, DIRECTION_CHANNELS):
+        raise ValueError(f"buffers of {c} channels: depth has 1 channel, normals {DIRECTION_CHANNELS}")
 
 
 def training_stabilization_3d(
-    output: torch.Tensor, flows: dict[str, torch.Tensor], camera: dict[str, torch.Tensor], config, *, kind: str,
+    output: torch.Tensor, flows: dict[str, torch.Tensor], camera: dict[str, torch.Tensor], config, *,
     metric: bool = False,
 ) -> torch.Tensor:
     """The 3D loss as a training step uses it (``--stabilization 3d``), on a batch's model ``output``.
@@ -300,7 +302,7 @@ def training_stabilization_3d(
     ``(B, K, 4, 4)`` and ``intrinsics`` ``(B, 4)`` of the training crops; ``config``: ``tau`` and ``edge_mask``.
     """
     poses, intrinsics = camera["poses"], camera["intrinsics"]
-    if kind == "normal":
+    if output.dim() == 5:  # normals
         buffers = output
     elif metric:
         buffers = output.clamp_min(DEPTH_EPS)[:, :, None]
@@ -308,6 +310,6 @@ def training_stabilization_3d(
         params = disparity_to_depth_params(output.detach(), flows["flow_fwd"], poses, intrinsics, flows["cycle_fwd"])
         buffers = disparity_to_depth(output, params)[:, :, None]
     return stabilization_loss_3d(
-        buffers, flows["flow_fwd"], flows["flow_bwd"], poses, intrinsics, kind=kind, tau=config.tau,
+        buffers, flows["flow_fwd"], flows["flow_bwd"], poses, intrinsics, tau=config.tau,
         edge_mask=config.edge_mask, cycle_fwd=flows["cycle_fwd"], cycle_bwd=flows["cycle_bwd"],
     )

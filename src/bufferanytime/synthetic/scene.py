@@ -28,6 +28,7 @@ CAMERA_CLEARANCE = 0.35  # metres kept between the camera centre and any object'
 WALL_MARGIN = 0.5  # metres kept between the camera path and the room's walls, floor and ceiling
 CAMERA_MOTIONS = ("wander", "dolly", "rotate")  # smooth random path; straight ahead; turning on the spot
 OBJECT_MOTIONS = ("wander", "depth", "static")  # 1-2 objects wander; they move along the line of sight; none moves
+ALONG_SIGHT = OBJECT_MOTIONS[1]  # objects moving to and fro along the line of sight
 DOLLY_SPEED = {"room": (0.04, 0.1), "outdoor": (0.15, 0.4)}  # metres per frame, drawn uniformly
 DOLLY_STOP = 1.0  # metres the dolly keeps from the end of its box (the far wall)
 ROTATE_SPEED_DEG = (0.5, 2.0)  # yaw per frame, degrees, drawn uniformly (random sign)
@@ -367,9 +368,9 @@ def _rotate_path(rng: np.random.Generator, num_frames: int, layout: _Layout) -> 
 def _object_path(
     rng: np.random.Generator, T: int, center: np.ndarray, eye: np.ndarray, floating: bool, objects: str
 ) -> np.ndarray:
-    """Positions ``(T, 3)`` of a moving object: wandering, or (``objects == "depth"``) to and fro along the
+    """Positions ``(T, 3)`` of a moving object: wandering, or (``objects`` ALONG_SIGHT) to and fro along the
     horizontal line from the middle frame's camera ``eye`` through its ``center``."""
-    if objects != "depth":
+    if objects != ALONG_SIGHT:
         speed = rng.uniform(0.01, 0.04) * np.array([1.0, 1.0 if floating else 0.0, 1.0])
         return center + smooth_path(rng, T, speed, periods=(30.0, 100.0))
     line = (center - eye) * np.array([1.0, 0.0, 1.0])

@@ -62,6 +62,8 @@ class Task:
     # Adapting a model (bufferanytime.adapt.guard): the distance to the prior a tolerance is taken of when the starting
     # model is closer than this (e.g. the prior itself), in the units of the task's distance to the prior.
     prior_distance_scale: float = 1.0
+    # Whether the buffer is disparity (larger = nearer): ground-truth depth is compared as its reciprocal.
+    disparity: bool = False
 
     def prior_distance(self, pred: np.ndarray, prior: np.ndarray) -> float:
         """How far a model's frames ``pred`` are from the prior's ``prior`` (disk layout, ``(T, ...)``): the mean

@@ -67,6 +67,7 @@ class DepthTask(Task):
     units = "relative disparity (unknown scale and shift, larger = nearer)"
     alignments = ("affine", "scale")  # "none" has no meaning for a relative prediction
     default_align = "affine"
+    disparity = True
     prior_distance_scale = 0.02  # the regularization loss (normalised disparity; log depth for metric depth)
 
     def frame_to_disk(self, frame: torch.Tensor) -> np.ndarray:

@@ -54,6 +54,7 @@ class MetricDepthTask(DepthTask):
     name = "metric_depth"
     array_key = "depth"
     units = "metres"
+    disparity = False
     alignments = ALIGNMENTS
     default_align = "none"
     title = "Metric video depth"

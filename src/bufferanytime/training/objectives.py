@@ -261,7 +261,7 @@ class DepthObjective(Objective):
         loss_reg = self.task.regularization_loss(picked, targets)
         flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
         if self.config.stabilization == "3d":  # the camera's motion accounted for (losses.stabilization_3d)
-            loss_stable = training_stabilization_3d(disparity, flows, _camera(clips), self.config, kind="depth",
+            loss_stable = training_stabilization_3d(disparity, flows, _camera(clips), self.config,
                                                     metric=self.task.name == METRIC_DEPTH.name)
         elif self.config.stable_norm == "clip":  # one normalisation per clip: scale-free, like the regularization
             loss_stable = _stabilization(self.task.stable_buffers(disparity)[:, :, None], flows, self.config)
@@ -323,7 +323,7 @@ class NormalObjective(Objective):
             camera = _camera(clips)
 
             def stable(normals: torch.Tensor) -> torch.Tensor:
-                return training_stabilization_3d(normals, flows, camera, self.config, kind="normal")
+                return training_stabilization_3d(normals, flows, camera, self.config)
         else:
             def stable(normals: torch.Tensor) -> torch.Tensor:
                 return _stabilization(normals, flows, self.config)
