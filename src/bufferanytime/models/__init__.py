@@ -127,7 +127,11 @@ def load_model(kind: str | Path | None = None, name_or_path: str | Path | None =
         raise InputError("load_model needs a model: a name, a directory or a Hugging Face id")
     location = resolve_model_path(kind, name_or_path)
     directory = resolve_dir(location)
-    family = family_of(directory)
+    try:
+        family = family_of(directory)
+    except InputError as exc:  # no model there, or one of a family this package does not know
+        detail = str(exc).removeprefix(f"{directory}: ")
+        raise InputError(f"{location}: cannot load a{f' {kind}' if kind else ''} model: {detail}") from None
     if kind is not None and not family.produces(kind):
         raise InputError(f"{location}: a {family.title} checkpoint makes {family.kind} models, not {kind}")
     cls = family.model_class
