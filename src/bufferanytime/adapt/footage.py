@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from bufferanytime.errors import InputError
+from bufferanytime.inference.options import scaled_size
 from bufferanytime.io.images import read_rgb
 from bufferanytime.io.video import IMAGE_EXTENSIONS, expand_inputs, natural_key, open_video
 from bufferanytime.training.data import content_signature
@@ -146,20 +147,6 @@ def split(sources: list[Source]) -> list[Span]:
     return [Span(first, 0, frames - held, False), Span(first, frames - held, frames, True)]
 
 
-def store_size(height: int, width: int, rule: dict) -> tuple[int, int]:
-    """The size frames are kept at: the model's inference size (:func:`~bufferanytime.inference.pipeline.
-    scaled_size` of its rule), computed here without torch."""
-    scales = []
-    if rule.get("short_side"):
-        scales.append(rule["short_side"] / min(height, width))
-    if rule.get("long_side"):
-        scales.append(rule["long_side"] / max(height, width))
-    scale = min(scales, default=1.0)
-    if not rule.get("upscale"):
-        scale = min(scale, 1.0)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def _runs(span: Span, keep: int) -> list[Span]:
     """``span`` cut to about ``keep`` frames: evenly spaced runs of ``TRAIN_RUN_FRAMES`` consecutive frames."""
     if span.length <= keep:
@@ -174,7 +161,7 @@ def sampled_spans(sources: list[Source], spans: list[Span], rule: dict) -> list[
     """The spans whose frames are kept: held-out ranges cut to ``MAX_HELD_OUT_FRAMES`` (the first
     ``MAX_HELD_OUT_RANGES``), training ranges sampled to fit ``MAX_FOOTAGE_BYTES`` with them."""
     def frame_bytes(span: Span) -> int:
-        h, w = store_size(sources[span.source].height, sources[span.source].width, rule)
+        h, w = scaled_size(sources[span.source].height, sources[span.source].width, rule)
         return h * w * 3
 
     held = [Span(s.source, s.start, min(s.end, s.start + MAX_HELD_OUT_FRAMES), True)
@@ -229,7 +216,7 @@ def load_footage(inputs: Iterable[str | Path], rule: dict) -> Footage:
     for index, source in enumerate(sources):
         mine = [s for s in kept if s.source == index]
         if mine:
-            size = store_size(source.height, source.width, rule)
+            size = scaled_size(source.height, source.width, rule)
             segments += [Segment(s, f) for s, f in zip(mine, read_frames(source, mine, size), strict=True)]
     order = {id(s): k for k, s in enumerate(kept)}
     segments.sort(key=lambda seg: order.get(id(seg.span), 0))

@@ -33,12 +33,9 @@ from bufferanytime.constants import (
 )
 from bufferanytime.families.base import Family
 from bufferanytime.models.base import (
-    VideoModel,
+    TransformersVideoModel,
     as_temporal_config,
-    check_module_weights,
-    check_weight_headers,
     nearest_multiple,
-    resolve_dir,
     stack_chunks,
 )
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, capture_output, temporal_hooks
@@ -52,7 +49,7 @@ METRIC = "metric"  # transformers' DepthAnythingConfig.depth_estimation_type of 
 DA_V2_SHORT_SIDE = 518  # Depth Anything V2's input size (short side, a multiple of its 14-pixel patch)
 
 
-class VideoDepthModel(VideoModel):
+class VideoDepthModel(TransformersVideoModel):
     """``forward(frames (B,T,3,H,W) in [0,1]) -> disparity (B,T,H,W)``.
 
     Frames are normalised with the ImageNet statistics and resized to the nearest multiple of the patch size
@@ -62,6 +59,7 @@ class VideoDepthModel(VideoModel):
 
     kind = DEPTH.kind
     family_name = "depth-anything-v2"
+    prior_class = DepthAnythingForDepthEstimation
     trainable_prefixes = ("neck.", "head.", "temporal.")
     default_clip_len = CLIP_LEN_DEPTH
 
@@ -103,26 +101,6 @@ class VideoDepthModel(VideoModel):
         """METRIC_DEPTH (depth in metres) for a metric prior, else DEPTH (relative disparity)."""
         return METRIC_DEPTH if self.depth_type == METRIC else DEPTH
 
-    @classmethod
-    def from_prior(
-        cls, name_or_path: str | Path, temporal: TemporalConfig | dict | None = None, per_frame: bool = False
-    ) -> VideoDepthModel:
-        """Build the video model around a Depth Anything (V2) checkpoint: a Hub id or a local directory."""
-        directory = resolve_dir(name_or_path)
-        check_weight_headers(directory)
-        prior = DepthAnythingForDepthEstimation.from_pretrained(str(directory))
-        check_module_weights(prior, directory)
-        ref = str(directory.resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
-        return cls(prior, ref, temporal, per_frame)
-
-    @classmethod
-    def copy_prior(cls, prior_ref: str, destination: Path) -> None:
-        DepthAnythingForDepthEstimation.from_pretrained(str(resolve_dir(prior_ref))).save_pretrained(destination)
-
-    def train(self, mode: bool = True) -> VideoDepthModel:
-        super().train(mode)
-        self.backbone.eval()  # frozen: dropout and friends stay off
-        return self
 
     # -- stages, exposed for training (the frozen features can be cached) -----------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:

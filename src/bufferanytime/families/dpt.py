@@ -25,12 +25,9 @@ from transformers import DPTConfig, DPTForDepthEstimation
 from bufferanytime.constants import CLIP_LEN_DEPTH, DEPTH_NUM_TEMPORAL_BLOCKS
 from bufferanytime.families.base import Family
 from bufferanytime.models.base import (
-    VideoModel,
+    TransformersVideoModel,
     as_temporal_config,
-    check_module_weights,
-    check_weight_headers,
     nearest_multiple,
-    resolve_dir,
 )
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, temporal_hooks
 from bufferanytime.tasks import DEPTH
@@ -39,11 +36,12 @@ DPT_SHORT_SIDE = 384  # DPT's training and processor size
 DPT_MEAN, DPT_STD = 0.5, 0.5  # DPTImageProcessor's image_mean / image_std (every channel)
 
 
-class VideoDPTModel(VideoModel):
+class VideoDPTModel(TransformersVideoModel):
     """``forward(frames (B,T,3,H,W) in [0,1]) -> disparity (B,T,H,W)``; ``per_frame=True``: the prior alone."""
 
     kind = DEPTH.kind
     family_name = "dpt"
+    prior_class = DPTForDepthEstimation
     trainable_prefixes = ("neck.", "head.", "temporal.")
     default_clip_len = CLIP_LEN_DEPTH
 
@@ -68,25 +66,6 @@ class VideoDPTModel(VideoModel):
         """Short side 384 (enlarging small frames), the long side capped at 4x that."""
         return {"short_side": DPT_SHORT_SIDE, "long_side": 4 * DPT_SHORT_SIDE, "upscale": True}
 
-    @classmethod
-    def from_prior(cls, name_or_path: str | Path, temporal: TemporalConfig | dict | None = None,
-                   per_frame: bool = False) -> VideoDPTModel:
-        """Build the video model around a ``DPTForDepthEstimation`` checkpoint: a Hub id or a local directory."""
-        directory = resolve_dir(name_or_path)
-        check_weight_headers(directory)
-        prior = DPTForDepthEstimation.from_pretrained(str(directory))
-        check_module_weights(prior, directory)
-        ref = str(directory.resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
-        return cls(prior, ref, temporal, per_frame)
-
-    @classmethod
-    def copy_prior(cls, prior_ref: str, destination: Path) -> None:
-        DPTForDepthEstimation.from_pretrained(str(resolve_dir(prior_ref))).save_pretrained(destination)
-
-    def train(self, mode: bool = True) -> VideoDPTModel:
-        super().train(mode)
-        self.backbone.eval()  # frozen: dropout stays off
-        return self
 
     # -- stages (the DepthObjective trains decode_head on cached backbone_features) ----------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:

@@ -180,3 +180,17 @@ def check_window_options(settings: InferenceSettings) -> None:
     """Refuse an ``--overlap`` not smaller than the ``--window`` given with it (checkable before loading a model)."""
     if settings.window and settings.overlap is not None and settings.overlap >= settings.window:
         raise InputError(f"--overlap ({settings.overlap}) must be smaller than --window ({settings.window})")
+
+
+def scaled_size(height: int, width: int, rule: dict) -> tuple[int, int]:
+    """The largest size (aspect kept) with short side <= ``short_side`` and long side <= ``long_side`` of a size
+    ``rule`` (:func:`bufferanytime.inference.pipeline.size_rule`), enlarging only where ``rule["upscale"]``."""
+    scales = []
+    if rule.get("short_side"):
+        scales.append(rule["short_side"] / min(height, width))
+    if rule.get("long_side"):
+        scales.append(rule["long_side"] / max(height, width))
+    scale = min(scales, default=1.0)
+    if not rule.get("upscale"):
+        scale = min(scale, 1.0)
+    return max(1, round(height * scale)), max(1, round(width * scale))

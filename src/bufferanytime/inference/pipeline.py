@@ -49,6 +49,7 @@ from bufferanytime.inference.options import (  # noqa: F401 - re-exported: the o
     InferenceSettings,
     check_size_options,
     check_window_options,
+    scaled_size,
 )
 from bufferanytime.inference.precision import resolve_precision
 from bufferanytime.inference.windows import default_overlap, sliding_windows
@@ -110,19 +111,6 @@ def size_rule(model: VideoModel, settings: InferenceSettings) -> dict:
         return {**model.size_rule(), "from": "model"}
     return {"short_side": settings.short_side, "long_side": settings.max_res,
             "upscale": settings.short_side is not None, "from": "options"}
-
-
-def scaled_size(height: int, width: int, rule: dict) -> tuple[int, int]:
-    """The largest size (aspect kept) with short side <= ``short_side`` and long side <= ``long_side``."""
-    scales = []
-    if rule.get("short_side"):
-        scales.append(rule["short_side"] / min(height, width))
-    if rule.get("long_side"):
-        scales.append(rule["long_side"] / max(height, width))
-    scale = min(scales, default=1.0)
-    if not rule.get("upscale"):
-        scale = min(scale, 1.0)
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def inference_size(

@@ -381,3 +381,30 @@ def write_shipped_digests(root: Path = SHIPPED_DIR) -> list[Path]:
     priors = {p for p in priors if p.is_dir() and p.is_relative_to(root.resolve())}
     return [write_tensor_digests(d) for d in [*sorted(priors), *models]]
 
+
+class TransformersVideoModel(VideoModel):
+    """A video model around a transformers depth model (``prior_class``, e.g. ``DPTForDepthEstimation``) whose
+    backbone stays frozen: how its prior is loaded, checked and copied is the same for every such family."""
+
+    prior_class: type  # the transformers model class of the prior
+
+    @classmethod
+    def from_prior(
+        cls, name_or_path: str | Path, temporal: TemporalConfig | dict | None = None, per_frame: bool = False
+    ) -> TransformersVideoModel:
+        """Build the video model around a checkpoint of ``prior_class``: a Hub id or a local directory."""
+        directory = resolve_dir(name_or_path)
+        check_weight_headers(directory)
+        prior = cls.prior_class.from_pretrained(str(directory))
+        check_module_weights(prior, directory)
+        ref = str(directory.resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+        return cls(prior, ref, temporal, per_frame)
+
+    @classmethod
+    def copy_prior(cls, prior_ref: str, destination: Path) -> None:
+        cls.prior_class.from_pretrained(str(resolve_dir(prior_ref))).save_pretrained(destination)
+
+    def train(self, mode: bool = True) -> TransformersVideoModel:
+        super().train(mode)
+        self.backbone.eval()  # frozen: dropout and friends stay off
+        return self
