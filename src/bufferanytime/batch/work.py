@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -142,19 +141,6 @@ class Worker:
 def load_predictor(spec: WorkerSpec) -> tuple[object, dict]:
     """The model on its device, checked against the settings, and what the meta file records about it (the same
     as ``bufferanytime depth|normal`` without ``--engine`` records)."""
-    from bufferanytime.inference.pipeline import Predictor, resolve_device, window_warning
-    from bufferanytime.models import DEFAULT_MODEL, load_model, resolve_model_path
+    from bufferanytime.inference.pipeline import load_predictor as load
 
-    settings = spec.settings
-    device = resolve_device(settings.device)
-    location = resolve_model_path(spec.kind, spec.model)
-    model = load_model(spec.kind, spec.model, per_frame=spec.per_frame)
-    if getattr(settings, "decode_chunk", None):
-        model.decode_chunk = settings.decode_chunk
-    warning = window_warning(model, settings)
-    if warning:
-        print(warning, file=sys.stderr)
-    path = Path(location)
-    info = {"name": str(spec.model or DEFAULT_MODEL.get(spec.kind)),
-            "path": str(path.resolve()) if path.exists() else location}
-    return Predictor(model, device, settings.precision), info
+    return load(spec.kind, spec.model, spec.settings, per_frame=spec.per_frame)

@@ -130,21 +130,9 @@ def _settings(args: argparse.Namespace) -> InferenceSettings:
 
 def _load(args: argparse.Namespace, settings: InferenceSettings) -> tuple[Predictor, dict]:
     """The model on its device, checked against the settings; and what to record about it."""
-    from bufferanytime.inference.pipeline import Predictor, resolve_device, window_warning
-    from bufferanytime.models import DEFAULT_MODEL, load_model, resolve_model_path
+    from bufferanytime.inference.pipeline import load_predictor
 
-    device = resolve_device(settings.device)
-    location = resolve_model_path(args.kind, args.model)
-    model = load_model(args.kind, args.model, per_frame=args.per_frame)
-    if settings.decode_chunk:
-        model.decode_chunk = settings.decode_chunk
-    warning = window_warning(model, settings)
-    if warning:
-        print(warning, file=sys.stderr)
-    path = Path(location)
-    info = {"name": str(args.model or DEFAULT_MODEL.get(args.kind)),
-            "path": str(path.resolve()) if path.exists() else location}
-    return Predictor(model, device, settings.precision), info
+    return load_predictor(args.kind, args.model, settings, per_frame=args.per_frame)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -207,6 +208,25 @@ class Predictor:
             for window, m in zip(features, maps, strict=True):
                 window[start : start + len(m)] = m
         return features
+
+
+def load_predictor(kind: str, model: str | None, settings: InferenceSettings, per_frame: bool = False
+                   ) -> tuple[Predictor, dict]:
+    """The video model ``model`` of ``kind`` (None: the embedded one) on the settings' device, checked against
+    the settings (a window that cannot overlap is warned about on stderr), and what a meta file records of it."""
+    from bufferanytime.models import DEFAULT_MODEL, load_model, resolve_model_path
+
+    device = resolve_device(settings.device)
+    location = resolve_model_path(kind, model)
+    loaded = load_model(kind, model, per_frame=per_frame)
+    if getattr(settings, "decode_chunk", None):
+        loaded.decode_chunk = settings.decode_chunk
+    warning = window_warning(loaded, settings)
+    if warning:
+        print(warning, file=sys.stderr)
+    path = Path(location)
+    info = {"name": str(model or DEFAULT_MODEL.get(kind)), "path": str(path.resolve()) if path.exists() else location}
+    return Predictor(loaded, device, settings.precision), info
 
 
 def predict_frames(
