@@ -230,8 +230,7 @@ def stabilization_loss_3d(
     flow_fwd, flow_bwd = _with_batch(flow_fwd, 5), _with_batch(flow_bwd, 5)
     poses, intrinsics = _with_batch(poses, 4), _with_batch(intrinsics, 2)
     b, k, c, h, w = buffers.shape
-    _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics)
-    directions = c == DIRECTION_CHANNELS
+    directions = _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics)
     if k < 2:
         return buffers.sum() * 0.0
     n = b * (k - 1)
@@ -276,7 +275,8 @@ def _pair_error(src: torch.Tensor, dst: torch.Tensor, flow: torch.Tensor, rel: t
     return (torch.log(z.clamp_min(DEPTH_EPS)) - torch.log(sampled.clamp_min(DEPTH_EPS))).abs()
 
 
-def _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics) -> None:
+def _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics) -> bool:
+    """ValueError unless the shapes agree; whether the buffers are directions (normals) rather than depth."""
     b, k, c, h, w = buffers.shape
     expected = (b, k - 1, 2, h, w)
     if tuple(flow_fwd.shape) != expected or tuple(flow_bwd.shape) != expected:
@@ -287,6 +287,7 @@ def _check_shapes(buffers, flow_fwd, flow_bwd, poses, intrinsics) -> None:
                          f"got {tuple(poses.shape)} and {tuple(intrinsics.shape)}")
     if c not in (1, DIRECTION_CHANNELS):
         raise ValueError(f"buffers of {c} channels: depth has 1 channel, normals {DIRECTION_CHANNELS}")
+    return c == DIRECTION_CHANNELS
 
 
 def training_stabilization_3d(
