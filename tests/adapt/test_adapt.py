@@ -185,4 +185,7 @@ def test_interrupt_while_writing_leaves_nothing(clips, tmp_path, monkeypatch, ca
     code, err = run_main(capsys, "adapt", "depth", str(clips[0]), "-o", str(tmp_path / "model"), "--budget", STEPS,
                          "-q")
     assert code == 130 and err[-1] == "error: interrupted"
-    assert list(tmp_path.iterdir()) == []  # no MODEL_DIR, no temporary beside it
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary beside it
+    # no model half-written: only the run's last checkpoint, complete, for --resume
+    assert [p.relative_to(tmp_path / "model").parts[:2] for p in files_under(tmp_path / "model")] == \
+        [("checkpoints", "step-00000003")] * len(files_under(tmp_path / "model"))

@@ -6,8 +6,9 @@ hashes), the settings chosen and why, the split, the validation curve, the befor
 rails, the hardware and the date. The folder is written under a temporary name and renamed into place whole
 (:func:`bufferanytime.io.atomic.atomic_path`): an interrupted write leaves the previous folder or nothing.
 
-An existing MODEL_DIR is replaced only when it is an adapt result (it has an ``adapt.json`` with the marker) or an
-empty folder; anything else is refused before any work starts.
+An existing MODEL_DIR is replaced only when it is an adapt result (it has an ``adapt.json`` with the marker), holds
+the checkpoints of an adaptation (:mod:`~bufferanytime.adapt.resume`; then only with ``--resume``) or is an empty
+folder; anything else is refused before any work starts.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def check_output(out: Path, base: str | Path | None = None) -> None:
         return
     if not out.is_dir():
         raise InputError(f"-o {out}: a file is there, not a model folder; pass another -o")
-    if any(out.iterdir()) and not is_adapt_result(out):
+    from bufferanytime.adapt.resume import has_run
+
+    if any(out.iterdir()) and not is_adapt_result(out) and not has_run(out):
         raise InputError(f"-o {out}: the folder exists and is not an adapt result (no {RECORD_NAME}); refusing to "
                          "overwrite it: pass another -o, or remove it")
 
@@ -78,12 +81,17 @@ def new_record(kind: str, base: dict) -> dict:
     return {RECORD_MARK: RECORD_VERSION, "version": __version__, "kind": kind, "date": now(), "base_model": base}
 
 
-def write_model_dir(out: Path, model: VideoModel, record: dict, copy_prior: bool = False) -> None:
+def write_model_dir(out: Path, model: VideoModel, record: dict, copy_prior: bool = False,
+                    keep_checkpoints: bool = False) -> None:
     """Write the model (trainable weights and config, as ``train`` writes ``RUN/model``) and ``adapt.json`` into
-    ``out``, whole or not at all."""
+    ``out``, whole or not at all; with ``keep_checkpoints``, the run's checkpoints in ``out`` are kept in it."""
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp, copy_prior=copy_prior)
         (tmp / RECORD_NAME).write_text(json.dumps(finite(record), indent=2, default=_plain) + "\n")
+        if keep_checkpoints:
+            from bufferanytime.adapt.resume import carry
+
+            carry(out, tmp)
 
 
 def finite(value):

@@ -39,8 +39,38 @@ from bufferanytime.adapt.footage import (
     mean_change,
 )
 from bufferanytime.adapt.guard import PRIOR_TOLERANCE, Figures, figures, held_out_set, judge
-from bufferanytime.adapt.plan import FINAL_MARGIN, MAX_VAL_CLIPS, MIN_STEPS, Plan, Workload, candidates, choose
-from bufferanytime.adapt.record import ADAPTED, KEPT_BASE, check_output, hardware, new_record, write_model_dir
+from bufferanytime.adapt.plan import (
+    FINAL_MARGIN,
+    MAX_VAL_CLIPS,
+    MIN_STEPS,
+    Costs,
+    Plan,
+    Workload,
+    candidates,
+    choose,
+)
+from bufferanytime.adapt.record import (
+    ADAPTED,
+    KEPT_BASE,
+    check_output,
+    hardware,
+    is_adapt_result,
+    new_record,
+    now,
+    write_model_dir,
+)
+from bufferanytime.adapt.resume import (
+    RESUMED_OPTIONS,
+    STATE_KEY,
+    check_same_run,
+    has_run,
+    interrupted_run,
+    refuse_unless_resumed,
+    resolved_options,
+    to_json,
+)
+from bufferanytime.adapt.resume import load as load_checkpoint
+from bufferanytime.adapt.resume import save as save_checkpoint
 from bufferanytime.adapt.session import Losses, Session
 from bufferanytime.constants import W_REG
 from bufferanytime.errors import InputError
@@ -48,6 +78,7 @@ from bufferanytime.flow import get_flow_model
 from bufferanytime.inference.pipeline import resolve_device
 from bufferanytime.models import load_model, resolve_model_path
 from bufferanytime.models.base import MODEL_KEY, VideoModel, read_config, tensors_digest
+from bufferanytime.training.checkpoint import Checkpoint
 from bufferanytime.training.config import TrainConfig
 from bufferanytime.training.objectives import objective_class
 
@@ -55,6 +86,7 @@ TRAINED = {"temporal": "the temporal blocks", "all": "every trainable part"}  # 
 PATIENCE = 4  # validations in a row without improvement that stop training
 MIN_IMPROVEMENT = 1e-3  # relative decrease of the validation loss that counts as an improvement
 END_SECONDS = 1.0  # besides the measured cost of the final check: writing the model
+DEFAULT_BUDGET = "5m"
 
 
 @dataclass
@@ -107,7 +139,7 @@ def _base(model, kind: str) -> tuple[VideoModel, dict]:
 
 
 def adapt(model: VideoModel | str | Path | None, sources: str | Path | Iterable[str | Path],
-          budget: str | Budget = "5m", **options) -> VideoModel:
+          budget: str | Budget = DEFAULT_BUDGET, **options) -> VideoModel:
     """Adapt a video model to ``sources`` (videos, frame folders, ``.txt`` lists) within ``budget``; the model to
     use: adapted, or the starting one when the guard rails refuse the adaptation. ``model``: a video model
     object (left unchanged), a name, a model folder, or None for the embedded model of ``kind``. ``options`` are
@@ -116,26 +148,55 @@ def adapt(model: VideoModel | str | Path | None, sources: str | Path | Iterable[
 
 
 def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | str | Path | None = None,
-              budget: str | Budget = "5m", *, kind: str | None = None, out: str | Path | None = None,
-              lr: float | None = None, w_reg: float = W_REG, flow: str = "dis", seed: int = 0, device: str = "auto",
-              tolerance: float = PRIOR_TOLERANCE, copy_prior: bool = False, quiet: bool = True,
-              started: float | None = None, progress: Callable[[int, int], None] | None = None) -> AdaptResult:
+              budget: str | Budget | None = None, *, kind: str | None = None, out: str | Path | None = None,
+              lr: float | None = None, w_reg: float | None = None, flow: str = "dis", seed: int | None = None,
+              device: str = "auto", tolerance: float = PRIOR_TOLERANCE, copy_prior: bool = False, quiet: bool = True,
+              started: float | None = None, progress: Callable[[int, int], None] | None = None,
+              resume: bool = False) -> AdaptResult:
     """The whole adaptation (see the module docstring); writes ``out`` when given. InputError for bad input.
 
-    A time budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's start.
+    ``budget``: default ``DEFAULT_BUDGET``; ``lr``, ``w_reg``, ``seed``: default the trainer's, and 0. A time
+    budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's start.
     ``progress(step, steps)`` is called after every training step (``steps``: the planned total, which follows
-    the time left under a time budget), e.g. for a progress bar of its own."""
-    run = _Run(parse_budget(budget), _say(quiet), quiet, started)
-    run.progress = progress
+    the time left under a time budget), e.g. for a progress bar of its own. An ``out`` holding an interrupted run
+    (:mod:`~bufferanytime.adapt.resume`) is continued with ``resume``, and refused without it."""
     sources = [sources] if isinstance(sources, str | Path) else list(sources)
     kind = _kind_of(model, kind)
     base, base_record = _base(model, kind)
-    if out is not None:
-        check_output(Path(out), base_record["location"])
-    return run.go(base, base_record, sources, kind, Path(out) if out is not None else None,
-                  {"lr": lr if lr is not None else objective_class(kind).defaults["lr"], "w_reg": w_reg,
-                   "flow": flow, "seed": seed, "device": resolve_device(device), "tolerance": tolerance,
-                   "copy_prior": copy_prior})
+    given = {"lr": lr, "w_reg": w_reg, "flow": flow, "seed": seed, "tolerance": tolerance}
+    found = _interrupted(Path(out) if out is not None else None, base_record, resume)
+    if found is not None:
+        state = found.state[STATE_KEY]
+        given = resolved_options(given, state["options"])
+        recorded = parse_budget(state["record"]["budget"]["text"])
+        if budget is not None and parse_budget(budget) != recorded:
+            raise InputError(f"--resume with another --budget ({recorded.text} -> {parse_budget(budget).text}); the "
+                             "run continues within its own: leave --budget out")
+        budget = recorded
+    run = _Run(parse_budget(budget if budget is not None else DEFAULT_BUDGET), _say(quiet), quiet, started)
+    run.progress = progress
+    options = {**given, "lr": given["lr"] if given["lr"] is not None else objective_class(kind).defaults["lr"],
+               "w_reg": W_REG if given["w_reg"] is None else given["w_reg"],
+               "seed": 0 if given["seed"] is None else given["seed"], "device": resolve_device(device),
+               "copy_prior": copy_prior}
+    return run.go(base, base_record, sources, kind, Path(out) if out is not None else None, options, found)
+
+
+def _interrupted(out: Path | None, base_record: dict, resume: bool):
+    """The checkpoint to resume from (None: a new run), once ``out`` is known to be writable."""
+    if out is None:
+        if resume:
+            raise InputError("--resume needs the MODEL_DIR (-o) of the interrupted run")
+        return None
+    check_output(out, base_record["location"])
+    refuse_unless_resumed(out, resume)
+    found = interrupted_run(out) if resume else None
+    if resume and found is None:
+        if out.is_dir() and is_adapt_result(out) and not has_run(out):
+            raise InputError(f"--resume: the adapt run in {out} has finished; there is nothing to resume (leave out "
+                             "--resume to start a new one)")
+        _warn(f"no {'valid ' if has_run(out) else ''}interrupted adapt run in {out} to resume; starting a new one")
+    return found
 
 
 class _Run:
@@ -148,6 +209,8 @@ class _Run:
         self.quiet = quiet
         self.timings: dict[str, float] = {}
         self.progress: Callable[[int, int], None] | None = None
+        self.resumable: _Resumable | None = None
+        self.interrupted = False  # training stopped by Ctrl-C or SIGTERM (its checkpoint is then kept)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -156,14 +219,10 @@ class _Run:
         self.timings[name] = round(time.perf_counter() - began, 3)
 
     def go(self, base: VideoModel, base_record: dict, sources: list, kind: str, out: Path | None,
-           options: dict) -> AdaptResult:
+           options: dict, found: Checkpoint | None = None) -> AdaptResult:
         began = time.perf_counter()
         footage = load_footage(sources, base.size_rule())
-        record = new_record(kind, base_record)
-        record["inputs"] = [s.to_dict() for s in footage.sources]
-        record["split"] = {"hold_out_fraction": HOLD_OUT_FRACTION, **footage.split_record()}
-        record["budget"] = self.budget.to_dict()
-        record["hardware"] = hardware(options["device"])
+        record = self._record(footage, kind, base_record, options, found)
         self._lap("read_s", began)
         self._describe(footage)
         change = mean_change(footage.segments)
@@ -175,19 +234,21 @@ class _Run:
         config = TrainConfig(kind=kind, w_reg=options["w_reg"], flow=options["flow"])
         flow_model = get_flow_model(options["flow"])
         session = Session(base, footage, config, flow_model, options["device"], options["seed"])
-        plan = self._plan(session, footage, kind, options)
-        record["settings"] = self._settings(session, plan, config, options)
+        if found is None:
+            plan = self._plan(session, footage, kind, options)
+            record["settings"] = self._settings(session, plan, config, options)
+        else:
+            plan = self._resumed_plan(session, found, options)
         began = time.perf_counter()
         prior = load_model(kind, base.prior_ref, per_frame=True)
         held = held_out_set(session.held_out_frames(), prior, flow_model, config.tau, options["device"])
         del prior
-        check_began = time.perf_counter()
-        before = figures(base, held, options["device"])
-        self.check_seconds = time.perf_counter() - check_began
+        before = self._before(base, held, options, found)
         self._lap("before_s", began)
         base_state = session.snapshot()
         began = time.perf_counter()
-        best_step = self._train(session, footage, plan, record)
+        self.resumable = _Resumable(out, options, record, before, self) if out is not None else None
+        best_step = self._train(session, footage, plan, record, found)
         self._lap("train_s", began)
         if best_step == 0:
             session.restore(base_state)
@@ -196,6 +257,48 @@ class _Run:
             record["guard"] = {"before": before.to_dict(), "after": None, "passed": False}
             return self._finish(base, False, record, out, options, reason)
         return self._judge(session, base_state, before, held, record, out, options)
+
+    def _record(self, footage: Footage, kind: str, base_record: dict, options: dict,
+                found: Checkpoint | None) -> dict:
+        """A new run's record; or the interrupted run's, checked to be of the same data, with the resume noted
+        (and the budget then counting the time it had spent)."""
+        inputs = [s.to_dict() for s in footage.sources]
+        if found is not None:
+            state = found.state[STATE_KEY]
+            record = state["record"]
+            check_same_run(record, base_record["weights_sha256"], inputs, kind)
+            elapsed = float(found.state.get("elapsed", 0.0))
+            record.setdefault("resumed", []).append({"from_step": found.step, "elapsed_s": round(elapsed, 3),
+                                                     "date": now()})
+            self.started -= elapsed
+            self.timings.update({k: v for k, v in state.get("timings", {}).items() if k != "read_s"})
+            self.say(f"resuming the interrupted run in {found.path.parent.parent} from step {found.step}")
+            return record
+        record = new_record(kind, base_record)
+        record["inputs"] = inputs
+        record["split"] = {"hold_out_fraction": HOLD_OUT_FRACTION, **footage.split_record()}
+        record["budget"] = self.budget.to_dict()
+        record["hardware"] = hardware(options["device"])
+        return record
+
+    def _resumed_plan(self, session: Session, found: Checkpoint, options: dict) -> Plan:
+        """The interrupted run's plan, training set up as it was."""
+        state = found.state[STATE_KEY]
+        plan = Plan(**state["plan"])
+        self.costs = Costs(**state["costs"])
+        session.start(plan.side_fraction, plan.trained, options["lr"], plan.warmup)
+        return plan
+
+    def _before(self, base: VideoModel, held, options: dict, found: Checkpoint | None) -> Figures:
+        """The starting model's figures on the held-out footage: measured (and timed), or the interrupted run's."""
+        if found is not None:
+            state = found.state[STATE_KEY]
+            self.check_seconds = float(state["check_seconds"])
+            return Figures(**state["before"])
+        check_began = time.perf_counter()
+        before = figures(base, held, options["device"])
+        self.check_seconds = time.perf_counter() - check_began
+        return before
 
     # -- steps -------------------------------------------------------------------------------------------------
     def _describe(self, footage: Footage) -> None:
@@ -249,57 +352,74 @@ class _Run:
     def _time_left(self) -> float:
         return math.inf if self.budget.seconds is None else self.budget.seconds - self.elapsed()
 
-    def _train(self, session: Session, footage: Footage, plan: Plan, record: dict) -> int:
+    def _train(self, session: Session, footage: Footage, plan: Plan, record: dict,
+               found: Checkpoint | None = None) -> int:
         """Train, validate, stop early; the best weights are left in the model. Returns the best step (0: none
-        improved on the starting model)."""
-        clips = _epochs(cut_clips(footage, plan.clip_len, held_out=False), session.rng)
+        improved on the starting model). Continues an interrupted run from ``found``."""
+        clips = _ClipOrder(cut_clips(footage, plan.clip_len, held_out=False), session.rng)
         val = _Validation(session, cut_clips(footage, plan.clip_len, held_out=True, limit=MAX_VAL_CLIPS), self.elapsed)
-        first = val(0)
-        stopped, step, step_seconds = "steps", 0, []
-        bar = tqdm(total=plan.steps, desc=f"adapt {session.config.kind}", unit="step", disable=self.quiet)
+        loop = _Loop(step=0, step_seconds=[])
+        if found is None:
+            val(0)
+        else:
+            loop.step, loop.step_seconds = _restore(session, val, clips, found)
+        bar = tqdm(total=max(plan.steps, loop.step), initial=loop.step, desc=f"adapt {session.config.kind}",
+                   unit="step", disable=self.quiet)
         try:
-            while self.budget.steps is None or step < plan.steps:
-                typical = float(np.median(step_seconds)) if step_seconds else plan.projected_step_seconds
-                # the final check slows down as much as the steps did since they were measured (a busier machine)
-                slower = max(1.0, typical / max(plan.projected_step_seconds, 1e-9))
-                if self._time_left() < 1.5 * typical + FINAL_MARGIN * slower * self.check_seconds + val.seconds \
-                        + END_SECONDS:
-                    stopped = "budget"
+            while self.budget.steps is None or loop.step < plan.steps:
+                if not self._one_step(session, clips, val, plan, bar, loop):
                     break
-                began = time.perf_counter()
-                losses = session.step(next(clips))
-                step += 1
-                step_seconds.append(time.perf_counter() - began)
-                bar.update(1)
-                if self.progress is not None:
-                    self.progress(step, int(bar.total or plan.steps))
-                if not math.isfinite(losses.loss):
-                    stopped = "not finite"
-                    break
-                if step % plan.val_every == 0:
-                    bar.set_postfix(val=f"{val(step).loss:.4g}", best=f"{val.best:.4g}")
-                    if val.since >= PATIENCE:
-                        stopped = "early stop"
-                        break
-                    if self.budget.seconds is not None:  # the bar's total follows the time left
-                        bar.total = step + max(0, int(self._time_left() // max(np.median(step_seconds), 1e-9)))
-                        bar.refresh()
         except KeyboardInterrupt:
-            stopped = "interrupted"
+            loop.stopped = "interrupted"
             bar.close()
             _warn("interrupted: finishing with the best weights so far (interrupt again to stop without writing)")
         finally:
             bar.close()
-        if stopped != "interrupted" and val.curve[-1]["step"] != step and math.isfinite(val.best):
+        step = loop.step
+        if loop.stopped != "interrupted" and val.curve[-1]["step"] != step and math.isfinite(val.best):
             val(step)
+        self.interrupted = loop.stopped == "interrupted"
         session.restore(val.best_state)
         record["validation"] = {"every": plan.val_every, "clips": len(val.clips), "curve": val.curve,
                                 "best_step": val.best_step, "best_loss": val.best, "steps_done": step,
-                                "stopped": stopped,
-                                "median_step_seconds": float(np.median(step_seconds)) if step_seconds else None}
-        self.say(f"trained {step} steps ({stopped}); best validation loss {val.best:.4g} at step {val.best_step} "
-                 f"(starting model {first.loss:.4g})")
+                                "stopped": loop.stopped, "median_step_seconds":
+                                float(np.median(loop.step_seconds)) if loop.step_seconds else None}
+        self.say(f"trained {step} steps ({loop.stopped}); best validation loss {val.best:.4g} at step "
+                 f"{val.best_step} (starting model {val.curve[0]['loss']:.4g})")
         return val.best_step
+
+    def _one_step(self, session: Session, clips: _ClipOrder, val: _Validation, plan: Plan, bar,
+                  loop: _Loop) -> bool:
+        """One training step, and the validation (and checkpoint) when due; False when training stops here."""
+        step_seconds = loop.step_seconds
+        typical = float(np.median(step_seconds)) if step_seconds else plan.projected_step_seconds
+        # the final check slows down as much as the steps did since they were measured (a busier machine)
+        slower = max(1.0, typical / max(plan.projected_step_seconds, 1e-9))
+        if self._time_left() < 1.5 * typical + FINAL_MARGIN * slower * self.check_seconds + val.seconds \
+                + END_SECONDS:
+            loop.stopped = "budget"
+            return False
+        began = time.perf_counter()
+        losses = session.step(next(clips))
+        loop.step += 1
+        step_seconds.append(time.perf_counter() - began)
+        bar.update(1)
+        if self.progress is not None:
+            self.progress(loop.step, int(bar.total or plan.steps))
+        if not math.isfinite(losses.loss):
+            loop.stopped = "not finite"
+            return False
+        if loop.step % plan.val_every == 0:
+            bar.set_postfix(val=f"{val(loop.step).loss:.4g}", best=f"{val.best:.4g}")
+            if val.since >= PATIENCE:
+                loop.stopped = "early stop"
+                return False
+            if self.resumable is not None:
+                self.resumable.save(loop, session, val, clips, plan)
+            if self.budget.seconds is not None:  # the bar's total follows the time left
+                bar.total = loop.step + max(0, int(self._time_left() // max(np.median(step_seconds), 1e-9)))
+                bar.refresh()
+        return True
 
     def _judge(self, session: Session, base_state: dict, before: Figures, held, record: dict, out: Path | None,
                options: dict) -> AdaptResult:
@@ -328,8 +448,10 @@ class _Run:
         record["timings"] = dict(self.timings)
         model.eval()
         if out is not None:
-            write_model_dir(out, model, record, options["copy_prior"])
-            self.say(f"{'adapted' if adapted else 'starting'} model written to {out}")
+            keep = self.interrupted and has_run(out)  # Ctrl-C: the best model so far, and --resume continues
+            write_model_dir(out, model, record, options["copy_prior"], keep_checkpoints=keep)
+            self.say(f"{'adapted' if adapted else 'starting'} model written to {out}"
+                     + ("; pass --resume to continue the run" if keep else ""))
         return AdaptResult(model, adapted, record)
 
 
@@ -353,12 +475,81 @@ class _Validation:
             self.since += 1
         return value
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of it (the best weights are saved beside)."""
+        return {"curve": self.curve, "best": self.best, "best_step": self.best_step, "since": self.since,
+                "seconds": self.seconds}
 
-def _epochs(clips: list[Clip], rng: np.random.Generator) -> Iterator[Clip]:
-    """The training clips, each epoch in a new random order."""
-    while True:
-        for index in rng.permutation(len(clips)):
-            yield clips[int(index)]
+    def load(self, state: dict, best_state: dict) -> None:
+        self.curve = list(state["curve"])
+        self.best = math.inf if state["best"] is None else float(state["best"])
+        self.best_step, self.since, self.seconds = int(state["best_step"]), int(state["since"]), state["seconds"]
+        self.best_state = best_state
+
+
+class _ClipOrder:
+    """The training clips, each epoch in a new random order; its position is kept in checkpoints."""
+
+    def __init__(self, clips: list[Clip], rng: np.random.Generator):
+        self.clips, self.rng = clips, rng
+        self.order: list[int] = []
+        self.position = 0
+
+    def __iter__(self) -> Iterator[Clip]:
+        return self
+
+    def __next__(self) -> Clip:
+        if self.position >= len(self.order):
+            self.order, self.position = [int(i) for i in self.rng.permutation(len(self.clips))], 0
+        self.position += 1
+        return self.clips[self.order[self.position - 1]]
+
+    def state(self) -> dict:
+        """The epoch's order, the position in it and the random state (of the reg frames too: the same rng)."""
+        return {"order": self.order, "position": self.position, "rng": self.rng.bit_generator.state}
+
+    def load(self, state: dict) -> None:
+        self.order, self.position = [int(i) for i in state["order"]], int(state["position"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+@dataclass
+class _Loop:
+    """Where training is: the steps done, their durations, and why it stopped."""
+
+    step: int
+    step_seconds: list[float]
+    stopped: str = "steps"
+
+
+class _Resumable:
+    """Writes a checkpoint of the run at every validation (:mod:`~bufferanytime.adapt.resume`)."""
+
+    def __init__(self, out: Path, options: dict, record: dict, before: Figures, run: _Run):
+        self.out, self.options, self.record, self.before, self.run = out, options, record, before, run
+
+    def save(self, loop: _Loop, session: Session, val: _Validation, clips: _ClipOrder, plan: Plan) -> None:
+        run = self.run
+        state = to_json({"record": self.record, "plan": plan.to_dict(), "costs": run.costs.__dict__,
+                         "before": self.before.to_dict(), "check_seconds": run.check_seconds,
+                         "options": {k: self.options[k] for k in RESUMED_OPTIONS}, "timings": run.timings,
+                         "validation": val.state(), "step_seconds": loop.step_seconds, "clips": clips.state()})
+        save_checkpoint(self.out, loop.step, run.elapsed(), session.model.trainable_state_dict(), val.best_state,
+                        session.optimizer, session.scheduler, state)
+
+
+def _restore(session: Session, val: _Validation, clips: _ClipOrder, found: Checkpoint) -> tuple[int, list[float]]:
+    """The interrupted run's weights, optimizer, schedule, random states, validation and clip order; its step."""
+    loaded = load_checkpoint(found, session.device)
+    if set(loaded["trainable"]) != set(session.model.trainable_state_dict()):
+        raise InputError(f"{found.path}: the checkpoint does not match the model")
+    session.restore(loaded["trainable"])
+    session.optimizer.load_state_dict(loaded["optimizer"])
+    session.scheduler.load_state_dict(loaded["scheduler"])
+    state = found.state[STATE_KEY]
+    val.load(state["validation"], {k: v.cpu() for k, v in loaded["ema"].items()})
+    clips.load(state["clips"])
+    return found.step, [float(x) for x in state["step_seconds"]]
 
 
 def validation_losses(curve: list[dict]) -> list[float]:

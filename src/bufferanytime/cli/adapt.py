@@ -25,7 +25,8 @@ DESCRIPTION = (
     "flickers less than the starting model (OPW) and stays about as close to the prior; otherwise the starting "
     "model is written, and a warning says why with both figures. MODEL_DIR holds the model (load it with "
     "`bufferanytime depth|normal --model MODEL_DIR`, `eval`, `export onnx`) and adapt.json, the record of the "
-    "run. Ctrl-C during training finishes with the best weights so far; a second one stops without writing."
+    "run. Ctrl-C (or SIGTERM) during training finishes with the best weights so far and keeps the run's last "
+    "checkpoint, so that --resume continues it; a second one stops without writing."
 )
 
 
@@ -50,17 +51,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="the video model to start from: registered name, saved video-model folder, or prior folder / "
                    "Hugging Face id (default: the embedded model)")
-    p.add_argument("--budget", type=budget_type, default=parse_budget("5m"), metavar="TIME|Nsteps",
-                   help=f"{BUDGET_FORMS} (default 5m). A time covers the whole run, reading to writing; at most "
+    p.add_argument("--budget", type=budget_type, default=None, metavar="TIME|Nsteps",
+                   help=f"{BUDGET_FORMS} (default 5m; with --resume, the interrupted run's). "
+                   "A time covers the whole run, reading to writing; at most "
                    f"{MAX_BUDGET_SECONDS // 3600} hours or {MAX_BUDGET_STEPS} steps")
     p.add_argument("--lr", type=positive_float, default=None,
                    help="AdamW learning rate (default: that of `train` for the kind: 1e-4 depth, 1e-5 normals)")
     p.add_argument("--w-reg", type=non_negative_float, default=None,
                    help="weight of the regularization loss to the prior (default 1, as in `train`)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the clip order (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="seed of the clip order (default 0)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.add_argument("--copy-prior", action="store_true",
                    help="copy the prior into MODEL_DIR so that it is self-contained")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run interrupted in MODEL_DIR (Ctrl-C, SIGTERM or a kill) from its last "
+                   "checkpoint, with its settings and what is left of its budget; without it, a MODEL_DIR holding "
+                   "an interrupted run is refused")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no progress lines")
     p.set_defaults(func=run)
 
@@ -68,12 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()  # the budget counts from here, imports included
     from bufferanytime.adapt.record import check_output
+    from bufferanytime.adapt.resume import refuse_unless_resumed
 
     check_output(args.output, None)  # refused before anything heavy is loaded
+    refuse_unless_resumed(args.output, args.resume)
     from bufferanytime.adapt.run import run_adapt
-    from bufferanytime.constants import W_REG
 
-    run_adapt(args.inputs, args.model, args.budget, kind=args.kind, out=args.output, lr=args.lr,
-              w_reg=W_REG if args.w_reg is None else args.w_reg, seed=args.seed, device=args.device,
-              copy_prior=args.copy_prior, quiet=args.quiet, started=started)
+    run_adapt(args.inputs, args.model, args.budget, kind=args.kind, out=args.output, lr=args.lr, w_reg=args.w_reg,
+              seed=args.seed, device=args.device, copy_prior=args.copy_prior, quiet=args.quiet, started=started,
+              resume=args.resume)
     return 0
