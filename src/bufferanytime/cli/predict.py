@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bufferanytime.batch.options import add_batch_options, check_batch_options
+from bufferanytime.cli.adapt_first import ADAPTED_DIR, add_adapt_option, check_adapt_option
 from bufferanytime.cli.args import add_options, check_outside_input, given_options, positive_int
 from bufferanytime.cli.online import add_online_options, run_online
 from bufferanytime.cli.points import check_point_clouds
@@ -61,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no 'wrote ...' lines")
         add_online_options(p)
         add_batch_options(p)
+        add_adapt_option(p)
         p.set_defaults(func=run, kind=kind)
 
 
@@ -140,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     check_batch_options(args)
+    check_adapt_option(args)
     if args.online is not None:
         return run_online(args, settings)
     if not args.inputs:
@@ -158,8 +161,15 @@ def run(args: argparse.Namespace) -> int:
         return 2 if failures else 0
     from bufferanytime.inference.pipeline import run_video
 
+    adapted = None
+    if args.adapt is not None:  # adapt on the inputs first (cli.adapt_first), then predict with that model
+        from bufferanytime.cli.adapt_first import adapt_first
+
+        args.model, adapted = adapt_first(args, [s.path for s in sources], out_root, settings.device)
     predictor, model_info = _load(args, settings)
-    used: set[str] = set()
+    if adapted is not None:
+        model_info["adapt"] = adapted
+    used: set[str] = {ADAPTED_DIR} if adapted is not None else set()
     for source in sources:
         path = source.path
         try:

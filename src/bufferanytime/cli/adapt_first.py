@@ -1,0 +1,61 @@
+"""``bufferanytime depth|normal INPUT... --adapt BUDGET -o OUT``: adapt the model on the inputs themselves, then
+predict them with it, in one command.
+
+The adaptation is ``bufferanytime adapt`` (:mod:`bufferanytime.adapt`) on the inputs, within BUDGET (the
+adaptation's own: prediction comes after it), starting from ``--model``; the model it gives (adapted, or the
+starting one when the guard rails refuse the adaptation) is written to ``OUT/adapted_model`` (a model folder,
+written whole or not at all, with its ``adapt.json``) and predicts every input. Each input's meta file records
+it under ``model.adapt``: the budget, the steps, the guard rails' verdict and the OPW and distance to the prior
+before and after, on the held-out part of the footage. Torch-free until the adaptation starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bufferanytime.cli.adapt import budget_type
+from bufferanytime.errors import InputError
+
+ADAPTED_DIR = "adapted_model"  # OUT/adapted_model: the model the inputs were predicted with
+ADAPT_HELP = (f"adapt the model to the inputs first, within this budget (a time such as 5m, or a step count such as "
+              f"200steps; as `bufferanytime adapt`), then predict them with it; the model is written to "
+              f"OUT/{ADAPTED_DIR} and the meta files record the budget, the guard rails' verdict and the OPW before "
+              "and after (docs/adapt.md)")
+
+
+def add_adapt_option(parser: argparse.ArgumentParser) -> None:
+    """``--adapt BUDGET`` (a bad budget is one usage error, before any work)."""
+    parser.add_argument("--adapt", type=budget_type, default=None, metavar="TIME|Nsteps", help=ADAPT_HELP)
+
+
+def check_adapt_option(args: argparse.Namespace) -> None:
+    """InputError when ``--adapt`` is given with what it cannot go with."""
+    if getattr(args, "adapt", None) is None:
+        return
+    for flag, given in (("--online", getattr(args, "online", None) is not None),
+                        ("--engine", getattr(args, "engine", None) is not None),
+                        ("--per-frame", getattr(args, "per_frame", False))):
+        if given:
+            raise InputError(f"--adapt trains a video model on files and folders; it cannot go with {flag}")
+
+
+def adapt_first(args: argparse.Namespace, inputs: list[Path], out_root: Path, device: str) -> tuple[str, dict]:
+    """Adapt ``args.model`` on ``inputs`` within ``args.adapt``, written to ``OUT/adapted_model``; the folder to
+    predict with, and what the meta files record of the adaptation."""
+    from bufferanytime.adapt.run import run_adapt
+
+    target = out_root / ADAPTED_DIR
+    result = run_adapt(inputs, args.model, args.adapt, kind=args.kind, out=target, device=device, quiet=args.quiet)
+    return str(target), adapt_meta(result.record, target)
+
+
+def adapt_meta(record: dict, target: Path) -> dict:
+    """What a meta file records of an adaptation: budget, result, guard-rail verdict, figures before and after."""
+    guard = record.get("guard") or {}
+    before, after = guard.get("before") or {}, guard.get("after") or {}
+    return {"budget": record["budget"]["text"], "model_dir": str(target), "base_model": record["base_model"]["ref"],
+            "result": record["result"], "reason": record.get("reason"),
+            "steps": (record.get("validation") or {}).get("steps_done", 0), "guard_passed": guard.get("passed"),
+            "opw_before": before.get("opw"), "opw_after": after.get("opw"),
+            "prior_distance_before": before.get("prior_distance"), "prior_distance_after": after.get("prior_distance")}
