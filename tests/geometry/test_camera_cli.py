@@ -120,6 +120,21 @@ def test_the_fused_cloud_opens_in_trimesh_with_colours_and_normals(run):
     np.testing.assert_allclose(lengths, 1.0, atol=1e-5)
 
 
+def test_the_fused_glb_holds_the_cloud_and_the_camera_path(run):
+    import trimesh
+
+    folder, camera = run
+    ply = trimesh.load(folder / "fused.ply")
+    scene = trimesh.load(folder / "fused.glb")
+    cloud, = [g for g in scene.geometry.values() if isinstance(g, trimesh.PointCloud)]
+    np.testing.assert_allclose(cloud.vertices, ply.vertices, atol=1e-6)  # the same cloud, same (glTF's) axes
+    assert cloud.colors.shape == (len(ply.vertices), 4)
+    lines = np.concatenate([g.vertices for g in scene.geometry.values() if isinstance(g, trimesh.path.Path3D)])
+    centres = np.array([p[:3, 3] for p in _poses(camera).values()])
+    for centre in centres:  # every tracked camera centre lies on the drawn path
+        assert np.linalg.norm(lines - centre, axis=1).min() < 1e-5
+
+
 def test_the_rerun_recording_holds_the_scene(run):
     pytest.importorskip("rerun")
     from rerun.chunk import RrdReader

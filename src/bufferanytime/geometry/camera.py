@@ -42,14 +42,21 @@ MIN_FOCAL_ROTATION_DEG = 2.0  # total rotation below which the focal length cann
 STATIC_ROTATION_DEG = 0.5  # a video whose camera turns less than this ...
 SECOND_MOTION = 0.2  # fraction of the points a second motion must explain to compete with the first
 STATIC_TRANSLATION = 0.01  # ... and moves less than this fraction of the median depth is too static for a camera
+FOCAL_GRID = 10  # fields of view first tried over the range searched (then golden section between neighbours)
+FOCAL_TOLERANCE_DEG = 0.05  # golden section stops here: about 0.1 % of the focal length at 60 degrees
+RANSAC_HYPOTHESES = 200  # 3-point motions per RANSAC (all-inlier triple among them: 99.5 % at a 30 % inlier ratio)
+RANSAC_PRESCORED = 100  # points every hypothesis is scored on (evenly spread over the matches) ...
+RANSAC_KEPT = 20  # ... and the best hypotheses, scored again on
+RANSAC_SCORED = 1000  # points
 
 
 @dataclass(frozen=True)
 class CameraSettings:
     """How :func:`solve_cameras` works; pixel thresholds are at the resolution of the arrays it is given."""
 
-    sample_points: int = 2000  # grid points per frame
+    sample_points: int = 1000  # grid points per frame
     ransac_px: float = 1.5  # RANSAC inlier threshold, pixels
+    pose_rounds: int = 3  # Levenberg-Marquardt on the inliers, then their re-selection, this many times per pose
     min_threshold_px: float = 0.1  # the inlier threshold adapts to the errors' spread, down to this
     static_gap: int = 8  # frames over which points are checked for moving against the scene
     min_inliers: int = 30  # a pose from fewer inliers is a tracking failure
@@ -98,8 +105,8 @@ class Correspondences:
         self._pairs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def flow_valid(self, k: int, forward: bool = True) -> np.ndarray:
-        """(H, W) float32: 1 where the flow k -> k+1 (``forward``; else k+1 -> k) lands in the image and agrees
-        with the flow the other way."""
+        """(H, W, 3) float32: the flow k -> k+1 (``forward``; else k+1 -> k), and 1 where it lands in the image
+        and agrees with the flow the other way (0 elsewhere); sampled as one image while chaining."""
         if (k, forward) not in self._valid:
             fwd, bwd = np.asarray(self.fwd[k], np.float32), np.asarray(self.bwd[k], np.float32)
             fwd, bwd = (fwd, bwd) if forward else (bwd, fwd)
@@ -108,7 +115,7 @@ class Correspondences:
             back = cv2.remap(bwd, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             inside = (xs >= 0) & (xs <= self.width - 1) & (ys >= 0) & (ys <= self.height - 1)
             ok = inside & (np.linalg.norm(fwd + back, axis=-1) < self.settings.flow_check_px)
-            self._valid[k, forward] = ok.astype(np.float32)
+            self._valid[k, forward] = np.dstack([fwd, ok.astype(np.float32)])
             if len(self._valid) > 64:
                 self._valid.pop(next(iter(self._valid)))
         return self._valid[k, forward]
@@ -124,8 +131,7 @@ class Correspondences:
             y = self.grid_i.astype(np.float32)
             steps = [(k, True) for k in range(a, b)] if b > a else [(k, False) for k in range(a - 1, b - 1, -1)]
             for k, forward in steps:
-                flow = np.asarray(self.fwd[k] if forward else self.bwd[k], np.float32)
-                sample = cv2.remap(np.dstack([flow, self.flow_valid(k, forward)]), x[None], y[None], cv2.INTER_LINEAR,
+                sample = cv2.remap(self.flow_valid(k, forward), x[None], y[None], cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
                 keep &= sample[:, 2] > 0.99
                 x, y = x + sample[:, 0], y + sample[:, 1]
@@ -186,14 +192,15 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
     if len(index) < settings.min_inliers:
         return None
     points, K = corr.points(a, index, intrinsics), camera_matrix(intrinsics)
-    found = _background_ransac(points, xy, K, ransac_px or settings.ransac_px, settings)
+    target = _lift(xy, corr.depth_at(b, xy), K)
+    found = _background_ransac(points, xy, target, K, ransac_px or settings.ransac_px, settings)
     if found is None:
         return None
     rvec, tvec, inl = found
     mask = np.zeros(len(index), bool)
     mask[inl] = True
     threshold = ransac_px or settings.ransac_px
-    for _ in range(4):  # refine on the inliers, then re-select them with the depth check and a tighter threshold
+    for _ in range(settings.pose_rounds):  # refine on the inliers, re-select them (depth check, tighter threshold)
         rvec, tvec = cv2.solvePnPRefineLM(points[mask], xy[mask], K, None, rvec, tvec)
         T = _matrix(rvec, tvec)
         mask = _inliers(corr, b, points, xy, T, K, threshold, settings.depth_check)
@@ -203,24 +210,77 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
     return T, mask
 
 
-def _ransac(points: np.ndarray, xy: np.ndarray, K: np.ndarray, px: float):
-    ok, rvec, tvec, inl = cv2.solvePnPRansac(points, xy, K, None, iterationsCount=200, reprojectionError=px,
-                                             confidence=0.999, flags=cv2.SOLVEPNP_EPNP)
-    return (rvec, tvec, inl.ravel()) if ok and inl is not None else None
+def _lift(xy: np.ndarray, z: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 3) points in OpenCV camera axes of pixels ``xy`` (centres at +0.5) at z-depth ``z``."""
+    return np.stack([z * (xy[:, 0] - K[0, 2]) / K[0, 0], z * (xy[:, 1] - K[1, 2]) / K[1, 1], z], axis=1)
 
 
-def _background_ransac(points: np.ndarray, xy: np.ndarray, K: np.ndarray, px: float, settings: CameraSettings):
+def _hypotheses(points: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(R (H, 3, 3), t (H, 3))``: rigid motions of random triples of 3D-3D matches (Umeyama, all at once). The
+    similarity's scale is divided out of the translation: it moves no pixel, and per-frame depth scale may differ."""
+    valid = np.flatnonzero(np.isfinite(target).all(axis=1) & (target[:, 2] > 0))
+    if len(valid) < 3:
+        return np.zeros((0, 3, 3)), np.zeros((0, 3))
+    sample = valid[rng.integers(0, len(valid), size=(RANSAC_HYPOTHESES, 3))]
+    p, q = points[sample], target[sample]
+    mp, mq = p.mean(axis=1), q.mean(axis=1)
+    pc, qc = p - mp[:, None], q - mq[:, None]
+    U, S, Vt = np.linalg.svd(qc.transpose(0, 2, 1) @ pc)
+    D = np.ones((len(sample), 3))
+    D[:, 2] = np.sign(np.linalg.det(U @ Vt))
+    R = (U * D[:, None, :]) @ Vt
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = (S * D).sum(axis=1) / (pc**2).sum(axis=(1, 2))
+        t = mq / scale[:, None] - (R @ mp[:, :, None])[..., 0]
+    good = np.isfinite(t).all(axis=1) & (scale > 0)
+    return R[good], t[good]
+
+
+def _ransac(points: np.ndarray, xy: np.ndarray, target: np.ndarray, K: np.ndarray, px: float):
+    """``(rvec, tvec, inlier indices)`` of the hypothesis of :func:`_hypotheses` with the least truncated squared
+    reprojection error (MSAC) on at most :data:`RANSAC_SCORED` points, or None. 3-point hypotheses from the depth
+    of both frames, all scored at once, cost a fraction of EPnP's per-hypothesis solves; the pose is refined on
+    the 2D reprojection errors afterwards."""
+    rng = np.random.default_rng(len(points))
+    R, t = _hypotheses(points, target, rng)
+    if not len(R):
+        return None
+    for count in (RANSAC_PRESCORED, RANSAC_SCORED):  # preemptive: all on a few points, the best few on more
+        scored = np.linspace(0, len(points) - 1, min(len(points), count)).round().astype(int)
+        costs = np.minimum(_errors2(R, t, points[scored], xy[scored], K), px**2).sum(axis=1)
+        keep = np.argsort(costs, kind="stable")[:RANSAC_KEPT]
+        R, t = R[keep], t[keep]
+    inliers = np.flatnonzero(_errors2(R[:1], t[:1], points, xy, K)[0] < px**2)
+    if len(inliers) < 6:
+        return None
+    return cv2.Rodrigues(R[0])[0], t[0].reshape(3, 1).copy(), inliers
+
+
+def _errors2(R: np.ndarray, t: np.ndarray, points: np.ndarray, xy: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(H, N) squared reprojection errors of ``points`` moved by each motion (inf behind the camera)."""
+    x, y, z = (R[:, k, 0:1] * points[:, 0] + R[:, k, 1:2] * points[:, 1] + R[:, k, 2:3] * points[:, 2]
+               + t[:, k : k + 1] for k in range(3))  # elementwise: a threaded BLAS product is slower at this size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ex = x * (K[0, 0] / z) + (K[0, 2] - xy[:, 0])
+        ey = y * (K[1, 1] / z) + (K[1, 2] - xy[:, 1])
+        err = ex * ex + ey * ey
+    err[~(z > 0) | ~np.isfinite(err)] = np.inf
+    return err
+
+
+def _background_ransac(points: np.ndarray, xy: np.ndarray, target: np.ndarray, K: np.ndarray, px: float,
+                       settings: CameraSettings):
     """``(rvec, tvec, inlier indices)`` of PnP in RANSAC, or None. When a second motion explains a large part
     (:data:`SECOND_MOTION`) of the points the first left out, the motion of the farther points is the camera's: a
     large object moving close to the camera can outnumber the static background's points, never be farther."""
-    first = _ransac(points, xy, K, px)
+    first = _ransac(points, xy, target, K, px)
     if first is None or len(first[2]) < settings.min_inliers:
         return None
     rest = np.ones(len(points), bool)
     rest[first[2]] = False
     if rest.sum() < max(settings.min_inliers, SECOND_MOTION * len(points)):
         return first
-    second = _ransac(points[rest], xy[rest], K, px)
+    second = _ransac(points[rest], xy[rest], target[rest], K, px)
     if second is None or len(second[2]) < max(settings.min_inliers, SECOND_MOTION * len(points)):
         return first
     second = (second[0], second[1], np.flatnonzero(rest)[second[2]])
@@ -285,7 +345,7 @@ def _edges(poses: np.ndarray, tracked: np.ndarray, frames: range, gaps: tuple[in
 
 
 def _refine_window(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray, frames: list[int],
-                   intrinsics: Intrinsics, settings: CameraSettings, iterations: int = 6) -> None:
+                   intrinsics: Intrinsics, settings: CameraSettings, iterations: int = 4) -> None:
     """Gauss-Newton (Huber weights, Levenberg damping) of the reprojection errors over the edges ending in
     ``frames``, whose poses vary (right perturbations); earlier frames are fixed. ``poses`` are updated in place."""
     K = camera_matrix(intrinsics)
@@ -464,17 +524,17 @@ def _intrinsics_for_fov(fov: float, height: int, width: int, source: str) -> Int
 
 
 def estimate_fov(corr: Correspondences, pairs: list[tuple[int, int]], settings: CameraSettings,
-                 start_fov: float = DEFAULT_FOV_DEG) -> float:
-    """The horizontal field of view (degrees) of least :func:`focal_cost`: a grid on the points found with
-    ``start_fov``, then golden section on the points found with the grid's best."""
+                 start_fov: float = DEFAULT_FOV_DEG, data: FocalData | None = None) -> float:
+    """The horizontal field of view (degrees) of least :func:`focal_cost`: a coarse grid on the points found with
+    ``start_fov`` (``data`` when already found), then golden section on the points found with the grid's best."""
     h, w = corr.height, corr.width
     lo_fov, hi_fov = settings.fov_range
-    data = focal_data(corr, pairs, _intrinsics_for_fov(start_fov, h, w, ""), settings)
+    data = data if data is not None else focal_data(corr, pairs, _intrinsics_for_fov(start_fov, h, w, ""), settings)
 
     def cost(fov: float) -> float:
         return focal_cost(corr, data, _intrinsics_for_fov(fov, h, w, ""), settings)
 
-    grid = np.linspace(lo_fov, hi_fov, 20)
+    grid = np.linspace(lo_fov, hi_fov, FOCAL_GRID)
     values = [cost(f) for f in grid]
     best = int(np.argmin(values))
     if best in (0, len(grid) - 1):
@@ -485,7 +545,7 @@ def estimate_fov(corr: Correspondences, pairs: list[tuple[int, int]], settings: 
     ratio = (math.sqrt(5) - 1) / 2
     c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
     fc, fd = cost(c), cost(d)
-    while hi - lo > 0.02:
+    while hi - lo > FOCAL_TOLERANCE_DEG:
         if fc < fd:
             hi, d, fd = d, c, fc
             c = hi - ratio * (hi - lo)
@@ -497,11 +557,10 @@ def estimate_fov(corr: Correspondences, pairs: list[tuple[int, int]], settings: 
     return float((lo + hi) / 2)
 
 
-def _focal_pairs(tracked_poses: np.ndarray, tracked: np.ndarray, settings: CameraSettings) -> list[tuple[int, int]]:
-    T = len(tracked_poses)
+def _focal_pairs(T: int, settings: CameraSettings) -> list[tuple[int, int]]:
     gap = min(settings.focal_gap, T - 1)
     starts = np.unique(np.linspace(0, T - 1 - gap, settings.focal_pairs).round().astype(int)) if gap > 0 else []
-    return [(int(a), int(a) + gap) for a in starts if tracked[a] and tracked[a + gap]]
+    return [(int(a), int(a) + gap) for a in starts]
 
 
 def rotation_deg(R: np.ndarray) -> float:
@@ -542,17 +601,18 @@ def solve_cameras(depth: Sequence[np.ndarray], flow_fwd: Sequence[np.ndarray], f
 
 def _estimate_intrinsics(corr: Correspondences, default: Intrinsics, settings: CameraSettings,
                          warnings: list[str]) -> tuple[Intrinsics, str]:
-    """The estimated camera, or the default one when the video turns too little to tell."""
-    poses, tracked, _ = track(corr, default, settings, refine=False)
-    pairs = _focal_pairs(poses, tracked, settings)
-    turn = max((rotation_deg(np.linalg.inv(poses[a]) @ poses[b]) for a, b in pairs), default=0.0)
+    """The estimated camera, or the default one when the video turns too little to tell. The pairs that judge the
+    focal length are solved directly (their flows chained), not through a first tracking of every frame."""
+    pairs = _focal_pairs(len(corr.depth), settings)
+    data = focal_data(corr, pairs, default, settings)
+    turn = max((rotation_deg(T) for _, _, _, T in data), default=0.0)
     if turn < MIN_FOCAL_ROTATION_DEG:
         warnings.append(f"the camera turns by {turn:.2f} degrees at most: too little to estimate the focal length; "
                         f"the default field of view of {DEFAULT_FOV_DEG:g} degrees is used (give --fov or "
                         "--intrinsics)")
         return default, "default"
     try:
-        fov = estimate_fov(corr, pairs, settings)
+        fov = estimate_fov(corr, pairs, settings, data=data)
     except FocalUnobservable as exc:
         warnings.append(f"the focal length could not be estimated ({exc}); the default field of view of "
                         f"{DEFAULT_FOV_DEG:g} degrees is used (give --fov or --intrinsics)")

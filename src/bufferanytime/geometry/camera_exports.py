@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bufferanytime.geometry.camera import CV_FLIP, CameraTrack
+from bufferanytime.geometry.camera_glb import scene_glb
 from bufferanytime.geometry.pointcloud import write_ply
 from bufferanytime.geometry.unproject import depth_edges, normals_from_points, pixel_rays
 from bufferanytime.io.outputs import save_npy, write_bytes, write_exr, write_image
@@ -238,11 +239,13 @@ def _cloud(values: np.ndarray) -> np.ndarray:
 
 def write_fused(track: CameraTrack, depths: Iterable[np.ndarray], frames: Iterable[np.ndarray],
                 normals: Iterable[np.ndarray] | None, path: Path, median_depth: float) -> dict:
-    """``fused.ply``: :func:`fuse` with a voxel of :data:`FUSED_VOXEL_PIXELS` pixels' footprint at the median depth."""
+    """``fused.ply``: :func:`fuse` with a voxel of :data:`FUSED_VOXEL_PIXELS` pixels' footprint at the median depth;
+    beside it ``fused.glb``, the same cloud with the camera's path and frustums for 3D viewers."""
     voxel = FUSED_VOXEL_PIXELS * median_depth / track.intrinsics.fx
     cloud = fuse(track, depths, frames, normals, voxel)
     write_ply(path, cloud)
-    return {"file": path.name, "points": int(len(cloud)), "voxel": voxel,
+    write_bytes(path.with_suffix(".glb"), scene_glb(cloud, track))
+    return {"file": path.name, "glb": path.with_suffix(".glb").name, "points": int(len(cloud)), "voxel": voxel,
             "vertex": "x y z, nx ny nz float32, red green blue uint8", "coordinates": AXES.split(";")[-1].strip(),
             "normals_from": "normal.npz" if normals is not None else "the depth (central differences)"}
 
