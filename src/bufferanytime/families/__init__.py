@@ -8,7 +8,10 @@ stays with the tasks (:mod:`bufferanytime.tasks`).
 
 Each family is registered below in ``FAMILIES`` by one line naming its module, its model kind and how its
 checkpoints say what they are: transformers' ``model_type`` in ``config.json``, or diffusers' ``_class_name`` in
-``model_index.json``. The family of a checkpoint is read from those (:func:`family_of`), so loading a directory
+``model_index.json``. Where two families share that name (prs-eth's Marigold normals v1-1 and Marigold-E2E-FT are
+both ``MarigoldNormalsPipeline``), a registration also names ``markers``: key/value pairs the same file must hold
+too. Among the registrations claiming a checkpoint the one with the most markers wins (the most specific), the
+first registered on a tie. The family of a checkpoint is read from those (:func:`family_of`), so loading a directory
 needs no kind; a saved video model records its family in its own ``config.json``. A family module is imported only
 when a checkpoint of it is loaded (``bufferanytime depth`` never imports diffusers).
 
@@ -43,10 +46,16 @@ class Registration:
     kind: str  # the model kind of its video models (the first registered family of a kind loads old saved models)
     model_types: tuple[str, ...] = ()  # transformers config.json "model_type"
     class_names: tuple[str, ...] = ()  # diffusers model_index.json "_class_name"
+    markers: tuple[tuple[str, object], ...] = ()  # (key, value) the same file must also hold; the most markers win
 
     def claims(self) -> str:
         keys = [f"model_type {t}" for t in self.model_types] + [f"_class_name {c}" for c in self.class_names]
-        return ", ".join(keys)
+        marked = "".join(f" with {key} {value!r}" for key, value in self.markers)
+        return ", ".join(key + marked for key in keys)
+
+    def matches(self, config: dict) -> bool:
+        """Whether a checkpoint's config (``model_index.json`` or ``config.json``) holds every marker."""
+        return all(key in config and config[key] == value for key, value in self.markers)
 
 
 FAMILIES: Registry[Registration] = Registry("prior family")
@@ -54,6 +63,10 @@ FAMILIES.register("depth-anything-v2", Registration("depth_anything_v2", "depth"
 FAMILIES.register("marigold-e2e-normals", Registration("marigold_e2e_normals", "normal",
                                                        class_names=("MarigoldNormalsPipeline",)))
 FAMILIES.register("dpt", Registration("dpt", "depth", model_types=("dpt",)))
+FAMILIES.register("marigold-depth", Registration("marigold_depth", "depth", class_names=("MarigoldDepthPipeline",)))
+FAMILIES.register("marigold-normals", Registration("marigold_normals", "normal",
+                                                   class_names=("MarigoldNormalsPipeline",),
+                                                   markers=(("default_denoising_steps", 4),)))
 
 
 def list_families() -> list[str]:
@@ -105,18 +118,22 @@ def family_name_of(directory: Path) -> str:
         return name
     index = _read_json(directory / MODEL_INDEX_NAME)
     if index is not None:
-        return _match(directory / MODEL_INDEX_NAME, "_class_name", index.get("_class_name"), "class_names")
+        return _match(directory / MODEL_INDEX_NAME, "_class_name", index, "class_names")
     if config is not None:
-        return _match(directory / CONFIG_NAME, "model_type", config.get("model_type"), "model_types")
+        return _match(directory / CONFIG_NAME, "model_type", config, "model_types")
     raise InputError(f"{directory}: not a model directory (no {CONFIG_NAME} or {MODEL_INDEX_NAME}); known "
                      f"families: {known()}")
 
 
-def _match(file: Path, key: str, value: object, field: str) -> str:
-    for name in FAMILIES:
-        if value in getattr(FAMILIES.get(name), field):
-            return name
-    raise InputError(f"{file}: a checkpoint of unknown prior family ({key} {value!r}); known families: {known()}")
+def _match(file: Path, key: str, config: dict, field: str) -> str:
+    """The family claiming a checkpoint whose config ``file`` says ``config[key]``: of those listing that value in
+    ``field`` and whose markers the config holds, the one with the most markers (the first registered on a tie)."""
+    value = config.get(key)
+    claiming = [name for name in FAMILIES
+                if value in getattr(FAMILIES.get(name), field) and FAMILIES.get(name).matches(config)]
+    if not claiming:
+        raise InputError(f"{file}: a checkpoint of unknown prior family ({key} {value!r}); known families: {known()}")
+    return max(claiming, key=lambda name: len(FAMILIES.get(name).markers))  # max keeps the first of equals
 
 
 def prior_trainer(task: str):

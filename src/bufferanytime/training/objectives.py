@@ -28,8 +28,11 @@ docs/training.md).
 
 Which objective trains a model is its prior family's choice (``Family.objective``, :mod:`bufferanytime.families`):
 :func:`objective_class` of a model. :class:`DepthObjective` serves any family with a frozen encoder
-(``preprocess``, ``backbone_features``) and a trainable depth decoder (``decode_head``); :class:`NormalObjective`
-any latent single-step family (``encode_latents``, ``predict_latents``, ``decode_latents``).
+(``preprocess``, ``backbone_features``) and a trainable depth decoder (``decode_head``); :class:`LatentObjective`
+(also called :class:`NormalObjective`) any latent single-step family (``encode_latents``, ``predict_latents``,
+``decode_latents``), whatever its task: the regularization compares latents, and the stabilization loss is the
+task's on the decoded buffers (a one-channel decoded depth is stabilized as :class:`DepthObjective` stabilizes
+disparity).
 """
 
 from __future__ import annotations
@@ -109,6 +112,11 @@ def pick_target(prepared: dict[str, torch.Tensor], frame: int) -> torch.Tensor:
     return prepared["targets"][frames.index(frame)]
 
 
+def clip_targets(prepared: dict[str, torch.Tensor], length: int) -> torch.Tensor:
+    """The regularization targets of the first ``length`` frames of a clip prepared for all its frames."""
+    return torch.stack([pick_target(prepared, frame) for frame in range(length)])
+
+
 def _resized(disparity: torch.Tensor, size) -> torch.Tensor:
     """Disparity ``(N, h, w)`` at the preprocessed size -> ``(N, H, W)`` at the clip's ``size`` (bilinear)."""
     if tuple(disparity.shape[-2:]) == tuple(size):
@@ -131,7 +139,7 @@ class DepthNet(nn.Module):
 
 
 class NormalNet(nn.Module):
-    """The trainable path of the normal model: RGB latents to normal latents (U-Net + temporal blocks)."""
+    """The trainable path of a latent model: RGB latents to predicted latents (U-Net + temporal blocks)."""
 
     def __init__(self, model: VideoNormalModel):
         super().__init__()
@@ -157,6 +165,17 @@ def _stabilization(buffers: torch.Tensor, flows: dict[str, torch.Tensor], config
 def _camera(clips: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The batch's camera poses ``(B, L, 4, 4)`` and intrinsics ``(B, 4)`` (added to each clip by the trainer)."""
     return {k: torch.stack([c[k] for c in clips]) for k in CAMERA_KEYS}
+
+
+def _depth_stabilization(disparity: torch.Tensor, flows: dict[str, torch.Tensor], clips: list[dict], config,
+                         task: Task) -> torch.Tensor:
+    """The stabilization loss of a depth output ``(B, L, H, W)`` (relative disparity, or metric depth)."""
+    if config.stabilization == "3d":  # the camera's motion accounted for (losses.stabilization_3d)
+        return training_stabilization_3d(disparity, flows, _camera(clips), config,
+                                         metric=task.name == METRIC_DEPTH.name)
+    if config.stable_norm == "clip":  # one normalisation per clip: scale-free, like the regularization
+        return _stabilization(task.stable_buffers(disparity)[:, :, None], flows, config)
+    return _stabilization(disparity[:, :, None], flows, config)
 
 
 class Objective:
@@ -230,7 +249,8 @@ class DepthObjective(Objective):
         pixel_values = self.model.preprocess(frames)
         chunks = [self.model.backbone_features(p) for p in pixel_values.split(FROZEN_BATCH)]
         features = [torch.cat(level) for level in zip(*chunks, strict=True)]
-        targets_for = list(range(length)) if target_frames is None else list(target_frames)
+        every = target_frames is None or self.task.clip_anchor
+        targets_for = list(range(length)) if every else list(target_frames)
         # One frame at a time, so that a target is bitwise the same whether computed for one frame (no cache)
         # or for all (cache): --cache changes the speed of a run, not its result.
         targets = [
@@ -259,19 +279,19 @@ class DepthObjective(Objective):
         picked = disparity[rows, torch.tensor(reg_frames, device=disparity.device)]
         targets = torch.stack([pick_target(c, f) for c, f in zip(clips, reg_frames, strict=True)]).float()
         loss_reg = self.task.regularization_loss(picked, targets)
+        if self.task.clip_anchor:
+            priors = torch.stack([clip_targets(c, length) for c in clips]).float()
+            loss_reg = loss_reg + self.task.clip_scale_loss(disparity, priors)
         flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
-        if self.config.stabilization == "3d":  # the camera's motion accounted for (losses.stabilization_3d)
-            loss_stable = training_stabilization_3d(disparity, flows, _camera(clips), self.config,
-                                                    metric=self.task.name == METRIC_DEPTH.name)
-        elif self.config.stable_norm == "clip":  # one normalisation per clip: scale-free, like the regularization
-            loss_stable = _stabilization(self.task.stable_buffers(disparity)[:, :, None], flows, self.config)
-        else:
-            loss_stable = _stabilization(disparity[:, :, None], flows, self.config)
+        loss_stable = _depth_stabilization(disparity, flows, clips, self.config, self.task)
         loss = self.config.w_reg * loss_reg + loss_stable
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
 
 
-class NormalObjective(Objective):
+class LatentObjective(Objective):
+    """A latent single-step model (Marigold normals or depth): Eq. 2 on latents, Alg. 2 on the decoded buffers
+    ``decode_latents`` gives, ``(N, C, H, W)`` with the task's channels (3: unit normals, 1: a depth buffer)."""
+
     task = NORMAL
     defaults = {"clip_len": CLIP_LEN_NORMAL, "lr": LR_NORMAL, "res": (TRAIN_RES_NORMAL, TRAIN_RES_NORMAL)}
     noun = "normals"
@@ -283,6 +303,7 @@ class NormalObjective(Objective):
         self.flow_model = flow_model
         self.config = config
         self.net = NormalNet(model)
+        self.task = model.task  # what the decoded buffers are: the stabilization loss is that task's
 
     def frame_tensor_keys(self, prepared: dict) -> tuple[str, ...]:
         return ("rgb_latents",)
@@ -292,7 +313,8 @@ class NormalObjective(Objective):
         """``frames (L,3,H,W)`` in [0,1] -> VAE latents, flows, masks, and prior latents for ``target_frames``."""
         length = frames.shape[0]
         latents = torch.cat([self.model.encode_latents(chunk[None])[0] for chunk in frames.split(FROZEN_BATCH)])
-        targets_for = list(range(length)) if target_frames is None else list(target_frames)
+        every = target_frames is None or self.task.clip_anchor
+        targets_for = list(range(length)) if every else list(target_frames)
         # One frame at a time: the same bits with and without the cache (see DepthObjective.prepare).
         targets = [self.model.predict_latents(latents[i : i + 1][None], per_frame=True)[0] for i in targets_for]
         prepared = {"rgb_latents": latents}
@@ -312,25 +334,27 @@ class NormalObjective(Objective):
         loss_reg = latent_l2_loss(picked, targets)
         flows = {k: torch.stack([c[k] for c in clips]) for k in FLOW_KEYS}
 
-        def decode(z: torch.Tensor) -> torch.Tensor:  # (B, k, 4, h, w) -> (B, k, 3, H, W) unit normals
-            normals = self.model.decode_latents(z.flatten(0, 1)).float()
-            if tuple(normals.shape[-2:]) != (height, width):
-                normals = F.interpolate(normals, size=(height, width), mode="bilinear", align_corners=False)
-                normals = F.normalize(normals, dim=1, eps=MARIGOLD_NORMALS_EPS)
-            return normals.unflatten(0, z.shape[:2])
+        def decode(z: torch.Tensor) -> torch.Tensor:  # (B, k, 4, h, w) -> (B, k, C, H, W) decoded buffers
+            buffers = self.model.decode_latents(z.flatten(0, 1)).float()
+            if tuple(buffers.shape[-2:]) != (height, width):
+                buffers = F.interpolate(buffers, size=(height, width), mode="bilinear", align_corners=False)
+                if buffers.shape[1] == NORMAL.channels:  # unit vectors again, as the model's own resize does
+                    buffers = F.normalize(buffers, dim=1, eps=MARIGOLD_NORMALS_EPS)
+            return buffers.unflatten(0, z.shape[:2])
 
-        if self.config.stabilization == "3d":
-            camera = _camera(clips)
-
-            def stable(normals: torch.Tensor) -> torch.Tensor:
-                return training_stabilization_3d(normals, flows, camera, self.config)
-        else:
-            def stable(normals: torch.Tensor) -> torch.Tensor:
-                return _stabilization(normals, flows, self.config)
+        def stable(buffers: torch.Tensor) -> torch.Tensor:  # (B, K, C, H, W) decoded buffers -> the loss
+            if buffers.shape[2] == 1:  # a depth buffer: stabilized as DepthObjective stabilizes disparity
+                return _depth_stabilization(buffers[:, :, 0], flows, clips, self.config, self.task)
+            if self.config.stabilization == "3d":
+                return training_stabilization_3d(buffers, flows, _camera(clips), self.config)
+            return _stabilization(buffers, flows, self.config)
 
         loss_stable = deferred_backward(latents, decode, stable, chunk=self.config.deferred_chunk)
         loss = self.config.w_reg * loss_reg + loss_stable
         return StepLosses(loss, loss_reg.detach(), loss_stable.detach())
+
+
+NormalObjective = LatentObjective  # the name it had when it served the Marigold-E2E-FT normals only
 
 
 def objective_class(model: VideoModel | Task | str) -> type[Objective]:
