@@ -67,6 +67,8 @@ FAMILIES.register("marigold-depth", Registration("marigold_depth", "depth", clas
 FAMILIES.register("marigold-normals", Registration("marigold_normals", "normal",
                                                    class_names=("MarigoldNormalsPipeline",),
                                                    markers=(("default_denoising_steps", 4),)))
+FAMILIES.register("zoedepth", Registration("zoedepth", "depth", model_types=("zoedepth",)))
+FAMILIES.register("depth-pro", Registration("depth_pro", "depth", model_types=("depth_pro",)))
 
 
 def list_families() -> list[str]:
