@@ -14,8 +14,11 @@ in fp32 and under bf16 autocast, with ``--threads`` torch threads.
 
 ``--share``: the share of the temporal blocks in the video model's time (random weights in the Small architecture,
 frames of ``--size``, one window of ``--window`` frames, ``--precision``), timed by hooks around each block, with
-the blocks' inference path as it is (``current``) and as it was before its group statistics and norm were reworked
-(``previous``, kept below), alternated ``--repeats`` times in this one process, with ``--threads`` torch threads.
+the blocks' inference path as it is (``current``: the attention channels first, vectorised over pixels,
+``channels_first_attention``) and as it was before (``previous``: the library's attention kernel on pixel-major
+sequences, the path causal blocks still take), alternated ``--repeats`` times in this one process, with
+``--threads`` torch threads. With one thread the times are the CPU time of the thread running the model, so other
+work on the machine does not count.
 
 Usage:
 
@@ -119,28 +122,10 @@ def compare_stream_caches(repeats: int, horizon: int = 10) -> None:
               f"{diff:.1e} of the range", flush=True)
 
 
-def previous_forward_lean(self: TemporalBlock, x: torch.Tensor, chunk: int, inplace: bool = False) -> torch.Tensor:
-    """The inference path before its rework: statistics by ``var_mean`` on each frame copied to channels-first, the
-    norm as four passes over each chunk (the figures' "before")."""
-    t, c, h, w = x.shape
-    groups = self.norm.num_groups
-    var, mean = torch.stack([torch.stack(torch.var_mean(frame.float().reshape(groups, -1), dim=1, correction=0))
-                             for frame in x]).unbind(1)
-    rstd = torch.rsqrt(var + self.norm.eps).repeat_interleave(c // groups, dim=1)
-    mean = mean.repeat_interleave(c // groups, dim=1)
-    flat = x.permute(0, 2, 3, 1).reshape(t, h * w, c).transpose(0, 1)
-    out = out_flat = None
-    for i in range(0, h * w, chunk):
-        part = flat[i : i + chunk]
-        normed = (part.float() - mean) * rstd * self.norm.weight.float() + self.norm.bias.float()
-        part_out = self._sequences(normed, slice(i, i + chunk))
-        if out is None:
-            dtype = torch.promote_types(x.dtype, part_out.dtype)
-            out = x if inplace and dtype == x.dtype else torch.empty_like(x, dtype=dtype,
-                                                                         memory_format=torch.channels_last)
-            out_flat = out.permute(0, 2, 3, 1).view(t, h * w, c).transpose(0, 1)
-        torch.add(part, part_out, out=out_flat[i : i + chunk])
-    return out
+def cpu_clock():
+    """The clock of the --share figures: with one torch thread, the CPU time of this thread (which runs the model),
+    so that other work on the machine does not count; else the wall clock."""
+    return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
 def block_timer(model: torch.nn.Module) -> list[float]:
@@ -148,8 +133,8 @@ def block_timer(model: torch.nn.Module) -> list[float]:
     total, started = [0.0], []
     for block in model.modules():
         if isinstance(block, TemporalBlock):
-            block.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
-            block.register_forward_hook(lambda *_: total.__setitem__(0, total[0] + time.perf_counter() - started.pop()))
+            block.register_forward_pre_hook(lambda *_: started.append(cpu_clock()))
+            block.register_forward_hook(lambda *_: total.__setitem__(0, total[0] + cpu_clock() - started.pop()))
     return total
 
 
@@ -172,22 +157,33 @@ def temporal_share(args) -> None:
               for i in range(args.window)]
     settings = InferenceSettings(window=args.window, short_side=min(height, width), max_res=max(height, width),
                                  device="cpu", precision=args.precision)
-    predictor, blocks = Predictor(model, torch.device("cpu"), args.precision), block_timer(model)
-    paths = {"previous": previous_forward_lean, "current": TemporalBlock._forward_lean}
+    class TimedPredictor(Predictor):
+        seconds_cpu = 0.0
+
+        def __call__(self, *args, **kwargs):
+            start = cpu_clock()
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:
+                self.seconds_cpu += cpu_clock() - start
+
+    predictor, blocks = TimedPredictor(model, torch.device("cpu"), args.precision), block_timer(model)
+    channels_first = TemporalBlock._channels_first
+    paths = {"previous": lambda self: False, "current": channels_first}  # previous: SDPA on pixel-major sequences
     shares: dict[str, list[float]] = {name: [] for name in paths}
     for round_ in range(args.repeats + 1):  # round 0 is a warm-up
         for name in list(paths)[:: 1 if round_ % 2 else -1]:
-            TemporalBlock._forward_lean = paths[name]
-            before, blocks[0] = predictor.seconds, 0.0
+            TemporalBlock._channels_first = paths[name]
+            before, blocks[0] = predictor.seconds_cpu, 0.0
             for _ in predict_frames(model, iter(frames), settings, predictor):
                 pass
-            seconds = predictor.seconds - before
+            seconds = predictor.seconds_cpu - before
             if round_:
                 shares[name].append(blocks[0] / seconds)
                 print(f"round {round_} {name}: model {1000 * seconds / len(frames):.0f} ms/frame, temporal blocks "
                       f"{1000 * blocks[0] / len(frames):.0f} ms/frame, share {100 * shares[name][-1]:.1f} %",
                       flush=True)
-    TemporalBlock._forward_lean = paths["current"]
+    TemporalBlock._channels_first = channels_first
     print(f"temporal blocks' share of the video model's time, Small at {args.size}, window {args.window}, "
           f"{args.precision}, {torch.get_num_threads()} thread(s), median of {args.repeats}: "
           + ", ".join(f"{name} {100 * statistics.median(values):.1f} %" for name, values in shares.items()))

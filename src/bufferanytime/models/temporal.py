@@ -202,6 +202,42 @@ def pixels_last_attention(query: torch.Tensor, keys: torch.Tensor, values: torch
             out.addcmul_(part, scores[i, :, None])
 
 
+def channels_first_attention(qkv: torch.Tensor, heads: int, frames: int, work: torch.Tensor) -> torch.Tensor:
+    """Softmax attention over frames at every pixel of a chunk, in the channels-first layout of
+    :meth:`TemporalAttentionLayer.forward_frames_first`: ``qkv (3 * dim, frames * s)`` (queries, keys, values;
+    rows head-major; columns frame-major, pixels last) -> ``(dim, frames * s)`` float32.
+
+    The arithmetic of ``F.scaled_dot_product_attention`` (scale ``d ** -0.5``, float32 whatever ``qkv``'s type) as
+    d + frames multiply-adds vectorised over the pixels of the chunk: queries, keys and values are views of the
+    projection's output (no layout change), and with pixels last each step runs over all pixels and heads at once,
+    where the library kernels run thousands of 8-wide, frames-long problems one by one (about 4x slower:
+    benchmarks/temporal_block.py, docs/benchmarks.md). ``work``: float32, at least ``(4 * dim + heads * frames) *
+    frames * s`` elements, overwritten.
+    """
+    dim, columns = qkv.shape[0] // 3, qkv.shape[1]
+    dim_head, seqs = dim // heads, columns // frames
+    parts = work[: 4 * dim * columns].view(4, dim, columns)
+    scores = work[4 * dim * columns : (4 * dim + heads * frames) * columns].view(heads, frames, frames, seqs)
+    qkv32 = parts[:3].view(3 * dim, columns)
+    qkv32.copy_(qkv)
+    q, k, v = (t.view(heads, dim_head, frames, seqs) for t in qkv32.split(dim))
+    q.mul_(dim_head**-0.5)
+    for j in range(dim_head):  # scores[h, t, u] = q[h, :, t] . k[h, :, u], for all pixels at once
+        if j == 0:
+            torch.mul(q[:, 0, :, None], k[:, 0, None], out=scores)
+        else:
+            scores.addcmul_(q[:, j, :, None], k[:, j, None])
+    scores.sub_(scores.amax(2, keepdim=True)).exp_()
+    scores.div_(scores.sum(2, keepdim=True))
+    out = parts[3].view(heads, dim_head, frames, seqs)
+    for u in range(frames):  # out[h, :, t] = sum_u scores[h, t, u] v[h, :, u]
+        if u == 0:
+            torch.mul(scores[:, None, :, 0], v[:, :, None, 0], out=out)
+        else:
+            out.addcmul_(scores[:, None, :, u], v[:, :, None, u])
+    return parts[3]
+
+
 class TemporalAttentionLayer(nn.Module):
     """Pre-norm self-attention over frames followed by a GELU feed-forward.
 
@@ -251,6 +287,19 @@ class TemporalAttentionLayer(nn.Module):
             attn = self._causal_attention(q, k, v, rows if rows is not None else slice(0, seqs))
         x = x + self.to_out(attn.transpose(1, 2).reshape(seqs, frames, dim))
         return x + self.ff(self.norm2(x))
+
+    def forward_frames_first(self, y: torch.Tensor, frames: int, work: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of a bidirectional layer without a cache, on ``y (frames * s, dim)``: the rows of a chunk of
+        s pixels, frame-major. The query/key/value projection is written channels first, ``(3 * dim, frames * s)``
+        (one matrix product reading ``h`` transposed), which is the layout :func:`channels_first_attention` reads its
+        operands from as they are; the output projection reads the attention's result transposed: no copy for a
+        layout change anywhere."""
+        dim = y.shape[1]
+        h = self.norm1(y).view(frames, -1, dim) + self.positions(frames, dim, y.device, y.dtype)[:, None]
+        attn = channels_first_attention(torch.matmul(self.to_qkv.weight, h.view(-1, dim).T), self.num_heads, frames,
+                                        work)
+        y = y + self.to_out(attn.T)
+        return y + self.ff(self.norm2(y))
 
     def _causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
         """Rotary positions, then the horizon mask (offline) or the cache (streaming, one frame)."""
@@ -315,20 +364,47 @@ class TemporalBlock(nn.Module):
         input only, and the norm's statistics are taken first). The (pixel, frame, channel) views are views."""
         t, c, h, w = x.shape
         scale, shift = self._norm_affine(x)  # (T, C) each, float32: normed = x * scale + shift
-        flat = x.permute(0, 2, 3, 1).reshape(t, h * w, c).transpose(0, 1)
-        normed_buffer = x.new_empty((min(chunk, h * w), t, c), dtype=torch.float32)  # contiguous, reused per chunk
+        channels_first = self._channels_first()
+        axis = 1 if channels_first else 0  # of the pixels: chunks (T, s, C) for channels-first layers, else (s, T, C)
+        flat = x.permute(0, 2, 3, 1).reshape(t, h * w, c)
+        flat, scale, shift = (flat, scale[:, None], shift[:, None]) if channels_first else (flat.transpose(0, 1),
+                                                                                           scale, shift)
+        rows = min(chunk, h * w) * t
+        normed_buffer = x.new_empty(rows * c, dtype=torch.float32)  # reused per chunk, as the work space
+        work = x.new_empty(self._work_size(rows, t) if channels_first else 0, dtype=torch.float32)
         out = out_flat = None
         for i in range(0, h * w, chunk):
-            part = flat[i : i + chunk]
-            normed = torch.addcmul(shift, part, scale, out=normed_buffer[: len(part)])
-            part_out = self._sequences(normed, slice(i, i + chunk))
+            part = flat.narrow(axis, i, min(chunk, h * w - i))
+            normed = torch.addcmul(shift, part, scale, out=normed_buffer[: part.numel()].view(part.shape))
+            part_out = (self._channels_first_sequences(normed, work) if channels_first
+                        else self._sequences(normed, slice(i, i + chunk)))
             if out is None:
                 dtype = torch.promote_types(x.dtype, part_out.dtype)
                 out = x if inplace and dtype == x.dtype else torch.empty_like(x, dtype=dtype,
                                                                              memory_format=torch.channels_last)
-                out_flat = out.permute(0, 2, 3, 1).view(t, h * w, c).transpose(0, 1)
-            torch.add(part, part_out, out=out_flat[i : i + chunk])
+                out_flat = out.permute(0, 2, 3, 1).view(t, h * w, c)
+                out_flat = out_flat if channels_first else out_flat.transpose(0, 1)
+            torch.add(part, part_out, out=out_flat.narrow(axis, i, part.shape[axis]))
         return out
+
+    def _channels_first(self) -> bool:
+        """Whether the inference path runs the layers channels first (:meth:`_channels_first_sequences`): every
+        layer bidirectional and without a cache (causal layers run through :meth:`_sequences`)."""
+        bidirectional = all(layer.horizon is None and layer.cache is None for layer in self.layers)
+        return bidirectional and self.proj_in.out_features > 1  # batch norm's kernel needs two channels or more
+
+    def _work_size(self, columns: int, frames: int) -> int:
+        """Float32 elements of the attention's work space for ``columns`` (frame, pixel) columns."""
+        return (4 * self.proj_in.out_features + self.layers[0].num_heads * frames) * columns
+
+    def _channels_first_sequences(self, normed: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+        """:meth:`_sequences` on a chunk ``normed (T, s, C)`` (frames first), through the layers'
+        :meth:`~TemporalAttentionLayer.forward_frames_first`."""
+        t, s, c = normed.shape
+        y = self.proj_in(normed.view(t * s, c))
+        for layer in self.layers:
+            y = layer.forward_frames_first(y, t, work)
+        return self.proj_out(y).view(t, s, c)
 
     def _group_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and 1 / std of each frame's channel groups, per channel ``(T, C)``, in float32.
