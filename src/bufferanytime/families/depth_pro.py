@@ -10,11 +10,11 @@ a last fusion layer at the finest level, then a convolutional head.
 Video model: the two ViT encoders are frozen; the neck, the fusion stage and the head are fine-tuned. Three
 zero-initialised :class:`TemporalBlock` s follow the first three of the fusion layers, where the model fuses its
 levels from coarse to fine, as in Depth Anything V2 and DPT (Fig. 4a of the paper; DepthPro's decoder is DPT's):
-those maps carry the global layout and scale of the scene, which is what flickers from frame to frame, at a
-resolution (1/32 to 1/8 of DepthPro's 1536-pixel input) where attention over the window is cheap. The fourth
-fusion layer, the last one and the head run per frame (they hold the largest maps). The blocks enter through
-forward hooks on the library's fusion layers (:func:`temporal_hooks`); the library's neck, fusion stage and head
-run unchanged, in the order ``DepthProForDepthEstimation`` calls them.
+those maps carry the global layout and scale of the scene, which is what flickers from frame to frame, at 1/16 to
+1/4 of DepthPro's 1536-pixel input (96 to 384 pixels a side). The fourth fusion layer, the last one and the head
+run per frame (they hold the largest maps). The blocks enter through forward hooks on the library's fusion layers
+(:func:`temporal_hooks`); the library's neck, fusion stage and head run unchanged, in the order
+``DepthProForDepthEstimation`` calls them.
 
 Output: DepthPro's ``predicted_depth`` as it is, which is not metric on its own: it is the *canonical inverse
 depth*, the inverse depth (1/m) a camera whose focal length equals the image width would see. Depth in metres
