@@ -59,11 +59,15 @@ def test_the_most_specific_registration_claims_a_marigold_normals_folder(tmp_pat
 
 
 def test_v1_1_normals_are_the_e2e_normals_without_the_x_flip(tmp_path):
-    e2e = make_tiny_normal_prior(tmp_path / "e2e")
-    v11 = make_tiny_marigold_normals_prior(tmp_path / "v1-1")  # the same seed: the same weights
+    v11 = make_tiny_marigold_normals_prior(tmp_path / "v1-1")
+    e2e = tmp_path / "e2e"  # the same weights, read as an E2E-FT checkpoint (a single-step model_index.json)
+    shutil.copytree(v11, e2e)
+    set_index_keys(e2e, **{STEPS_KEY: 1})
+    v11_model, e2e_model = load_model(v11, per_frame=True).eval(), load_model(e2e, per_frame=True).eval()
+    assert v11_model.family_name != e2e_model.family_name
     frames = _frames()
     with torch.no_grad():
-        a, b = load_model(e2e, per_frame=True).eval()(frames), load_model(v11, per_frame=True).eval()(frames)
+        a, b = e2e_model(frames), v11_model(frames)
     assert torch.equal(b[:, :, 1:], a[:, :, 1:]) and torch.equal(b[:, :, 0], -a[:, :, 0])
     assert (b[:, :, 0].abs() > 1e-3).any()  # the flip is seen
 

@@ -51,8 +51,8 @@ from bufferanytime.families.marigold_e2e_normals import (
     REQUIRED_SUBDIRS,
     NormalGraph,
     VideoNormalModel,
-    tiny_normal_components,
 )
+from bufferanytime.families.marigold_normals import tiny_marigold_components
 from bufferanytime.models.base import resolve_dir
 from bufferanytime.models.temporal import TemporalConfig
 from bufferanytime.tasks import DEPTH
@@ -155,10 +155,11 @@ class MarigoldDepthGraph(NormalGraph):
 
 
 def make_tiny_marigold_depth_prior(path: str | Path, seed: int = 0) -> Path:
-    """A tiny random ``MarigoldDepthPipeline`` prior at ``path``: the Marigold tiny components (Stable Diffusion 2
-    classes, v-prediction, trailing DDIM) with v1-1's ``prediction_type`` and ``default_denoising_steps``."""
+    """A tiny random ``MarigoldDepthPipeline`` prior at ``path``: the smallest Marigold components
+    (:func:`~bufferanytime.families.marigold_normals.tiny_marigold_components`) with v1-1's ``prediction_type`` and
+    ``default_denoising_steps``."""
     path = Path(path)
-    parts = tiny_normal_components(seed)
+    parts = tiny_marigold_components(seed)
     write_marigold_depth_prior(path, parts["unet"], parts["vae"], parts["scheduler"], parts["embedding"],
                                default_denoising_steps=V1_1_DENOISING_STEPS)
     return path
