@@ -94,6 +94,18 @@ def write_model_dir(out: Path, model: VideoModel, record: dict, copy_prior: bool
             carry(out, tmp)
 
 
+def summary(record: dict) -> dict:
+    """What a prediction's meta file (``depth --adapt``) and the app show of an adaptation: the budget, the result,
+    the steps, the guard rails' verdict and the figures before and after on the held-out footage."""
+    guard = record.get("guard") or {}
+    before, after = guard.get("before") or {}, guard.get("after") or {}
+    return {"budget": record["budget"]["text"], "base_model": record["base_model"]["ref"],
+            "result": record["result"], "reason": record.get("reason"),
+            "steps": (record.get("validation") or {}).get("steps_done", 0), "guard_passed": guard.get("passed"),
+            "opw_before": before.get("opw"), "opw_after": after.get("opw"),
+            "prior_distance_before": before.get("prior_distance"), "prior_distance_after": after.get("prior_distance")}
+
+
 def finite(value):
     """``value`` with every non-finite float (NaN, infinity) as None: what JSON can hold."""
     if isinstance(value, float):

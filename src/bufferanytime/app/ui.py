@@ -36,6 +36,7 @@ QUEUE_SIZE = 16
 EXAMPLE = "bundled example (synthetic, with ground truth)"
 UPLOAD = "uploaded file"
 BOTH = "both"
+ADAPT_BUDGET = "1m"  # the adaptation budget offered (the command's default, 5m, is long for a web page)
 
 
 class Sessions:
@@ -96,24 +97,39 @@ def metrics_markdown(result: Result) -> str:
         for label in LABELS:
             m = by_label[label]
             lines.append(f"| {name} | {label} | {m['opw']:.4f} |" + (f" {m['accuracy']} |" if has_truth else ""))
-    return "\n".join(lines)
+    return "\n".join(lines + [adaptation_line(name, summary) for name, summary in result.adaptation.items()])
+
+
+def adaptation_line(task: str, summary: dict) -> str:
+    """What adapting ``task``'s video model did: its steps, OPW before and after on the held-out part of the
+    video, and whether the adapted model is the one shown (else why not)."""
+    figures = ""
+    if summary["opw_before"] is not None and summary["opw_after"] is not None:
+        figures = f": OPW on its held-out part {summary['opw_before']:.4f} → {summary['opw_after']:.4f}"
+    elif summary["opw_before"] is not None:
+        figures = f": OPW on its held-out part {summary['opw_before']:.4f} before"
+    used = ("the adapted model is shown" if summary["result"] == "adapted" else
+            f"the starting model is shown ({summary['reason']})")
+    return (f"\n**{task}: adapted to this video** ({summary['steps']} steps, budget {summary['budget']})"
+            f"{figures}; {used}")
 
 
 def process(sessions: Sessions, session: str, source: str, upload: str | None, choice: str, model: str,
             *options: float | str | None, first: float | None = None, stride: float | None = None,
-            max_frames: int = MAX_FRAMES, progress: Progress | None = None, access: ModelAccess | None = None
-            ) -> tuple[Result, str]:
+            max_frames: int = MAX_FRAMES, progress: Progress | None = None, access: ModelAccess | None = None,
+            adapt: str | None = None) -> tuple[Result, str]:
     """One request in its own folder of ``session``: the result and its status line; InputError when unusable.
 
     ``options`` are the values of the controls of :data:`APP_OPTIONS`, in their order. ``access`` decides which
-    models the request may load (default: any, as on this machine only)."""
+    models the request may load (default: any, as on this machine only). ``adapt``: a budget to adapt each video
+    model to the input first (see :func:`bufferanytime.app.work.adapt_model`), None: no adaptation."""
     if source != EXAMPLE and not upload:
         raise InputError("upload a video or a zip of frames first, or choose the bundled example")
     access = access or ModelAccess()
     request = Request(input=None if source == EXAMPLE else Path(upload), tasks=task_names(choice),
                       model=access.resolve(model), options=app_options(options), max_frames=max_frames,
                       first=_optional_int(first),
-                      stride=int(stride) if stride is not None else 1)
+                      stride=int(stride) if stride is not None else 1, adapt=adapt)
     folder = sessions.new_request(session)
     try:
         result = run(request, folder, progress or (lambda fraction, text: None))
@@ -180,9 +196,14 @@ def _inputs(access: ModelAccess) -> dict:
                             label=access.notice(), elem_id="model")
         with gr.Row():
             controls = [_option_control(f) for f in APP_OPTIONS]
+        with gr.Row():
+            adapt = gr.Checkbox(False, label="Adapt the video model to this video first (slower; OPW before and "
+                                "after shown)", elem_id="adapt")
+            budget = gr.Textbox(ADAPT_BUDGET, label="Adaptation budget (a time such as 1m, or steps such as 20steps)",
+                                elem_id="adapt_budget")
         button = gr.Button("Run", variant="primary", elem_id="run")
     return {"button": button, "args": [src["source"], src["upload"], choice, model, src["first"], src["stride"],
-                                       *controls]}
+                                       adapt, budget, *controls]}
 
 
 def _outputs() -> list:
@@ -198,13 +219,18 @@ def _outputs() -> list:
 
 
 def _wide_outputs() -> list:
-    """The time slice and the downloads, across the page: the slice is as wide as the video is long."""
+    """The time slice, the 3D view and the downloads, across the page: the slice is as wide as the video is
+    long."""
     gr.Markdown("**Time slice**: one column of the video over time, left to right. Steady buffers show "
                 "horizontal bands; flicker shows as vertical stripes.")
     slice_image = gr.Image(show_label=False, buttons=[], type="filepath", elem_id="time_slice", interactive=False)
-    downloads = gr.File(label="Downloads: npz, 16-bit PNG zip, EXR zip", file_count="multiple",
-                        elem_id="downloads", interactive=False)
-    return [slice_image, downloads]
+    scene = gr.Model3D(label="3D: the video model's depth fused into one scene, with the camera's path (amber) and "
+                       "frustums; depth runs only", elem_id="scene3d", interactive=False, height=480,
+                       clear_color=(0.12, 0.12, 0.14, 1.0))
+    downloads = gr.File(label="Downloads: npz, 16-bit PNG zip, EXR zip; for depth also the fused scene (PLY, GLB), "
+                        "camera.json, COLMAP and nerfstudio zips", file_count="multiple", elem_id="downloads",
+                        interactive=False)
+    return [slice_image, scene, downloads]
 
 
 def _intro(max_frames: int, access: ModelAccess) -> str:
@@ -227,15 +253,16 @@ def build_app(sessions: Sessions | None = None, max_frames: int = MAX_FRAMES, ac
         def report(fraction: float, text: str) -> None:
             progress(fraction, desc=text)
 
-        source, upload, choice, model, first, stride, *options = args
+        source, upload, choice, model, first, stride, adapt, budget, *options = args
         try:
             result, status = process(sessions, request.session_hash, source, upload, choice, model, *options,
                                      first=first, stride=stride, max_frames=max_frames, progress=report,
-                                     access=access)
+                                     access=access, adapt=(budget or "").strip() if adapt else None)
         except Exception as exc:  # every failure is a message in the page
-            return f"error: {user_message(exc, access)}", None, "", None, None, request.session_hash
+            return f"error: {user_message(exc, access)}", None, "", None, None, None, request.session_hash
         return (status, str(result.side_by_side), metrics_markdown(result), str(result.time_slice),
-                [str(p) for p in result.downloads], request.session_hash)
+                str(result.scene) if result.scene else None, [str(p) for p in result.downloads],
+                request.session_hash)
 
     def on_unload(request: gr.Request) -> None:
         sessions.end(request.session_hash)

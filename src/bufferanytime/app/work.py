@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bufferanytime.app.scene import camera_downloads, camera_save, scene_file
 from bufferanytime.errors import InputError
 from bufferanytime.inference.options import DEFAULT_SAVE, InferenceSettings
 from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoSource, open_video
@@ -47,6 +48,7 @@ class Request:
     max_frames: int = MAX_FRAMES
     first: int | None = None  # use only the first N frames (after the stride) of an upload; None: all
     stride: int = 1  # use every N-th frame of an upload
+    adapt: str | None = None  # adapt each video model to the input first, within this budget (e.g. 1m, 20steps)
 
     def settings(self, save: tuple[str, ...] = DEFAULT_SAVE) -> InferenceSettings:
         """The checked inference settings of the request, on the CPU; InputError naming a bad option."""
@@ -63,6 +65,8 @@ class Result:
     metrics: dict[str, dict[str, dict]] = field(default_factory=dict)
     frames: int = 0
     total_frames: int = 0  # the input's own length, before the first N frames and the stride
+    adaptation: dict[str, dict] = field(default_factory=dict)  # by task: adapt.record.summary of its adaptation
+    scene: Path | None = None  # the depth run's fused scene and camera path (GLB) for the 3D view
 
 
 def _no_progress(fraction: float, text: str) -> None:
@@ -179,21 +183,57 @@ def _zip_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def run_task(task: Task, request: Request, source: VideoSource, frames: np.ndarray, out: Path
+def adapt_budget(text: str):
+    """The request's adaptation budget, parsed; InputError in the page's words."""
+    from bufferanytime.adapt.budget import parse_budget
+
+    try:
+        return parse_budget(text)
+    except InputError as exc:
+        raise InputError(f"adaptation budget {text!r}: {str(exc).split(': ', 1)[-1]}") from None
+
+
+def adapt_model(task: Task, request: Request, frames: np.ndarray, workdir: Path, progress: Progress,
+                span: tuple[float, float]):
+    """The video model of ``task`` adapted to ``frames`` (:mod:`bufferanytime.adapt`; the starting one when the
+    guard rails refuse), and the summary of the adaptation; ``progress`` runs over ``span`` step by step."""
+    from bufferanytime.adapt.record import summary
+    from bufferanytime.adapt.run import run_adapt
+    from bufferanytime.io.outputs import write_image
+
+    folder = workdir / "adapt_input"  # exactly the frames used (after the first N and the stride), once
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for i, frame in enumerate(frames):
+            write_image(folder / f"{i:06d}.png", frame)
+    low, high = span
+
+    def step(done: int, steps: int) -> None:
+        progress(low + (high - low) * done / max(steps, done, 1),
+                 f"{task.name}: adapting to this video, step {done} of {steps}")
+
+    progress(low, f"{task.name}: adapting to this video (reading, measuring one step, the starting model's OPW)")
+    result = run_adapt([folder], request.model, adapt_budget(request.adapt), kind=task.name, device="cpu",
+                       progress=step)
+    return result.model, summary(result.record)
+
+
+def run_task(task: Task, request: Request, source: VideoSource, frames: np.ndarray, out: Path, model=None
              ) -> tuple[dict[str, np.ndarray], list[Path]]:
-    """The prior and the video model of ``task``; the video model's npz, 16-bit PNG and EXR files (the CLI's)."""
+    """The prior and the video model of ``task`` (``model``: the one to use, e.g. adapted; default: the
+    request's); the video model's npz, 16-bit PNG and EXR files (the CLI's)."""
     from bufferanytime.inference import run_video
     from bufferanytime.models import load_model
 
-    model = load_model(task.name, request.model)
-    settings = request.settings(save=("npz", "png16", "exr"))
+    model = model if model is not None else load_model(task.name, request.model)
+    settings = request.settings(save=("npz", "png16", "exr", *camera_save(task)))
     run_video(model, source, out, settings, model_info={"name": request.model or "default"}, progress=False)
     names = task.files
     with np.load(out / names.npz) as npz:
         video = np.asarray(npz[names.key])
     preds = {LABELS[0]: predict(task, request, frames, per_frame=True), LABELS[1]: video}
     downloads = [out / names.npz, _zip_folder(out / names.png16, out / f"{names.png16}.zip"),
-                 _zip_folder(out / names.exr, out / f"{names.exr}.zip")]
+                 _zip_folder(out / names.exr, out / f"{names.exr}.zip"), *camera_downloads(out)]
     return preds, downloads
 
 
@@ -220,16 +260,24 @@ def run(request: Request, workdir: Path, progress: Progress = _no_progress) -> R
     if not tasks:
         raise InputError("choose depth, normals or both")
     request.settings()  # a bad option is refused before any work
+    if request.adapt is not None:
+        adapt_budget(request.adapt)
     progress(0.0, "reading the input")
     source, truth = open_input(request, workdir)
     frames = np.stack(list(source))
     progress(0.1, "optical flow for OPW")
     flows = estimate_flows(frames)
     x = column_index(frames.shape[2])
-    rows, slices, downloads, metrics = [], [("RGB", time_slice(frames, x))], [], {}
+    rows, slices, downloads, metrics, adaptation = [], [("RGB", time_slice(frames, x))], [], {}, {}
     for i, task in enumerate(tasks):
-        progress(0.2 + 0.7 * i / len(tasks), f"{task.name}: per-frame prior and video model")
-        preds, files = run_task(task, request, source, frames, workdir / "outputs")
+        start, share = 0.2 + 0.7 * i / len(tasks), 0.7 / len(tasks)
+        model = None
+        if request.adapt is not None:  # the first half of the task's share: adapting, step by step
+            model, adaptation[task.name] = adapt_model(task, request, frames, workdir, progress,
+                                                       (start, start + share / 2))
+            start += share / 2
+        progress(start, f"{task.name}: per-frame prior and video model")
+        preds, files = run_task(task, request, source, frames, workdir / "outputs", model)
         downloads += files
         metrics[task.name] = scores(task, preds, flows, truth)
         ranges = column_ranges(task, preds)
@@ -237,7 +285,8 @@ def run(request: Request, workdir: Path, progress: Progress = _no_progress) -> R
         slices += [(f"{task.name} {label}", task.to_rgb(time_slice(p, x), ranges[label])) for label, p in preds.items()]
     progress(0.95, "writing the videos")
     result = Result(workdir / "side_by_side.mp4", workdir / "time_slice.png", downloads, metrics, len(frames),
-                    source.num_frames)
+                    source.num_frames, adaptation)
+    result.scene = scene_file(workdir / "outputs")
     write_video(result.side_by_side, np.concatenate(rows, axis=1), fps=source.fps, codec_options=VIS_CODEC_OPTIONS)
     write_image(result.time_slice, compose_slices(frames[0], x, slices))
     return result

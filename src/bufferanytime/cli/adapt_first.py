@@ -43,19 +43,9 @@ def check_adapt_option(args: argparse.Namespace) -> None:
 def adapt_first(args: argparse.Namespace, inputs: list[Path], out_root: Path, device: str) -> tuple[str, dict]:
     """Adapt ``args.model`` on ``inputs`` within ``args.adapt``, written to ``OUT/adapted_model``; the folder to
     predict with, and what the meta files record of the adaptation."""
+    from bufferanytime.adapt.record import summary
     from bufferanytime.adapt.run import run_adapt
 
     target = out_root / ADAPTED_DIR
     result = run_adapt(inputs, args.model, args.adapt, kind=args.kind, out=target, device=device, quiet=args.quiet)
-    return str(target), adapt_meta(result.record, target)
-
-
-def adapt_meta(record: dict, target: Path) -> dict:
-    """What a meta file records of an adaptation: budget, result, guard-rail verdict, figures before and after."""
-    guard = record.get("guard") or {}
-    before, after = guard.get("before") or {}, guard.get("after") or {}
-    return {"budget": record["budget"]["text"], "model_dir": str(target), "base_model": record["base_model"]["ref"],
-            "result": record["result"], "reason": record.get("reason"),
-            "steps": (record.get("validation") or {}).get("steps_done", 0), "guard_passed": guard.get("passed"),
-            "opw_before": before.get("opw"), "opw_after": after.get("opw"),
-            "prior_distance_before": before.get("prior_distance"), "prior_distance_after": after.get("prior_distance")}
+    return str(target), {**summary(result.record), "model_dir": str(target)}
