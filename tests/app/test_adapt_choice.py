@@ -42,7 +42,8 @@ def _click(on_run, clip: Path, adapt: bool, budget: str, reports: list):
 def test_adapt_first_shows_its_progress_and_opw_before_and_after(on_run, clip, monkeypatch):
     monkeypatch.setattr(adapt_run, "MIN_IMPROVEMENT", -1.0)  # each validation improves: the guard rails decide
     reports: list = []
-    status, video, metrics, _, downloads, _ = _click(on_run, clip, True, "2steps", reports)
+    outputs = _click(on_run, clip, True, "2steps", reports)  # status, video, metrics, ..., downloads, session
+    status, video, metrics, downloads = *outputs[:3], outputs[-2]
     assert status.startswith("done: 12 frames"), status
     assert Path(video).is_file() and downloads
     texts = [text for _, text in reports]
@@ -58,13 +59,13 @@ def test_adapt_first_shows_its_progress_and_opw_before_and_after(on_run, clip, m
 
 def test_a_bad_budget_is_a_message_before_any_work(on_run, clip):
     reports: list = []
-    status, video, *_ = _click(on_run, clip, True, "soon", reports)
+    status, video = _click(on_run, clip, True, "soon", reports)[:2]
     assert status.startswith("error: adaptation budget 'soon': cannot read it") and video is None
     assert reports == []
 
 
 def test_unticked_the_budget_is_not_read(on_run, clip):
     reports: list = []
-    status, _, metrics, *_ = _click(on_run, clip, False, "soon", reports)
+    status, _, metrics = _click(on_run, clip, False, "soon", reports)[:3]
     assert status.startswith("done:") and "adapted to this video" not in metrics
     assert not any("adapting" in text for _, text in reports)
