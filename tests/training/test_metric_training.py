@@ -8,8 +8,8 @@ import torch
 from bufferanytime.flow import get_flow_model
 from bufferanytime.losses import affine_invariant_loss, log_l1_loss, split_log_l1_loss
 from bufferanytime.models import load_model
-from bufferanytime.tasks import DEPTH, METRIC_DEPTH
-from bufferanytime.tasks.metric_depth import METRIC_SCALE_WEIGHT
+from bufferanytime.tasks import DEPTH, METRIC_DEPTH, metric_depth
+from bufferanytime.tasks.metric_depth import CLIP_SCALE_WEIGHT, METRIC_SCALE_WEIGHT
 from bufferanytime.testing import make_tiny_metric_prior
 from bufferanytime.training import DepthObjective, train
 
@@ -46,6 +46,23 @@ def test_the_prior_decides_the_task_and_the_losses(metric_prior, tiny_depth_prio
     pred, target = torch.rand(2, 8, 8) + 0.5, torch.rand(2, 8, 8) + 0.5
     assert metric.task.regularization_loss(pred, target) == split_log_l1_loss(pred, target, METRIC_SCALE_WEIGHT)
     assert relative.task.regularization_loss(pred, target) == affine_invariant_loss(pred, target)
+
+
+def test_the_clip_anchor_holds_the_clip_scale_not_each_frame():
+    """The clip-level term costs a global factor |log k| and nothing for the frames' scales around the clip's."""
+    prior = torch.rand(2, 3, 8, 8) * 10 + 1
+    flicker = torch.exp(torch.tensor([0.1, 0.0, -0.1])).view(1, 3, 1, 1)  # frame scales around the prior's
+    assert METRIC_DEPTH.clip_scale_loss(prior, prior).item() == 0.0
+    assert METRIC_DEPTH.clip_scale_loss(prior * flicker, prior).item() < 1e-6
+    assert METRIC_DEPTH.clip_scale_loss(0.8 * prior, prior).item() == pytest.approx(
+        abs(float(torch.log(torch.tensor(0.8)))) * CLIP_SCALE_WEIGHT, rel=1e-4)
+    assert not DEPTH.clip_anchor  # relative disparity has no scale to keep
+
+
+def test_a_metric_clip_is_prepared_with_the_prior_of_every_frame(metric_prior, tiny_depth_prior, tmp_path, frames):
+    """The anchor needs the prior's depth on the whole clip, even when one regularization frame is asked for."""
+    assert _objective(metric_prior, tmp_path).prepare(frames, [2])["target_frames"].tolist() == [0, 1, 2, 3]
+    assert _objective(tiny_depth_prior, tmp_path).prepare(frames, [2])["target_frames"].tolist() == [2]
 
 
 def _objective(prior, tmp_path, **overrides):
@@ -86,6 +103,21 @@ def test_metric_training_keeps_the_median_depth_where_the_affine_loss_lets_it_dr
     assert before_affine == pytest.approx(before)
     assert after / before == pytest.approx(1.0, abs=0.05)
     assert after_affine / before_affine < 0.8
+
+
+def test_the_clip_anchor_alone_keeps_the_scale_that_the_stabilization_shrinks(metric_prior, tmp_path, frames,
+                                                                                monkeypatch):
+    """Without the per-frame scale term, the stabilization on raw metres shrinks the depth (to 0.50-0.68x in 30
+    steps over three seeds); the clip-level anchor alone holds it (0.97-0.99x)."""
+    monkeypatch.setattr(metric_depth, "METRIC_SCALE_WEIGHT", 0.0)
+    ratios = {}
+    for weight in (0.0, CLIP_SCALE_WEIGHT):
+        monkeypatch.setattr(metric_depth, "CLIP_SCALE_WEIGHT", weight)
+        torch.manual_seed(0)
+        before, after = _median_after_training(_objective(metric_prior, tmp_path, stable_norm="none"), frames, 30)
+        ratios[weight] = after / before
+    assert ratios[0.0] < 0.8
+    assert ratios[CLIP_SCALE_WEIGHT] == pytest.approx(1.0, abs=0.05)
 
 
 def test_train_command_on_a_metric_prior_saves_a_metric_video_model(metric_prior, flicker_data, tmp_path):

@@ -64,6 +64,14 @@ class Task:
     prior_distance_scale: float = 1.0
     # Whether the buffer is disparity (larger = nearer): ground-truth depth is compared as its reciprocal.
     disparity: bool = False
+    # Whether the regularization also holds each training clip's overall scale to the prior's
+    # (:meth:`clip_scale_loss`): the prior's output is then prepared for every frame of a clip, not one.
+    clip_anchor: bool = False
+
+    def clip_scale_loss(self, pred: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """The clip-level scale term of the regularization, ``pred``/``prior`` ``(B, L, H, W)``; only for tasks
+        with :attr:`clip_anchor` (a buffer with a scale of its own to keep)."""
+        raise NotImplementedError(f"the {self.name} task has no clip-level scale")
 
     def prior_distance(self, pred: np.ndarray, prior: np.ndarray) -> float:
         """How far a model's frames ``pred`` are from the prior's ``prior`` (disk layout, ``(T, ...)``): the mean

@@ -41,6 +41,12 @@ ALIGNMENTS = ("none", "scale", "affine")
 # tiny metric model kept 0.92x of its prior's OPW after 200 steps, the global log-scale changes between frames
 # (0.01-0.12) being most of it. A tenth frees them, while the scale is still held on average (docs/training.md).
 METRIC_SCALE_WEIGHT = 0.1
+# Weight (times w_reg) of the clip-level scale anchor (MetricDepthTask.clip_scale_loss): the mean log-ratio to the
+# prior over ALL frames of a training clip. The per-frame scale term above weighs 0.1 x w_reg (0.015 at the last
+# stage) and the stabilization is blind to scale, so held out the video model's per-video median drifted by up to
+# 8 % from the prior's; the clip mean averages the prior's frame-to-frame scale flicker out, so it can weigh as
+# much as the shape term without imposing that flicker (chosen on the validation clips, docs/training.md).
+CLIP_SCALE_WEIGHT = 1.0
 
 
 def log_depth(depth: np.ndarray) -> np.ndarray:
@@ -83,6 +89,19 @@ class MetricDepthTask(DepthTask):
         from bufferanytime.losses import split_log_l1_loss
 
         return split_log_l1_loss(pred, target, METRIC_SCALE_WEIGHT)
+
+    clip_anchor = True
+
+    def clip_scale_loss(self, pred: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """``CLIP_SCALE_WEIGHT * |mean over the clip of (log pred - log prior)|``, averaged over the batch: holds
+        each clip's metric scale (its geometric mean) to the prior's, while the frames' scales may differ from the
+        prior's (its flicker). A mean rather than a median: its gradient reaches every pixel, a median's only one."""
+        from bufferanytime.losses import log_depth as torch_log_depth
+
+        if pred.shape != prior.shape:
+            raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(prior.shape)}")
+        ratio = (torch_log_depth(pred) - torch_log_depth(prior.detach().to(pred.dtype))).flatten(1)
+        return CLIP_SCALE_WEIGHT * ratio.mean(dim=1).abs().mean()
 
     def stable_buffers(self, output: torch.Tensor) -> torch.Tensor:
         """``(B, L, H, W)`` metric depth as log depth minus its median over the clip: differences are relative

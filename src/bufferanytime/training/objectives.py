@@ -313,8 +313,7 @@ class LatentObjective(Objective):
         """``frames (L,3,H,W)`` in [0,1] -> VAE latents, flows, masks, and prior latents for ``target_frames``."""
         length = frames.shape[0]
         latents = torch.cat([self.model.encode_latents(chunk[None])[0] for chunk in frames.split(FROZEN_BATCH)])
-        every = target_frames is None or self.task.clip_anchor
-        targets_for = list(range(length)) if every else list(target_frames)
+        targets_for = list(range(length)) if target_frames is None else list(target_frames)
         # One frame at a time: the same bits with and without the cache (see DepthObjective.prepare).
         targets = [self.model.predict_latents(latents[i : i + 1][None], per_frame=True)[0] for i in targets_for]
         prepared = {"rgb_latents": latents}
