@@ -83,7 +83,7 @@ def tiny_marigold_components(seed: int = 0) -> dict:
     the empty-prompt embedding), v-prediction DDIM with trailing spacing.
 
     One level instead of two leaves 3 temporal blocks instead of 5 and 1 transformer instead of 4: the ONNX graph,
-    whose tracing and optimisation dominate the suite's time, has about half the nodes, while every kind of site
+    whose tracing and optimisation dominate the suite's time, has about a third fewer nodes, while every kind of site
     (down, mid, up), the skip connections and the prompt conditioning are still there.
     """
     parts = tiny_normal_components(seed)  # the VAE and the embedding's width; the U-Net is replaced
