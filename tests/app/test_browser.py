@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +154,12 @@ def test_bundled_example_with_both_tasks_in_the_browser(page, tmp_path):
     page.locator("#upload_box").wait_for(state="hidden")  # no upload box, nor its trim controls, for the example
     assert not page.locator("#upload").is_visible() and not page.locator("#first").is_visible()
     page.get_by_label(BOTH, exact=True).check()
-    page.locator("#run").click()
-    assert _wait_for_status(page).startswith("done")
+    with page.expect_response(lambda r: r.url.endswith("/fused.glb"), timeout=PATIENCE_MS) as scene:
+        page.locator("#run").click()  # the 3D view fetches the fused scene by itself, before any download
+        assert _wait_for_status(page).startswith("done")
+    assert scene.value.ok and scene.value.body()[:4] == b"glTF"
+    page.locator("#scene3d canvas").first.wait_for(state="visible")
+    _assert_the_3d_downloads_open(page, tmp_path)
     _assert_nothing_covers_the_pictures(page)
     video = page.locator("#result_video video")
     duration = video.evaluate("""v => new Promise(resolve => v.readyState >= 1 ? resolve(v.duration)
@@ -163,6 +168,17 @@ def test_bundled_example_with_both_tasks_in_the_browser(page, tmp_path):
     video.evaluate("""v => new Promise(resolve => { v.addEventListener('seeked', resolve, {once: true});
                                                     v.pause(); v.currentTime = v.duration / 2; })""")
     _screenshot(page, Path(SCREENSHOT) if SCREENSHOT else tmp_path / "app.png")
+
+
+def _assert_the_3d_downloads_open(page, tmp_path: Path) -> None:
+    """The depth run's 3D files are offered; the COLMAP zip downloads and holds the model COLMAP reads."""
+    for name in ("fused.ply", "fused.glb", "camera.json", "colmap.zip", "nerfstudio.zip"):
+        page.locator(f'#downloads a[download="{name}"]').first.wait_for()
+    with page.expect_download() as download:
+        page.locator('#downloads a[download="colmap.zip"]').first.click()
+    download.value.save_as(tmp_path / "colmap.zip")
+    with zipfile.ZipFile(tmp_path / "colmap.zip") as zf:
+        assert "colmap/sparse/0/cameras.txt" in zf.namelist()
 
 
 def _screenshot(page, path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import zipfile
 from pathlib import Path
@@ -73,6 +74,23 @@ def test_bundled_example_scores_both_tasks_against_ground_truth(tmp_path, monkey
     table = metrics_markdown(result)
     assert "AbsRel" in table and "°" in table  # depth and normal accuracy, with the example's exact ground truth
     assert all(np.isfinite(m["opw"]) for by_label in result.metrics.values() for m in by_label.values())
+    _assert_the_3d_files(result)
+
+
+def _assert_the_3d_files(result) -> None:
+    """The depth run's 3D view file holds the fused cloud and the camera's path; the 3D downloads open."""
+    import trimesh
+
+    scene = trimesh.load(result.scene)
+    kinds = {type(g).__name__ for g in scene.geometry.values()}
+    assert kinds == {"PointCloud", "Path3D"}, kinds
+    files = {p.name: p for p in result.downloads}
+    assert {"fused.ply", "fused.glb", "camera.json", "colmap.zip", "nerfstudio.zip"} <= set(files)
+    assert len(trimesh.load(files["fused.ply"]).vertices) > 100
+    with zipfile.ZipFile(files["colmap.zip"]) as zf:
+        assert {"colmap/sparse/0/cameras.txt", "colmap/sparse/0/images.txt"} <= set(zf.namelist())
+    with zipfile.ZipFile(files["nerfstudio.zip"]) as zf:
+        assert len(json.loads(zf.read("nerfstudio/transforms.json"))["frames"]) > 1
 
 
 def test_a_zip_of_frames_is_an_input(tmp_path):
