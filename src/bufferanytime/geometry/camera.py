@@ -68,7 +68,7 @@ class CameraSettings:
     window: int = 8  # frames per refinement window (step: half of it)
     refine_gaps: tuple[int, ...] = (1, 2, 4)
     focal_gap: int = 12  # frames between the pairs that judge a focal length
-    focal_pairs: int = 12
+    focal_pairs: int = 6
     fov_range: tuple[float, float] = (25.0, 120.0)
 
 
