@@ -48,3 +48,14 @@ def test_adapt_with_per_frame_is_refused(clips, tmp_path, capsys):
     assert code == 2 and err == ["error: --adapt trains a video model on files and folders; it cannot go with "
                                  "--per-frame"]
     assert files_under(tmp_path) == []
+
+
+def test_an_interrupted_adaptation_in_out_is_refused_naming_the_resume(clips, tmp_path, capsys):
+    state = tmp_path / "out" / ADAPTED_DIR / "checkpoints" / "step-00000001" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"step": 1, "adapt": {}}')
+    before = sorted(files_under(tmp_path))
+    code, err = run_main(capsys, "depth", str(clips[0]), "--adapt", "2steps", "-o", str(tmp_path / "out"))
+    assert code == 2 and len(err) == 1 and "interrupted adaptation" in err[0]
+    assert f"bufferanytime adapt depth INPUT... -o {tmp_path / 'out' / ADAPTED_DIR} --resume" in err[0]
+    assert sorted(files_under(tmp_path)) == before

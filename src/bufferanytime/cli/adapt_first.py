@@ -44,8 +44,13 @@ def adapt_first(args: argparse.Namespace, inputs: list[Path], out_root: Path, de
     """Adapt ``args.model`` on ``inputs`` within ``args.adapt``, written to ``OUT/adapted_model``; the folder to
     predict with, and what the meta files record of the adaptation."""
     from bufferanytime.adapt.record import summary
+    from bufferanytime.adapt.resume import has_run
     from bufferanytime.adapt.run import run_adapt
 
     target = out_root / ADAPTED_DIR
+    if has_run(target):  # `adapt --resume` continues it; this command has no --resume of its own
+        raise InputError(f"{target}: holds an interrupted adaptation; continue it with `bufferanytime adapt "
+                         f"{args.kind} INPUT... -o {target} --resume` and predict with --model {target}, or remove "
+                         "it to start over")
     result = run_adapt(inputs, args.model, args.adapt, kind=args.kind, out=target, device=device, quiet=args.quiet)
     return str(target), {**summary(result.record), "model_dir": str(target)}
