@@ -123,3 +123,23 @@ def test_ctrl_c_then_resume_ends_as_an_uninterrupted_run(clips, tmp_path, monkey
     assert not (out / CHECKPOINTS).exists()
     code, err = run_main(capsys, *argv, "-o", str(out), "--resume")
     assert code == 2 and "has finished; there is nothing to resume" in err[0]
+
+
+def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path):
+    import torch
+
+    from bufferanytime.adapt import resume
+
+    layer = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(layer.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    state = {k: v.detach() for k, v in layer.state_dict().items()}
+    resume.save(tmp_path, 3, 1.5, state, state, optimizer, scheduler, {"record": {}})
+    found = resume.interrupted_run(tmp_path)
+    assert found is not None and found.step == 3 and found.state["elapsed"] == 1.5
+    assert [p.name for p in (tmp_path / CHECKPOINTS).iterdir()] == ["step-00000003"]  # nothing half-assembled
+    weights = found.path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"x")  # one byte changed: the checksum no longer matches
+    assert resume.interrupted_run(tmp_path) is None and resume.has_run(tmp_path)
+    with pytest.raises(resume.InputError, match="interrupted adapt run .* pass --resume"):
+        resume.refuse_unless_resumed(tmp_path, False)
