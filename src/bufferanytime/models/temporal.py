@@ -238,6 +238,54 @@ def channels_first_attention(qkv: torch.Tensor, heads: int, frames: int, work: t
     return parts[3]
 
 
+_FUSED_LINEAR: dict[torch.dtype, bool] = {}  # dtype -> whether oneDNN's fused linear runs here (probed once)
+
+
+def _fused_linear_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The type a linear layer computes ``x`` in (autocast's, else ``x``'s) if oneDNN's fused linear + GELU / + add
+    (``torch.ops.mkldnn._linear_pointwise``, what torch.compile emits on CPU) runs it here and gives the unfused
+    values on a probe; else None (another device, a build without oneDNN, a CPU without that type)."""
+    if x.device.type != "cpu":
+        return None
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if dtype not in _FUSED_LINEAR:
+        try:  # outside autocast, which would change the reference's type
+            with torch.autocast("cpu", enabled=False):
+                _FUSED_LINEAR[dtype] = _fused_linear_probe(dtype)
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _FUSED_LINEAR[dtype] = False
+    return dtype if _FUSED_LINEAR[dtype] else None
+
+
+def _fused_linear_probe(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused linear + GELU and linear + add give the unfused values on a small input."""
+    probe, weight = torch.linspace(-2, 2, 8).view(2, 4).to(dtype), torch.ones(3, 4, dtype=dtype)
+    fused = torch.ops.mkldnn._linear_pointwise(probe, weight, None, "gelu", [], "none")
+    added = torch.ops.mkldnn._linear_pointwise.binary(probe, fused, weight, None, "add")
+    product = F.linear(probe.float(), weight.float())
+    return bool(torch.allclose(fused.float(), F.gelu(product), atol=0.05)
+                and torch.allclose(added.float(), product + fused.float(), atol=0.05))
+
+
+def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``F.gelu(linear(x))`` (exact GELU), as one oneDNN call where it runs (:func:`_fused_linear_dtype`): the
+    activation is applied as the product is written instead of in a pass of its own over the 4x-wide features."""
+    dtype = _fused_linear_dtype(x)
+    if dtype is None:
+        return F.gelu(linear(x))
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), linear.weight.to(dtype), linear.bias.to(dtype), "gelu",
+                                              [], "none")
+
+
+def linear_add(linear: nn.Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``residual + linear(x)``, as one oneDNN call where it runs and ``residual`` has the computing type."""
+    dtype = _fused_linear_dtype(x)
+    if dtype is None or residual.dtype != dtype:
+        return residual + linear(x)
+    return torch.ops.mkldnn._linear_pointwise.binary(x.to(dtype), residual, linear.weight.to(dtype),
+                                                     linear.bias.to(dtype), "add")
+
+
 class TemporalAttentionLayer(nn.Module):
     """Pre-norm self-attention over frames followed by a GELU feed-forward.
 
@@ -298,8 +346,11 @@ class TemporalAttentionLayer(nn.Module):
         h = self.norm1(y).view(frames, -1, dim) + self.positions(frames, dim, y.device, y.dtype)[:, None]
         attn = channels_first_attention(torch.matmul(self.to_qkv.weight, h.view(-1, dim).T), self.num_heads, frames,
                                         work)
-        y = y + self.to_out(attn.T)
-        return y + self.ff(self.norm2(y))
+        y = linear_add(self.to_out, attn.T, y)
+        first, act, second = self.ff
+        if not (isinstance(act, nn.GELU) and act.approximate == "none"):
+            return y + self.ff(self.norm2(y))
+        return linear_add(second, linear_gelu(first, self.norm2(y)), y)
 
     def _causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
         """Rotary positions, then the horizon mask (offline) or the cache (streaming, one frame)."""
