@@ -44,6 +44,7 @@ SECOND_MOTION = 0.2  # fraction of the points a second motion must explain to co
 STATIC_TRANSLATION = 0.01  # ... and moves less than this fraction of the median depth is too static for a camera
 FOCAL_GRID = 10  # fields of view first tried over the range searched (then golden section between neighbours)
 FOCAL_TOLERANCE_DEG = 0.05  # golden section stops here: about 0.1 % of the focal length at 60 degrees
+REFINE_POINTS = 300  # inliers per frame pair in the window refinement (evenly spread): plenty for 6 unknowns
 RANSAC_HYPOTHESES = 200  # 3-point motions per RANSAC (all-inlier triple among them: 99.5 % at a 30 % inlier ratio)
 RANSAC_PRESCORED = 100  # points every hypothesis is scored on (evenly spread over the matches) ...
 RANSAC_KEPT = 20  # ... and the best hypotheses, scored again on
@@ -362,6 +363,8 @@ def _refine_window(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray
             threshold = _adaptive_threshold(points[keep], xy[keep], T, K, 3 * settings.ransac_px, settings)
             keep &= np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1) < threshold
         if keep.sum() >= 6:
+            keep = np.flatnonzero(keep)
+            keep = keep[np.linspace(0, len(keep) - 1, min(len(keep), REFINE_POINTS)).round().astype(int)]
             data.append((a, b, points[keep], xy[keep]))
     if not data:
         return
