@@ -152,13 +152,13 @@ def _sizes_as_lengths() -> Iterator[None]:
 
 
 def make_tiny_depth_pro_prior(path: str | Path, seed: int = 0) -> Path:
-    """A tiny random ``DepthProForDepthEstimation`` (4-layer DINOv2s, patch 8 on 32-pixel encoder patches, a
+    """A tiny random ``DepthProForDepthEstimation`` (2-layer DINOv2s, patch 16 on 32-pixel encoder patches, a
     128-pixel 3-level pyramid; DepthPro's structure, without the field-of-view head) whose inverse depth varies with
     the image: fan-in scaled decoder weights and a positive last bias keep the final ReLU alive."""
     torch.manual_seed(seed)
-    vit = {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
+    vit = {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
            "mlp_ratio": 2, "patch_size": 16, "image_size": 32}
-    config = DepthProConfig(fusion_hidden_size=16, patch_size=32, intermediate_hook_ids=[3, 1],
+    config = DepthProConfig(fusion_hidden_size=16, patch_size=32, intermediate_hook_ids=[1, 0],
                             intermediate_feature_dims=[16, 16], scaled_images_ratios=[0.25, 0.5, 1],
                             scaled_images_overlap_ratios=[0.0, 0.5, 0.25], scaled_images_feature_dims=[16, 16, 16],
                             use_fov_model=False, image_model_config=dict(vit), patch_model_config=dict(vit),
