@@ -10,10 +10,13 @@ of ``--frames`` frames at ``--size``. Printed as markdown tables:
     ATE, RPE (translation in % of the mean true step, rotation in degrees per frame) and focal error;
 (c) the cost: ``depth --save npz,poses`` against ``depth --save npz`` on the default embedded model (wall clock
     of the whole run, in process after one warm-up run; the two sides alternate ``--repeats`` times, so that a
-    machine busy with other work slows both alike; the median of the per-repeat ratios). ``--cost-only``: (c) alone.
+    machine busy with other work slows both alike; the median of the per-repeat ratios), and the ratio of their CPU
+    seconds; ``--one-thread`` runs torch and OpenCV on one thread (start it with OMP_NUM_THREADS=1
+    OPENBLAS_NUM_THREADS=1), whose CPU seconds hardly depend on other work on the machine. ``--cost-only``: (c)
+    alone.
 
     python benchmarks/camera_poses.py [--videos 6] [--frames 48] [--size 120x160] [--seed 50000] [--repeats 5]
-                                      [--cost-only]
+                                      [--cost-only] [--one-thread]
 """
 
 from __future__ import annotations
@@ -73,24 +76,35 @@ def table(title: str, rows: dict[str, list[dict]], keys: tuple[str, ...]) -> Non
         print(f"| {name} | " + " | ".join(f"{m:.4f}" for m in means) + f" | {sum(r['lost'] for r in results)} |")
 
 
-def cost(video_dir: Path, repeats: int) -> tuple[float, float, float, float]:
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cost(video_dir: Path, repeats: int) -> tuple[float, float, float, float, float]:
     """Median wall-clock seconds of ``depth --save npz`` and ``--save npz,poses`` on one clip, alternated, the
-    median of their per-repeat ratios, and the median camera part."""
+    median of their per-repeat ratios, the median camera part, and the ratio of the two sides' CPU seconds (all
+    threads of the process: less sensitive than the wall clock to other work on the machine)."""
     import json
 
     from bufferanytime.cli.main import main
 
     times: dict[str, list[float]] = {"npz": [], "npz,poses": []}
+    cpu = {save: 0.0 for save in times}
     camera = []
     with tempfile.TemporaryDirectory() as tmp:
 
         def run(save: str) -> float:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), _cpu_seconds()
             assert main(["depth", str(video_dir / "rgb.mp4"), "-o", f"{tmp}/out", "--save", save, "-q",
                          "--device", "cpu"]) == 0
+            cpu[save] = cpu.get(save, 0.0) + _cpu_seconds() - start_cpu
             return time.perf_counter() - start
 
         run("npz,poses")  # warm-up: imports, first model load
+        cpu = {save: 0.0 for save in times}
         for _ in range(repeats):
             for save in times:
                 times[save].append(run(save))
@@ -99,7 +113,7 @@ def cost(video_dir: Path, repeats: int) -> tuple[float, float, float, float]:
                     camera.append(meta["camera"]["seconds"])
     ratios = np.array(times["npz,poses"]) / np.array(times["npz"])
     return (float(np.median(times["npz"])), float(np.median(times["npz,poses"])), float(np.median(ratios)),
-            float(np.median(camera)))
+            float(np.median(camera)), cpu["npz,poses"] / cpu["npz"])
 
 
 def main() -> None:
@@ -110,16 +124,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=50000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cost-only", action="store_true")
+    parser.add_argument("--one-thread", action="store_true")
     args = parser.parse_args()
+    if args.one_thread:
+        import torch
+
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
     size = tuple(int(v) for v in args.size.split("x"))
     if not args.cost_only:
         accuracy(args, size)
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_video_dir(render_video(args.seed, args.frames, size), Path(tmp) / "clip")
-        plain, poses, ratio, camera = cost(clip, args.repeats)
+        plain, poses, ratio, camera, cpu_ratio = cost(clip, args.repeats)
     print(f"\n(c) cost on one {args.frames}-frame clip, default embedded model, median of {args.repeats} alternated "
           f"runs: depth --save npz {plain:.2f} s, --save npz,poses {poses:.2f} s (+{100 * (ratio - 1):.0f} %; "
-          f"camera part {camera:.2f} s)")
+          f"camera part {camera:.2f} s); CPU seconds of the whole process +{100 * (cpu_ratio - 1):.0f} %")
 
 
 def accuracy(args, size: tuple[int, int]) -> None:
