@@ -343,14 +343,25 @@ class TemporalAttentionLayer(nn.Module):
         operands from as they are; the output projection reads the attention's result transposed: no copy for a
         layout change anywhere."""
         dim = y.shape[1]
-        h = self.norm1(y).view(frames, -1, dim) + self.positions(frames, dim, y.device, y.dtype)[:, None]
+        h = self._norm_as_input(self.norm1, y).view(frames, -1, dim) + self.positions(frames, dim, y.device,
+                                                                                       y.dtype)[:, None]
         attn = channels_first_attention(torch.matmul(self.to_qkv.weight, h.view(-1, dim).T), self.num_heads, frames,
                                         work)
         y = linear_add(self.to_out, attn.T, y)
         first, act, second = self.ff
         if not (isinstance(act, nn.GELU) and act.approximate == "none"):
             return y + self.ff(self.norm2(y))
-        return linear_add(second, linear_gelu(first, self.norm2(y)), y)
+        return linear_add(second, linear_gelu(first, self._norm_as_input(self.norm2, y)), y)
+
+    @staticmethod
+    def _norm_as_input(norm: nn.LayerNorm, y: torch.Tensor) -> torch.Tensor:
+        """``norm(y)``; under autocast, in ``y``'s type when that is the type the next linear layer computes in
+        (float32 statistics and weights, one rounding of the output), where autocast writes float32 that the linear
+        layer then converts: one pass over the features instead of two."""
+        if not (torch.is_autocast_enabled(y.device.type) and y.dtype == torch.get_autocast_dtype(y.device.type)):
+            return norm(y)
+        with torch.autocast(y.device.type, enabled=False):
+            return F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
     def _causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
         """Rotary positions, then the horizon mask (offline) or the cache (streaming, one frame)."""
