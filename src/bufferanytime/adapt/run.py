@@ -175,7 +175,7 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
         budget = recorded
     run = _Run(parse_budget(budget if budget is not None else DEFAULT_BUDGET), _say(quiet), quiet, started)
     run.progress = progress
-    options = {**given, "lr": given["lr"] if given["lr"] is not None else objective_class(kind).defaults["lr"],
+    options = {**given, "lr": given["lr"] if given["lr"] is not None else objective_class(base).defaults["lr"],
                "w_reg": W_REG if given["w_reg"] is None else given["w_reg"],
                "seed": 0 if given["seed"] is None else given["seed"], "device": resolve_device(device),
                "copy_prior": copy_prior}
@@ -323,8 +323,8 @@ class _Run:
                  for c in ladder}
         left = self.budget.seconds - self.elapsed() if self.budget.seconds is not None else None
         train_frames = sum(len(s.frames) for s in footage.train)
-        plan = choose(costs, loads, left, self.budget.steps, objective_class(kind).temporal_only, options["lr"],
-                      train_frames)
+        temporal_only = objective_class(session.model).temporal_only
+        plan = choose(costs, loads, left, self.budget.steps, temporal_only, options["lr"], train_frames)
         self.costs = costs
         self._lap("measure_s", began)
         if self.budget.seconds is not None and plan.steps < MIN_STEPS:
@@ -336,7 +336,7 @@ class _Run:
         session.forget()
         session.start(plan.side_fraction, plan.trained, options["lr"], plan.warmup)
         h, w = session.size(0)
-        fusion = objective_class(kind).light_extra if plan.trained == "temporal" else ""
+        fusion = objective_class(session.model).light_extra if plan.trained == "temporal" else ""
         trained = TRAINED[plan.trained] + fusion
         self.say(f"settings: {h}x{w}, clips of {plan.clip_len} frames, {plan.steps} steps of about "
                  f"{plan.projected_step_seconds:.2g} s, validation every {plan.val_every} steps, training {trained}, "

@@ -57,7 +57,7 @@ class Session:
         self.device = device
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        self.objective = objective_class(config.kind).build(self.model, flow_model, config, device)
+        self.objective = objective_class(self.model).build(self.model, flow_model, config, device)
         self.multiple = int(getattr(model, "size_multiple", DINOV2_PATCH))
         self.fraction = 1.0
         self.params: dict[str, torch.nn.Parameter] = {}

@@ -160,7 +160,7 @@ class TrainConfig:
         """Fill kind-dependent defaults and check every value; raises InputError on bad values."""
         if self.kind not in KINDS:
             raise InputError(f"unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
-        defaults = objective_class(self.kind).defaults
+        defaults = self.objective_class().defaults
         filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
         cfg = replace(self, **filled)
         cfg.res = tuple(cfg.res)
@@ -168,6 +168,18 @@ class TrainConfig:
             cfg.horizon = cfg.clip_len
         cfg.validate()
         return cfg
+
+    def objective_class(self) -> type:
+        """The training objective of the run's model: its family's when ``model`` is a local checkpoint (a Marigold
+        depth prior trains as a latent model, with a latent model's defaults), else that of the kind's first family."""
+        from bufferanytime.families import family_of
+        from bufferanytime.models import resolve_model_path
+
+        try:
+            location = Path(resolve_model_path(self.kind, self.model))
+            return family_of(location).objective_class() if location.is_dir() else objective_class(self.kind)
+        except InputError:  # no model there: the trainer says so when it loads it
+            return objective_class(self.kind)
 
     def validate(self) -> None:
         """InputError naming the flag of the first bad value (see :func:`~.options.check_values`)."""
