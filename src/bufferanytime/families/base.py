@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,3 +63,18 @@ class Family:
     def make_tiny_prior(self, path: str | Path, seed: int = 0) -> Path:
         """Write this family's tiny random prior to ``path`` and return the path."""
         return Path(self.tiny_prior(Path(path), seed))
+
+
+def fan_in_init(modules: Iterable[nn.Module]) -> None:
+    """Fan-in scaled weights and zero biases for the convolutions among ``modules``, in place: a tiny random
+    prior's decoder then keeps its activations O(1), as a real prior's do (the libraries' default initialisation
+    makes a random DPT-style decoder's output constant to about 1e-6, hiding a wrong resize, colour or frame order
+    from the tests). Draws from torch's global generator: seed it first."""
+    from torch import nn
+
+    for module in modules:
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+            fan_in = module.weight[0].numel() if isinstance(module, nn.Conv2d) else module.weight[:, 0].numel()
+            nn.init.normal_(module.weight, std=fan_in**-0.5)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

@@ -31,7 +31,7 @@ from bufferanytime.constants import (
     IMAGENET_MEAN,
     IMAGENET_STD,
 )
-from bufferanytime.families.base import Family
+from bufferanytime.families.base import Family, fan_in_init
 from bufferanytime.models.base import (
     TransformersVideoModel,
     as_temporal_config,
@@ -304,12 +304,7 @@ def make_informative(prior: DepthAnythingForDepthEstimation) -> None:
     last ReLU. Fan-in scaled weights keep activations O(1), like a real prior; the last bias keeps the ReLU active.
     Draws from torch's global generator: seed it first.
     """
-    for module in [*prior.neck.modules(), *prior.head.modules()]:
-        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-            fan_in = module.weight[0].numel() if isinstance(module, torch.nn.Conv2d) else module.weight[:, 0].numel()
-            torch.nn.init.normal_(module.weight, std=fan_in**-0.5)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
+    fan_in_init([*prior.neck.modules(), *prior.head.modules()])
     torch.nn.init.constant_(prior.head.conv3.bias, 1.0)
 
 

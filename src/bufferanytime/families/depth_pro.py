@@ -47,7 +47,7 @@ from torch import nn
 from transformers import DepthProConfig, DepthProForDepthEstimation
 
 from bufferanytime.constants import CLIP_LEN_DEPTH, DEPTH_NUM_TEMPORAL_BLOCKS
-from bufferanytime.families.base import Family
+from bufferanytime.families.base import Family, fan_in_init
 from bufferanytime.models.base import TransformersVideoModel, as_temporal_config
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, temporal_hooks
 from bufferanytime.tasks import DEPTH
@@ -164,12 +164,7 @@ def make_tiny_depth_pro_prior(path: str | Path, seed: int = 0) -> Path:
                             use_fov_model=False, image_model_config=dict(vit), patch_model_config=dict(vit),
                             fov_model_config=dict(vit))
     model = DepthProForDepthEstimation(config)
-    for module in [*model.depth_pro.neck.modules(), *model.fusion_stage.modules(), *model.head.modules()]:
-        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-            fan_in = module.weight[0].numel() if isinstance(module, nn.Conv2d) else module.weight[:, 0].numel()
-            nn.init.normal_(module.weight, std=fan_in**-0.5)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+    fan_in_init([*model.depth_pro.neck.modules(), *model.fusion_stage.modules(), *model.head.modules()])
     last = [m for m in model.head.modules() if isinstance(m, nn.Conv2d)][-1]
     nn.init.constant_(last.bias, 1.0)
     model.save_pretrained(path)

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import DPTConfig, DPTForDepthEstimation
 
 from bufferanytime.constants import CLIP_LEN_DEPTH, DEPTH_NUM_TEMPORAL_BLOCKS
-from bufferanytime.families.base import Family
+from bufferanytime.families.base import Family, fan_in_init
 from bufferanytime.models.base import (
     TransformersVideoModel,
     as_temporal_config,
@@ -128,12 +128,7 @@ def make_tiny_dpt_prior(path: str | Path, seed: int = 0) -> Path:
                        image_size=64, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
                        neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32, reassemble_factors=[4, 2, 1, 0.5])
     model = DPTForDepthEstimation(config)
-    for module in [*model.neck.modules(), *model.head.modules()]:
-        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-            fan_in = module.weight[0].numel() if isinstance(module, nn.Conv2d) else module.weight[:, 0].numel()
-            nn.init.normal_(module.weight, std=fan_in**-0.5)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+    fan_in_init([*model.neck.modules(), *model.head.modules()])
     last = [m for m in model.head.modules() if isinstance(m, nn.Conv2d)][-1]
     nn.init.constant_(last.bias, 1.0)
     model.save_pretrained(path)

@@ -33,7 +33,7 @@ from torch.overrides import TorchFunctionMode
 from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation
 
 from bufferanytime.constants import CLIP_LEN_DEPTH, DEPTH_NUM_TEMPORAL_BLOCKS
-from bufferanytime.families.base import Family
+from bufferanytime.families.base import Family, fan_in_init
 from bufferanytime.models.base import TransformersVideoModel, as_temporal_config, nearest_multiple
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, temporal_hooks
 from bufferanytime.tasks import METRIC_DEPTH, Task
@@ -157,17 +157,6 @@ class _ExactSplits(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _fan_in_init(modules) -> None:
-    """Fan-in scaled conv weights and zero biases: activations stay O(1) through a random decoder, as in a real
-    prior (the library's default initialisation makes a random ZoeDepth's depth constant to 1e-7)."""
-    for module in modules:
-        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-            fan_in = module.weight[0].numel() if isinstance(module, nn.Conv2d) else module.weight[:, 0].numel()
-            nn.init.normal_(module.weight, std=fan_in**-0.5)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-
-
 def make_tiny_zoedepth_prior(path: str | Path, seed: int = 0) -> Path:
     """A tiny random ``ZoeDepthForDepthEstimation`` (4-layer BEiT with relative position bias, patch 8, one bins
     head over 0-10 m, ZoeDepth-NYU's structure) whose depth varies with the image: fan-in scaled decoder weights,
@@ -181,7 +170,7 @@ def make_tiny_zoedepth_prior(path: str | Path, seed: int = 0) -> Path:
                             num_attractors=[4, 4, 2, 1], bin_centers_type="normed",
                             bin_configurations=[{"n_bins": 16, "min_depth": 0.001, "max_depth": 10.0}])
     model = ZoeDepthForDepthEstimation(config)
-    _fan_in_init([*model.neck.modules(), *model.relative_head.modules(), *model.metric_head.modules()])
+    fan_in_init([*model.neck.modules(), *model.relative_head.modules(), *model.metric_head.modules()])
     nn.init.constant_(model.relative_head.conv3.bias, 1.0)  # keeps the relative head's last ReLU alive
     model.save_pretrained(path)
     return Path(path)
