@@ -39,18 +39,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, MarigoldDepthPipeline, UNet2DConditionModel
-from diffusers.utils import logging as diffusers_logging
-from safetensors.torch import save_file
 
 from bufferanytime.errors import InputError
 from bufferanytime.families.base import Family
 from bufferanytime.families.marigold_e2e_normals import (
-    EMBEDDING_KEY,
-    EMBEDDING_NAME,
     MODEL_INDEX_NAME,
     REQUIRED_SUBDIRS,
     NormalGraph,
     VideoNormalModel,
+    save_pipeline,
 )
 from bufferanytime.families.marigold_normals import tiny_marigold_components
 from bufferanytime.models.base import resolve_dir
@@ -79,14 +76,7 @@ def write_marigold_depth_prior(
         scale_invariant=True, shift_invariant=True, default_denoising_steps=default_denoising_steps,
         default_processing_resolution=processing_resolution,
     )
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()  # a missing text encoder is intended, not worth a warning
-    try:
-        pipeline.save_pretrained(str(directory))
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
-    if embedding is not None:
-        save_file({EMBEDDING_KEY: embedding.detach().cpu().float().contiguous()}, str(directory / EMBEDDING_NAME))
+    save_pipeline(pipeline, directory, embedding)
 
 
 class VideoMarigoldDepthModel(VideoNormalModel):

@@ -146,6 +146,12 @@ def write_marigold_prior(
         default_denoising_steps=1,
         default_processing_resolution=processing_resolution,
     )
+    save_pipeline(pipeline, directory, embedding)
+
+
+def save_pipeline(pipeline, directory: Path, embedding: torch.Tensor | None) -> None:
+    """Save a Marigold pipeline's folder (quietly: a missing text encoder is intended) and, if given, the
+    empty-prompt embedding beside it."""
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # a missing text encoder is intended, not worth a warning
     try:
