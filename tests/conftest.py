@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bufferanytime.io.video import write_video
-from bufferanytime.testing import make_tiny_prior
+from bufferanytime.testing import make_tiny_normal_prior, make_tiny_prior
 from tests.helpers import moving_pattern, one_torch_thread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,8 @@ def tiny_depth_prior(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_normal_prior(tmp_path_factory) -> Path:
-    return make_tiny_prior("normal", tmp_path_factory.mktemp("priors") / "tiny-normal")
+    """In the embedded normal model's architecture (two U-Net levels), not the family's smaller conformance prior."""
+    return make_tiny_normal_prior(tmp_path_factory.mktemp("priors") / "tiny-normal")
 
 
 @pytest.fixture()

@@ -48,8 +48,8 @@ from bufferanytime.families.marigold_e2e_normals import (
     NormalGraph,
     VideoNormalModel,
     save_pipeline,
+    tiny_marigold_components,
 )
-from bufferanytime.families.marigold_normals import tiny_marigold_components
 from bufferanytime.models.base import resolve_dir
 from bufferanytime.models.temporal import TemporalConfig
 from bufferanytime.tasks import DEPTH
@@ -146,7 +146,7 @@ class MarigoldDepthGraph(NormalGraph):
 
 def make_tiny_marigold_depth_prior(path: str | Path, seed: int = 0) -> Path:
     """A tiny random ``MarigoldDepthPipeline`` prior at ``path``: the smallest Marigold components
-    (:func:`~bufferanytime.families.marigold_normals.tiny_marigold_components`) with v1-1's ``prediction_type`` and
+    (:func:`~bufferanytime.families.marigold_e2e_normals.tiny_marigold_components`) with v1-1's ``prediction_type`` and
     ``default_denoising_steps``."""
     path = Path(path)
     parts = tiny_marigold_components(seed)

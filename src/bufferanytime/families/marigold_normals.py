@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 
 from bufferanytime.constants import MARIGOLD_NORMALS_EPS
 from bufferanytime.families.base import Family
@@ -36,8 +35,7 @@ from bufferanytime.families.marigold_e2e_normals import (
     MODEL_INDEX_NAME,
     NormalGraph,
     VideoNormalModel,
-    sd2_scheduler,
-    tiny_normal_components,
+    tiny_marigold_components,
     write_marigold_prior,
 )
 from bufferanytime.io.atomic import write_text_atomic
@@ -75,25 +73,6 @@ class VideoMarigoldNormalsModel(VideoNormalModel):
         """As :meth:`VideoNormalModel.save_prior`, keeping the marker that says the copy is a v1-1 checkpoint."""
         super().save_prior(destination)
         set_index_keys(Path(destination), **{STEPS_KEY: V1_1_DENOISING_STEPS})
-
-
-def tiny_marigold_components(seed: int = 0) -> dict:
-    """The smallest Marigold of the real classes, for the conformance suite: the E2E-FT tiny VAE (Stable Diffusion's
-    four levels, downsampling by 8) and a one-level U-Net whose one attention is its cross-attention mid block (on
-    the empty-prompt embedding), v-prediction DDIM with trailing spacing.
-
-    One level instead of two leaves 3 temporal blocks instead of 5 and 1 transformer instead of 4: the ONNX graph,
-    whose tracing and optimisation dominate the suite's time, has about a third fewer nodes, while every kind of site
-    (down, mid, up), the skip connections and the prompt conditioning are still there.
-    """
-    parts = tiny_normal_components(seed)  # the VAE and the embedding's width; the U-Net is replaced
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=8, out_channels=4, block_out_channels=(32,), layers_per_block=1,
-        down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), cross_attention_dim=32,
-        attention_head_dim=4, use_linear_projection=True,
-    )
-    return {**parts, "unet": unet, "scheduler": sd2_scheduler()}
 
 
 def make_tiny_marigold_normals_prior(path: str | Path, seed: int = 0) -> Path:
