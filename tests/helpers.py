@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,3 +51,10 @@ def run_main(capsys, *argv: str) -> tuple[int, list[str]]:
 def files_under(path: Path) -> list[Path]:
     """Every file below ``path`` (none when it does not exist)."""
     return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+def default_sigint() -> None:
+    """Restore SIGINT's default in a child process (``preexec_fn``): a shell's background job (``make test &``,
+    nohup) starts with SIGINT ignored, and Python then never turns it into KeyboardInterrupt, so a test's Ctrl-C
+    would not reach the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

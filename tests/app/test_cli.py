@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from bufferanytime.cli.main import COMMANDS, main
-from tests.helpers import run_main
+from tests.helpers import default_sigint, run_main
 
 START_PATIENCE = 600  # seconds: a bound for a hung app, far above a start-up on a slow, busy machine
 
@@ -108,7 +108,8 @@ def test_start_up_says_each_step_then_the_address_and_no_share_hint(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     env.pop("GRADIO_TEMP_DIR", None)
     proc = subprocess.Popen([sys.executable, "-m", "bufferanytime.cli.main", "app", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
     out: queue.Queue = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stdout, out), daemon=True).start()
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -73,11 +72,6 @@ def ray_address():
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
-
-
-def default_sigint() -> None:
-    """SIGINT's default in a child (a background job starts with SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition, timeout: float = START_TIMEOUT_S, process: subprocess.Popen | None = None) -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from bufferanytime.batch.work import EVENTS_ENV
 from bufferanytime.io.outputs import STAGING_NAME
-from tests.batch.conftest import default_sigint, events, make_clips, rows, staging_left, wait_for
-from tests.helpers import run_main
+from tests.batch.conftest import events, make_clips, rows, staging_left, wait_for
+from tests.helpers import default_sigint, run_main
 
 SAVE = ("--save", "npz,png16")
 

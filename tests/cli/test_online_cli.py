@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.helpers import run_main
+from tests.helpers import default_sigint, run_main
 from tests.io.live_feeds import PipeFeeder, frames, mjpeg, y4m, y4m_header
 
 SMALL = ["--max-res", "42", "--window", "3", "--device", "cpu"]
@@ -216,16 +216,10 @@ def test_a_full_disk_is_one_line_and_the_frames_before_stay(tiny_depth_prior, tm
     assert meta["frames_written"] == 2 and meta["status"].endswith("no space left on device")
 
 
-def _default_sigint() -> None:
-    """Restore SIGINT's default in the child: a shell's background job (``make test &``, nohup) starts with SIGINT
-    ignored, and Python then never turns it into KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "bufferanytime", *args], env=env, stderr=subprocess.PIPE,
-                            preexec_fn=_default_sigint, **kwargs)
+                            preexec_fn=default_sigint, **kwargs)
 
 
 def test_standard_input_to_an_mjpeg_stream_on_standard_output(tiny_depth_prior, tmp_path):
