@@ -213,10 +213,6 @@ class VideoDepthModel(TransformersVideoModel):
         maps.clear()  # the levels hold the maps now: each is freed as soon as the fusion has used it
         return self._resized(self._fuse_window(levels, num_frames, *self._patch_grid(size)), size)
 
-    def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The frozen per-frame stage: ``(N,3,H,W)`` in [0,1] -> ViT features, each with N leading."""
-        return self.backbone_features(self.preprocess(images))
-
     def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
         """The temporal stage on ``encode_frames`` output of B*T frames -> disparity ``(B*T, H, W)`` at ``size``."""
         size_in = (nearest_multiple(size[0], DINOV2_PATCH), nearest_multiple(size[1], DINOV2_PATCH))
@@ -229,10 +225,6 @@ class VideoDepthModel(TransformersVideoModel):
             disparity = F.interpolate(disparity[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
         return disparity
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, t, _, h, w = frames.shape
-        features = self.encode_frames(frames.reshape(b * t, 3, h, w))
-        return self.decode_frames(features, t, (h, w)).reshape(b, t, h, w)
 
 
 class DepthGraph(nn.Module):

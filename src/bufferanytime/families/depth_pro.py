@@ -105,19 +105,12 @@ class VideoDepthProModel(TransformersVideoModel):
             fused = self.fusion_stage(self.neck(list(features)))
         return self.head(fused[-1])
 
-    def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone_features(self.preprocess(images))
-
     def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
         disparity = self.decode_head(features, num_frames, (self.side, self.side))
         if disparity.shape[-2:] != tuple(size):
             disparity = F.interpolate(disparity[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
         return disparity
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, t, _, h, w = frames.shape
-        features = self.encode_frames(frames.reshape(b * t, 3, h, w))
-        return self.decode_frames(features, t, (h, w)).reshape(b, t, h, w)
 
 
 class DepthProGraph(nn.Module):

@@ -87,9 +87,6 @@ class VideoDPTModel(TransformersVideoModel):
         with temporal_hooks([] if self.per_frame else self._temporal_sites, num_frames):
             return self.head(self.neck(list(features), patch_h, patch_w))
 
-    def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone_features(self.preprocess(images))
-
     def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
         disparity = self.decode_head(features, num_frames, self._pixel_size(size))
         if disparity.shape[-2:] != tuple(size):
@@ -99,10 +96,6 @@ class VideoDPTModel(TransformersVideoModel):
     def _pixel_size(self, size) -> tuple[int, int]:
         return nearest_multiple(size[0], self.patch_size), nearest_multiple(size[1], self.patch_size)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, t, _, h, w = frames.shape
-        features = self.encode_frames(frames.reshape(b * t, 3, h, w))
-        return self.decode_frames(features, t, (h, w)).reshape(b, t, h, w)
 
 
 class DPTGraph(nn.Module):

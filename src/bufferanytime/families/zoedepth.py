@@ -107,9 +107,6 @@ class VideoZoeDepthModel(TransformersVideoModel):
                                     relative_depth=relative)
         return depth[:, 0]
 
-    def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone_features(self.preprocess(images))
-
     def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
         depth = self.decode_head(features, num_frames, self._pixel_size(size))
         if depth.shape[-2:] != tuple(size):
@@ -119,10 +116,6 @@ class VideoZoeDepthModel(TransformersVideoModel):
     def _pixel_size(self, size) -> tuple[int, int]:
         return nearest_multiple(size[0], self.multiple), nearest_multiple(size[1], self.multiple)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, t, _, h, w = frames.shape
-        features = self.encode_frames(frames.reshape(b * t, 3, h, w))
-        return self.decode_frames(features, t, (h, w)).reshape(b, t, h, w)
 
 
 class ZoeDepthGraph(nn.Module):

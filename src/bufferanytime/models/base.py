@@ -408,3 +408,15 @@ class TransformersVideoModel(VideoModel):
         super().train(mode)
         self.backbone.eval()  # frozen: dropout and friends stay off
         return self
+
+    def encode_frames(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen per-frame stage: ``(N,3,H,W)`` in [0,1] -> the backbone's features, each with N leading
+        (``preprocess`` and ``backbone_features`` are the family's)."""
+        return self.backbone_features(self.preprocess(images))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (B,T,3,H,W)`` in [0,1] -> ``(B,T,H,W)``: every frame encoded, then decoded as one window of T
+        (``decode_frames`` is the family's)."""
+        b, t, _, h, w = frames.shape
+        features = self.encode_frames(frames.reshape(b * t, 3, h, w))
+        return self.decode_frames(features, t, (h, w)).reshape(b, t, h, w)
