@@ -2,8 +2,9 @@
 a worker SIGKILLed mid-video costs only its own input, a corrupt input fails alone in its row, and Ctrl-C stops the
 whole run keeping what finished and leaving no staging folder.
 
-Runs compared bit for bit use one torch thread per process on both sides (the Ray workers have 1 CPU each); the
-visualisation mp4 is left out of the comparison: x264 does not always give the same bytes for the same frames."""
+Runs compared bit for bit use one torch thread per process on both sides (the Ray workers have 1 CPU each); every
+file is compared, the visualisation mp4 too (x264 runs with a fixed thread count and a synchronous lookahead), and
+the meta file without its timings."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.batch.conftest import events, make_clips, rows, staging_left, wait_fo
 from tests.helpers import default_sigint, run_main
 
 SAVE = ("--save", "npz,png16")
+EVERY_FILE = ("--save", "npz,png16,vis")
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -43,16 +45,16 @@ def test_ray_writes_the_same_bytes_as_local_and_a_rerun_recomputes_nothing(
     clips = make_clips(tmp_path / "in", 3)
     monkeypatch.setenv(EVENTS_ENV, str(tmp_path / "events.jsonl"))
     code, err = run_main(capsys, "depth", str(tmp_path / "in" / "*.mp4"), "-o", str(tmp_path / "local"), "-q",
-                         *SAVE, "--engine", "local")
+                         *EVERY_FILE, "--engine", "local")
     assert code == 0 and err == []
     # no --address: the run starts a Ray instance of its own, although another one (ray_address) runs here
-    ray_run = ["depth", *map(str, clips), "-o", str(tmp_path / "ray"), "-q", *SAVE, "--engine", "ray",
+    ray_run = ["depth", *map(str, clips), "-o", str(tmp_path / "ray"), "-q", *EVERY_FILE, "--engine", "ray",
                "--num-workers", "2"]
     code, err = run_main(capsys, *ray_run)
     assert code == 0 and err == []
     for clip in clips:
         local, ray = _files(tmp_path / "local" / clip.stem), _files(tmp_path / "ray" / clip.stem)
-        assert sorted(local) == sorted(ray) and len(local) == 2 + 6  # npz, meta, 6 PNGs
+        assert sorted(local) == sorted(ray) and len(local) == 3 + 6  # npz, mp4, meta, 6 PNGs
         for name in local:
             if name.endswith(".meta.json"):
                 assert _comparable(local[name]) == _comparable(ray[name])

@@ -37,6 +37,12 @@ TRUNCATION_TOLERANCE = 0.98
 # instead of libavcodec's default slice threads: 0.76x the encoding time on 2 cores (120 such frames: 0.75 vs
 # 0.98 s), a few frames more latency, which only a live stream would notice (io.sinks keeps slices).
 VIS_CODEC_OPTIONS = {"preset": "veryfast", "thread_type": "frame"}
+# H.264 options of every file written, so that the same frames make the same bytes, on any machine. x264's
+# lookahead runs on a thread of its own that hands frame decisions over as they come ("sync-lookahead"): how far
+# it got decides the frame types, and the same 6 frames gave one of three files (up to a third of encodes of one
+# process differed). Its thread count otherwise follows the machine's CPUs (1.5 per CPU), which changes the bytes
+# from one machine to another; x264 still uses fewer threads for small frames, by their height only.
+REPEATABLE_X264 = {"threads": "4", "x264-params": "sync-lookahead=0"}
 
 
 def natural_key(text: str) -> list:
@@ -314,7 +320,7 @@ class VideoWriter:
         fps = _as_fraction(self.fps)
         try:
             self._stream = self._container.add_stream("libx264", rate=fps)
-            self._stream.options = {"crf": str(self.crf), **self.codec_options}
+            self._stream.options = {"crf": str(self.crf), **REPEATABLE_X264, **self.codec_options}
         except (av.error.FFmpegError, ValueError):
             self._stream = self._container.add_stream("mpeg4", rate=fps)
             self._stream.bit_rate = 8_000_000
@@ -329,7 +335,7 @@ class VideoWriter:
             self._open(frame.shape[0], frame.shape[1])
         if frame.shape[0] % 2 or frame.shape[1] % 2:
             frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
-        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        video_frame = _to_yuv420p(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
 
@@ -353,6 +359,17 @@ class VideoWriter:
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         self.close(flush=exc_type is None)
+
+
+def _to_yuv420p(frame: av.VideoFrame) -> av.VideoFrame:
+    """The frame in the encoder's pixel format, converted on one thread.
+
+    Left to the encoder, the RGB to YUV conversion runs on as many swscale slice threads as the machine has CPUs;
+    on one thread it does not depend on the machine (a frame's conversion takes milliseconds)."""
+    try:
+        return frame.reformat(format="yuv420p", threads=1)
+    except TypeError:  # PyAV before ``threads``: its swscale context is single-threaded anyway
+        return frame.reformat(format="yuv420p")
 
 
 def _as_fraction(fps: float) -> Fraction:
