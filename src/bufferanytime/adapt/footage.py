@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -107,24 +108,54 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def open_sources(inputs: Iterable[str | Path]) -> list[Source]:
+#: How the per-input work is run: ``mapper(function, [args, ...])`` gives ``[function(*args), ...]`` in order
+#: (in this process by default; :class:`bufferanytime.adapt.engines.RayFootage` runs each call on a Ray worker).
+Mapper = Callable[[Callable, list[tuple]], list]
+
+
+def run_here(function: Callable, calls: list[tuple]) -> list:
+    """The default :data:`Mapper`: every call in this process, one after the other."""
+    return [function(*args) for args in calls]
+
+
+def open_sources(inputs: Iterable[str | Path], mapper: Mapper = run_here) -> list[Source]:
     """Every input, opened and checked (one InputError for a missing or unreadable one), duplicates once."""
     paths = expand_inputs(inputs)
     if not paths:
         raise InputError("no input: pass one or more videos, frame folders or .txt lists")
-    sources, seen = [], set()
+    unique, seen = [], set()
     for path in paths:
         key = str(Path(path).resolve())
-        if key in seen:
-            continue
-        seen.add(key)
-        video = open_video(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append((Path(path), key))
+    return mapper(open_source, unique)
+
+
+def open_source(path: Path, resolved: str) -> Source:
+    """One input, opened at ``resolved`` (its absolute path: the same from any process) and hashed; its record
+    and its errors name ``path`` as given."""
+    with _named_as(path, resolved):
+        video = open_video(resolved)
         if video.kind == "image":
             raise InputError(f"{path}: a single image; adapt learns from videos (files or frame folders)")
-        frames = video.num_frames
-        sources.append(Source(Path(path), video.name, video.kind, frames, video.width, video.height, video.fps,
-                              content_signature(Path(path))))
-    return sources
+        return Source(Path(path), video.name, video.kind, video.num_frames, video.width, video.height, video.fps,
+                      content_signature(Path(resolved)))
+
+
+def read_source(source: Source, spans: list[Span], size: tuple[int, int], resolved: str) -> list[np.ndarray]:
+    """:func:`read_frames` of ``source`` read at ``resolved``, its absolute path (the same from any process)."""
+    with _named_as(source.path, resolved):
+        return read_frames(replace(source, path=Path(resolved)), spans, size)
+
+
+@contextmanager
+def _named_as(path: Path, resolved: str) -> Iterator[None]:
+    """An InputError raised inside names ``path`` as given instead of its absolute path."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError(str(exc).replace(resolved, str(path))) from None
 
 
 def split(sources: list[Source]) -> list[Span]:
@@ -207,17 +238,19 @@ def _resized(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
-def load_footage(inputs: Iterable[str | Path], rule: dict) -> Footage:
-    """Open, split and read the inputs (see the module docstring); ``rule`` is the model's inference resize rule."""
-    sources = open_sources(inputs)
+def load_footage(inputs: Iterable[str | Path], rule: dict, mapper: Mapper = run_here) -> Footage:
+    """Open, split and read the inputs (see the module docstring); ``rule`` is the model's inference resize rule.
+    ``mapper`` runs the work of each input (opening and hashing it, then decoding and resizing its kept frames);
+    the split and the sampling are decided here, so the frames are the same whichever mapper read them."""
+    sources = open_sources(inputs, mapper)
     spans = split(sources)
     kept = sampled_spans(sources, spans, rule)
+    calls = [(source, [s for s in kept if s.source == index], scaled_size(source.height, source.width, rule),
+              str(source.path.resolve())) for index, source in enumerate(sources)]
+    calls = [call for call in calls if call[1]]
     segments = []
-    for index, source in enumerate(sources):
-        mine = [s for s in kept if s.source == index]
-        if mine:
-            size = scaled_size(source.height, source.width, rule)
-            segments += [Segment(s, f) for s, f in zip(mine, read_frames(source, mine, size), strict=True)]
+    for (_, mine, _, _), frames in zip(calls, mapper(read_source, calls), strict=True):
+        segments += [Segment(s, f) for s, f in zip(mine, frames, strict=True)]
     order = {id(s): k for k, s in enumerate(kept)}
     segments.sort(key=lambda seg: order.get(id(seg.span), 0))
     return Footage(sources, spans, segments)

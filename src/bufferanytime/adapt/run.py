@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bufferanytime.adapt.budget import Budget, parse_budget
+from bufferanytime.adapt.engines import RayFootage
 from bufferanytime.adapt.footage import (
     HOLD_OUT_FRACTION,
     STATIC_CHANGE,
@@ -152,14 +153,15 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
               lr: float | None = None, w_reg: float | None = None, flow: str = "dis", seed: int | None = None,
               device: str = "auto", tolerance: float = PRIOR_TOLERANCE, copy_prior: bool = False, quiet: bool = True,
               started: float | None = None, progress: Callable[[int, int], None] | None = None,
-              resume: bool = False) -> AdaptResult:
+              resume: bool = False, engine: RayFootage | None = None) -> AdaptResult:
     """The whole adaptation (see the module docstring); writes ``out`` when given. InputError for bad input.
 
     ``budget``: default ``DEFAULT_BUDGET``; ``lr``, ``w_reg``, ``seed``: default the trainer's, and 0. A time
     budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's start.
     ``progress(step, steps)`` is called after every training step (``steps``: the planned total, which follows
     the time left under a time budget), e.g. for a progress bar of its own. An ``out`` holding an interrupted run
-    (:mod:`~bufferanytime.adapt.resume`) is continued with ``resume``, and refused without it."""
+    (:mod:`~bufferanytime.adapt.resume`) is continued with ``resume``, and refused without it. ``engine``: where
+    each input is opened and read (:mod:`~bufferanytime.adapt.engines`; None: here), closed once the footage is."""
     sources = [sources] if isinstance(sources, str | Path) else list(sources)
     kind = _kind_of(model, kind)
     base, base_record = _base(model, kind)
@@ -174,7 +176,7 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
                              "run continues within its own: leave --budget out")
         budget = recorded
     run = _Run(parse_budget(budget if budget is not None else DEFAULT_BUDGET), _say(quiet), quiet, started)
-    run.progress = progress
+    run.progress, run.engine = progress, engine
     options = {**given, "lr": given["lr"] if given["lr"] is not None else objective_class(base).defaults["lr"],
                "w_reg": W_REG if given["w_reg"] is None else given["w_reg"],
                "seed": 0 if given["seed"] is None else given["seed"], "device": resolve_device(device),
@@ -211,6 +213,7 @@ class _Run:
         self.progress: Callable[[int, int], None] | None = None
         self.resumable: _Resumable | None = None
         self.interrupted = False  # training stopped by Ctrl-C or SIGTERM (its checkpoint is then kept)
+        self.engine: RayFootage | None = None  # where the footage is read (None: here)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -221,8 +224,9 @@ class _Run:
     def go(self, base: VideoModel, base_record: dict, sources: list, kind: str, out: Path | None,
            options: dict, found: Checkpoint | None = None) -> AdaptResult:
         began = time.perf_counter()
-        footage = load_footage(sources, base.size_rule())
+        footage = self._read(sources, base)
         record = self._record(footage, kind, base_record, options, found)
+        record["engine"] = self.engine.describe() if self.engine is not None else {"name": "local"}
         self._lap("read_s", began)
         self._describe(footage)
         change = mean_change(footage.segments)
@@ -257,6 +261,15 @@ class _Run:
             record["guard"] = {"before": before.to_dict(), "after": None, "passed": False}
             return self._finish(base, False, record, out, options, reason)
         return self._judge(session, base_state, before, held, record, out, options)
+
+    def _read(self, sources: list, base: VideoModel) -> Footage:
+        """The footage, read here or by the engine; the engine's workers are let go then (training runs here)."""
+        if self.engine is None:
+            return load_footage(sources, base.size_rule())
+        try:
+            return load_footage(sources, base.size_rule(), self.engine)
+        finally:
+            self.engine.close()
 
     def _record(self, footage: Footage, kind: str, base_record: dict, options: dict,
                 found: Checkpoint | None) -> dict:

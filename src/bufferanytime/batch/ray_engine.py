@@ -58,6 +58,39 @@ def check_address(address: str | None) -> None:
         raise InputError(f"--address {address}: no Ray cluster answers there ({reason.lower()})") from None
 
 
+def init_ray(ray, address: str | None) -> None:
+    """Join the cluster at ``address``, or start a Ray instance of this run's own on this machine ("local": never
+    one that happens to run here already); InputError in one line when Ray cannot start or answer."""
+    handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: SIGTERM must still stop the run cleanly
+    try:
+        ray.init(address=address or "local", num_cpus=None if address else os.cpu_count(),
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...: one line, no traceback
+        where = f"--address {address}" if address else "--engine ray"
+        raise InputError(f"{where}: cannot start or join Ray ({_first_line(exc)})") from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+
+
+def worker_count(ray, workers: int | None, cpus: float, gpus: float | None, jobs: int) -> int:
+    """Workers to start: ``workers``, else as many as the cluster's resources hold, at most ``jobs``; InputError
+    when no node of the cluster can hold one. ``gpus`` None: the command has no GPU option (none are asked for)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= (gpus or 0) for n in nodes):
+        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+        asked = f"--cpus-per-worker {cpus:g}" + ("" if gpus is None else f" --gpus-per-worker {gpus:g}")
+        has = f"{largest.get('CPU', 0):g} CPUs" + ("" if gpus is None else f", {largest.get('GPU', 0):g} GPUs")
+        raise InputError(f"{asked}: no node of the Ray cluster has that much (largest: {has})")
+    if workers:
+        return min(workers, jobs)
+    total = ray.cluster_resources()
+    fit = int(total.get("CPU", 0) // cpus)
+    if gpus:
+        fit = min(fit, int(total.get("GPU", 0) // gpus))
+    return max(1, min(fit, jobs))
+
+
 class RayEngine:
     """See the module docstring. ``start`` joins or starts Ray and refuses resources no node has."""
 
@@ -75,19 +108,9 @@ class RayEngine:
 
     def start(self, jobs: int) -> None:
         ray = self.ray
-        handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it: SIGTERM must still stop the run cleanly
+        init_ray(ray, self.address)
         try:
-            # "local": a new instance for this run, never one that happens to run on this machine already
-            ray.init(address=self.address or "local", num_cpus=None if self.address else os.cpu_count(),
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...: one line, no traceback
-            where = f"--address {self.address}" if self.address else "--engine ray"
-            raise InputError(f"{where}: cannot start or join Ray ({_first_line(exc)})") from None
-        finally:
-            if handler is not None and threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, handler)
-        try:
-            count = self._worker_count(jobs)
+            count = worker_count(ray, self.workers, self.cpus, self.gpus, jobs)
         except BaseException:
             ray.shutdown()
             raise
@@ -95,22 +118,6 @@ class RayEngine:
         actor = ray.remote(Worker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=-1,
                                            max_task_retries=0)
         self.actors = [actor.remote(self.spec) for _ in range(count)]
-
-    def _worker_count(self, jobs: int) -> int:
-        """Workers to start; InputError when no node of the cluster can hold one."""
-        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
-        if not any(n.get("CPU", 0) >= self.cpus and n.get("GPU", 0) >= self.gpus for n in nodes):
-            largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-            raise InputError(f"--cpus-per-worker {self.cpus:g} --gpus-per-worker {self.gpus:g}: no node of the Ray "
-                             f"cluster has that much (largest: {largest.get('CPU', 0):g} CPUs, "
-                             f"{largest.get('GPU', 0):g} GPUs)")
-        if self.workers:
-            return min(self.workers, jobs)
-        total = self.ray.cluster_resources()
-        fit = int(total.get("CPU", 0) // self.cpus)
-        if self.gpus:
-            fit = min(fit, int(total.get("GPU", 0) // self.gpus))
-        return max(1, min(fit, jobs))
 
     def run(self, jobs: list[Job], on_row: Callable[[dict], None]) -> None:
         """Run every job on the pool; ``on_row`` gets each finished row (done or failed), in finishing order.

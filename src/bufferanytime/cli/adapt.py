@@ -13,9 +13,18 @@ import time
 from pathlib import Path
 
 from bufferanytime.adapt.budget import BUDGET_FORMS, MAX_BUDGET_SECONDS, MAX_BUDGET_STEPS, parse_budget
-from bufferanytime.cli.args import non_negative_float, non_negative_int, positive_float
+from bufferanytime.cli.args import non_negative_float, non_negative_int, positive_float, positive_int
+from bufferanytime.errors import InputError
 
 KINDS = ("depth", "normal")
+ENGINES = ("local", "ray")
+RAY_ONLY = (("address", "--address"), ("num_workers", "--num-workers"), ("cpus_per_worker", "--cpus-per-worker"))
+ENGINE_HELP = (
+    "Training runs in this process; what is done per input before it (opening, hashing, decoding and resizing the "
+    "frames kept) runs here, or with --engine ray on Ray workers, for many or long inputs. Either way the frames, "
+    "and so the adapted model, are the same. The inputs' paths must be readable from the workers. Ray's start "
+    "counts in a time --budget."
+)
 DESCRIPTION = (
     "Adapt a video model to your own footage, without ground truth: it trains on the inputs with the method's "
     "losses (stabilization along optical flow, regularization to the prior) for the --budget, holding out part of "
@@ -68,7 +77,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "checkpoint, with its settings and what is left of its budget; without it, a MODEL_DIR holding "
                    "an interrupted run is refused")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no progress lines")
+    _add_engine_options(p)
     p.set_defaults(func=run)
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and its Ray resources: where each input is opened, hashed, decoded and resized."""
+    group = parser.add_argument_group("reading the footage (--engine)", ENGINE_HELP)
+    group.add_argument("--engine", choices=ENGINES, default=None,
+                       help="read the inputs here (local, the default) or on Ray workers (ray: pip install "
+                       "'bufferanytime[ray]')")
+    group.add_argument("--address", default=None, metavar="HOST:PORT",
+                       help="--engine ray: the Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: "
+                       "start a Ray instance on this machine for the run")
+    group.add_argument("--num-workers", type=positive_int, default=None, metavar="N",
+                       help="--engine ray: inputs read at once (default: as many as the cluster's CPUs allow at "
+                       "--cpus-per-worker)")
+    group.add_argument("--cpus-per-worker", type=positive_float, default=None, metavar="N",
+                       help="--engine ray: CPUs of each worker, also its decoding threads (default 1)")
+
+
+def check_engine_options(args: argparse.Namespace) -> None:
+    """InputError for a Ray option without ``--engine ray`` (checked before any other work)."""
+    given = [flag for attr, flag in RAY_ONLY if getattr(args, attr, None) is not None]
+    if given and args.engine != "ray":
+        raise InputError(f"{given[0]} needs --engine ray (the local engine reads the footage in this process)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,11 +109,19 @@ def run(args: argparse.Namespace) -> int:
     from bufferanytime.adapt.record import check_output
     from bufferanytime.adapt.resume import refuse_unless_resumed
 
+    check_engine_options(args)
     check_output(args.output, None)  # refused before anything heavy is loaded
     refuse_unless_resumed(args.output, args.resume)
-    from bufferanytime.adapt.run import run_adapt
+    from bufferanytime.adapt.engines import footage_engine
 
-    run_adapt(args.inputs, args.model, args.budget, kind=args.kind, out=args.output, lr=args.lr, w_reg=args.w_reg,
-              seed=args.seed, device=args.device, copy_prior=args.copy_prior, quiet=args.quiet, started=started,
-              resume=args.resume)
+    engine = footage_engine(args.engine, args.address, args.num_workers, args.cpus_per_worker)
+    try:
+        from bufferanytime.adapt.run import run_adapt
+
+        run_adapt(args.inputs, args.model, args.budget, kind=args.kind, out=args.output, lr=args.lr,
+                  w_reg=args.w_reg, seed=args.seed, device=args.device, copy_prior=args.copy_prior, quiet=args.quiet,
+                  started=started, resume=args.resume, engine=engine)
+    finally:
+        if engine is not None:
+            engine.close()
     return 0
