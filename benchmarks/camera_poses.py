@@ -5,9 +5,9 @@ of ``--frames`` frames at ``--size``. Printed as markdown tables:
 
 (a) the solver on the exact depth and flow: rotation error per frame (RPE, degrees), ATE after a similarity
     alignment (% of the trajectory's length), focal-length error when estimated; with the exact focal length too;
-(b) the solver on predicted depth (relative disparity, depth = s / disparity) and DIS flow of the frames, as
-    ``depth --save poses`` computes them: the embedded video model against its per-frame prior (``--per-frame``),
-    ATE, RPE (translation in % of the mean true step, rotation in degrees per frame) and focal error;
+(b) the solver on predicted depth (relative disparity, depth = s / disparity) and Lucas-Kanade point tracks of
+    the frames, as ``depth --save poses`` computes them: the embedded video model against its per-frame prior
+    (``--per-frame``), ATE, RPE (translation in % of the mean true step, rotation in degrees per frame) and focal error;
 (c) the cost: ``depth --save npz,poses`` against ``depth --save npz`` on the default embedded model (wall clock
     of the whole run, in process after one warm-up run; the two sides alternate ``--repeats`` times, so that a
     machine busy with other work slows both alike; the median of the per-repeat ratios), and the ratio of their CPU
@@ -29,10 +29,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bufferanytime.geometry.camera import solve_cameras
+from bufferanytime.geometry.camera import solve_cameras, solve_tracks
 from bufferanytime.geometry.camera_metrics import trajectory_errors
 from bufferanytime.geometry.camera_outputs import CAMERA_SIDE
 from bufferanytime.geometry.intrinsics import Intrinsics
+from bufferanytime.geometry.tracks import FrameTracker, Tracks
 from bufferanytime.geometry.unproject import relative_depth, relative_depth_scale
 from bufferanytime.synthetic import render_video, write_video_dir
 
@@ -52,13 +53,12 @@ def summary(track, video) -> dict:
     return errors
 
 
-def dis_flows(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Forward and backward DIS flows of consecutive frames, as the pipeline computes them."""
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    fwd = np.stack([dis.calc(a, b, None) for a, b in zip(gray[:-1], gray[1:], strict=True)])
-    bwd = np.stack([dis.calc(b, a, None) for a, b in zip(gray[:-1], gray[1:], strict=True)])
-    return fwd, bwd
+def frame_tracks(rgb: np.ndarray) -> Tracks:
+    """Point tracks of the frames, as the pipeline computes them."""
+    tracker = FrameTracker(*rgb.shape[1:3])
+    for frame in rgb:
+        tracker.add(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+    return tracker.tracks
 
 
 def predicted_depth(model, rgb: np.ndarray) -> np.ndarray:
@@ -148,7 +148,7 @@ def accuracy(args, size: tuple[int, int]) -> None:
 
     video_model, prior = load_model("depth"), load_model("depth", per_frame=True)
     exact = {"exact depth + flow, exact focal": [], "exact depth + flow, focal estimated": []}
-    predicted = {"video model (embedded), DIS flow": [], "per-frame prior, DIS flow": []}
+    predicted = {"video model (embedded), point tracks": [], "per-frame prior, point tracks": []}
     solve_s = []
     for seed in range(args.seed, args.seed + args.videos):
         video = render_video(seed, args.frames, size)
@@ -158,14 +158,14 @@ def accuracy(args, size: tuple[int, int]) -> None:
         solve_s.append(time.perf_counter() - start)
         exact["exact depth + flow, focal estimated"].append(summary(
             solve_cameras(video.depth, video.flow_fwd, video.flow_bwd), video))
-        fwd, bwd = dis_flows(video.rgb)
+        tracks = frame_tracks(video.rgb)
         for name, model in zip(predicted, (video_model, prior), strict=True):
-            predicted[name].append(summary(solve_cameras(predicted_depth(model, video.rgb), fwd, bwd), video))
+            predicted[name].append(summary(solve_tracks(predicted_depth(model, video.rgb), tracks), video))
         print(f"seed {seed}: done", flush=True)
     print(f"\nvideos: seeds {args.seed}..{args.seed + args.videos - 1}, {args.frames} frames at {args.size}; "
           f"solver (exact focal) {np.mean(solve_s) / args.frames * 1000:.1f} ms per frame; camera side {CAMERA_SIDE}")
     table("(a) the solver on exact depth and flow", exact, (*KEYS, "focal_pct"))
-    table("(b) predicted depth (relative, zero shift) and DIS flow", predicted, (*KEYS, "focal_pct"))
+    table("(b) predicted depth (relative, zero shift) and point tracks", predicted, (*KEYS, "focal_pct"))
 
 
 if __name__ == "__main__":

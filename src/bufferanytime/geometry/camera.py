@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from bufferanytime.geometry.intrinsics import DEFAULT_FOV_DEG, Intrinsics, fov_intrinsics
+from bufferanytime.geometry.tracks import Tracks, tracks_from_flow
 from bufferanytime.geometry.unproject import depth_edges
 
 CV_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # this tool's camera axes (y up, z back) <-> OpenCV's (y down, z forward)
@@ -44,18 +45,19 @@ SECOND_MOTION = 0.2  # fraction of the points a second motion must explain to co
 STATIC_TRANSLATION = 0.01  # ... and moves less than this fraction of the median depth is too static for a camera
 FOCAL_GRID = 10  # fields of view first tried over the range searched (then golden section between neighbours)
 FOCAL_TOLERANCE_DEG = 0.05  # golden section stops here: about 0.1 % of the focal length at 60 degrees
-REFINE_POINTS = 300  # inliers per frame pair in the window refinement (evenly spread): plenty for 6 unknowns
+REFINE_POINTS = 100  # inliers per frame pair in the window refinement (evenly spread): plenty for 6 unknowns
 RANSAC_HYPOTHESES = 200  # 3-point motions per RANSAC (all-inlier triple among them: 99.5 % at a 30 % inlier ratio)
 RANSAC_PRESCORED = 100  # points every hypothesis is scored on (evenly spread over the matches) ...
 RANSAC_KEPT = 20  # ... and the best hypotheses, scored again on
 RANSAC_SCORED = 1000  # points
+GUESS_INLIERS = 0.5  # fraction of the points the previous motion must explain to stand in for a RANSAC
+STATIC_STRIDE = 4  # frames whose tracks one long-baseline pose judges static or moving
 
 
 @dataclass(frozen=True)
 class CameraSettings:
     """How :func:`solve_cameras` works; pixel thresholds are at the resolution of the arrays it is given."""
 
-    sample_points: int = 1000  # grid points per frame
     ransac_px: float = 1.5  # RANSAC inlier threshold, pixels
     pose_rounds: int = 3  # Levenberg-Marquardt on the inliers, then their re-selection, this many times per pose
     min_threshold_px: float = 0.1  # the inlier threshold adapts to the errors' spread, down to this
@@ -68,6 +70,7 @@ class CameraSettings:
     max_gap: int = 3  # frames back a frame may be tracked from when its predecessor fails
     window: int = 8  # frames per refinement window (step: half of it)
     refine_gaps: tuple[int, ...] = (1, 2, 4)
+    refine_iterations: int = 2  # Gauss-Newton steps per window
     focal_gap: int = 12  # frames between the pairs that judge a focal length
     focal_pairs: int = 6
     fov_range: tuple[float, float] = (25.0, 120.0)
@@ -92,69 +95,54 @@ class CameraTrack:
 
 
 class Correspondences:
-    """Grid pixels of one frame carried to another by the flow; the 2D part does not depend on the camera."""
+    """The tracks of a video lifted by its depth: the points of one frame and where another frame sees them."""
 
-    def __init__(self, depth: Sequence[np.ndarray], flow_fwd: Sequence[np.ndarray], flow_bwd: Sequence[np.ndarray],
-                 settings: CameraSettings):
-        self.depth, self.fwd, self.bwd, self.settings = depth, flow_fwd, flow_bwd, settings
+    def __init__(self, depth: Sequence[np.ndarray], tracks: Tracks, settings: CameraSettings):
+        self.depth, self.tracks, self.settings = depth, tracks, settings
         self.height, self.width = np.shape(depth[0])
-        step = max(1, int(math.sqrt(self.height * self.width / settings.sample_points)))
-        ii, jj = np.mgrid[step // 2 : self.height : step, step // 2 : self.width : step]
-        self.grid_i, self.grid_j = ii.ravel(), jj.ravel()
-        self._valid: dict[tuple[int, bool], np.ndarray] = {}
-        self._static: dict[int, np.ndarray | None] = {}
-        self._pairs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._edges: dict[int, np.ndarray] = {}
+        self._static: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}
 
-    def flow_valid(self, k: int, forward: bool = True) -> np.ndarray:
-        """(H, W, 3) float32: the flow k -> k+1 (``forward``; else k+1 -> k), and 1 where it lands in the image
-        and agrees with the flow the other way (0 elsewhere); sampled as one image while chaining."""
-        if (k, forward) not in self._valid:
-            fwd, bwd = np.asarray(self.fwd[k], np.float32), np.asarray(self.bwd[k], np.float32)
-            fwd, bwd = (fwd, bwd) if forward else (bwd, fwd)
-            xs = np.arange(self.width, dtype=np.float32)[None, :] + fwd[..., 0]
-            ys = np.arange(self.height, dtype=np.float32)[:, None] + fwd[..., 1]
-            back = cv2.remap(bwd, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            inside = (xs >= 0) & (xs <= self.width - 1) & (ys >= 0) & (ys <= self.height - 1)
-            ok = inside & (np.linalg.norm(fwd + back, axis=-1) < self.settings.flow_check_px)
-            self._valid[k, forward] = np.dstack([fwd, ok.astype(np.float32)])
-            if len(self._valid) > 64:
-                self._valid.pop(next(iter(self._valid)))
-        return self._valid[k, forward]
+    def at_edges(self, a: int) -> np.ndarray:
+        """(N,) bool per track of frame ``a``: its depth is sampled across a depth discontinuity."""
+        if a not in self._edges:
+            edges = depth_edges(np.asarray(self.depth[a], np.float64), self.settings.edge_rtol).astype(np.uint8)
+            edges = cv2.dilate(edges, np.ones((2, 2), np.uint8), anchor=(0, 0))  # any pixel bilinear sampling reads
+            xy = self.tracks.xy[a]
+            i = np.clip(np.floor(xy[:, 1]).astype(int), 0, self.height - 1)
+            j = np.clip(np.floor(xy[:, 0]).astype(int), 0, self.width - 1)
+            self._edges[a] = edges[i, j] > 0
+            if len(self._edges) > 64:
+                self._edges.pop(next(iter(self._edges)))
+        return self._edges[a]
 
     def pair(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(index, xy_b)``: grid points (indices into the grid) of frame ``a`` valid in ``b``, and their pixel
-        positions in ``b`` (pixel centres at +0.5)."""
-        key = (a, b)
-        if key not in self._pairs:
-            depth = np.asarray(self.depth[a], np.float64)
-            keep = ~depth_edges(depth, self.settings.edge_rtol)[self.grid_i, self.grid_j]
-            x = self.grid_j.astype(np.float32)  # pixel index coordinates while chaining
-            y = self.grid_i.astype(np.float32)
-            steps = [(k, True) for k in range(a, b)] if b > a else [(k, False) for k in range(a - 1, b - 1, -1)]
-            for k, forward in steps:
-                sample = cv2.remap(self.flow_valid(k, forward), x[None], y[None], cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
-                keep &= sample[:, 2] > 0.99
-                x, y = x + sample[:, 0], y + sample[:, 1]
-            index = np.flatnonzero(keep)
-            self._pairs[key] = (index, np.stack([x[index], y[index]], axis=1).astype(np.float64) + 0.5)
-            if len(self._pairs) > 256:
-                self._pairs.pop(next(iter(self._pairs)))
-        return self._pairs[key]
+        """``(index, xy_b)``: tracks of frame ``a`` (indices into its tracks) seen in ``b`` and not at a depth
+        discontinuity in ``a``, and their pixel positions in ``b`` (pixel centres at +0.5)."""
+        index, xy = self.tracks.pair(a, b)
+        keep = ~self.at_edges(a)[index]
+        return index[keep], xy[keep].astype(np.float64) + 0.5
+
+    def ids(self, a: int, index: np.ndarray) -> np.ndarray:
+        """The track ids of tracks ``index`` of frame ``a``."""
+        return self.tracks.ids[a][index]
 
     def points(self, a: int, index: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-        """(N, 3) points of grid points ``index`` of frame ``a`` in OpenCV camera axes (z forward)."""
-        i, j = self.grid_i[index], self.grid_j[index]
-        z = np.asarray(self.depth[a], np.float64)[i, j]
-        return np.stack([z * (j + 0.5 - intrinsics.cx) / intrinsics.fx, z * (i + 0.5 - intrinsics.cy) / intrinsics.fy,
+        """(N, 3) points of tracks ``index`` of frame ``a`` in OpenCV camera axes (z forward)."""
+        xy = self.tracks.xy[a][index].astype(np.float64) + 0.5
+        z = self.depth_at(a, xy)
+        return np.stack([z * (xy[:, 0] - intrinsics.cx) / intrinsics.fx, z * (xy[:, 1] - intrinsics.cy) / intrinsics.fy,
                          z], axis=1)
 
     def depth_at(self, b: int, xy: np.ndarray) -> np.ndarray:
         """Bilinear depth of frame ``b`` at pixel positions ``xy`` (centres at +0.5); NaN outside."""
+        if not len(xy):
+            return np.zeros(0)
         depth = np.asarray(self.depth[b], np.float32)
-        out = cv2.remap(depth, (xy[:, 0] - 0.5).astype(np.float32)[None], (xy[:, 1] - 0.5).astype(np.float32)[None],
-                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))[0]
-        return out.astype(np.float64)
+        x, y = (xy[:, 0] - 0.5).astype(np.float32), (xy[:, 1] - 0.5).astype(np.float32)
+        out = cv2.remap(depth, x[None], y[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+        inside = (x >= 0) & (x <= self.width - 1) & (y >= 0) & (y <= self.height - 1)
+        return np.where(inside, out, np.nan).astype(np.float64)
 
 
 def camera_matrix(intrinsics: Intrinsics) -> np.ndarray:
@@ -184,9 +172,11 @@ def _matrix(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
 
 
 def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics, settings: CameraSettings,
-                  ransac_px: float | None = None, static: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+                  ransac_px: float | None = None, static: bool = True,
+                  guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """``(T_b<-a, inlier mask)`` in OpenCV axes, or None when tracking fails. ``static``: leave out the points
-    that move against the scene over a longer baseline (:func:`_static_only`)."""
+    that move against the scene over a longer baseline (:func:`_static_only`). ``guess``: a likely T_b<-a (the
+    previous frames' motion), taken instead of a RANSAC when it explains :data:`GUESS_INLIERS` of the points."""
     index, xy = corr.pair(a, b)
     if static:
         index, xy = _static_only(corr, a, index, xy, intrinsics, settings)
@@ -194,7 +184,8 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
         return None
     points, K = corr.points(a, index, intrinsics), camera_matrix(intrinsics)
     target = _lift(xy, corr.depth_at(b, xy), K)
-    found = _background_ransac(points, xy, target, K, ransac_px or settings.ransac_px, settings)
+    found = _guessed(points, xy, K, ransac_px or settings.ransac_px, settings, guess) if guess is not None else None
+    found = found or _background_ransac(points, xy, target, K, ransac_px or settings.ransac_px, settings)
     if found is None:
         return None
     rvec, tvec, inl = found
@@ -209,6 +200,17 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
             return None
         threshold = _adaptive_threshold(points[mask], xy[mask], T, K, threshold, settings)
     return T, mask
+
+
+def _guessed(points: np.ndarray, xy: np.ndarray, K: np.ndarray, px: float, settings: CameraSettings,
+             guess: np.ndarray):
+    """``(rvec, tvec, inlier indices)`` of ``guess`` when it explains enough of the points, else None."""
+    if not np.isfinite(guess).all():
+        return None
+    inliers = np.flatnonzero(_errors2(guess[None, :3, :3], guess[None, :3, 3], points, xy, K)[0] < px**2)
+    if len(inliers) < max(settings.min_inliers, GUESS_INLIERS * len(points)):
+        return None
+    return cv2.Rodrigues(guess[:3, :3])[0], guess[:3, 3].reshape(3, 1).copy(), inliers
 
 
 def _lift(xy: np.ndarray, z: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -299,30 +301,41 @@ def _adaptive_threshold(points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np
 
 def _static_only(corr: Correspondences, a: int, index: np.ndarray, xy: np.ndarray, intrinsics: Intrinsics,
                  settings: CameraSettings) -> tuple[np.ndarray, np.ndarray]:
-    """The correspondences of frame ``a`` less the points that are outliers to the camera's motion over
-    ``static_gap`` frames (forward when the video is long enough, else backward): an object that moves slowly
-    errs by a fraction of a pixel from one frame to the next, but by several over the longer baseline."""
+    """The correspondences of frame ``a`` less the tracks that are outliers to the camera's motion over
+    ``static_gap`` frames: an object that moves slowly errs by a fraction of a pixel from one frame to the next,
+    but by several over the longer baseline. The verdict is per track, so one long-baseline pose judges the
+    tracks of :data:`STATIC_STRIDE` consecutive frames."""
+    verdict = _static_verdict(corr, a - a % STATIC_STRIDE, intrinsics, settings)
+    if verdict is None:
+        return index, xy
+    judged, values = verdict
+    ids = corr.ids(a, index)
+    at = np.clip(np.searchsorted(judged, ids), 0, max(0, len(judged) - 1))
+    found = judged[at] == ids if len(judged) else np.zeros(len(ids), bool)
+    state = np.where(found, values[at] if len(judged) else 0, 0)  # 0: not judged, 1: static, 2: moving
+    keep = state == 1  # the tracks seen static over the baseline, when there are enough of them
+    if keep.sum() < max(3 * settings.min_inliers, 0.2 * len(index)):
+        keep = state != 2  # else also those it could not judge
+    return index[keep], xy[keep]
+
+
+def _static_verdict(corr: Correspondences, a: int, intrinsics: Intrinsics,
+                    settings: CameraSettings) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(track ids, 1 static / 2 moving)`` of the tracks of frame ``a`` seen ``static_gap`` frames later (or
+    earlier near the end of the video), by the pose between the two; None when there is none."""
     key = (a, intrinsics.fx, intrinsics.fy)
     if key not in corr._static:
         T = len(corr.depth)
         b = a + settings.static_gap if a + settings.static_gap < T else max(0, a - settings.static_gap)
-        moving = None
+        verdict = None
         if abs(b - a) > 1:
             found = relative_pose(corr, a, b, intrinsics, settings, static=False)
             if found is not None:
-                long_index = corr.pair(a, b)[0]
-                moving = np.zeros(len(corr.grid_i), np.int8)  # 0: not seen over the baseline, 1: static, 2: moving
-                moving[long_index] = np.where(found[1], 1, 2)
-        corr._static[key] = moving
-        if len(corr._static) > 256:
+                verdict = (corr.ids(a, corr.pair(a, b)[0]), np.where(found[1], 1, 2).astype(np.int8))
+        corr._static[key] = verdict
+        if len(corr._static) > 64:
             corr._static.pop(next(iter(corr._static)))
-    verdict = corr._static[key]
-    if verdict is None:
-        return index, xy
-    keep = verdict[index] == 1  # the points seen static over the baseline, when there are enough of them
-    if keep.sum() < max(3 * settings.min_inliers, 0.2 * len(index)):
-        keep = verdict[index] != 2  # else also those it could not judge
-    return index[keep], xy[keep]
+    return corr._static[key]
 
 
 def _inliers(corr: Correspondences, b: int, points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np.ndarray,
@@ -345,35 +358,50 @@ def _edges(poses: np.ndarray, tracked: np.ndarray, frames: range, gaps: tuple[in
     return [(b - g, b) for b in frames for g in gaps if b - g >= 0 and tracked[b - g] and tracked[b]]
 
 
+def _edge_data(corr: Correspondences, poses: np.ndarray, a: int, b: int, intrinsics: Intrinsics,
+               settings: CameraSettings) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(points of a, xy in b)``: at most :data:`REFINE_POINTS` static inliers (evenly spread) of the current
+    poses, or None when fewer than 6."""
+    index, xy = _static_only(corr, a, *corr.pair(a, b), intrinsics, settings)
+    if len(index) < 6:
+        return None
+    K = camera_matrix(intrinsics)
+    points = corr.points(a, index, intrinsics)
+    T = np.linalg.inv(poses[b]) @ poses[a]
+    keep = _inliers(corr, b, points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
+    if keep.sum() >= 6:
+        threshold = _adaptive_threshold(points[keep], xy[keep], T, K, 3 * settings.ransac_px, settings)
+        keep &= np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1) < threshold
+    if keep.sum() < 6:
+        return None
+    keep = np.flatnonzero(keep)
+    keep = keep[np.linspace(0, len(keep) - 1, min(len(keep), REFINE_POINTS)).round().astype(int)]
+    return points[keep], xy[keep]
+
+
 def _refine_window(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray, frames: list[int],
-                   intrinsics: Intrinsics, settings: CameraSettings, iterations: int = 4) -> None:
+                   intrinsics: Intrinsics, settings: CameraSettings, cache: dict) -> None:
     """Gauss-Newton (Huber weights, Levenberg damping) of the reprojection errors over the edges ending in
-    ``frames``, whose poses vary (right perturbations); earlier frames are fixed. ``poses`` are updated in place."""
+    ``frames``, whose poses vary (right perturbations); earlier frames are fixed. ``poses`` are updated in place.
+    ``cache``: each edge's points, chosen once (by the poses before the first window that holds it)."""
     K = camera_matrix(intrinsics)
     variable = {f: n for n, f in enumerate(frames)}
     data = []
     for a, b in _edges(poses, tracked, range(frames[0], frames[-1] + 1), settings.refine_gaps):
-        index, xy = _static_only(corr, a, *corr.pair(a, b), intrinsics, settings)
-        if len(index) < 6:
-            continue
-        points = corr.points(a, index, intrinsics)
-        T = np.linalg.inv(poses[b]) @ poses[a]
-        keep = _inliers(corr, b, points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
-        if keep.sum() >= 6:
-            threshold = _adaptive_threshold(points[keep], xy[keep], T, K, 3 * settings.ransac_px, settings)
-            keep &= np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1) < threshold
-        if keep.sum() >= 6:
-            keep = np.flatnonzero(keep)
-            keep = keep[np.linspace(0, len(keep) - 1, min(len(keep), REFINE_POINTS)).round().astype(int)]
-            data.append((a, b, points[keep], xy[keep]))
+        if (a, b) not in cache:
+            cache[a, b] = _edge_data(corr, poses, a, b, intrinsics, settings)
+        if cache[a, b] is not None:
+            data.append((a, b, *cache[a, b]))
     if not data:
         return
+    edges = [(variable.get(a, -1), variable.get(b, -1)) for a, b, _, _ in data]
+    points, xy = np.concatenate([d[2] for d in data]), np.concatenate([d[3] for d in data])
+    starts = np.cumsum([0] + [len(d[2]) for d in data])[:-1]
     damping = 1e-3
-    for _ in range(iterations):
-        H = np.zeros((6 * len(frames), 6 * len(frames)))
-        g = np.zeros(6 * len(frames))
-        for a, b, points, xy in data:
-            _accumulate(H, g, poses, a, b, points, xy, K, variable, settings.ransac_px)
+    for _ in range(settings.refine_iterations):
+        motions = np.stack([np.linalg.inv(poses[b]) @ poses[a] for a, b, _, _ in data])
+        H, g = _normal_equations(motions, np.repeat(np.arange(len(data)), np.diff([*starts, len(points)])), starts,
+                                 edges, points, xy, K, settings.ransac_px, len(frames))
         step = np.linalg.solve(H + damping * np.diag(np.diag(H) + 1e-9), -g)
         for f, n in variable.items():
             poses[f] = poses[f] @ _exp(step[6 * n : 6 * n + 6])
@@ -389,49 +417,63 @@ def _exp(delta: np.ndarray) -> np.ndarray:
     return T
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) cross-product matrices of vectors (N, 3)."""
-    out = np.zeros((len(v), 3, 3))
-    out[:, 0, 1], out[:, 0, 2], out[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
-    out[:, 1, 0], out[:, 2, 0], out[:, 2, 1] = v[:, 2], -v[:, 1], v[:, 0]
-    return out
 
 
-def _accumulate(H: np.ndarray, g: np.ndarray, poses: np.ndarray, a: int, b: int, points: np.ndarray,
-                xy: np.ndarray, K: np.ndarray, variable: dict[int, int], huber: float) -> None:
-    """Add one edge's Huber-weighted normal equations (points of ``a`` observed at ``xy`` in ``b``)."""
-    M = np.linalg.inv(poses[b]) @ poses[a]
-    q = _transform(M, points)
-    r = _project(q, K) - xy  # (N, 2)
-    z = q[:, 2]
-    Jp = np.zeros((len(q), 2, 3))  # d pixel / d q
-    Jp[:, 0, 0], Jp[:, 0, 2] = K[0, 0] / z, -K[0, 0] * q[:, 0] / z**2
-    Jp[:, 1, 1], Jp[:, 1, 2] = K[1, 1] / z, -K[1, 1] * q[:, 1] / z**2
+def _normal_equations(motions: np.ndarray, edge: np.ndarray, starts: np.ndarray, edges: list[tuple[int, int]],
+                      points: np.ndarray, xy: np.ndarray, K: np.ndarray, huber: float,
+                      frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, g)``: the Huber-weighted normal equations of all edges at once. Point ``n`` of frame ``a`` of edge
+    ``edge[n]`` (motion ``motions[edge[n]]``: b <- a; points of an edge contiguous from ``starts``) is observed at
+    ``xy[n]`` in ``b``; ``edges``: per edge the variable numbers of ``a`` and ``b`` (-1: fixed). Elementwise
+    (closed-form Jacobians): numpy's stacked products of tiny matrices cost more than the arithmetic."""
+    M = motions[edge]
+    R = M[:, :3, :3]
+    moved = np.einsum("nij,nj->ni", R, points)  # R p
+    q = moved + M[:, :3, 3]
+    u, v, iz = q[:, 0] / q[:, 2], q[:, 1] / q[:, 2], 1 / q[:, 2]
+    fx, fy = K[0, 0], K[1, 1]
+    r = np.stack([fx * u + K[0, 2], fy * v + K[1, 2]], axis=1) - xy
+    zero = np.zeros_like(u)
+    # b varies (q = E_b^-1 q0): d pixel / d(w_b, t_b) = Jp [[q]x, -I]
+    JB = np.stack([fx * np.stack([u * v, -(1 + u * u), v, -iz, zero, u * iz], axis=1),
+                   fy * np.stack([1 + v * v, -u * v, -u, zero, -iz, v * iz], axis=1)], axis=1)  # (N, 2, 6)
+    # a varies (q = M E_a p): d q / d(w_a, t_a) = [-[R p]x R, R]; Jp [q]x is JB's rotation part, Jp is -JB's
+    # translation part, and [R p]x = [q]x - [t]x
+    Jp = -JB[:, :, 3:]
+    t = M[:, :3, 3]
+    tx = np.stack([np.stack([zero + 0, -t[:, 2], t[:, 1]], 1), np.stack([t[:, 2], zero, -t[:, 0]], 1),
+                   np.stack([-t[:, 1], t[:, 0], zero], 1)], axis=1)  # [t]x (N, 3, 3)
+    Jrot = -(JB[:, :, :3] - _rows_times(Jp, tx))  # -Jp [R p]x
+    JA = np.concatenate([_rows_times(Jrot, R), _rows_times(Jp, R)], axis=2)
     norm = np.linalg.norm(r, axis=1)
     w = np.where(norm <= huber, 1.0, huber / np.maximum(norm, 1e-12))
-    blocks = {}
-    if a in variable:  # q = M (E_a p): dq/dw_a = -R [p]x, dq/dt_a = R
-        R = M[:3, :3]
-        blocks[variable[a]] = np.concatenate([-np.matmul(R, _skew(points)), np.broadcast_to(R, (len(q), 3, 3))],
-                                             axis=2)
-    if b in variable:  # q = E_b^-1 q0: dq/dw_b = [q]x, dq/dt_b = -I
-        blocks[variable[b]] = np.concatenate([_skew(q), -np.broadcast_to(np.eye(3), (len(q), 3, 3))], axis=2)
-    J = {n: np.matmul(Jp, block).reshape(-1, 6) for n, block in blocks.items()}  # (2N, 6)
-    w2 = np.repeat(w, 2)
-    for n, Jn in J.items():
-        weighted = Jn * w2[:, None]
-        g[6 * n : 6 * n + 6] += weighted.T @ r.ravel()
-        for m, Jm in J.items():
-            H[6 * n : 6 * n + 6, 6 * m : 6 * m + 6] += weighted.T @ Jm
+    J = np.concatenate([JA, JB], axis=2).reshape(-1, 12)  # rows: x and y of each point
+    weighted, r = J * np.repeat(w.ravel(), 2)[:, None], r.ravel()
+    H, g = np.zeros((6 * frames, 6 * frames)), np.zeros(6 * frames)
+    for k, (na, nb) in enumerate(edges):
+        rows = slice(2 * starts[k], 2 * starts[k + 1] if k + 1 < len(starts) else len(J))
+        Hk, gk = weighted[rows].T @ J[rows], weighted[rows].T @ r[rows]  # (12, 12), (12,): a then b
+        for n, m, i, j in ((na, na, 0, 0), (na, nb, 0, 6), (nb, na, 6, 0), (nb, nb, 6, 6)):
+            if n >= 0 and m >= 0:
+                H[6 * n : 6 * n + 6, 6 * m : 6 * m + 6] += Hk[i : i + 6, j : j + 6]
+        for n, i in ((na, 0), (nb, 6)):
+            if n >= 0:
+                g[6 * n : 6 * n + 6] += gk[i : i + 6]
+    return H, g
+
+
+def _rows_times(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) @ (N, 3, 3), elementwise."""
+    return sum(A[:, :, k, None] * B[:, None, k, :] for k in range(3))
 
 
 def _refine(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray, intrinsics: Intrinsics,
             settings: CameraSettings) -> None:
-    step = max(1, settings.window // 2)
+    step, cache = max(1, settings.window // 2), {}
     for start in range(1, len(poses), step):
         frames = [f for f in range(start, min(start + settings.window, len(poses))) if tracked[f]]
         if frames:
-            _refine_window(corr, poses, tracked, frames, intrinsics, settings)
+            _refine_window(corr, poses, tracked, frames, intrinsics, settings, cache)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -450,7 +492,8 @@ def track(corr: Correspondences, intrinsics: Intrinsics, settings: CameraSetting
     for b in range(1, T):
         previous = [a for a in range(b - 1, max(-1, b - 1 - settings.max_gap), -1) if tracked[a]]
         for a in previous or [int(np.flatnonzero(tracked[:b])[-1])]:  # beyond the gap: the last tracked frame
-            found = relative_pose(corr, a, b, intrinsics, settings)
+            guess = np.linalg.inv(poses[a]) @ poses[a - 1] if a == b - 1 and a > 0 and tracked[a - 1] else None
+            found = relative_pose(corr, a, b, intrinsics, settings, guess=guess)
             if found is not None:
                 poses[b] = poses[a] @ np.linalg.inv(found[0])
                 tracked[b], inliers[b] = True, int(found[1].sum())
@@ -491,13 +534,15 @@ FocalData = list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # (frame a, gr
 
 def focal_data(corr: Correspondences, pairs: list[tuple[int, int]], intrinsics: Intrinsics,
                settings: CameraSettings) -> FocalData:
-    """The static inlier points of each pair under ``intrinsics`` (with a wide threshold), and its pose."""
+    """The inlier points of each pair under ``intrinsics`` (with a wide threshold), and its pose. The pairs are
+    ``focal_gap`` frames apart: moving objects err by far more than the threshold over that baseline, so no
+    separate check for them is needed."""
     out = []
     for a, b in pairs:
-        found = relative_pose(corr, a, b, intrinsics, settings, ransac_px=2 * settings.ransac_px)
+        found = relative_pose(corr, a, b, intrinsics, settings, ransac_px=2 * settings.ransac_px, static=False)
         if found is None:
             continue
-        index, xy = _static_only(corr, a, *corr.pair(a, b), intrinsics, settings)
+        index, xy = corr.pair(a, b)
         T = found[0]
         err = np.linalg.norm(_project(_transform(T, corr.points(a, index, intrinsics)), camera_matrix(intrinsics))
                              - xy, axis=1)
@@ -578,8 +623,16 @@ def rotation_deg(R: np.ndarray) -> float:
 def solve_cameras(depth: Sequence[np.ndarray], flow_fwd: Sequence[np.ndarray], flow_bwd: Sequence[np.ndarray],
                   intrinsics: Intrinsics | None = None, settings: CameraSettings | None = None) -> CameraTrack:
     """The cameras of a video from its z-depth ``(T, H, W)`` and flows ``(T-1, H, W, 2)`` (pixels, ``src(p)``
-    matching ``dst(p + flow(p))``): see the module docstring. ``intrinsics`` None: the focal length is estimated
-    (square pixels, centred principal point). Any sequences of arrays will do (memory maps for long videos)."""
+    matching ``dst(p + flow(p))``): a grid of points carried by the flows (:func:`tracks_from_flow`), then
+    :func:`solve_tracks`. Any sequences of arrays will do (memory maps for long videos)."""
+    height, width = np.shape(depth[0])
+    return solve_tracks(depth, tracks_from_flow(flow_fwd, flow_bwd, height, width), intrinsics, settings)
+
+
+def solve_tracks(depth: Sequence[np.ndarray], tracks: Tracks, intrinsics: Intrinsics | None = None,
+                 settings: CameraSettings | None = None) -> CameraTrack:
+    """The cameras of a video from its z-depth ``(T, H, W)`` and point tracks at that size: see the module
+    docstring. ``intrinsics`` None: the focal length is estimated (square pixels, centred principal point)."""
     settings = settings or CameraSettings()
     T = len(depth)
     height, width = np.shape(depth[0])
@@ -591,7 +644,7 @@ def solve_cameras(depth: Sequence[np.ndarray], flow_fwd: Sequence[np.ndarray], f
                         "poses are marked unreliable")
         return CameraTrack(poses, intrinsics or default, "given" if intrinsics else "default", np.ones(T, bool),
                            [0] * T, [0.0] * T, reliable=False, warnings=warnings)
-    corr = Correspondences(depth, flow_fwd, flow_bwd, settings)
+    corr = Correspondences(depth, tracks, settings)
     source = "given"
     if intrinsics is None:
         intrinsics, source = _estimate_intrinsics(corr, default, settings, warnings)

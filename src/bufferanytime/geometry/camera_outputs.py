@@ -1,9 +1,10 @@
-"""The camera part of a depth run (``--save poses,colmap,nerfstudio,exr-multi,fused,rrd``): optical flow of the
-input (OpenCV DIS), :func:`~bufferanytime.geometry.camera.solve_cameras` on the predicted depth, and the writers
+"""The camera part of a depth run (``--save poses,colmap,nerfstudio,exr-multi,fused,rrd``): point tracks of the
+input (:class:`~bufferanytime.geometry.tracks.FrameTracker`, Lucas-Kanade), :func:`~bufferanytime.geometry.camera.
+solve_tracks` on the predicted depth, and the writers
 of :mod:`~bufferanytime.geometry.camera_exports`, all into the run's staging folder (moved into place with the
 run's other files, or not at all).
 
-Flow and poses are computed at :data:`CAMERA_SIDE` pixels on the long side (poses do not depend on the
+Tracks and poses are computed at :data:`CAMERA_SIDE` pixels on the long side (poses do not depend on the
 resolution; the focal length is scaled back to the input's). Depth: metres for a metric model; for relative
 disparity ``s / disparity`` with the video's median depth at ``--depth-scale`` (zero shift), as the point clouds.
 """
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 
 from bufferanytime.errors import InputError
-from bufferanytime.geometry.camera import CameraTrack, solve_cameras
+from bufferanytime.geometry.camera import CameraTrack, solve_tracks
 from bufferanytime.geometry.camera_exports import (
     write_colmap,
     write_exr_multi,
@@ -32,14 +33,15 @@ from bufferanytime.geometry.camera_exports import (
 )
 from bufferanytime.geometry.camera_formats import camera_formats
 from bufferanytime.geometry.pointcloud import _matching_normals, depth_converter, depth_kind, npz_frames
+from bufferanytime.geometry.tracks import FrameTracker, Tracks
 from bufferanytime.io.outputs import NpyStreamWriter
 from bufferanytime.tasks import NORMAL
 
-CAMERA_SIDE = 256  # long side (px) of the frames the flow and the poses are computed on
-MASKED = ("pixels at depth discontinuities; pixels whose forward and backward flows disagree by more than 1 px or "
-          "that leave the image (occlusions, flow failures); RANSAC outliers, points that move against the scene "
+CAMERA_SIDE = 256  # long side (px) of the frames the tracks and the poses are computed on
+MASKED = ("points at depth discontinuities; points whose forward and backward tracks disagree by more than 1 px or "
+          "that leave the image (occlusions, tracking failures); RANSAC outliers, points that move against the scene "
           "over 8 frames (moving objects) and points whose depth disagrees with the next frame's by more than 10 %")
-WORK_DIR = ".camera-work"  # flow and small depth while solving, inside the staging folder; removed before commit
+WORK_DIR = ".camera-work"  # small depth and frames while solving, inside the staging folder; removed before commit
 
 
 def _size(height: int, width: int) -> tuple[int, int]:
@@ -52,27 +54,22 @@ def _gray(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY), small
 
 
-def _prepare(data: Sequence[np.ndarray], to_depth: Callable, source, size: tuple[int, int], work: Path) -> tuple:
-    """Depth at ``size`` and the forward/backward DIS flows of the input frames, as memory maps in ``work``."""
-    writers = {name: NpyStreamWriter(work / f"{name}.raw") for name in ("depth", "fwd", "bwd")}
-    writers["rgb"] = NpyStreamWriter(work / "rgb.raw", np.uint8)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    previous = None
+def _prepare(data: Sequence[np.ndarray], to_depth: Callable, source, size: tuple[int, int],
+             work: Path) -> tuple[np.ndarray, Tracks, np.ndarray]:
+    """Depth and frames at ``size`` (memory maps in ``work``) and the point tracks of the input frames."""
+    writers = {"depth": NpyStreamWriter(work / "depth.raw"), "rgb": NpyStreamWriter(work / "rgb.raw", np.uint8)}
+    tracker = FrameTracker(*size)
     for frame, pred in zip(source, data, strict=False):
         gray, small = _gray(frame, size)
         writers["depth"].append(cv2.resize(to_depth(pred).astype(np.float32), (size[1], size[0]),
                                            interpolation=cv2.INTER_NEAREST))
         writers["rgb"].append(small)
-        if previous is not None:
-            writers["fwd"].append(dis.calc(previous, gray, None))
-            writers["bwd"].append(dis.calc(gray, previous, None))
-        previous = gray
+        tracker.add(gray)
     for writer in writers.values():
         writer.close()
     if writers["depth"].count != len(data):
         raise InputError(f"the input gave {writers['depth'].count} frames for the camera, the predictions {len(data)}")
-    return tuple(writers[name].read() if writers[name].count else np.zeros((0, *size, 2), np.float32)
-                 for name in ("depth", "fwd", "bwd", "rgb"))
+    return writers["depth"].read(), tracker.tracks, writers["rgb"].read()
 
 
 def _normals(out_dir: Path, shape: tuple[int, ...]) -> Callable[[], Iterator[np.ndarray] | None]:
@@ -100,10 +97,10 @@ def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: 
     work = staging / WORK_DIR
     work.mkdir()
     try:
-        depth, fwd, bwd, rgb = _prepare(data, to_depth, source, size, work)
+        depth, tracks, rgb = _prepare(data, to_depth, source, size, work)
         spec = options.intrinsics
         given = spec.values is not None or spec.fov is not None
-        track = solve_cameras(depth, fwd, bwd, spec.resolve(*size) if given else None)
+        track = solve_tracks(depth, tracks, spec.resolve(*size) if given else None)
         small = track
         full = spec.resolve(height, width) if given else track.intrinsics.for_size(height, width)
         track = replace(track, intrinsics=full)
@@ -117,7 +114,8 @@ def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: 
     meta = {"camera": {"intrinsics": {**full.to_meta(), "focal_source": track.focal_source},
                        "reliable": track.reliable, "warnings": track.warnings,
                        "lost_frames": [int(k) for k in np.flatnonzero(~track.tracked)],
-                       "working_size": list(size), "flow": "OpenCV DIS, medium preset", "units": units,
+                       "working_size": list(size), "flow": "Lucas-Kanade point tracks (OpenCV), checked backward",
+                       "units": units,
                        "relative_depth_scale": unprojection.get("scale"),
                        "masked": MASKED, "seconds": round(time.perf_counter() - start, 3)}}
     return outputs, meta
