@@ -7,7 +7,9 @@ Reports, in one run:
     key/value cache as it is and as it was (``--previous``: ``temporal_block.PreviousKVCache``, a third side of the
     alternation). Default: random weights in the Depth Anything V2 Small architecture (``make_sized_depth_prior``),
     random non-zero temporal blocks, horizon 10, frames at the model's default input size (short side 518;
-    ``--size`` to change), ``--precision`` fp32 or bf16 (autocast, as the command line runs), ``--threads``;
+    ``--size`` to change), ``--precision`` fp32 or bf16 (autocast, as the command line runs), ``--threads``; with
+    one thread the times are the CPU time of the thread running the model, so other work on the machine does not
+    count (``temporal_block.cpu_clock``);
 (b) peak RSS (the ``VmHWM`` of a fresh process, ``peak_memory.py``) when streaming 100 and 1000 frames, and the
     ratio (target <= 1.05x), with the size of the key/value caches. Default: the tiny prior at 126x168 so that 1000
     frames run in minutes (``--mem-arch small`` for the real architecture).
@@ -24,7 +26,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from bufferanytime.testing import make_sized_depth_prior, make_tiny_prior
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peak_memory import run_python  # noqa: E402
+from temporal_block import cpu_clock  # noqa: E402
 
 
 def prior_dir(arch: str, root: Path) -> Path:
@@ -88,9 +90,9 @@ def time_per_frame(prior: Path, size: tuple[int, int], horizon: int, pairs: int,
         for i, frame in enumerate(frames[horizon:]):
             order = [("prior", run_prior), *((name, stream.step) for name, stream in streams.items())]
             for name, run in order if i % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
+                start = cpu_clock()
                 run(frame)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(cpu_clock() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {**medians, **{f"{name}_ratio": medians[name] / medians["prior"] for name in streams}}
 

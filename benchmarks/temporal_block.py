@@ -74,6 +74,12 @@ class PreviousKVCache(KVCache):
         self.max_period = max_period
         return weight
 
+    def attend_frame(self, h: torch.Tensor, weight: torch.Tensor, heads: int, rows: slice) -> torch.Tensor:
+        """The projection as one linear layer, pixels first, then :meth:`attend`; ``(dim, s)`` like the current."""
+        seqs, dim = h.shape[0], weight.shape[0] // 3
+        q, k, v = torch.nn.functional.linear(h, weight).reshape(seqs, 1, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        return self.attend(q, k, v, rows).transpose(1, 2).reshape(seqs, dim).T
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
         positions = torch.arange(self.position, self.position + 1, device=q.device)
         cos, sin = temporal.rotary_tables(positions, q.shape[-1], self.max_period, q.dtype)

@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,10 @@ from torch import nn
 # streaming through memory, which makes the blocks faster on CPU (benchmarks/temporal_block.py; figures in
 # docs/benchmarks.md).
 CHUNK_ROWS = 4096
+# A streamed frame (one row per pixel, through the key/value caches) runs on chunks twice as large: its attention
+# is a few dozen passes vectorised over a chunk's pixels, whose fixed cost per pass then weighs half as much
+# (6-10 % faster blocks at 196x350 and 518x924: benchmarks/temporal_block.py --stream, docs/benchmarks.md).
+STREAM_CHUNK_ROWS = 8192
 
 
 @dataclass
@@ -94,6 +99,15 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotated * sin
 
 
+@lru_cache(maxsize=4)
+def rotary_matrix(position: int, dim: int, max_period: float) -> torch.Tensor:
+    """The float64 ``(dim, dim)`` matrix of the rotary embedding at ``position`` (:func:`apply_rotary` as a linear map:
+    column j is the rotation of unit vector j). Kept for the last few positions: every causal layer of a streamed
+    model rotates its projection by the same matrix for a frame, which is then built once instead of per layer."""
+    return apply_rotary(torch.eye(dim, dtype=torch.float64),
+                        *rotary_tables(torch.tensor([position]), dim, max_period, torch.float64)).T.contiguous()
+
+
 def causal_mask(frames: int, horizon: int, device=None) -> torch.Tensor:
     """``(frames, frames)`` boolean, True where query frame t may attend to key frame s: ``0 <= t - s < horizon``."""
     offset = torch.arange(frames, device=device)[:, None] - torch.arange(frames, device=device)[None]
@@ -103,9 +117,10 @@ def causal_mask(frames: int, horizon: int, device=None) -> torch.Tensor:
 class KVCache:
     """Keys and values of one causal attention layer for the last ``horizon`` frames of a stream.
 
-    One ring buffer per chunk of pixel rows (``(horizon, heads, head_dim, s)`` keys and values, pixels last, so
-    that the attention of all pixels of a chunk runs as a few passes vectorised over pixels), allocated on the first
-    frame and written in place: the size does not change however long the stream runs. The float32 work space of
+    One ring buffer per chunk of pixel rows (``(horizon, 2 * dim, s)``: per frame its keys then its values, channels
+    first and pixels last, so that the projection writes a frame's slot directly and the attention of all pixels of
+    a chunk runs as a few passes vectorised over pixels), allocated on the first frame and written in place: the
+    size does not change however long the stream runs. The float32 work space of
     the attention (``scratch``, keyed by shape) is allocated once too, and may be one dict shared by all the caches
     of a model (a chunk's attention is done before the next starts), so nothing is allocated per frame. Keys are
     stored rotated to their frame's absolute position, so they are never recomputed: the rotation of the current
@@ -116,27 +131,32 @@ class KVCache:
     def __init__(self, horizon: int, scratch: dict | None = None):
         self.horizon = horizon
         self.position = 0
-        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.buffers: dict[int, tuple[torch.Tensor]] = {}  # first pixel row of a chunk -> (its ring buffer,)
         self.scratch: dict[tuple, tuple[torch.Tensor, ...]] = {} if scratch is None else scratch
         self._qkv: tuple | None = None  # (key, weight) of the current position
 
     def nbytes(self) -> int:
         """Bytes held by the key/value buffers (0 before the first frame)."""
-        return sum(t.numel() * t.element_size() for pair in self.buffers.values() for t in pair)
+        return sum(t.numel() * t.element_size() for group in self.buffers.values() for t in group)
 
     def qkv_weight(self, weight: torch.Tensor, heads: int, max_period: float) -> torch.Tensor:
         """The fused query/key/value projection ``weight`` with the rotary embedding of the current position applied
-        to its query and key rows: projecting with it gives rotated queries and keys directly (the rotation is
-        linear), in one matrix product instead of a projection and two rotations per chunk. Built once per frame."""
-        key = (self.position, weight.data_ptr(), weight._version, weight.dtype, heads, max_period)
-        if self._qkv is None or self._qkv[0] != key:
-            rows, inputs = weight.shape[0] // 3, weight.shape[1]
-            dim = rows // heads
-            rotation = apply_rotary(torch.eye(dim, dtype=torch.float64),  # column j: the rotation of unit vector j
-                                    *rotary_tables(torch.tensor([self.position]), dim, max_period, torch.float64)).T
-            qk = torch.matmul(rotation.to(weight.device), weight[: 2 * rows].double().view(2 * heads, dim, inputs))
-            self._qkv = (key, torch.cat([qk.view(2 * rows, inputs).to(weight.dtype), weight[2 * rows :]]))
-        return self._qkv[1]
+        to its query and key rows, and the attention's scale ``d ** -0.5`` to its query rows: projecting with it gives
+        rotated (and scaled) queries and keys directly (both are linear), in one matrix product instead of a
+        projection, two rotations and a scaling per chunk. Built once per frame."""
+        key = (weight.data_ptr(), weight._version, weight.dtype, heads, max_period)
+        rows, inputs = weight.shape[0] // 3, weight.shape[1]
+        dim = rows // heads
+        if self._qkv is None or self._qkv[0] != key:  # the weight's query and key rows in float64, scaled, and
+            qk = weight[: 2 * rows].double().view(2 * heads, dim, inputs)  # a buffer for the rotated weight
+            qk[:heads] *= dim**-0.5
+            self._qkv = (key, qk, torch.empty_like(qk), weight.detach().clone(), None)
+        _, qk, rotated, out, position = self._qkv
+        if position != self.position:
+            torch.matmul(rotary_matrix(self.position, dim, max_period).to(weight.device), qk, out=rotated)
+            out[: 2 * rows].copy_(rotated.view(2 * rows, inputs))
+            self._qkv = (*self._qkv[:4], self.position)
+        return out
 
     def work(self, seqs: int, heads: int, dim: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Float32 work space of one chunk's attention: scores, query, output, and for a cache in another type one
@@ -149,35 +169,49 @@ class KVCache:
             self.scratch[key] = tuple(torch.empty(size, device=like.device) for size in sizes)
         return self.scratch[key]
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
-        """Store ``k``, ``v`` of the current frame (``(s, heads, 1, d)``, pixel rows ``rows``) and attend from ``q``
-        to the cached frames of the horizon, this one included."""
-        seqs, heads, _, dim = k.shape
+    def ring(self, rows: slice, channels: int, seqs: int, like: torch.Tensor) -> torch.Tensor:
+        """The ``(horizon, channels, s)`` ring buffer of the chunk of pixel rows ``rows`` (each frame's keys, then
+        its values, channels first), allocated on the stream's first frame."""
         if rows.start not in self.buffers:
             if self.position:
                 raise ValueError("the frame has another size than the stream's first frame; reset the stream")
-            shape = (self.horizon, heads, dim, seqs)
-            self.buffers[rows.start] = (k.new_zeros(shape), v.new_zeros(shape))
-        keys, values = self.buffers[rows.start]
-        if keys.shape != (self.horizon, heads, dim, seqs) or keys.dtype != k.dtype:
+            self.buffers[rows.start] = (like.new_zeros((self.horizon, channels, seqs)),)
+        (ring,) = self.buffers[rows.start]
+        if ring.shape != (self.horizon, channels, seqs) or ring.dtype != like.dtype:
             raise ValueError("the frame has another size or type than the stream's first frame; reset the stream")
-        slot = self.position % self.horizon
-        keys[slot].copy_(k[:, :, 0].permute(1, 2, 0))
-        values[slot].copy_(v[:, :, 0].permute(1, 2, 0))
+        return ring
+
+    def attend_frame(self, h: torch.Tensor, weight: torch.Tensor, heads: int, rows: slice) -> torch.Tensor:
+        """Attention of the current frame's normalised features ``h (s, dim)`` (pixel rows ``rows``) over the cached
+        frames of the horizon, this one included, with ``weight`` from :meth:`qkv_weight`: ``(dim, s)`` float32.
+
+        The key/value projection is written straight into the frame's ring slot, channels first, and the query's
+        into the float32 work space (a copy under another type): no layout change anywhere, and the output is the
+        layout the output projection reads transposed."""
+        seqs, dim = h.shape[0], weight.shape[0] // 3
+        dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
+        weight, h_t = weight.to(dtype), h.to(dtype).T
+        ring = self.ring(rows, 2 * dim, seqs, h_t)
+        scores, query, out, *converted = self.work(seqs, heads, dim // heads, ring)
+        with torch.autocast(h.device.type, enabled=False):
+            torch.mm(weight[dim:], h_t, out=ring[self.position % self.horizon])
+            if dtype == torch.float32:
+                torch.mm(weight[:dim], h_t, out=query.view(dim, seqs))
+            else:
+                query.view(dim, seqs).copy_(torch.mm(weight[:dim], h_t))
         filled = min(self.position + 1, self.horizon)  # before the horizon fills up, slots 0..position hold frames
-        scores, query, out, *converted = self.work(seqs, heads, dim, k)
-        query.copy_(q[:, :, 0].permute(1, 2, 0))
-        pixels_last_attention(query, keys[:filled], values[:filled], scores[:filled], out, *converted)
-        return out.to(q.dtype).permute(2, 0, 1)[:, :, None]
+        keys, values = (part.unflatten(1, (heads, dim // heads)) for part in ring[:filled].split(dim, 1))
+        pixels_last_attention(query, keys, values, scores[:filled], out, *converted, scaled=True)
+        return out.view(dim, seqs)
 
 
 def pixels_last_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor,
                           out: torch.Tensor, key_slice: torch.Tensor | None = None,
-                          value_frame: torch.Tensor | None = None) -> None:
+                          value_frame: torch.Tensor | None = None, scaled: bool = False) -> None:
     """Softmax attention of one query frame ``query (heads, d, s)`` over ``keys``/``values (n, heads, d, s)``, into
     ``out (heads, d, s)``, with ``scores (n, heads, s)`` as scratch; float32 arithmetic whatever the cache's type
     (keys and values of another type are converted a slice at a time into ``key_slice (>= n, heads, s)`` and
-    ``value_frame (heads, d, s)``).
+    ``value_frame (heads, d, s)``). ``scaled``: the query is scaled by ``d ** -0.5`` already.
 
     The same arithmetic as ``F.scaled_dot_product_attention`` (scale ``d ** -0.5``), as 2 x (d + n) multiply-adds
     vectorised over the pixels, writing only into the given tensors: with pixels last, a head's d and n are loops
@@ -191,15 +225,17 @@ def pixels_last_attention(query: torch.Tensor, keys: torch.Tensor, values: torch
             torch.mul(part, query[:, 0], out=scores)
         else:
             scores.addcmul_(part, query[:, j])
-    scores.mul_(dim**-0.5)
+    if not scaled:
+        scores.mul_(dim**-0.5)
     scores.sub_(scores.amax(0)).exp_()
-    scores.div_(scores.sum(0))
+    total = scores.sum(0)
     for i in range(n):
         part = values[i] if value_frame is None else value_frame.copy_(values[i])
         if i == 0:
             torch.mul(part, scores[0, :, None], out=out)
         else:
             out.addcmul_(part, scores[i, :, None])
+    out.div_(total[:, None])  # the softmax's normalisation, on the d-wide output rather than the n-wide weights
 
 
 def channels_first_attention(qkv: torch.Tensor, heads: int, frames: int, work: torch.Tensor) -> torch.Tensor:
@@ -278,10 +314,15 @@ def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_add(linear: nn.Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """``residual + linear(x)``, as one oneDNN call where it runs and ``residual`` has the computing type."""
+    """``residual + linear(x)``, as one oneDNN call where it runs and ``residual`` has the computing type. An ``x``
+    read transposed (a channels-first attention output) goes to the BLAS product with ``residual`` as its
+    accumulator instead, which reads it as it is where oneDNN first copies it (1.5-2x faster at 4096 rows)."""
     dtype = _fused_linear_dtype(x)
     if dtype is None or residual.dtype != dtype:
         return residual + linear(x)
+    if x.dim() == 2 and x.stride(0) == 1 and x.shape[1] > 1:
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.addmm(residual, x.to(dtype), linear.weight.to(dtype).T).add_(linear.bias.to(dtype))
     return torch.ops.mkldnn._linear_pointwise.binary(x.to(dtype), residual, linear.weight.to(dtype),
                                                      linear.bias.to(dtype), "add")
 
@@ -321,20 +362,36 @@ class TemporalAttentionLayer(nn.Module):
         """``x``: ``(S, T, dim)``, S independent sequences (pixels) of T frames; ``rows``: which pixels of the
         whole frame these S are (used only with a cache)."""
         seqs, frames, dim = x.shape
+        if self.cache is not None:
+            return self._forward_cached(x, rows if rows is not None else slice(0, seqs))
         h = self.norm1(x)
         if self.horizon is None:
             h = h + self.positions(frames, dim, x.device, x.dtype)
-        if self.cache is None:
-            qkv = self.to_qkv(h)
-        else:  # streaming: queries and keys come out rotated to the frame's position (see KVCache.qkv_weight)
-            qkv = F.linear(h, self.cache.qkv_weight(self.to_qkv.weight, self.num_heads, self.max_period))
-        q, k, v = qkv.reshape(seqs, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = self.to_qkv(h).reshape(seqs, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         if self.horizon is None:
             attn = F.scaled_dot_product_attention(q, k, v)
         else:
-            attn = self._causal_attention(q, k, v, rows if rows is not None else slice(0, seqs))
+            attn = self._causal_attention(q, k, v)
         x = x + self.to_out(attn.transpose(1, 2).reshape(seqs, frames, dim))
         return x + self.ff(self.norm2(x))
+
+    def _forward_cached(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        """:meth:`forward` of one streamed frame ``x (S, 1, dim)`` through the cache: queries and keys come out of
+        the projection rotated to the frame's position (:meth:`KVCache.qkv_weight`), the attention is
+        :meth:`KVCache.attend_frame` (channels first, read transposed by the output projection), and without
+        gradients the output projection and the feed-forward run as oneDNN's fused linear + add / + GELU."""
+        seqs, frames, dim = x.shape
+        if frames != 1:
+            raise ValueError("a streaming temporal layer takes one frame at a time")
+        y = x.reshape(seqs, dim)
+        weight = self.cache.qkv_weight(self.to_qkv.weight, self.num_heads, self.max_period)
+        attn = self.cache.attend_frame(self._norm_as_input(self.norm1, y), weight, self.num_heads, rows).T
+        first, act, second = self.ff
+        if torch.is_grad_enabled() or not (isinstance(act, nn.GELU) and act.approximate == "none"):
+            y = y + self.to_out(attn.to(y.dtype))
+            return (y + self.ff(self.norm2(y))).view(seqs, 1, dim)
+        y = linear_add(self.to_out, attn, y)
+        return linear_add(second, linear_gelu(first, self._norm_as_input(self.norm2, y)), y).view(seqs, 1, dim)
 
     def forward_frames_first(self, y: torch.Tensor, frames: int, work: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` of a bidirectional layer without a cache, on ``y (frames * s, dim)``: the rows of a chunk of
@@ -363,13 +420,9 @@ class TemporalAttentionLayer(nn.Module):
         with torch.autocast(y.device.type, enabled=False):
             return F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
-    def _causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice) -> torch.Tensor:
-        """Rotary positions, then the horizon mask (offline) or the cache (streaming, one frame)."""
+    def _causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Rotary positions, then the horizon mask (offline; a streamed frame goes through :meth:`_forward_cached`)."""
         frames = q.shape[2]
-        if self.cache is not None:  # q and k are rotated already (KVCache.qkv_weight)
-            if frames != 1:
-                raise ValueError("a streaming temporal layer takes one frame at a time")
-            return self.cache.attend(q, k, v, rows)
         cos, sin = rotary_tables(torch.arange(frames, device=q.device), q.shape[-1], self.max_period, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(frames, self.horizon, q.device))
@@ -409,7 +462,8 @@ class TemporalBlock(nn.Module):
         result into ``x`` itself and return it."""
         bt, c, h, w = x.shape
         b = bt // num_frames
-        chunk = max(1, CHUNK_ROWS // num_frames)
+        streamed = any(layer.cache is not None for layer in self.layers)
+        chunk = STREAM_CHUNK_ROWS if streamed else max(1, CHUNK_ROWS // num_frames)
         if b == 1 and not torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
             return self._forward_lean(x, chunk, inplace)
         y = self.norm(x).reshape(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
