@@ -133,7 +133,8 @@ class KVCache:
         self.position = 0
         self.buffers: dict[int, tuple[torch.Tensor]] = {}  # first pixel row of a chunk -> (its ring buffer,)
         self.scratch: dict[tuple, tuple[torch.Tensor, ...]] = {} if scratch is None else scratch
-        self._qkv: tuple | None = None  # (key, weight) of the current position
+        self._qkv: tuple | None = None  # the projection's weight rotated to the current position (qkv_weight)
+        self._terms: dict[tuple, tuple] = {}  # the attention's operand views per chunk and fill level (attend_frame)
 
     def nbytes(self) -> int:
         """Bytes held by the key/value buffers (0 before the first frame)."""
@@ -200,18 +201,24 @@ class KVCache:
             else:
                 query.view(dim, seqs).copy_(torch.mm(weight[:dim], h_t))
         filled = min(self.position + 1, self.horizon)  # before the horizon fills up, slots 0..position hold frames
-        keys, values = (part.unflatten(1, (heads, dim // heads)) for part in ring[:filled].split(dim, 1))
-        pixels_last_attention(query, keys, values, scores[:filled], out, *converted, scaled=True)
+        key = (rows.start, filled, scores.data_ptr())
+        if key not in self._terms:  # views of the ring and the work space, made once per chunk and fill level
+            keys, values = (part.unflatten(1, (heads, dim // heads)) for part in ring[:filled].split(dim, 1))
+            self._terms[key] = (keys, values, attention_terms(query, keys, values, scores[:filled]))
+        keys, values, terms = self._terms[key]
+        pixels_last_attention(query, keys, values, scores[:filled], out, *converted, scaled=True, terms=terms)
         return out.view(dim, seqs)
 
 
 def pixels_last_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor,
                           out: torch.Tensor, key_slice: torch.Tensor | None = None,
-                          value_frame: torch.Tensor | None = None, scaled: bool = False) -> None:
+                          value_frame: torch.Tensor | None = None, scaled: bool = False,
+                          terms: tuple | None = None) -> None:
     """Softmax attention of one query frame ``query (heads, d, s)`` over ``keys``/``values (n, heads, d, s)``, into
     ``out (heads, d, s)``, with ``scores (n, heads, s)`` as scratch; float32 arithmetic whatever the cache's type
     (keys and values of another type are converted a slice at a time into ``key_slice (>= n, heads, s)`` and
-    ``value_frame (heads, d, s)``). ``scaled``: the query is scaled by ``d ** -0.5`` already.
+    ``value_frame (heads, d, s)``). ``scaled``: the query is scaled by ``d ** -0.5`` already. ``terms``: the
+    operands' views (:func:`attention_terms`), made once by a caller that attends over the same tensors again.
 
     The same arithmetic as ``F.scaled_dot_product_attention`` (scale ``d ** -0.5``), as 2 x (d + n) multiply-adds
     vectorised over the pixels, writing only into the given tensors: with pixels last, a head's d and n are loops
@@ -219,59 +226,82 @@ def pixels_last_attention(query: torch.Tensor, keys: torch.Tensor, values: torch
     kernels' worst case (benchmarks/temporal_block.py --stream, docs/benchmarks.md).
     """
     n, dim = len(keys), query.shape[1]
-    for j in range(dim):
-        part = keys[:, :, j] if key_slice is None else key_slice[:n].copy_(keys[:, :, j])
+    key_terms, value_terms = terms or attention_terms(query, keys, values, scores)
+    for j, (part, query_part) in enumerate(key_terms):
+        part = part if key_slice is None else key_slice[:n].copy_(part)
         if j == 0:
-            torch.mul(part, query[:, 0], out=scores)
+            torch.mul(part, query_part, out=scores)
         else:
-            scores.addcmul_(part, query[:, j])
+            scores.addcmul_(part, query_part)
     if not scaled:
         scores.mul_(dim**-0.5)
     scores.sub_(scores.amax(0)).exp_()
     total = scores.sum(0)
-    for i in range(n):
-        part = values[i] if value_frame is None else value_frame.copy_(values[i])
+    for i, (part, weight) in enumerate(value_terms):
+        part = part if value_frame is None else value_frame.copy_(part)
         if i == 0:
-            torch.mul(part, scores[0, :, None], out=out)
+            torch.mul(part, weight, out=out)
         else:
-            out.addcmul_(part, scores[i, :, None])
+            out.addcmul_(part, weight)
     out.div_(total[:, None])  # the softmax's normalisation, on the d-wide output rather than the n-wide weights
 
 
-def channels_first_attention(qkv: torch.Tensor, heads: int, frames: int, work: torch.Tensor) -> torch.Tensor:
+def attention_terms(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor) -> tuple:
+    """The pairs of views :func:`pixels_last_attention` multiplies: (key slice j, query row j) for each of the d
+    channels, (value frame i, weight row i) for each of the n frames."""
+    return ([(keys[:, :, j], query[:, j]) for j in range(query.shape[1])],
+            [(values[i], scores[i, :, None]) for i in range(len(keys))])
+
+
+def channels_first_attention(qkv: torch.Tensor, heads: int, frames: int, work: torch.Tensor,
+                             plans: dict | None = None, scaled: bool = False) -> torch.Tensor:
     """Softmax attention over frames at every pixel of a chunk, in the channels-first layout of
     :meth:`TemporalAttentionLayer.forward_frames_first`: ``qkv (3 * dim, frames * s)`` (queries, keys, values;
-    rows head-major; columns frame-major, pixels last) -> ``(dim, frames * s)`` float32.
+    rows head-major; columns frame-major, pixels last) -> ``(dim, frames * s)`` float32. ``scaled``: the queries
+    are scaled by ``d ** -0.5`` already (folded into the projection).
 
     The arithmetic of ``F.scaled_dot_product_attention`` (scale ``d ** -0.5``, float32 whatever ``qkv``'s type) as
     d + frames multiply-adds vectorised over the pixels of the chunk: queries, keys and values are views of the
     projection's output (no layout change), and with pixels last each step runs over all pixels and heads at once,
     where the library kernels run thousands of 8-wide, frames-long problems one by one (about 4x slower:
-    benchmarks/temporal_block.py, docs/benchmarks.md). ``work``: float32, at least ``(4 * dim + heads * frames) *
-    frames * s`` elements, overwritten.
+    benchmarks/temporal_block.py, docs/benchmarks.md). The softmax's normalisation is applied to the output
+    (``d`` rows per frame) rather than to the weights (``frames`` rows). ``work``: float32, at least ``(4 * dim +
+    heads * frames) * frames * s`` elements, overwritten. ``plans``: a dict kept by the caller while ``work`` lives,
+    where the operand views of each chunk size are made once instead of for every chunk and layer (a fifth of the
+    attention's time at 4096 rows).
     """
-    dim, columns = qkv.shape[0] // 3, qkv.shape[1]
+    key = (qkv.shape, heads, frames, work.data_ptr())
+    plan = None if plans is None else plans.get(key)
+    if plan is None:
+        plan = _attention_plan(qkv.shape[0] // 3, qkv.shape[1], heads, frames, work)
+        if plans is not None:
+            plans[key] = plan
+    qkv32, q, scores, out, score_terms, out_terms = plan
+    qkv32.copy_(qkv)
+    if not scaled:
+        q.mul_(q.shape[1] ** -0.5)
+    torch.mul(*score_terms[0], out=scores)  # scores[h, t, u] = q[h, :, t] . k[h, :, u], for all pixels at once
+    for query, key_ in score_terms[1:]:
+        scores.addcmul_(query, key_)
+    scores.sub_(scores.amax(2, keepdim=True)).exp_()
+    total = scores.sum(2, keepdim=True)  # (heads, t, 1, s)
+    torch.mul(*out_terms[0], out=out)  # out[h, :, t] = sum_u scores[h, t, u] v[h, :, u]
+    for weight, value in out_terms[1:]:
+        out.addcmul_(weight, value)
+    out.div_(total.transpose(1, 2))
+    return out.view(qkv32.shape[0] // 3, -1)
+
+
+def _attention_plan(dim: int, columns: int, heads: int, frames: int, work: torch.Tensor) -> tuple:
+    """The views of ``work`` that :func:`channels_first_attention` reads and writes for ``columns`` columns."""
     dim_head, seqs = dim // heads, columns // frames
     parts = work[: 4 * dim * columns].view(4, dim, columns)
     scores = work[4 * dim * columns : (4 * dim + heads * frames) * columns].view(heads, frames, frames, seqs)
     qkv32 = parts[:3].view(3 * dim, columns)
-    qkv32.copy_(qkv)
     q, k, v = (t.view(heads, dim_head, frames, seqs) for t in qkv32.split(dim))
-    q.mul_(dim_head**-0.5)
-    for j in range(dim_head):  # scores[h, t, u] = q[h, :, t] . k[h, :, u], for all pixels at once
-        if j == 0:
-            torch.mul(q[:, 0, :, None], k[:, 0, None], out=scores)
-        else:
-            scores.addcmul_(q[:, j, :, None], k[:, j, None])
-    scores.sub_(scores.amax(2, keepdim=True)).exp_()
-    scores.div_(scores.sum(2, keepdim=True))
-    out = parts[3].view(heads, dim_head, frames, seqs)
-    for u in range(frames):  # out[h, :, t] = sum_u scores[h, t, u] v[h, :, u]
-        if u == 0:
-            torch.mul(scores[:, None, :, 0], v[:, :, None, 0], out=out)
-        else:
-            out.addcmul_(scores[:, None, :, u], v[:, :, None, u])
-    return parts[3]
+    score_terms = [(q[:, j, :, None], k[:, j, None]) for j in range(dim_head)]
+    out_terms = [(scores[:, None, :, u], v[:, :, None, u]) for u in range(frames)]
+    return qkv32, q, scores, parts[3].view(heads, dim_head, frames, seqs), score_terms, out_terms
 
 
 _FUSED_LINEAR: dict[torch.dtype, bool] = {}  # dtype -> whether oneDNN's fused linear runs here (probed once)
@@ -345,6 +375,7 @@ class TemporalAttentionLayer(nn.Module):
         self.cache: KVCache | None = None
         # Frame-position encodings built once per (frames, device, dtype), not on every call.
         self._positions: dict[tuple, torch.Tensor] = {}
+        self._scaled_qkv: tuple | None = None  # (weight's identity and version, weight with scaled query rows)
         self.norm1 = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.to_out = nn.Linear(dim, dim)
@@ -393,22 +424,35 @@ class TemporalAttentionLayer(nn.Module):
         y = linear_add(self.to_out, attn, y)
         return linear_add(second, linear_gelu(first, self._norm_as_input(self.norm2, y)), y).view(seqs, 1, dim)
 
-    def forward_frames_first(self, y: torch.Tensor, frames: int, work: torch.Tensor) -> torch.Tensor:
+    def forward_frames_first(self, y: torch.Tensor, frames: int, work: torch.Tensor, plans: dict | None = None
+                             ) -> torch.Tensor:
         """:meth:`forward` of a bidirectional layer without a cache, on ``y (frames * s, dim)``: the rows of a chunk of
         s pixels, frame-major. The query/key/value projection is written channels first, ``(3 * dim, frames * s)``
         (one matrix product reading ``h`` transposed), which is the layout :func:`channels_first_attention` reads its
         operands from as they are; the output projection reads the attention's result transposed: no copy for a
-        layout change anywhere."""
+        layout change anywhere. The attention's scale is folded into the projection's query rows
+        (:meth:`_scaled_qkv_weight`); ``plans``: see :func:`channels_first_attention`."""
         dim = y.shape[1]
         h = self._norm_as_input(self.norm1, y).view(frames, -1, dim) + self.positions(frames, dim, y.device,
                                                                                        y.dtype)[:, None]
-        attn = channels_first_attention(torch.matmul(self.to_qkv.weight, h.view(-1, dim).T), self.num_heads, frames,
-                                        work)
+        attn = channels_first_attention(torch.matmul(self._scaled_qkv_weight(), h.view(-1, dim).T), self.num_heads,
+                                        frames, work, plans, scaled=True)
         y = linear_add(self.to_out, attn.T, y)
         first, act, second = self.ff
         if not (isinstance(act, nn.GELU) and act.approximate == "none"):
             return y + self.ff(self.norm2(y))
         return linear_add(second, linear_gelu(first, self._norm_as_input(self.norm2, y)), y)
+
+    def _scaled_qkv_weight(self) -> torch.Tensor:
+        """The query/key/value projection's weight with its query rows scaled by ``d ** -0.5`` (made once per version
+        of the weight; inference only)."""
+        weight = self.to_qkv.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if self._scaled_qkv is None or self._scaled_qkv[0] != key:
+            scaled = weight.detach().clone()
+            scaled[: len(scaled) // 3] *= (len(scaled) // 3 // self.num_heads) ** -0.5
+            self._scaled_qkv = (key, scaled)
+        return self._scaled_qkv[1]
 
     @staticmethod
     def _norm_as_input(norm: nn.LayerNorm, y: torch.Tensor) -> torch.Tensor:
@@ -488,11 +532,12 @@ class TemporalBlock(nn.Module):
         rows = min(chunk, h * w) * t
         normed_buffer = x.new_empty(rows * c, dtype=torch.float32)  # reused per chunk, as the work space
         work = x.new_empty(self._work_size(rows, t) if channels_first else 0, dtype=torch.float32)
+        plans: dict = {}  # the attention's views of ``work``, per chunk size (channels_first_attention)
         out = out_flat = None
         for i in range(0, h * w, chunk):
             part = flat.narrow(axis, i, min(chunk, h * w - i))
             normed = torch.addcmul(shift, part, scale, out=normed_buffer[: part.numel()].view(part.shape))
-            part_out = (self._channels_first_sequences(normed, work) if channels_first
+            part_out = (self._channels_first_sequences(normed, work, plans) if channels_first
                         else self._sequences(normed, slice(i, i + chunk)))
             if out is None:
                 dtype = torch.promote_types(x.dtype, part_out.dtype)
@@ -513,13 +558,14 @@ class TemporalBlock(nn.Module):
         """Float32 elements of the attention's work space for ``columns`` (frame, pixel) columns."""
         return (4 * self.proj_in.out_features + self.layers[0].num_heads * frames) * columns
 
-    def _channels_first_sequences(self, normed: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    def _channels_first_sequences(self, normed: torch.Tensor, work: torch.Tensor, plans: dict | None = None
+                                  ) -> torch.Tensor:
         """:meth:`_sequences` on a chunk ``normed (T, s, C)`` (frames first), through the layers'
         :meth:`~TemporalAttentionLayer.forward_frames_first`."""
         t, s, c = normed.shape
         y = self.proj_in(normed.view(t * s, c))
         for layer in self.layers:
-            y = layer.forward_frames_first(y, t, work)
+            y = layer.forward_frames_first(y, t, work, plans)
         return self.proj_out(y).view(t, s, c)
 
     def _group_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
