@@ -25,9 +25,9 @@ import numpy as np
 
 from bufferanytime.errors import InputError
 from bufferanytime.inference.options import scaled_size
+from bufferanytime.io.hashing import content_signature
 from bufferanytime.io.images import read_rgb
 from bufferanytime.io.video import IMAGE_EXTENSIONS, expand_inputs, natural_key, open_video
-from bufferanytime.training.data import content_signature
 
 MIN_CLIP_FRAMES = 4  # the shortest clip trained or validated on (the stabilization loss needs frame pairs)
 HOLD_OUT_FRACTION = 0.25  # of the videos (several inputs) or of the frames (one input) held out for validation

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from bufferanytime.errors import InputError
 from bufferanytime.io.arrays import channels_first
+from bufferanytime.io.hashing import content_signature, frame_files
 from bufferanytime.io.images import read_rgb
-from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key, open_video
-from bufferanytime.training.hashing import file_sha256, files_sha256
+from bufferanytime.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, open_video
 
 SEQUENCE_FRAMES = "rgb"  # the frame folder of a synthetic sequence (bufferanytime.synthetic.write_video_dir)
 MIN_CLIP_FRAMES = 2  # the stabilization loss needs at least one pair of frames
@@ -63,20 +63,7 @@ class ClipSpec:
         return asdict(self)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(files, key=lambda p: natural_key(p.name))
-
-
-def content_signature(path: Path) -> str:
-    """SHA-256 of a video file's bytes, or of a frame folder's frame files (names and bytes).
-
-    Unlike sizes and modification times, it changes whenever the frames do, even when copies keep the old times
-    (``cp -p``, ``rsync -a``).
-    """
-    if path.is_dir():
-        return files_sha256(path, _image_files(path))
-    return file_sha256(path)
+_image_files = frame_files  # the frame images of a folder, in natural order
 
 
 def _find_sources(root: Path) -> list[Path]:

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from pathlib import Path
 
+from bufferanytime.io.hashing import file_sha256, files_sha256
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
-def files_sha256(root: Path, files: Iterable[Path]) -> str:
-    """SHA-256 over the paths (relative to ``root``) and bytes of ``files``, in the order given."""
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(f"{file.relative_to(root).as_posix()}\0{file_sha256(file)}\n".encode())
-    return digest.hexdigest()
+__all__ = ["file_sha256", "files_sha256", "tree_sha256"]
 
 
 def tree_sha256(root: str | Path) -> str:
