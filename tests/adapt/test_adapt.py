@@ -5,6 +5,7 @@ Runs are a few steps long: these tests check what is written, kept and refused, 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from bufferanytime.models.base import VideoModel, tensors_digest
 from tests.helpers import files_under, run_main
 
 STEPS = "3steps"
+
+
+def _figures(before: guard.Figures, after: guard.Figures):
+    """A stand-in for the guard rails' measure: ``before`` for the starting model, then ``after`` at every
+    validation and at the final check."""
+    values = itertools.chain([before], itertools.repeat(after))
+    return lambda *args: next(values)
 
 
 def _digest(model: VideoModel) -> str:
@@ -34,8 +42,7 @@ def adapted(tmp_path_factory, clips) -> Path:
     """MODEL_DIR of a command-line run on the three clips, the guard rails passed (figures made to pass)."""
     out = tmp_path_factory.mktemp("adapted") / "model"
     with pytest.MonkeyPatch.context() as patch:
-        figures = iter([guard.Figures(1.0, 0.01), guard.Figures(0.5, 0.01)])  # before, after
-        patch.setattr(run, "figures", lambda *args: next(figures))
+        patch.setattr(run, "figures", _figures(guard.Figures(1.0, 0.01), guard.Figures(0.5, 0.01)))
         patch.setattr(run, "MIN_IMPROVEMENT", -1.0)
         from bufferanytime.cli.main import main
 
@@ -82,8 +89,7 @@ def test_held_out_part_is_disjoint(clips):
 @pytest.mark.parametrize("failing", ["opw", "prior"])
 def test_guard_rail_keeps_the_starting_model(failing, clips, tmp_path, base_digest, monkeypatch, capsys):
     after = guard.Figures(1.2, 0.01) if failing == "opw" else guard.Figures(0.5, 0.5)
-    figures = iter([guard.Figures(1.0, 0.01), after])
-    monkeypatch.setattr(run, "figures", lambda *args: next(figures))
+    monkeypatch.setattr(run, "figures", _figures(guard.Figures(1.0, 0.01), after))
     out = tmp_path / "model"
     code, err = run_main(capsys, "adapt", "depth", str(clips[0]), "-o", str(out), "--budget", STEPS, "-q")
     assert code == 0
@@ -163,8 +169,7 @@ def test_interrupt_while_training_keeps_the_best_so_far(clips, tmp_path, monkeyp
         return real_step(self, clip)
 
     monkeypatch.setattr(run.Session, "step", step)
-    figures = iter([guard.Figures(1.0, 0.01), guard.Figures(0.5, 0.01)])
-    monkeypatch.setattr(run, "figures", lambda *args: next(figures))
+    monkeypatch.setattr(run, "figures", _figures(guard.Figures(1.0, 0.01), guard.Figures(0.5, 0.01)))
     out = tmp_path / "model"
     code, err = run_main(capsys, "adapt", "depth", str(clips[0]), "-o", str(out), "--budget", "10steps", "-q")
     assert code == 0

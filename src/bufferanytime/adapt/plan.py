@@ -89,9 +89,11 @@ def step_seconds(costs: Costs, candidate: Candidate, load: Workload) -> float:
 
 
 def affordable_steps(costs: Costs, candidate: Candidate, load: Workload, seconds_left: float) -> int:
-    """Steps that fit in ``seconds_left``: clips prepared once, ``TARGET_EVALS`` validations, the final check."""
+    """Steps that fit in ``seconds_left``: clips prepared once, ``TARGET_EVALS`` validations (each with the
+    guard rails' check on the held-out footage), the final check."""
     unit = load.pixels * candidate.clip_len
-    val = load.val_clips * unit * (costs.prepare + TARGET_EVALS * costs.forward)
+    checks = TARGET_EVALS * load.held_out_frames * load.pixels * costs.forward
+    val = load.val_clips * unit * (costs.prepare + TARGET_EVALS * costs.forward) + checks
     final = FINAL_MARGIN * load.held_out_frames * load.pixels * (costs.prepare + costs.forward)
     step = costs.step * unit
     steps = 0
