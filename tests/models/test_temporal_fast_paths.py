@@ -15,7 +15,7 @@ from bufferanytime.models.temporal import (
     apply_rotary,
     attention_layers,
     linear_add,
-    rotary_matrix,
+    rotary_columns,
     rotary_tables,
     streaming,
 )
@@ -56,23 +56,29 @@ def test_streamed_frames_in_uneven_chunks_equal_the_offline_causal_block(monkeyp
     assert float((streamed - offline).abs().max()) <= 1e-5 * scale
 
 
-def test_the_rotary_matrix_is_the_rotation_and_the_projection_weight_is_rotated_and_scaled():
-    dim, position = 6, 123457
-    vectors = torch.randn(5, dim, dtype=torch.float64)
+def _rotation(position: int, dim: int) -> torch.Tensor:
+    """The rotary embedding at ``position`` as a matrix: column j is the rotation of unit vector j."""
     cos, sin = rotary_tables(torch.tensor([position]), dim, 10000.0, torch.float64)
-    torch.testing.assert_close(vectors @ rotary_matrix(position, dim, 10000.0).T, apply_rotary(vectors, cos, sin))
+    return apply_rotary(torch.eye(dim, dtype=torch.float64), cos, sin).T.float()
+
+
+@pytest.mark.parametrize("dim", [6, 7])
+def test_the_projection_weight_is_rotated_and_scaled_by_the_rotary_tables_far_into_a_stream(dim):
+    position = 10**7 + 3
+    cos, sin = rotary_tables(torch.tensor([position]), dim, 10000.0, torch.float32)
+    columns = rotary_columns(position, dim, 10000.0)
+    torch.testing.assert_close(torch.cat(columns, 1).T, torch.cat([cos, sin]), rtol=0, atol=1e-6)
     weight = torch.randn(3 * 2 * dim, 4)  # 2 heads
     cache = KVCache(2)
     cache.position = position
     rotated = cache.qkv_weight(weight, 2, 10000.0)
-    rotation = rotary_matrix(position, dim, 10000.0).float()
     heads = weight.view(6, dim, 4)
-    torch.testing.assert_close(rotated[: 2 * dim].view(2, dim, 4), rotation @ heads[:2] * dim**-0.5)
-    torch.testing.assert_close(rotated[2 * dim : 4 * dim].view(2, dim, 4), rotation @ heads[2:4])
+    torch.testing.assert_close(rotated[: 2 * dim].view(2, dim, 4), _rotation(position, dim) @ heads[:2] * dim**-0.5)
+    torch.testing.assert_close(rotated[2 * dim : 4 * dim].view(2, dim, 4), _rotation(position, dim) @ heads[2:4])
     torch.testing.assert_close(rotated[4 * dim :], weight[4 * dim :])
     cache.position += 1  # the next frame: rotated in the same buffer, by the next position's rotation
     assert cache.qkv_weight(weight, 2, 10000.0).data_ptr() == rotated.data_ptr()
-    torch.testing.assert_close(rotated[2 * dim : 3 * dim], rotary_matrix(position + 1, dim, 10000.0).float() @ heads[2])
+    torch.testing.assert_close(rotated[2 * dim : 3 * dim], _rotation(position + 1, dim) @ heads[2])
 
 
 @pytest.mark.parametrize("transposed", [False, True])

@@ -100,12 +100,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 @lru_cache(maxsize=4)
-def rotary_matrix(position: int, dim: int, max_period: float) -> torch.Tensor:
-    """The float64 ``(dim, dim)`` matrix of the rotary embedding at ``position`` (:func:`apply_rotary` as a linear map:
-    column j is the rotation of unit vector j). Kept for the last few positions: every causal layer of a streamed
-    model rotates its projection by the same matrix for a frame, which is then built once instead of per layer."""
-    return apply_rotary(torch.eye(dim, dtype=torch.float64),
-                        *rotary_tables(torch.tensor([position]), dim, max_period, torch.float64)).T.contiguous()
+def rotary_columns(position: int, dim: int, max_period: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``(dim, 1)`` float32 of the rotary embedding at one ``position``: :func:`rotary_tables` in plain
+    float64 arithmetic (a handful of numbers, not worth tensor operations). Kept for the last few positions: every
+    causal layer of a streamed model rotates its projection by the same tables for a frame."""
+    half = dim // 2
+    angles = [math.remainder(position * math.exp(-math.log(max_period) * i / max(half, 1)), 2 * math.pi)
+              for i in range(half)]
+    cos = [math.cos(a) for a in angles] * 2 + [1.0] * (dim % 2)
+    sin = [math.sin(a) for a in angles] * 2 + [0.0] * (dim % 2)
+    return torch.tensor(cos).view(dim, 1), torch.tensor(sin).view(dim, 1)
 
 
 def causal_mask(frames: int, horizon: int, device=None) -> torch.Tensor:
@@ -148,14 +152,16 @@ class KVCache:
         key = (weight.data_ptr(), weight._version, weight.dtype, heads, max_period)
         rows, inputs = weight.shape[0] // 3, weight.shape[1]
         dim = rows // heads
-        if self._qkv is None or self._qkv[0] != key:  # the weight's query and key rows in float64, scaled, and
-            qk = weight[: 2 * rows].double().view(2 * heads, dim, inputs)  # a buffer for the rotated weight
+        if self._qkv is None or self._qkv[0] != key:  # per head: the query and key rows, scaled, and their
+            qk = weight.detach()[: 2 * rows].float().view(2 * heads, dim, inputs).clone()  # "rotate half" partner
             qk[:heads] *= dim**-0.5
-            self._qkv = (key, qk, torch.empty_like(qk), weight.detach().clone(), None)
-        _, qk, rotated, out, position = self._qkv
-        if position != self.position:
-            torch.matmul(rotary_matrix(self.position, dim, max_period).to(weight.device), qk, out=rotated)
-            out[: 2 * rows].copy_(rotated.view(2 * rows, inputs))
+            partner = apply_rotary(qk.transpose(1, 2), torch.zeros(dim), torch.ones(dim)).transpose(1, 2)
+            self._qkv = (key, qk, partner.contiguous(), weight.detach().float().clone(), None)
+        _, qk, partner, out, position = self._qkv
+        if position != self.position:  # rotated = cos * rows + sin * partner rows, written into the fused weight
+            cos, sin = (t.to(weight.device) for t in rotary_columns(self.position, dim, max_period))
+            rotated = out[: 2 * rows].view(2 * heads, dim, inputs)
+            torch.mul(qk, cos, out=rotated).addcmul_(partner, sin)
             self._qkv = (*self._qkv[:4], self.position)
         return out
 
