@@ -45,6 +45,7 @@ SECOND_MOTION = 0.2  # fraction of the points a second motion must explain to co
 STATIC_TRANSLATION = 0.01  # ... and moves less than this fraction of the median depth is too static for a camera
 FOCAL_GRID = 10  # fields of view first tried over the range searched (then golden section between neighbours)
 FOCAL_TOLERANCE_DEG = 0.05  # golden section stops here: about 0.1 % of the focal length at 60 degrees
+FOCAL_RESELECT_DEG = 10.0  # the grid's best this far from the first field of view: its points are found again
 REFINE_POINTS = 100  # inliers per frame pair in the window refinement (evenly spread): plenty for 6 unknowns
 RANSAC_HYPOTHESES = 200  # 3-point motions per RANSAC (all-inlier triple among them: 99.5 % at a 30 % inlier ratio)
 RANSAC_PRESCORED = 100  # points every hypothesis is scored on (evenly spread over the matches) ...
@@ -59,7 +60,7 @@ class CameraSettings:
     """How :func:`solve_cameras` works; pixel thresholds are at the resolution of the arrays it is given."""
 
     ransac_px: float = 1.5  # RANSAC inlier threshold, pixels
-    pose_rounds: int = 3  # Levenberg-Marquardt on the inliers, then their re-selection, this many times per pose
+    pose_rounds: int = 2  # Levenberg-Marquardt on the inliers, then their re-selection, this many times per pose
     min_threshold_px: float = 0.1  # the inlier threshold adapts to the errors' spread, down to this
     static_gap: int = 8  # frames over which points are checked for moving against the scene
     min_inliers: int = 30  # a pose from fewer inliers is a tracking failure
@@ -68,7 +69,7 @@ class CameraSettings:
     depth_check: float = 0.1  # relative depth disagreement above which a point is an outlier
     edge_rtol: float = 0.05  # depth discontinuities (see geometry.unproject.depth_edges)
     max_gap: int = 3  # frames back a frame may be tracked from when its predecessor fails
-    window: int = 8  # frames per refinement window (step: half of it)
+    window: int = 0  # frames per refinement window (step: half of it); 0: no refinement
     refine_gaps: tuple[int, ...] = (1, 2, 4)
     refine_iterations: int = 2  # Gauss-Newton steps per window
     focal_gap: int = 12  # frames between the pairs that judge a focal length
@@ -85,7 +86,7 @@ class CameraTrack:
     focal_source: str  # "given", "estimated" or "default"
     tracked: np.ndarray  # (T,) bool: False where tracking failed (no pose)
     inliers: list[int]  # per frame: points that supported its pose (frame 0: 0)
-    reprojection_px: list[float]  # per frame: median reprojection error of those points after refinement
+    reprojection_px: list[float]  # per frame: median reprojection error of those points (px)
     reliable: bool = True
     warnings: list[str] = field(default_factory=list)
 
@@ -101,7 +102,7 @@ class Correspondences:
         self.depth, self.tracks, self.settings = depth, tracks, settings
         self.height, self.width = np.shape(depth[0])
         self._edges: dict[int, np.ndarray] = {}
-        self._static: dict[tuple, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._static: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
 
     def at_edges(self, a: int) -> np.ndarray:
         """(N,) bool per track of frame ``a``: its depth is sampled across a depth discontinuity."""
@@ -135,14 +136,17 @@ class Correspondences:
                          z], axis=1)
 
     def depth_at(self, b: int, xy: np.ndarray) -> np.ndarray:
-        """Bilinear depth of frame ``b`` at pixel positions ``xy`` (centres at +0.5); NaN outside."""
+        """Depth of frame ``b`` at pixel positions ``xy`` (centres at +0.5), bilinear in inverse depth (exact on a
+        plane, whose inverse depth is affine in the pixel coordinates); NaN outside."""
         if not len(xy):
             return np.zeros(0)
-        depth = np.asarray(self.depth[b], np.float32)
+        with np.errstate(divide="ignore"):
+            inverse = 1 / np.asarray(self.depth[b], np.float32)
         x, y = (xy[:, 0] - 0.5).astype(np.float32), (xy[:, 1] - 0.5).astype(np.float32)
-        out = cv2.remap(depth, x[None], y[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+        out = cv2.remap(inverse, x[None], y[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
         inside = (x >= 0) & (x <= self.width - 1) & (y >= 0) & (y <= self.height - 1)
-        return np.where(inside, out, np.nan).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            return np.where(inside, 1 / out.astype(np.float64), np.nan)
 
 
 def camera_matrix(intrinsics: Intrinsics) -> np.ndarray:
@@ -173,8 +177,9 @@ def _matrix(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
 
 def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics, settings: CameraSettings,
                   ransac_px: float | None = None, static: bool = True,
-                  guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(T_b<-a, inlier mask)`` in OpenCV axes, or None when tracking fails. ``static``: leave out the points
+                  guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """``(T_b<-a, inlier mask, median reprojection error of the inliers in px)`` in OpenCV axes, or None when
+    tracking fails. ``static``: leave out the points
     that move against the scene over a longer baseline (:func:`_static_only`). ``guess``: a likely T_b<-a (the
     previous frames' motion), taken instead of a RANSAC when it explains :data:`GUESS_INLIERS` of the points."""
     index, xy = corr.pair(a, b)
@@ -198,8 +203,9 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
         mask = _inliers(corr, b, points, xy, T, K, threshold, settings.depth_check)
         if mask.sum() < max(settings.min_inliers, settings.min_inlier_ratio * len(index)):
             return None
-        threshold = _adaptive_threshold(points[mask], xy[mask], T, K, threshold, settings)
-    return T, mask
+        median = float(np.median(np.linalg.norm(_project(_transform(T, points[mask]), K) - xy[mask], axis=1)))
+        threshold = float(np.clip(3 * 1.4826 * median, settings.min_threshold_px, threshold))  # as _adaptive_threshold
+    return T, mask, median
 
 
 def _guessed(points: np.ndarray, xy: np.ndarray, K: np.ndarray, px: float, settings: CameraSettings,
@@ -323,7 +329,7 @@ def _static_verdict(corr: Correspondences, a: int, intrinsics: Intrinsics,
                     settings: CameraSettings) -> tuple[np.ndarray, np.ndarray] | None:
     """``(track ids, 1 static / 2 moving)`` of the tracks of frame ``a`` seen ``static_gap`` frames later (or
     earlier near the end of the video), by the pose between the two; None when there is none."""
-    key = (a, intrinsics.fx, intrinsics.fy)
+    key = a  # whatever the focal length: a moving object moves under any
     if key not in corr._static:
         T = len(corr.depth)
         b = a + settings.static_gap if a + settings.static_gap < T else max(0, a - settings.static_gap)
@@ -481,14 +487,15 @@ def _refine(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray, intri
 
 
 def track(corr: Correspondences, intrinsics: Intrinsics, settings: CameraSettings,
-          refine: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Camera-to-world poses (T, 4, 4) in OpenCV axes (frame 0: identity; NaN when lost), tracked mask, inliers."""
+          refine: bool = True) -> tuple[np.ndarray, np.ndarray, list[int], list[float]]:
+    """Camera-to-world poses (T, 4, 4) in OpenCV axes (frame 0: identity; NaN when lost), tracked mask, inliers
+    and their median reprojection errors (px; after the refinement when there is one: ``window`` > 0)."""
     T = len(corr.depth)
     poses = np.full((T, 4, 4), np.nan)
     poses[0] = np.eye(4)
     tracked = np.zeros(T, bool)
     tracked[0] = True
-    inliers = [0] * T
+    inliers, errors = [0] * T, [0.0] + [float("nan")] * (T - 1)
     for b in range(1, T):
         previous = [a for a in range(b - 1, max(-1, b - 1 - settings.max_gap), -1) if tracked[a]]
         for a in previous or [int(np.flatnonzero(tracked[:b])[-1])]:  # beyond the gap: the last tracked frame
@@ -496,11 +503,12 @@ def track(corr: Correspondences, intrinsics: Intrinsics, settings: CameraSetting
             found = relative_pose(corr, a, b, intrinsics, settings, guess=guess)
             if found is not None:
                 poses[b] = poses[a] @ np.linalg.inv(found[0])
-                tracked[b], inliers[b] = True, int(found[1].sum())
+                tracked[b], inliers[b], errors[b] = True, int(found[1].sum()), found[2]
                 break
-    if refine:
+    if refine and settings.window > 0:
         _refine(corr, poses, tracked, intrinsics, settings)
-    return poses, tracked, inliers
+        errors = reprojection_errors(corr, poses, tracked, intrinsics, settings)
+    return poses, tracked, inliers, errors
 
 
 def reprojection_errors(corr: Correspondences, poses: np.ndarray, tracked: np.ndarray, intrinsics: Intrinsics,
@@ -534,20 +542,15 @@ FocalData = list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # (frame a, gr
 
 def focal_data(corr: Correspondences, pairs: list[tuple[int, int]], intrinsics: Intrinsics,
                settings: CameraSettings) -> FocalData:
-    """The inlier points of each pair under ``intrinsics`` (with a wide threshold), and its pose. The pairs are
-    ``focal_gap`` frames apart: moving objects err by far more than the threshold over that baseline, so no
-    separate check for them is needed."""
+    """The inlier points of each pair under ``intrinsics`` (RANSAC with a wide threshold, then the adaptive one),
+    and its pose. The pairs are ``focal_gap`` frames apart: a moving object errs by more over that baseline than
+    the static scene, so the pair's own inliers leave it out without a separate check."""
     out = []
     for a, b in pairs:
-        found = relative_pose(corr, a, b, intrinsics, settings, ransac_px=2 * settings.ransac_px, static=False)
-        if found is None:
-            continue
-        index, xy = corr.pair(a, b)
-        T = found[0]
-        err = np.linalg.norm(_project(_transform(T, corr.points(a, index, intrinsics)), camera_matrix(intrinsics))
-                             - xy, axis=1)
-        keep = err < 2 * settings.ransac_px
-        out.append((a, index[keep], xy[keep], T))
+        found = relative_pose(corr, a, b, intrinsics, settings, ransac_px=2 * settings.ransac_px)
+        if found is not None:
+            index, xy = _static_only(corr, a, *corr.pair(a, b), intrinsics, settings)
+            out.append((a, index[found[1]], xy[found[1]], found[0]))
     return out
 
 
@@ -574,7 +577,8 @@ def _intrinsics_for_fov(fov: float, height: int, width: int, source: str) -> Int
 def estimate_fov(corr: Correspondences, pairs: list[tuple[int, int]], settings: CameraSettings,
                  start_fov: float = DEFAULT_FOV_DEG, data: FocalData | None = None) -> float:
     """The horizontal field of view (degrees) of least :func:`focal_cost`: a coarse grid on the points found with
-    ``start_fov`` (``data`` when already found), then golden section on the points found with the grid's best."""
+    ``start_fov`` (``data`` when already found), then golden section on the same points, or on those found with
+    the grid's best when it is more than :data:`FOCAL_RESELECT_DEG` away."""
     h, w = corr.height, corr.width
     lo_fov, hi_fov = settings.fov_range
     data = data if data is not None else focal_data(corr, pairs, _intrinsics_for_fov(start_fov, h, w, ""), settings)
@@ -588,7 +592,8 @@ def estimate_fov(corr: Correspondences, pairs: list[tuple[int, int]], settings: 
     if best in (0, len(grid) - 1):
         raise FocalUnobservable(f"the reprojection error keeps falling towards a field of view of {grid[best]:g} "
                                 "degrees, the end of the range searched")
-    data = focal_data(corr, pairs, _intrinsics_for_fov(grid[best], h, w, ""), settings)
+    if abs(grid[best] - start_fov) > FOCAL_RESELECT_DEG:  # the points found with a camera far from the best
+        data = focal_data(corr, pairs, _intrinsics_for_fov(grid[best], h, w, ""), settings)
     lo, hi = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
     ratio = (math.sqrt(5) - 1) / 2
     c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
@@ -648,8 +653,7 @@ def solve_tracks(depth: Sequence[np.ndarray], tracks: Tracks, intrinsics: Intrin
     source = "given"
     if intrinsics is None:
         intrinsics, source = _estimate_intrinsics(corr, default, settings, warnings)
-    poses, tracked, inliers = track(corr, intrinsics, settings)
-    errors = reprojection_errors(corr, poses, tracked, intrinsics, settings)
+    poses, tracked, inliers, errors = track(corr, intrinsics, settings)
     reliable = _check_motion(poses, tracked, depth, warnings)
     ours = np.array([CV_FLIP @ p @ CV_FLIP for p in poses])
     return CameraTrack(ours, intrinsics, source, tracked, inliers, errors, reliable, warnings)

@@ -9,9 +9,9 @@ The camera solver (:mod:`~bufferanytime.geometry.camera`) reads its corresponden
 - :func:`tracks_from_flow`, from dense forward and backward flows (exact flows of the synthetic world): the same
   grid of points carried by the flow, ended where the two flows disagree.
 
-Both keep about one point per cell of a grid of ``points`` cells: where a cell has lost its points (they left the
-image, were occluded, or failed the check), a new track starts in it (at the cell's most trackable pixel, or at its
-centre for a flow).
+Both keep one point per cell of a grid of ``points`` cells: where a cell has lost its point (it left the image, was
+occluded, or failed the check), a new track starts in it (at the cell's most trackable pixel, or at its centre for
+a flow); where points crowd into one cell, the oldest stays.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 class TrackSettings:
     """How points are tracked; pixel values at the resolution of the frames tracked."""
 
-    points: int = 400  # about this many points per frame: one per cell of a grid
+    points: int = 400  # at most this many points per frame: one per cell of a grid
     fb_px: float = 1.0  # forward-backward disagreement above which a track ends
     window: int = 9  # Lucas-Kanade window (px)
     levels: int = 2  # Lucas-Kanade pyramid levels above the frame
@@ -73,6 +73,15 @@ class _Grid:
         self.cell = max(2, int(math.sqrt(height * width / points)))
         self.rows, self.cols = math.ceil(height / self.cell), math.ceil(width / self.cell)
         self.height, self.width = height, width
+
+    def thin(self, ids: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, xy)`` less all but the oldest track (smallest id) of each cell: points that crowd together
+        (the camera moving back) add cost and no information."""
+        cells = np.floor(xy / self.cell).astype(int)
+        cell = np.clip(cells[:, 1], 0, self.rows - 1) * self.cols + np.clip(cells[:, 0], 0, self.cols - 1)
+        order = np.argsort(ids, kind="stable")
+        first = np.sort(order[np.unique(cell[order], return_index=True)[1]])
+        return ids[first], xy[first]
 
     def empty(self, xy: np.ndarray) -> np.ndarray:
         """(rows, cols) bool: the cells with no point of ``xy``."""
@@ -127,7 +136,7 @@ class FrameTracker:
         ids, xy = np.zeros(0, np.int64), np.zeros((0, 2), np.float32)
         if self._previous is not None and len(self._previous[1]):
             kept, moved = self._follow(gray, self._previous[2])
-            ids, xy = self._previous[1][kept], moved[kept]
+            ids, xy = self.grid.thin(self._previous[1][kept], moved[kept])
         strength = cv2.cornerMinEigenVal(gray, 3)
         new = self.grid.strongest(strength, self.grid.empty(xy), self.settings.min_texture * float(strength.max()))
         ids, xy = self.tracks.start(ids, xy, new)
@@ -169,7 +178,7 @@ def tracks_from_flow(flow_fwd: Sequence[np.ndarray], flow_bwd: Sequence[np.ndarr
         check = _flow_check(np.asarray(flow_fwd[k], np.float32), np.asarray(flow_bwd[k], np.float32), settings.fb_px)
         sample = _sample(check, xy)
         kept = sample[:, 2] > 0.99
-        ids, xy = ids[kept], xy[kept] + sample[kept, :2]
+        ids, xy = grid.thin(ids[kept], xy[kept] + sample[kept, :2])
         ids, xy = tracks.start(ids, xy, grid.centres(grid.empty(xy)))
         tracks.append(ids, xy)
     return tracks
