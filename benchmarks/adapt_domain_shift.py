@@ -15,7 +15,7 @@ protocol, one scale and shift per video, depth capped at ``SYNTHETIC_MAX_DEPTH``
 figure, the ratio adapted / shipped, the adapt run's wall-clock time against its budget, and the peak memory (RSS)
 of the adapt process against that of ``bufferanytime depth`` on one of its clips.
 
-    python benchmarks/adapt_domain_shift.py [--work DIR] [--budget 5m] [--lrs 1e-4] [--frames 32] [--size 192x256]
+    python benchmarks/adapt_domain_shift.py [--work DIR] [--budget 5m] [--lrs 1e-3,3e-4] [--frames 32] [--size 192x256]
 """
 
 from __future__ import annotations
@@ -63,13 +63,18 @@ def measured(command: list[str]) -> tuple[float, int]:
     return time.perf_counter() - began, rss
 
 
-def adapt(clips: list[Path], out: Path, budget: str, lr: float) -> dict:
-    """Run ``bufferanytime adapt depth`` on the clips' videos; its record, wall time and peak memory."""
+def adapt(clips: list[Path], out: Path, budget: str, lr: float | None) -> dict:
+    """Run ``bufferanytime adapt depth`` on the clips' videos (``--lr lr`` unless None: the command's default); its
+    record, wall time and peak memory."""
     command = [sys.executable, "-m", "bufferanytime", "adapt", "depth", *[str(c / "rgb.mp4") for c in clips], "-o",
-               str(out), "--budget", budget, "--lr", str(lr), "-q"]
+               str(out), "--budget", budget, "-q"] + ([] if lr is None else ["--lr", str(lr)])
     seconds, rss = measured(command)
     record = json.loads((out / "adapt.json").read_text())
     return {"record": record, "seconds": seconds, "rss_kb": rss}
+
+
+def model_name(lr: float | None) -> str:
+    return "model-default-lr" if lr is None else f"model-lr{lr:g}"
 
 
 def scores(model_ref: str | None, clips: list[Path]) -> dict[str, float]:
@@ -95,7 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=None, help="folder for clips and models (default: temporary)")
     parser.add_argument("--budget", default="5m")
-    parser.add_argument("--lrs", default="1e-4", help="learning rates tried, chosen on the validation clips")
+    parser.add_argument("--lrs", default=None,
+                        help="learning rates tried, chosen on the validation clips (default: the command's own)")
     parser.add_argument("--textures", type=Path, default=None)
     parser.add_argument("--adapt-clips", type=int, default=3)
     parser.add_argument("--val-clips", type=int, default=2)
@@ -111,17 +117,19 @@ def main() -> None:
     test_clips = render(work / "shift", TEST_SEED, args.test_clips, frames, size, SHIFT, textures)
     original = render(work / "original", ORIGINAL_SEED, args.test_clips, frames, size, ORIGINAL, None)
 
-    runs, lrs = {}, [float(v) for v in args.lrs.split(",")]
+    runs, lrs = {}, [float(v) for v in args.lrs.split(",")] if args.lrs else [None]
     for lr in lrs:
-        runs[lr] = adapt(adapt_clips, work / f"model-lr{lr:g}", args.budget, lr)
-        runs[lr]["val"] = scores(str(work / f"model-lr{lr:g}"), val_clips) if len(lrs) > 1 else None
-        print(f"lr {lr:g}: {runs[lr]['record']['result']} in {runs[lr]['seconds']:.0f} s, "
-              f"validation {runs[lr]['val']}", flush=True)
+        runs[lr] = adapt(adapt_clips, work / model_name(lr), args.budget, lr)
+        runs[lr]["val"] = scores(str(work / model_name(lr)), val_clips) if len(lrs) > 1 else None
+        print(f"lr {runs[lr]['record']['settings']['lr']:g}: {runs[lr]['record']['result']} in "
+              f"{runs[lr]['seconds']:.0f} s, validation {runs[lr]['val']}", flush=True)
     chosen = min(runs, key=lambda lr: runs[lr]["val"]["opw"]) if len(runs) > 1 else next(iter(runs))
-    model_dir = str(work / f"model-lr{chosen:g}")
+    model_dir = str(work / model_name(chosen))
     depth_seconds, depth_rss = measured([sys.executable, "-m", "bufferanytime", "depth",
                                          str(adapt_clips[0] / "rgb.mp4"), "-o", str(work / "depth-out"), "-q"])
-    report = {"budget": args.budget, "lr": chosen, "adapt_seconds": runs[chosen]["seconds"],
+    report = {"budget": args.budget, "lr": runs[chosen]["record"]["settings"]["lr"],
+              "adapt_seconds": runs[chosen]["seconds"],
+              "steps_done": runs[chosen]["record"].get("validation", {}).get("steps_done"),
               "adapt_rss_mb": runs[chosen]["rss_kb"] / 1024, "depth_rss_mb": depth_rss / 1024,
               "result": runs[chosen]["record"]["result"], "guard": runs[chosen]["record"].get("guard"),
               "settings": runs[chosen]["record"].get("settings")}

@@ -177,11 +177,18 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
         budget = recorded
     run = _Run(parse_budget(budget if budget is not None else DEFAULT_BUDGET), _say(quiet), quiet, started)
     run.progress, run.engine = progress, engine
-    options = {**given, "lr": given["lr"] if given["lr"] is not None else objective_class(base).defaults["lr"],
+    options = {**given, "lr": given["lr"] if given["lr"] is not None else default_lr(base),
                "w_reg": W_REG if given["w_reg"] is None else given["w_reg"],
                "seed": 0 if given["seed"] is None else given["seed"], "device": resolve_device(device),
                "copy_prior": copy_prior}
     return run.go(base, base_record, sources, kind, Path(out) if out is not None else None, options, found)
+
+
+def default_lr(model: VideoModel) -> float:
+    """The learning rate of an adaptation of ``model`` when none is given: its objective's ``adapt_lr``, else the
+    training default."""
+    objective = objective_class(model)
+    return objective.adapt_lr if objective.adapt_lr is not None else objective.defaults["lr"]
 
 
 def _interrupted(out: Path | None, base_record: dict, resume: bool):

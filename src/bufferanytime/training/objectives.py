@@ -193,6 +193,8 @@ class Objective:
     # the method), or, in its light setting, the temporal blocks plus ``light_extra`` (named in the printed plan).
     temporal_only: bool = False
     light_extra: str = ""
+    # The learning rate of `bufferanytime adapt` when none is given (None: ``defaults["lr"]``, the paper's).
+    adapt_lr: float | None = None
     # Whether the loss differentiates the model's outputs themselves (deferred back-propagation through a decoder),
     # so that even a loss computed only to be read (validation) needs autograd on.
     loss_needs_grad: bool = False
@@ -220,6 +222,10 @@ class DepthObjective(Objective):
     defaults = {"clip_len": CLIP_LEN_DEPTH, "lr": LR_DEPTH, "res": (TRAIN_RES_DEPTH, TRAIN_RES_DEPTH)}
     noun = "depth"
     light_extra = " and fusion layers"  # training the blocks alone crashes autograd on CPU: the fusion layers too
+    # An adaptation affords tens of steps on a CPU, not the paper's thousands: at its 1e-4 the held-out OPW had
+    # hardly moved after 40 steps; at 1e-3 it fell 10-18 % within 4-10 steps with AbsRel unchanged (chosen on
+    # benchmarks/adapt_domain_shift.py's validation clips).
+    adapt_lr = 1e-3
 
     def __init__(self, model: VideoDepthModel, prior: VideoDepthModel, flow_model: FlowModel, config):
         """``prior``: the frozen image prior that sets the regularization targets (see :meth:`build`)."""
