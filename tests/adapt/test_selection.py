@@ -1,0 +1,61 @@
+"""What an adaptation keeps and how it plans: the steadiest weights the guard rails pass, its default learning
+rate, and the step time measured warm."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from bufferanytime.adapt import guard, run
+from bufferanytime.adapt.plan import Candidate
+from bufferanytime.adapt.record import RECORD_NAME
+from bufferanytime.adapt.session import MEASURED_TIMES, Session
+from bufferanytime.constants import LR_NORMAL
+from bufferanytime.models import load_model
+from tests.helpers import run_main
+
+
+def test_keeps_the_steadiest_weights_the_guard_rails_pass(clips, tmp_path, monkeypatch, capsys):
+    before = guard.Figures(1.0, 0.01)
+    # step 1 passes; step 2 flickers least but is far from the prior (refused); step 3 passes and improves on 1
+    validations = [guard.Figures(0.6, 0.01), guard.Figures(0.3, 5.0), guard.Figures(0.5, 0.01)]
+    values = itertools.chain([before], validations, itertools.repeat(guard.Figures(0.5, 0.01)))
+    monkeypatch.setattr(run, "figures", lambda *args: next(values))
+    out = tmp_path / "model"
+    code, err = run_main(capsys, "adapt", "depth", str(clips[0]), "-o", str(out), "--budget", "3steps", "-q")
+    assert code == 0, err
+    record = json.loads((out / RECORD_NAME).read_text())
+    curve = record["validation"]["curve"]
+    assert [(p["step"], p["opw"], p["passed"]) for p in curve] == [(0, 1.0, False), (1, 0.6, True), (2, 0.3, False),
+                                                                   (3, 0.5, True)]
+    assert record["validation"]["best_step"] == 3 and record["validation"]["best_opw"] == 0.5
+    assert record["result"] == "adapted" and record["guard"]["after"]["opw"] == 0.5
+
+
+def test_default_learning_rate_is_the_objectives_adapt_rate():
+    assert run.default_lr(load_model("depth")) == 1e-3  # not train's 1e-4: an adaptation runs tens of steps
+    assert run.default_lr(load_model("normal")) == LR_NORMAL  # no rate of its own: train's
+
+
+def test_step_time_is_the_fastest_of_the_passes_timed(clips, monkeypatch):
+    assert MEASURED_TIMES >= 2
+    times = iter([(3.0, 9.0), (1.0, 2.0), (1.0, 2.0)])  # a cold first pass, then warm ones
+
+    class Stub(Session):
+        def __init__(self):
+            pass
+
+        def size(self, segment, fraction=None):
+            return (10, 10)
+
+        def prepare(self, clip, keep=True, fraction=None):
+            return {}
+
+    monkeypatch.setattr(Stub, "_time_step", lambda self, prepared: next(times))
+    stub = Stub()
+    stub._frames = {}
+    costs = stub.measure(run.Clip(0, 0, 4), Candidate(1.0, 4))
+    unit = 10 * 10 * 4
+    assert costs.forward == pytest.approx(1.0 / unit) and costs.step == pytest.approx(2.0 / unit)
