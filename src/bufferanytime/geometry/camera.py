@@ -102,6 +102,7 @@ class Correspondences:
         self.depth, self.tracks, self.settings = depth, tracks, settings
         self.height, self.width = np.shape(depth[0])
         self._edges: dict[int, np.ndarray] = {}
+        self._inverse: dict[int, np.ndarray] = {}  # inverse depth of the frames last read
         self._static: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
 
     def at_edges(self, a: int) -> np.ndarray:
@@ -140,8 +141,12 @@ class Correspondences:
         plane, whose inverse depth is affine in the pixel coordinates); NaN outside."""
         if not len(xy):
             return np.zeros(0)
-        with np.errstate(divide="ignore"):
-            inverse = 1 / np.asarray(self.depth[b], np.float32)
+        if b not in self._inverse:
+            with np.errstate(divide="ignore"):
+                self._inverse[b] = 1 / np.asarray(self.depth[b], np.float32)
+            if len(self._inverse) > 64:
+                self._inverse.pop(next(iter(self._inverse)))
+        inverse = self._inverse[b]
         x, y = (xy[:, 0] - 0.5).astype(np.float32), (xy[:, 1] - 0.5).astype(np.float32)
         out = cv2.remap(inverse, x[None], y[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
         inside = (x >= 0) & (x <= self.width - 1) & (y >= 0) & (y <= self.height - 1)
@@ -179,18 +184,18 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
                   ransac_px: float | None = None, static: bool = True,
                   guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
     """``(T_b<-a, inlier mask, median reprojection error of the inliers in px)`` in OpenCV axes, or None when
-    tracking fails. ``static``: leave out the points
-    that move against the scene over a longer baseline (:func:`_static_only`). ``guess``: a likely T_b<-a (the
+    tracking fails. ``static``: leave out the points that move against the scene over a longer baseline
+    (:func:`_static_only`). ``guess``: a likely T_b<-a (the
     previous frames' motion), taken instead of a RANSAC when it explains :data:`GUESS_INLIERS` of the points."""
     index, xy = corr.pair(a, b)
     if static:
         index, xy = _static_only(corr, a, index, xy, intrinsics, settings)
     if len(index) < settings.min_inliers:
         return None
-    points, K = corr.points(a, index, intrinsics), camera_matrix(intrinsics)
-    target = _lift(xy, corr.depth_at(b, xy), K)
+    points, K, depth_b = corr.points(a, index, intrinsics), camera_matrix(intrinsics), corr.depth_at(b, xy)
     found = _guessed(points, xy, K, ransac_px or settings.ransac_px, settings, guess) if guess is not None else None
-    found = found or _background_ransac(points, xy, target, K, ransac_px or settings.ransac_px, settings)
+    found = found or _background_ransac(points, xy, _lift(xy, depth_b, K), K, ransac_px or settings.ransac_px,
+                                        settings)
     if found is None:
         return None
     rvec, tvec, inl = found
@@ -200,7 +205,7 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
     for _ in range(settings.pose_rounds):  # refine on the inliers, re-select them (depth check, tighter threshold)
         rvec, tvec = cv2.solvePnPRefineLM(points[mask], xy[mask], K, None, rvec, tvec)
         T = _matrix(rvec, tvec)
-        mask = _inliers(corr, b, points, xy, T, K, threshold, settings.depth_check)
+        mask = _inliers(depth_b, points, xy, T, K, threshold, settings.depth_check)
         if mask.sum() < max(settings.min_inliers, settings.min_inlier_ratio * len(index)):
             return None
         median = float(np.median(np.linalg.norm(_project(_transform(T, points[mask]), K) - xy[mask], axis=1)))
@@ -344,12 +349,13 @@ def _static_verdict(corr: Correspondences, a: int, intrinsics: Intrinsics,
     return corr._static[key]
 
 
-def _inliers(corr: Correspondences, b: int, points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np.ndarray,
+def _inliers(depth_b: np.ndarray, points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np.ndarray,
              px: float, depth_check: float) -> np.ndarray:
-    """Points that reproject within ``px`` and whose depth agrees with frame ``b``'s (median ratio removed)."""
+    """Points that reproject within ``px`` and whose depth agrees with frame ``b``'s there (``depth_b`` at
+    ``xy``; median ratio removed)."""
     moved = _transform(T, points)
     err = np.linalg.norm(_project(moved, K) - xy, axis=1)
-    ratio = moved[:, 2] / corr.depth_at(b, xy)
+    ratio = moved[:, 2] / depth_b
     good = (err < px) & np.isfinite(ratio) & (moved[:, 2] > 0)
     if good.sum() > 0:
         good &= np.abs(ratio / np.median(ratio[good]) - 1) < depth_check
@@ -374,7 +380,7 @@ def _edge_data(corr: Correspondences, poses: np.ndarray, a: int, b: int, intrins
     K = camera_matrix(intrinsics)
     points = corr.points(a, index, intrinsics)
     T = np.linalg.inv(poses[b]) @ poses[a]
-    keep = _inliers(corr, b, points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
+    keep = _inliers(corr.depth_at(b, xy), points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
     if keep.sum() >= 6:
         threshold = _adaptive_threshold(points[keep], xy[keep], T, K, 3 * settings.ransac_px, settings)
         keep &= np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1) < threshold
@@ -523,7 +529,7 @@ def reprojection_errors(corr: Correspondences, poses: np.ndarray, tracked: np.nd
         index, xy = corr.pair(a, b)
         points = corr.points(a, index, intrinsics)
         T = np.linalg.inv(poses[b]) @ poses[a]
-        keep = _inliers(corr, b, points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
+        keep = _inliers(corr.depth_at(b, xy), points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
         err = np.linalg.norm(_project(_transform(T, points[keep]), K) - xy[keep], axis=1)
         out.append(float(np.median(err)) if err.size else float("nan"))
     return out
