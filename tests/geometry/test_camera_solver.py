@@ -1,13 +1,14 @@
 """The camera solver on the synthetic world's exact depth and flow (every scene has moving objects): rotation,
 trajectory and focal length within the targets, with margin; a static or too short video and lost tracking are
-marked, not invented."""
+marked, not invented; the optional window refinement keeps the exact camera and its normal equations are those of
+the reprojection errors' derivatives."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bufferanytime.geometry.camera import solve_cameras
+from bufferanytime.geometry.camera import CameraSettings, _exp, _normal_equations, solve_cameras
 from bufferanytime.geometry.camera_metrics import trajectory_errors, umeyama
 from bufferanytime.geometry.intrinsics import Intrinsics
 from bufferanytime.synthetic import render_video
@@ -83,3 +84,38 @@ def test_umeyama_recovers_a_similarity():
     R *= np.sign(np.linalg.det(R))
     s, R_est, t = umeyama(src, 2.5 * src @ R.T + [1.0, -2.0, 0.5])
     assert s == pytest.approx(2.5) and np.allclose(R_est, R) and np.allclose(t, [1.0, -2.0, 0.5])
+
+
+def test_the_window_refinement_keeps_the_exact_camera(video):
+    track = solve_cameras(video.depth, video.flow_fwd, video.flow_bwd, _given(video), CameraSettings(window=8))
+    errors = trajectory_errors(track.poses, np.stack(video.poses))
+    assert track.tracked.all()
+    assert errors["rpe_rot_deg_per_frame"] < ROT_DEG_PER_FRAME and errors["ate_pct_of_length"] < ATE_PCT
+
+
+def test_the_refinement_normal_equations_are_those_of_numeric_derivatives():
+    rng = np.random.default_rng(3)
+    poses = np.stack([_exp(rng.normal(0, 0.05, 6)) for _ in range(3)])
+    K = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
+    edges = [(0, 1), (1, 2), (0, 2)]
+    points = [rng.normal(0, 1, (5, 3)) + [0, 0, 6] for _ in edges]
+    xy = [rng.uniform(0, 128, (5, 2)) for _ in edges]
+    variable = {1: 0, 2: 1}  # frame 0 fixed
+
+    def residuals(delta: np.ndarray) -> np.ndarray:
+        moved = poses.copy()
+        for f, n in variable.items():
+            moved[f] = poses[f] @ _exp(delta[6 * n : 6 * n + 6])
+        out = []
+        for (a, b), p, obs in zip(edges, points, xy, strict=True):
+            q = p @ (np.linalg.inv(moved[b]) @ moved[a])[:3, :3].T + (np.linalg.inv(moved[b]) @ moved[a])[:3, 3]
+            out.append((q[:, :2] / q[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2] - obs).ravel())
+        return np.concatenate(out)
+
+    J = np.stack([(residuals(e) - residuals(-e)) / 2e-6 for e in np.eye(12) * 1e-6], axis=1)
+    motions = np.stack([np.linalg.inv(poses[b]) @ poses[a] for a, b in edges])
+    H, g = _normal_equations(motions, np.repeat(np.arange(3), 5), np.arange(0, 15, 5),
+                             [(variable.get(a, -1), variable.get(b, -1)) for a, b in edges],
+                             np.concatenate(points), np.concatenate(xy), K, 1e9, 2)
+    np.testing.assert_allclose(H, J.T @ J, rtol=1e-4, atol=1e-6 * np.abs(H).max())
+    np.testing.assert_allclose(g, J.T @ residuals(np.zeros(12)), rtol=1e-4, atol=1e-6 * np.abs(g).max())
