@@ -7,8 +7,10 @@ import itertools
 import json
 
 import pytest
+import torch
 
 from bufferanytime.adapt import guard, run
+from bufferanytime.adapt import session as session_module
 from bufferanytime.adapt.plan import Candidate
 from bufferanytime.adapt.record import RECORD_NAME
 from bufferanytime.adapt.session import MEASURED_TIMES, Session
@@ -39,13 +41,14 @@ def test_default_learning_rate_is_the_objectives_adapt_rate():
     assert run.default_lr(load_model("normal")) == LR_NORMAL  # no rate of its own: train's
 
 
-def test_step_time_is_the_fastest_of_the_passes_timed(clips, monkeypatch):
+def test_step_time_is_the_fastest_of_the_passes_and_thread_counts_timed(monkeypatch):
     assert MEASURED_TIMES >= 2
-    times = iter([(3.0, 9.0), (1.0, 2.0), (1.0, 2.0)])  # a cold first pass, then warm ones
+    # one thread: a cold first pass, then a warm one; two threads: slower steps (as on a shared CPU)
+    times = iter([(3.0, 9.0), (1.0, 2.0), (0.5, 5.0), (0.5, 4.0)])
 
     class Stub(Session):
         def __init__(self):
-            pass
+            self._frames = {}
 
         def size(self, segment, fraction=None):
             return (10, 10)
@@ -54,8 +57,24 @@ def test_step_time_is_the_fastest_of_the_passes_timed(clips, monkeypatch):
             return {}
 
     monkeypatch.setattr(Stub, "_time_step", lambda self, prepared: next(times))
-    stub = Stub()
-    stub._frames = {}
-    costs = stub.measure(run.Clip(0, 0, 4), Candidate(1.0, 4))
+    monkeypatch.setattr(session_module, "thread_counts", lambda: [1, 2])
+    threads = torch.get_num_threads()
+    try:
+        stub = Stub()
+        costs = stub.measure(run.Clip(0, 0, 4), Candidate(1.0, 4))
+        assert stub.threads == 1 and torch.get_num_threads() == 1  # left set for the steps
+    finally:
+        torch.set_num_threads(threads)
     unit = 10 * 10 * 4
     assert costs.forward == pytest.approx(1.0 / unit) and costs.step == pytest.approx(2.0 / unit)
+
+
+def test_the_callers_thread_count_is_restored(clips, monkeypatch):
+    monkeypatch.setattr(session_module, "thread_counts", lambda: [1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run.adapt(None, clips[:2], "1steps", kind="depth")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

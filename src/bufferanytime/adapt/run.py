@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from bufferanytime.adapt.budget import Budget, parse_budget
@@ -181,7 +182,11 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
                "w_reg": W_REG if given["w_reg"] is None else given["w_reg"],
                "seed": 0 if given["seed"] is None else given["seed"], "device": resolve_device(device),
                "copy_prior": copy_prior}
-    return run.go(base, base_record, sources, kind, Path(out) if out is not None else None, options, found)
+    threads = torch.get_num_threads()  # the run may step faster on fewer (Session.measure); the caller's after it
+    try:
+        return run.go(base, base_record, sources, kind, Path(out) if out is not None else None, options, found)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def default_lr(model: VideoModel) -> float:
@@ -320,6 +325,8 @@ class _Run:
         state = found.state[STATE_KEY]
         plan = Plan(**state["plan"])
         self.costs = Costs(**state["costs"])
+        session.threads = int(state["record"].get("settings", {}).get("threads", session.threads))
+        torch.set_num_threads(session.threads)
         session.start(plan.side_fraction, plan.trained, options["lr"], plan.warmup)
         return plan
 
@@ -373,14 +380,15 @@ class _Run:
         fusion = objective_class(session.model).light_extra if plan.trained == "temporal" else ""
         trained = TRAINED[plan.trained] + fusion
         self.say(f"settings: {h}x{w}, clips of {plan.clip_len} frames, {plan.steps} steps of about "
-                 f"{plan.projected_step_seconds:.2g} s, validation every {plan.val_every} steps, training {trained}, "
-                 f"lr {options['lr']:g}")
+                 f"{plan.projected_step_seconds:.2g} s on {session.threads} thread(s), validation every "
+                 f"{plan.val_every} steps, training {trained}, lr {options['lr']:g}")
         return plan
 
     def _settings(self, session: Session, plan: Plan, config: TrainConfig, options: dict) -> dict:
         return {**plan.to_dict(), "sizes": sorted({session.size(i) for i in range(len(session.footage.segments))}),
                 "w_reg": options["w_reg"], "flow": options["flow"], "tau": config.tau, "edge_mask": config.edge_mask,
                 "stable_norm": config.stable_norm, "seed": options["seed"], "prior_tolerance": options["tolerance"],
+                "threads": session.threads,
                 "measured_seconds_per_megapixel_frame": {k: v * 1e6 for k, v in self.costs.__dict__.items()}}
 
     def _time_left(self) -> float:
