@@ -85,3 +85,16 @@ def test_the_camera_of_rendered_frames_from_their_tracks(seed):
     assert track.tracked.all()
     assert errors["rpe_rot_deg_per_frame"] < 0.1  # the target on exact geometry holds on tracked frames too
     assert errors["ate_pct_of_length"] < 3.0
+
+
+def test_tracks_too_short_for_the_focal_length_keep_the_default_one_and_say_so():
+    video = render_video(7, 16, (96, 128))
+    full = tracks_from_flow(video.flow_fwd, video.flow_bwd, 96, 128)
+    short = Tracks(96, 128)  # the same points, but every track is renumbered after 6 frames, half of them 3 frames
+    for k in range(len(full)):  # later: consecutive frames share tracks, frames 6 or more apart none
+        ids = full.ids[k] + ((k + 3 * (full.ids[k] % 2)) // 6) * 10**6
+        order = np.argsort(ids)
+        short.append(ids[order], full.xy[k][order])
+    track = solve_tracks(video.depth, short)
+    assert track.focal_source == "default" and track.tracked.all()
+    assert any("too few points are tracked over 12 frames" in w for w in track.warnings)

@@ -60,7 +60,7 @@ class CameraSettings:
     """How :func:`solve_cameras` works; pixel thresholds are at the resolution of the arrays it is given."""
 
     ransac_px: float = 1.5  # RANSAC inlier threshold, pixels
-    pose_rounds: int = 2  # Levenberg-Marquardt on the inliers, then their re-selection, this many times per pose
+    pose_rounds: int = 3  # Levenberg-Marquardt on the inliers, then their re-selection, this many times per pose
     min_threshold_px: float = 0.1  # the inlier threshold adapts to the errors' spread, down to this
     static_gap: int = 8  # frames over which points are checked for moving against the scene
     min_inliers: int = 30  # a pose from fewer inliers is a tracking failure
@@ -668,10 +668,15 @@ def solve_tracks(depth: Sequence[np.ndarray], tracks: Tracks, intrinsics: Intrin
 def _estimate_intrinsics(corr: Correspondences, default: Intrinsics, settings: CameraSettings,
                          warnings: list[str]) -> tuple[Intrinsics, str]:
     """The estimated camera, or the default one when the video turns too little to tell. The pairs that judge the
-    focal length are solved directly (their flows chained), not through a first tracking of every frame."""
+    focal length are solved directly (the tracks they share), not through a first tracking of every frame."""
     pairs = _focal_pairs(len(corr.depth), settings)
     data = focal_data(corr, pairs, default, settings)
     turn = max((rotation_deg(T) for _, _, _, T in data), default=0.0)
+    if not data:
+        warnings.append(f"too few points are tracked over {settings.focal_gap} frames to estimate the focal length; "
+                        f"the default field of view of {DEFAULT_FOV_DEG:g} degrees is used (give --fov or "
+                        "--intrinsics)")
+        return default, "default"
     if turn < MIN_FOCAL_ROTATION_DEG:
         warnings.append(f"the camera turns by {turn:.2f} degrees at most: too little to estimate the focal length; "
                         f"the default field of view of {DEFAULT_FOV_DEG:g} degrees is used (give --fov or "
