@@ -31,8 +31,9 @@ from torch import nn
 # docs/benchmarks.md).
 CHUNK_ROWS = 4096
 # A streamed frame (one row per pixel, through the key/value caches) runs on chunks twice as large: its attention
-# is a few dozen passes vectorised over a chunk's pixels, whose fixed cost per pass then weighs half as much
-# (6-10 % faster blocks at 196x350 and 518x924: benchmarks/temporal_block.py --stream, docs/benchmarks.md).
+# is a few dozen passes vectorised over a chunk's pixels, whose fixed cost per pass then weighs half as much (the
+# finest Small block's streamed frame took 6-10 % less time at 196x350 and 518x924 than with 4096 rows, one thread,
+# when this was set; 2048 rows were slower still).
 STREAM_CHUNK_ROWS = 8192
 
 
@@ -155,7 +156,8 @@ class KVCache:
         if self._qkv is None or self._qkv[0] != key:  # per head: the query and key rows, scaled, and their
             qk = weight.detach()[: 2 * rows].float().view(2 * heads, dim, inputs).clone()  # "rotate half" partner
             qk[:heads] *= dim**-0.5
-            partner = apply_rotary(qk.transpose(1, 2), torch.zeros(dim), torch.ones(dim)).transpose(1, 2)
+            zero, one = torch.zeros(dim, device=qk.device), torch.ones(dim, device=qk.device)
+            partner = apply_rotary(qk.transpose(1, 2), zero, one).transpose(1, 2)
             self._qkv = (key, qk, partner.contiguous(), weight.detach().float().clone(), None)
         _, qk, partner, out, position = self._qkv
         if position != self.position:  # rotated = cos * rows + sin * partner rows, written into the fused weight
@@ -352,7 +354,7 @@ def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 def linear_add(linear: nn.Linear, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """``residual + linear(x)``, as one oneDNN call where it runs and ``residual`` has the computing type. An ``x``
     read transposed (a channels-first attention output) goes to the BLAS product with ``residual`` as its
-    accumulator instead, which reads it as it is where oneDNN first copies it (1.5-2x faster at 4096 rows)."""
+    accumulator instead, which reads it as it is where oneDNN first copies it (1.3-1.5x faster at 4096 rows)."""
     dtype = _fused_linear_dtype(x)
     if dtype is None or residual.dtype != dtype:
         return residual + linear(x)
