@@ -1,22 +1,25 @@
-"""Camera poses and focal length of a video from its depth and optical flow (:func:`solve_cameras`).
+"""Camera poses and focal length of a video from its depth and point tracks (:func:`solve_tracks`; from dense
+optical flows: :func:`solve_cameras`).
 
 For each frame the camera-to-world pose relative to frame 0 (the world is frame 0's camera: x right, y up, z
 towards the viewer, as the normals and the point clouds), in the depth's units: metres for metric depth, the
 units of ``--depth-scale`` for relative depth.
 
-1. Correspondences: a grid of pixels of frame ``a`` is carried to frame ``b`` by the optical flow (chained over
-   ``b - a`` steps, bilinearly), and lifted to 3D by the depth of frame ``a``.
-2. Masked before any fit: pixels at depth discontinuities (a relative jump above ``edge_rtol`` to a neighbour, where
-   depth flies between surfaces), pixels whose forward and backward flows disagree by more than ``flow_check_px``
-   (occlusions, flow failures) or that leave the image.
-3. Relative pose of consecutive frames: PnP (EPnP in RANSAC, then Levenberg-Marquardt on the inliers). Moving
-   objects are RANSAC outliers, and so are points whose depth in frame ``b`` disagrees with the moved point by more
-   than ``depth_check`` (relative, after the median ratio: an object moving along the line of sight).
-   A frame that gives too few inliers is tracked from up to ``max_gap`` frames back instead; failing that it is
-   marked lost (no pose is invented for it) and later frames are tracked from the last frame that was not.
-4. Refinement: over a sliding window of ``window`` frames (step: half of it), least squares of the reprojection
-   errors of the points of the frame pairs ``refine_gaps`` apart that end in the window (Gauss-Newton with Huber
-   weights and analytic derivatives, both frames of a pair varying when in the window; earlier frames are fixed).
+1. Correspondences: the tracks (:mod:`~bufferanytime.geometry.tracks`) seen in frames ``a`` and ``b``, lifted to 3D
+   by the depth of frame ``a`` (bilinear in inverse depth). Occlusions and tracking failures have ended their tracks.
+2. Masked before any fit: points at depth discontinuities (a relative jump above ``edge_rtol`` to a neighbour,
+   where depth flies between surfaces).
+3. Relative pose of consecutive frames: the previous frame's motion when it explains :data:`GUESS_INLIERS` of the
+   points, else 3-point RANSAC; then Levenberg-Marquardt on the inliers. Moving objects are RANSAC outliers, and so
+   are points whose depth in frame ``b`` disagrees with the moved point by more than ``depth_check`` (relative,
+   after the median ratio: an object moving along the line of sight) and tracks that move against the scene over
+   ``static_gap`` frames. A frame that gives too few inliers is tracked from up to ``max_gap`` frames back instead;
+   failing that it is marked lost (no pose is invented for it) and later frames are tracked from the last frame
+   that was not.
+4. Refinement, when ``window`` > 0 (off by default: it did not lower the errors on the benchmark's videos): over a
+   sliding window of ``window`` frames (step: half of it), least squares of the reprojection errors of the points
+   of the frame pairs ``refine_gaps`` apart that end in the window (Gauss-Newton with Huber weights and analytic
+   derivatives, both frames of a pair varying when in the window; earlier frames are fixed).
 5. Focal length when not given: the horizontal field of view, between ``fov_range`` degrees, whose poses best
    reproject the tracked points (a robust mean of squared errors over frame pairs ``focal_gap`` apart, searched on
    a grid then by golden section). Only rotation reveals the focal length (a wrong focal length with pure translation
@@ -57,7 +60,7 @@ STATIC_STRIDE = 4  # frames whose tracks one long-baseline pose judges static or
 
 @dataclass(frozen=True)
 class CameraSettings:
-    """How :func:`solve_cameras` works; pixel thresholds are at the resolution of the arrays it is given."""
+    """How :func:`solve_tracks` works; pixel thresholds are at the resolution of the arrays it is given."""
 
     ransac_px: float = 1.5  # RANSAC inlier threshold, pixels
     pose_rounds: int = 3  # Levenberg-Marquardt on the inliers, then their re-selection, this many times per pose
@@ -65,7 +68,6 @@ class CameraSettings:
     static_gap: int = 8  # frames over which points are checked for moving against the scene
     min_inliers: int = 30  # a pose from fewer inliers is a tracking failure
     min_inlier_ratio: float = 0.2  # ... as is one from fewer than this fraction of the valid points
-    flow_check_px: float = 1.0  # forward-backward flow disagreement above which a pixel is masked
     depth_check: float = 0.1  # relative depth disagreement above which a point is an outlier
     edge_rtol: float = 0.05  # depth discontinuities (see geometry.unproject.depth_edges)
     max_gap: int = 3  # frames back a frame may be tracked from when its predecessor fails
