@@ -33,16 +33,16 @@ TRUNCATION_TOLERANCE = 0.98
 # H.264 options for visualisations (colour-mapped buffers, side-by-sides): x264's veryfast preset encodes 2.5x
 # faster than its default (medium) at the same CRF and about the same file size (120 frames of a 1280x720 depth
 # visualisation: 2.8 vs 6.9 s, 6.7 vs 6.8 MB, PSNR 32.7 vs 33.5 dB). The visualisation is encoded after the last
-# frame (its colour range needs the whole video), so this is time the user waits for. Frame threads
-# instead of libavcodec's default slice threads: 0.76x the encoding time on 2 cores (120 such frames: 0.75 vs
-# 0.98 s), a few frames more latency, which only a live stream would notice (io.sinks keeps slices).
-VIS_CODEC_OPTIONS = {"preset": "veryfast", "thread_type": "frame"}
-# H.264 options of every file written, so that the same frames make the same bytes, on any machine. x264's
-# lookahead runs on a thread of its own that hands frame decisions over as they come ("sync-lookahead"): how far
-# it got decides the frame types, and the same 6 frames gave one of three files (up to a third of encodes of one
-# process differed). Its thread count otherwise follows the machine's CPUs (1.5 per CPU), which changes the bytes
-# from one machine to another; x264 still uses fewer threads for small frames, by their height only.
-REPEATABLE_X264 = {"threads": "4", "x264-params": "sync-lookahead=0"}
+# frame (its colour range needs the whole video), so this is time the user waits for.
+VIS_CODEC_OPTIONS = {"preset": "veryfast"}
+# H.264 options of every file written, so that the same frames make the same bytes, on any machine and under any
+# load. x264's lookahead runs on a thread of its own that hands frame decisions over as they come
+# ("sync-lookahead"): how far it got decided the frame types, and the same 6 frames gave one of three files (up to
+# a third of the encodes of one process differed). With several frame threads, runs on two engines still wrote
+# different visualisations of identical arrays on a loaded machine, so x264 runs on one thread: its thread count
+# otherwise follows the machine's CPUs. On one thread 60 frames of a 1280x720 depth visualisation encoded as fast
+# as on four (1.6 s, 2 busy cores) into the same file size.
+REPEATABLE_X264 = {"threads": "1", "x264-params": "sync-lookahead=0"}
 
 
 def natural_key(text: str) -> list:
