@@ -30,9 +30,13 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# One test worker per CPU, at most 4 (each holds its own tiny models); a test file's tests run on one worker, so a
+# module's fixtures (an ONNX export, trained priors) are built once.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from bufferanytime.io.video import write_video
 from bufferanytime.testing import make_tiny_normal_prior, make_tiny_prior
@@ -12,6 +14,14 @@ from tests.helpers import moving_pattern, one_torch_thread
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``make test`` runs one worker per CPU) each worker's torch takes its share of the CPUs:
+    every worker on every CPU would oversubscribe them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
 @pytest.fixture(scope="session")
