@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,9 +49,12 @@ def figure(clip: Path, out: Path) -> tuple[float, dict]:
 
 
 def one_clip(clip: Path, work: Path, budget: str) -> dict:
-    """Both runs on one clip and their figures."""
+    """Both runs on one clip and their figures (a clip ``--adapt`` refuses: its error line)."""
     shipped_s, shipped_rss = command(clip, work / "shipped", None)
-    adapted_s, adapted_rss = command(clip, work / "adapted", budget)
+    try:
+        adapted_s, adapted_rss = command(clip, work / "adapted", budget)
+    except subprocess.CalledProcessError as failed:
+        return {"clip": str(clip), "refused": failed.stderr.strip().splitlines()[-1]}
     shipped, _ = figure(clip, work / "shipped")
     adapted, meta = figure(clip, work / "adapted")
     info = meta["model"]["adapt"]
@@ -71,6 +75,9 @@ def main() -> None:
     for clip in args.clips:
         row = one_clip(clip, work / clip.name, args.budget)
         rows.append(row)
+        if "refused" in row:
+            print(f"{clip.name}: {row['refused']}", flush=True)
+            continue
         print(f"{clip.name}: OPW {row['opw_shipped']:.4g} -> {row['opw_adapted']:.4g} ({row['ratio']:.2f}x), "
               f"{row['result']}, {row['steps']} steps, --adapt command {row['adapt_command_s']:.0f} s, peak "
               f"{row['adapt_rss_mb']:.0f} MB vs {row['depth_rss_mb']:.0f} MB", flush=True)
