@@ -5,7 +5,8 @@ of :mod:`~bufferanytime.geometry.camera_exports`, all into the run's staging fol
 run's other files, or not at all).
 
 Tracks and poses are computed at :data:`CAMERA_SIDE` pixels on the long side (poses do not depend on the
-resolution; the focal length is scaled back to the input's). Depth: metres for a metric model; for relative
+resolution; the focal length is scaled back to the input's). The frames at that size and their tracks are taken
+as the run decodes the video for the model (:class:`CameraFrames`), so the video is decoded once. Depth: metres for a metric model; for relative
 disparity ``s / disparity`` with the video's median depth at ``--depth-scale`` (zero shift), as the point clouds.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from bufferanytime.geometry.camera_exports import (
 )
 from bufferanytime.geometry.camera_formats import camera_formats
 from bufferanytime.geometry.pointcloud import _matching_normals, depth_converter, depth_kind, npz_frames
-from bufferanytime.geometry.tracks import FrameTracker, Tracks
+from bufferanytime.geometry.tracks import FrameTracker
 from bufferanytime.io.outputs import NpyStreamWriter
 from bufferanytime.tasks import NORMAL
 
@@ -54,22 +55,51 @@ def _gray(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY), small
 
 
-def _prepare(data: Sequence[np.ndarray], to_depth: Callable, source, size: tuple[int, int],
-             work: Path) -> tuple[np.ndarray, Tracks, np.ndarray]:
-    """Depth and frames at ``size`` (memory maps in ``work``) and the point tracks of the input frames."""
-    writers = {"depth": NpyStreamWriter(work / "depth.raw"), "rgb": NpyStreamWriter(work / "rgb.raw", np.uint8)}
-    tracker = FrameTracker(*size)
-    for frame, pred in zip(source, data, strict=False):
-        gray, small = _gray(frame, size)
-        writers["depth"].append(cv2.resize(to_depth(pred).astype(np.float32), (size[1], size[0]),
-                                           interpolation=cv2.INTER_NEAREST))
-        writers["rgb"].append(small)
-        tracker.add(gray)
-    for writer in writers.values():
-        writer.close()
-    if writers["depth"].count != len(data):
-        raise InputError(f"the input gave {writers['depth'].count} frames for the camera, the predictions {len(data)}")
-    return writers["depth"].read(), tracker.tracks, writers["rgb"].read()
+class CameraFrames:
+    """What the camera needs of the input frames, taken from the run's one decode pass (:meth:`observe` on the
+    frames going to the model): each frame at the working size (:func:`_size`), its RGB appended to a memory-mapped
+    file in ``staging/WORK_DIR`` (memory stays flat for any video length) and its gray fed to the point tracker."""
+
+    def __init__(self, staging: Path):
+        self.work = staging / WORK_DIR
+        self.work.mkdir()
+        self.rgb = NpyStreamWriter(self.work / "rgb.raw", np.uint8)
+        self.size: tuple[int, int] | None = None
+        self.tracker: FrameTracker | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        """Take one ``(H, W, 3)`` uint8 input frame."""
+        if self.tracker is None:
+            self.size = _size(*frame.shape[:2])
+            self.tracker = FrameTracker(*self.size)
+        gray, small = _gray(frame, self.size)
+        self.rgb.append(small)
+        self.tracker.add(gray)
+
+    def observe(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """``frames``, unchanged, each taken on its way."""
+        for frame in frames:
+            self.add(frame)
+            yield frame
+
+    def close(self) -> None:
+        """The end of the frames (the RGB file complete)."""
+        self.rgb.close()
+
+
+def camera_frames(save: Sequence[str], staging: Path) -> CameraFrames | None:
+    """A :class:`CameraFrames` for a run whose ``save`` asks for a camera format, else None (nothing taken)."""
+    return CameraFrames(staging) if camera_formats(save) else None
+
+
+def _small_depth(data: Sequence[np.ndarray], to_depth: Callable, size: tuple[int, int], work: Path) -> np.ndarray:
+    """The depth at ``size``, as a memory map in ``work``."""
+    writer = NpyStreamWriter(work / "depth.raw")
+    for pred in data:
+        writer.append(cv2.resize(to_depth(pred).astype(np.float32), (size[1], size[0]),
+                                 interpolation=cv2.INTER_NEAREST))
+    writer.close()
+    return writer.read()
 
 
 def _normals(out_dir: Path, shape: tuple[int, ...]) -> Callable[[], Iterator[np.ndarray] | None]:
@@ -82,8 +112,11 @@ def _normals(out_dir: Path, shape: tuple[int, ...]) -> Callable[[], Iterator[np.
 
 
 def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: Path, out_dir: Path,
-                   progress: bool = False) -> tuple[dict, dict]:
-    """The camera formats of ``settings.save`` written into ``staging``: ``(outputs entries, meta entries)``."""
+                   progress: bool = False, taken: CameraFrames | None = None) -> tuple[dict, dict]:
+    """The camera formats of ``settings.save`` written into ``staging``: ``(outputs entries, meta entries)``.
+
+    ``taken``: the input frames taken during the run's decode pass (:func:`camera_frames`); without them the
+    input is decoded again here."""
     formats = camera_formats(settings.save)
     if not formats:
         return {}, {}
@@ -94,13 +127,12 @@ def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: 
     to_depth, unprojection = depth_converter(task, data, options)
     height, width = data.shape[1:3]
     size = _size(height, width)
-    work = staging / WORK_DIR
-    work.mkdir()
     try:
-        depth, tracks, rgb = _prepare(data, to_depth, source, size, work)
+        taken, rgb = _taken(taken, source, staging, len(data))
+        depth = _small_depth(data, to_depth, size, taken.work)
         spec = options.intrinsics
         given = spec.values is not None or spec.fov is not None
-        track = solve_tracks(depth, tracks, spec.resolve(*size) if given else None)
+        track = solve_tracks(depth, taken.tracker.tracks, spec.resolve(*size) if given else None)
         small = track
         full = spec.resolve(height, width) if given else track.intrinsics.for_size(height, width)
         track = replace(track, intrinsics=full)
@@ -110,7 +142,7 @@ def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: 
         normals = _normals(out_dir, tuple(data.shape))
         outputs = _write(formats, track, small, data, to_depth, source, normals, staging, units, depth, rgb)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
     meta = {"camera": {"intrinsics": {**full.to_meta(), "focal_source": track.focal_source},
                        "reliable": track.reliable, "warnings": track.warnings,
                        "lost_frames": [int(k) for k in np.flatnonzero(~track.tracked)],
@@ -119,6 +151,18 @@ def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: 
                        "relative_depth_scale": unprojection.get("scale"),
                        "masked": MASKED, "seconds": round(time.perf_counter() - start, 3)}}
     return outputs, meta
+
+
+def _taken(taken: CameraFrames | None, source, staging: Path, count: int) -> tuple[CameraFrames, np.ndarray]:
+    """``taken`` (the input decoded here when None), checked against the ``count`` predictions, and its RGB."""
+    if taken is None:
+        taken = CameraFrames(staging)
+        for frame in source:
+            taken.add(frame)
+    taken.close()
+    if taken.rgb.count != count:
+        raise InputError(f"the input gave {taken.rgb.count} frames for the camera, the predictions {count}")
+    return taken, taken.rgb.read()
 
 
 def _write(formats: list[str], track: CameraTrack, small: CameraTrack, data: Sequence[np.ndarray],

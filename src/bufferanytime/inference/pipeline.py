@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from bufferanytime import __version__
 from bufferanytime.errors import InputError
-from bufferanytime.geometry.camera_outputs import camera_outputs
+from bufferanytime.geometry.camera_outputs import camera_frames, camera_outputs
 from bufferanytime.geometry.pointcloud import point_cloud_outputs
 from bufferanytime.inference.options import (  # noqa: F401 - re-exported: the options module is torch-free
     DEFAULT_SAVE,
@@ -285,12 +285,14 @@ def run_video(
     files = OutputFiles(out_dir)
     with files as staging:
         writer = NpyStreamWriter(staging / "predictions.raw")
+        taken = camera_frames(settings.save, staging)  # what the camera needs, taken as the frames are decoded
+        frames = iter(source) if taken is None else taken.observe(source)
         bar = tqdm(total=source.expected_frames or None, desc=source.name, unit="frame", disable=not progress)
         try:
             # on any error the reader thread is joined first (closing), then the writer's (before staging goes)
             with (
                 BackgroundWriter(_frame_writer(task, writer, staging, settings.save), WRITE_QUEUE_FRAMES) as out,
-                closing(predict_frames(model, iter(source), settings, predictor)) as preds,
+                closing(predict_frames(model, frames, settings, predictor)) as preds,
             ):
                 for pred in preds:
                     out.put(pred)
@@ -298,11 +300,14 @@ def run_video(
         finally:
             bar.close()
             writer.close()
+            if taken is not None:
+                taken.close()
         outputs = _write_outputs(task, writer, staging, source.fps, settings.save)
         ply, geometry = point_cloud_outputs(task, writer.frames(), source, settings.save, settings.point_cloud(),
                                             staging, Path(out_dir), progress)
         outputs.update(ply)
-        camera, camera_meta = camera_outputs(task, writer.frames(), source, settings, staging, Path(out_dir), progress)
+        camera, camera_meta = camera_outputs(task, writer.frames(), source, settings, staging, Path(out_dir), progress,
+                                             taken)
         outputs.update(camera)
         (staging / "predictions.raw").unlink()
         meta = _meta(model, source, settings, predictor, predictor.seconds - seconds_before, writer.count,
