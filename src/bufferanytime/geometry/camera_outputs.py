@@ -6,8 +6,9 @@ run's other files, or not at all).
 
 Tracks and poses are computed at :data:`CAMERA_SIDE` pixels on the long side (poses do not depend on the
 resolution; the focal length is scaled back to the input's). The frames at that size and their tracks are taken
-as the run decodes the video for the model (:class:`CameraFrames`), so the video is decoded once. Depth: metres for a metric model; for relative
-disparity ``s / disparity`` with the video's median depth at ``--depth-scale`` (zero shift), as the point clouds.
+as the run decodes the video for the model (:class:`CameraFrames`), so the video is decoded once. Depth: metres
+for a metric model; for relative disparity ``s / disparity`` with the video's median depth at ``--depth-scale``
+(zero shift), as the point clouds.
 """
 
 from __future__ import annotations
