@@ -78,3 +78,18 @@ def test_the_callers_thread_count_is_restored(clips, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_guard_rails_check_at_the_inference_size_whatever_the_training_size(clips):
+    from bufferanytime.adapt.footage import load_footage
+    from bufferanytime.flow import get_flow_model
+    from bufferanytime.training.config import TrainConfig
+
+    model = load_model("depth")
+    footage = load_footage([clips[0]], model.size_rule())
+    session = Session(model, footage, TrainConfig(kind="depth"), get_flow_model("dis"), torch.device("cpu"), 0)
+    session.start(0.5, "temporal", 1e-3, 0)
+    held = [i for i, s in enumerate(footage.segments) if s.span.held_out]
+    checked = session.held_out_frames()
+    assert [f.shape[1:3] for f in checked] == [footage.segments[i].frames.shape[1:3] for i in held]
+    assert all(session.size(i)[0] < footage.segments[i].frames.shape[1] for i in held)  # trained smaller

@@ -10,7 +10,7 @@
 The distance to the prior is the task's own measure of it, averaged over the held-out frames: for depth the
 regularization loss of training (affine-invariant for relative depth, Eq. 1; log-depth L1 for metric depth), for
 normals the mean angle in degrees between the two normal maps. Predictions run through the inference pipeline
-(sliding windows of the model's clip length) at the training size.
+(sliding windows of the model's clip length) at the model's inference size, whatever size the run trains at.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ class Workload:
     train_clips: int
     val_clips: int
     held_out_frames: int
+    held_out_pixels: float  # mean H*W of the held-out frames, checked at the model's inference size
 
 
 def step_seconds(costs: Costs, candidate: Candidate, load: Workload) -> float:
@@ -92,9 +93,9 @@ def affordable_steps(costs: Costs, candidate: Candidate, load: Workload, seconds
     """Steps that fit in ``seconds_left``: clips prepared once, ``TARGET_EVALS`` validations (each with the
     guard rails' check on the held-out footage), the final check."""
     unit = load.pixels * candidate.clip_len
-    checks = TARGET_EVALS * load.held_out_frames * load.pixels * costs.forward
+    checks = TARGET_EVALS * load.held_out_frames * load.held_out_pixels * costs.forward
     val = load.val_clips * unit * (costs.prepare + TARGET_EVALS * costs.forward) + checks
-    final = FINAL_MARGIN * load.held_out_frames * load.pixels * (costs.prepare + costs.forward)
+    final = FINAL_MARGIN * load.held_out_frames * load.held_out_pixels * (costs.prepare + costs.forward)
     step = costs.step * unit
     steps = 0
     for _ in range(3):  # the clips prepared depend on the steps (a clip is prepared when first used)

@@ -359,8 +359,9 @@ class _Run:
         session.start(ladder[-1].side_fraction, "all", options["lr"], 0)
         costs = session.measure(first, ladder[-1])
         held_frames = sum(len(s.frames) for s in footage.held_out)
+        held_pixels = float(np.mean([s.frames.shape[1] * s.frames.shape[2] for s in footage.held_out]))
         loads = {c: Workload(session.pixels(c.side_fraction), len(cut_clips(footage, c.clip_len, False)),
-                             min(len(cut_clips(footage, c.clip_len, True)), MAX_VAL_CLIPS), held_frames)
+                             min(len(cut_clips(footage, c.clip_len, True)), MAX_VAL_CLIPS), held_frames, held_pixels)
                  for c in ladder}
         left = self.budget.seconds - self.elapsed() if self.budget.seconds is not None else None
         train_frames = sum(len(s.frames) for s in footage.train)

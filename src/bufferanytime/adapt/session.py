@@ -101,9 +101,10 @@ class Session:
         return self._frames[key]
 
     def held_out_frames(self) -> list[np.ndarray]:
-        """The held-out segments at the training size, ``(T, H, W, 3)`` uint8 each."""
-        return [self.frames(i).permute(0, 2, 3, 1).numpy() for i, s in enumerate(self.footage.segments)
-                if s.span.held_out]
+        """The held-out segments at the model's inference size, ``(T, H, W, 3)`` uint8 each: the guard rails check
+        the weights at the size they will be run at, whatever size they were trained at (a run trained at half
+        size on 4 frames passed its check at that size and flickered more at the full size)."""
+        return [s.frames for s in self.footage.segments if s.span.held_out]
 
     def prepare(self, clip: Clip, keep: bool = True, fraction: float | None = None) -> dict:
         """The frozen part of a clip (see the module docstring), kept while the cache has room."""
