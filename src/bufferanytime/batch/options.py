@@ -26,6 +26,10 @@ GROUP_HELP = (
 RAY_ONLY = (("address", "--address"), ("num_workers", "--num-workers"), ("cpus_per_worker", "--cpus-per-worker"),
             ("gpus_per_worker", "--gpus-per-worker"))
 
+# --address, as depth, normal and adapt take it
+ADDRESS_HELP = ("--engine ray: the Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: start a Ray "
+                "instance on this machine for the run")
+
 
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--engine``, ``--address``, ``--num-workers``, ``--cpus-per-worker``, ``--gpus-per-worker`` and
@@ -34,9 +38,7 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--engine", choices=ENGINES, default=None,
                        help="run the inputs as a batch on this machine (local: one process, no Ray needed) or on "
                        "Ray (ray: one model per worker; pip install 'bufferanytime[ray]')")
-    group.add_argument("--address", default=None, metavar="HOST:PORT",
-                       help="--engine ray: the Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: "
-                       "start a Ray instance on this machine for the run")
+    group.add_argument("--address", default=None, metavar="HOST:PORT", help=ADDRESS_HELP)
     group.add_argument("--num-workers", type=positive_int, default=None, metavar="N",
                        help="--engine ray: workers, each loading the model once (default: as many as the cluster's "
                        "CPUs allow at --cpus-per-worker, at most one per input)")

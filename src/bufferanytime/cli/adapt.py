@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from bufferanytime.adapt.budget import BUDGET_FORMS, MAX_BUDGET_SECONDS, MAX_BUDGET_STEPS, parse_budget
+from bufferanytime.batch.options import ADDRESS_HELP, ENGINES
 from bufferanytime.cli.args import non_negative_float, non_negative_int, positive_float, positive_int
 from bufferanytime.errors import InputError
 
 KINDS = ("depth", "normal")
-ENGINES = ("local", "ray")
 RAY_ONLY = (("address", "--address"), ("num_workers", "--num-workers"), ("cpus_per_worker", "--cpus-per-worker"))
 ENGINE_HELP = (
     "Training runs in this process; what is done per input before it (opening, hashing, decoding and resizing the "
@@ -88,9 +88,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--engine", choices=ENGINES, default=None,
                        help="read the inputs here (local, the default) or on Ray workers (ray: pip install "
                        "'bufferanytime[ray]')")
-    group.add_argument("--address", default=None, metavar="HOST:PORT",
-                       help="--engine ray: the Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: "
-                       "start a Ray instance on this machine for the run")
+    group.add_argument("--address", default=None, metavar="HOST:PORT", help=ADDRESS_HELP)
     group.add_argument("--num-workers", type=positive_int, default=None, metavar="N",
                        help="--engine ray: inputs read at once (default: as many as the cluster's CPUs allow at "
                        "--cpus-per-worker)")
