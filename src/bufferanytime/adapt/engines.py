@@ -76,8 +76,8 @@ class RayFootage:
         except self.ray.exceptions.RayError as exc:
             raise InputError(_first_line(exc)) from None
         finally:
-            for ref in running:
-                self.ray.cancel(ref, force=True)
+            # The reads still running are left to end (or to end with a Ray started for the run): cancelling them
+            # while their replies arrive aborted this process in Ray's task manager (a failed internal check).
             self.seconds += time.perf_counter() - began
         return results
 
