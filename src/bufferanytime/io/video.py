@@ -35,14 +35,35 @@ TRUNCATION_TOLERANCE = 0.98
 # visualisation: 2.8 vs 6.9 s, 6.7 vs 6.8 MB, PSNR 32.7 vs 33.5 dB). The visualisation is encoded after the last
 # frame (its colour range needs the whole video), so this is time the user waits for.
 VIS_CODEC_OPTIONS = {"preset": "veryfast"}
-# H.264 options of every file written, so that the same frames make the same bytes, on any machine and under any
-# load. x264's lookahead runs on a thread of its own that hands frame decisions over as they come
-# ("sync-lookahead"): how far it got decided the frame types, and the same 6 frames gave one of three files (up to
-# a third of the encodes of one process differed). With several frame threads, runs on two engines still wrote
-# different visualisations of identical arrays on a loaded machine, so x264 runs on one thread: its thread count
-# otherwise follows the machine's CPUs. On one thread 60 frames of a 1280x720 depth visualisation encoded as fast
-# as on four (1.6 s, 2 busy cores) into the same file size.
-REPEATABLE_X264 = {"threads": "1", "x264-params": "sync-lookahead=0"}
+# H.264 options of every file written, so that the same frames make the same bytes on one machine, under any load
+# and in any process (across machines, x264's assembly differs by CPU):
+# - x264's lookahead runs on a thread of its own that hands frame decisions over as they come ("sync-lookahead"):
+#   how far it got decided the frame types, and the same 6 frames gave one of three files (up to a third of the
+#   encodes of one process differed);
+# - with several frame threads, runs on two engines still wrote different visualisations of identical arrays on a
+#   loaded machine, so x264 runs on one thread (its thread count otherwise follows the machine's CPUs). On one
+#   thread 60 frames of a 1280x720 depth visualisation encoded as fast as on four (1.6 s, 2 busy cores) into the
+#   same file size;
+# - x264's AVX-512 kernels read memory that was never written: the same YUV frames gave one of three files by
+#   what the process's heap held before (glibc's MALLOC_PERTURB_ picks which), a quarter of fresh processes
+#   wrote a different file. Up to AVX2 the bytes do not depend on it, so a CPU with AVX-512 gets x264's AVX2 set.
+X264_WITHOUT_AVX512 = "avx2"  # x264's --asm name for the instruction sets up to AVX2 (every AVX-512 CPU has them)
+
+
+def _cpu_has_avx512() -> bool:
+    """Whether this CPU (and its OS) runs AVX-512, as NumPy's dispatcher detected it; False where unknown."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # NumPy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__
+        except ImportError:
+            return False
+    return bool(__cpu_features__.get("AVX512F"))
+
+
+REPEATABLE_X264 = {"threads": "1",
+                   "x264-params": "sync-lookahead=0" + (f":asm={X264_WITHOUT_AVX512}" if _cpu_has_avx512() else "")}
 
 
 def natural_key(text: str) -> list:
