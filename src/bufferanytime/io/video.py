@@ -46,7 +46,8 @@ VIS_CODEC_OPTIONS = {"preset": "veryfast"}
 #   same file size;
 # - x264's AVX-512 kernels read memory that was never written: the same YUV frames gave one of three files by
 #   what the process's heap held before (glibc's MALLOC_PERTURB_ picks which), a quarter of fresh processes
-#   wrote a different file. Up to AVX2 the bytes do not depend on it, so a CPU with AVX-512 gets x264's AVX2 set.
+#   wrote a different file. Up to AVX2 the bytes do not depend on it, so a CPU with AVX-512 gets x264's AVX2 set
+#   (60 frames of a 1280x720 depth visualisation: 2.06 s either way, the same file size).
 X264_WITHOUT_AVX512 = "avx2"  # x264's --asm name for the instruction sets up to AVX2 (every AVX-512 CPU has them)
 
 
