@@ -210,8 +210,8 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
         mask = _inliers(depth_b, points, xy, T, K, threshold, settings.depth_check)
         if mask.sum() < max(settings.min_inliers, settings.min_inlier_ratio * len(index)):
             return None
-        median = float(np.median(np.linalg.norm(_project(_transform(T, points[mask]), K) - xy[mask], axis=1)))
-        threshold = float(np.clip(3 * 1.4826 * median, settings.min_threshold_px, threshold))  # as _adaptive_threshold
+        median = _median_error(points[mask], xy[mask], T, K)
+        threshold = _adaptive_threshold(median, threshold, settings)
     return T, mask, median
 
 
@@ -304,12 +304,16 @@ def _background_ransac(points: np.ndarray, xy: np.ndarray, target: np.ndarray, K
     return second if farther else first
 
 
-def _adaptive_threshold(points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np.ndarray, threshold: float,
-                        settings: CameraSettings) -> float:
-    """3 robust sigmas of the inliers' errors, within [min_threshold_px, threshold]: slow moving objects err by
-    less than the RANSAC threshold but by far more than the static scene when depth and flow are good."""
-    err = np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1)
-    return float(np.clip(3 * 1.4826 * np.median(err), settings.min_threshold_px, threshold))
+def _median_error(points: np.ndarray, xy: np.ndarray, T: np.ndarray, K: np.ndarray) -> float:
+    """Median reprojection error (px) of ``points`` of frame a moved by ``T`` against their positions ``xy``."""
+    return float(np.median(np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1)))
+
+
+def _adaptive_threshold(median: float, threshold: float, settings: CameraSettings) -> float:
+    """3 robust sigmas of the inliers' errors (their ``median``), within [min_threshold_px, threshold]: slow moving
+    objects err by less than the RANSAC threshold but by far more than the static scene when depth and flow are
+    good."""
+    return float(np.clip(3 * 1.4826 * median, settings.min_threshold_px, threshold))
 
 
 def _static_only(corr: Correspondences, a: int, index: np.ndarray, xy: np.ndarray, intrinsics: Intrinsics,
@@ -384,7 +388,8 @@ def _edge_data(corr: Correspondences, poses: np.ndarray, a: int, b: int, intrins
     T = np.linalg.inv(poses[b]) @ poses[a]
     keep = _inliers(corr.depth_at(b, xy), points, xy, T, K, 3 * settings.ransac_px, settings.depth_check)
     if keep.sum() >= 6:
-        threshold = _adaptive_threshold(points[keep], xy[keep], T, K, 3 * settings.ransac_px, settings)
+        threshold = _adaptive_threshold(_median_error(points[keep], xy[keep], T, K), 3 * settings.ransac_px,
+                                        settings)
         keep &= np.linalg.norm(_project(_transform(T, points), K) - xy, axis=1) < threshold
     if keep.sum() < 6:
         return None
