@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -182,13 +183,23 @@ def _matrix(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
 # relative poses
 
 
+class PoseFit(NamedTuple):
+    """The relative pose of two frames and the correspondences it was fitted to."""
+
+    T: np.ndarray  # T_b<-a, OpenCV axes
+    inliers: np.ndarray  # (N,) bool over ``index``/``xy``
+    error_px: float  # median reprojection error of the inliers
+    index: np.ndarray  # (N,) the points of frame a used (:meth:`Correspondences.pair`, after the static check)
+    xy: np.ndarray  # (N, 2) their positions in frame b
+
+
 def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics, settings: CameraSettings,
                   ransac_px: float | None = None, static: bool = True,
-                  guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """``(T_b<-a, inlier mask, median reprojection error of the inliers in px)`` in OpenCV axes, or None when
-    tracking fails. ``static``: leave out the points that move against the scene over a longer baseline
-    (:func:`_static_only`). ``guess``: a likely T_b<-a (the
-    previous frames' motion), taken instead of a RANSAC when it explains :data:`GUESS_INLIERS` of the points."""
+                  guess: np.ndarray | None = None) -> PoseFit | None:
+    """The pose of frame ``b`` relative to ``a`` (:class:`PoseFit`), or None when tracking fails. ``static``: leave
+    out the points that move against the scene over a longer baseline (:func:`_static_only`). ``guess``: a likely
+    T_b<-a (the previous frames' motion), taken instead of a RANSAC when it explains :data:`GUESS_INLIERS` of the
+    points."""
     index, xy = corr.pair(a, b)
     if static:
         index, xy = _static_only(corr, a, index, xy, intrinsics, settings)
@@ -212,7 +223,7 @@ def relative_pose(corr: Correspondences, a: int, b: int, intrinsics: Intrinsics,
             return None
         median = _median_error(points[mask], xy[mask], T, K)
         threshold = _adaptive_threshold(median, threshold, settings)
-    return T, mask, median
+    return PoseFit(T, mask, median, index, xy)
 
 
 def _guessed(points: np.ndarray, xy: np.ndarray, K: np.ndarray, px: float, settings: CameraSettings,
@@ -348,7 +359,7 @@ def _static_verdict(corr: Correspondences, a: int, intrinsics: Intrinsics,
         if abs(b - a) > 1:
             found = relative_pose(corr, a, b, intrinsics, settings, static=False)
             if found is not None:
-                verdict = (corr.ids(a, corr.pair(a, b)[0]), np.where(found[1], 1, 2).astype(np.int8))
+                verdict = (corr.ids(a, found.index), np.where(found.inliers, 1, 2).astype(np.int8))
         corr._static[key] = verdict
         if len(corr._static) > 64:
             corr._static.pop(next(iter(corr._static)))
@@ -515,8 +526,8 @@ def track(corr: Correspondences, intrinsics: Intrinsics, settings: CameraSetting
             guess = np.linalg.inv(poses[a]) @ poses[a - 1] if a == b - 1 and a > 0 and tracked[a - 1] else None
             found = relative_pose(corr, a, b, intrinsics, settings, guess=guess)
             if found is not None:
-                poses[b] = poses[a] @ np.linalg.inv(found[0])
-                tracked[b], inliers[b], errors[b] = True, int(found[1].sum()), found[2]
+                poses[b] = poses[a] @ np.linalg.inv(found.T)
+                tracked[b], inliers[b], errors[b] = True, int(found.inliers.sum()), found.error_px
                 break
     if refine and settings.window > 0:
         _refine(corr, poses, tracked, intrinsics, settings)
@@ -556,14 +567,13 @@ FocalData = list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # (frame a, gr
 def focal_data(corr: Correspondences, pairs: list[tuple[int, int]], intrinsics: Intrinsics,
                settings: CameraSettings) -> FocalData:
     """The inlier points of each pair under ``intrinsics`` (RANSAC with a wide threshold, then the adaptive one),
-    and its pose. The pairs are ``focal_gap`` frames apart: a moving object errs by more over that baseline than
-    the static scene, so the pair's own inliers leave it out without a separate check."""
+    and its pose. The pairs are ``focal_gap`` frames apart, over which a moving object errs by more than the static
+    scene: the static check and the pair's own inliers leave it out."""
     out = []
     for a, b in pairs:
         found = relative_pose(corr, a, b, intrinsics, settings, ransac_px=2 * settings.ransac_px)
         if found is not None:
-            index, xy = _static_only(corr, a, *corr.pair(a, b), intrinsics, settings)
-            out.append((a, index[found[1]], xy[found[1]], found[0]))
+            out.append((a, found.index[found.inliers], found.xy[found.inliers], found.T))
     return out
 
 
