@@ -1,15 +1,16 @@
 """The settings of an adaptation, chosen to fit the budget and the machine from one measured step.
 
 Candidates (:func:`candidates`) go from the model's own inference size and clip length down to half the size and
-short clips, in order of preference. One step is measured at the cheapest (:mod:`bufferanytime.adapt.session`):
-its preparation (frozen features, flows, the prior's targets), a forward pass and a forward-backward pass, per
-frame-pixel. From those, each candidate's step time is projected, and the first candidate that leaves
-``TARGET_STEPS`` steps in the time left is chosen (else the one that leaves the most); with a step budget, the
-first whose step takes at most ``MAX_STEP_SECONDS``. Depth models train their temporal blocks (with the DPT fusion
-layers around them) only when the footage is short (fewer than ``FEW_TRAIN_FRAMES`` frames to train on) or the
-steps are few (fewer than ``FEW_STEPS``), where changing the per-frame head risks fitting that little footage;
-otherwise every part the trainer trains (DPT neck, head and temporal blocks). Normal models always train their
-temporal blocks (the only trainable part). Torch-free.
+short clips, in order of preference. One step is measured at the cheapest (:mod:`bufferanytime.adapt.session`): its
+preparation (frozen features, flows, the prior's targets), a forward pass and a forward-backward pass, per frame-
+pixel. From those, each candidate's step time is projected, and the first candidate that leaves ``TARGET_STEPS``
+steps in the time left is chosen (else the one that leaves the most); with a step budget, the first whose step takes
+at most ``MAX_STEP_SECONDS``. Validations come every tenth of the steps, at most ``MAX_VAL_EVERY`` steps apart, and
+their cost is counted in what a time budget affords. Depth models train their temporal blocks (with the DPT fusion
+layers around them) only when the footage is short (fewer than ``FEW_TRAIN_FRAMES`` frames to train on) or the steps
+are few (fewer than ``FEW_STEPS``), where changing the per-frame head risks fitting that little footage; otherwise
+every part the trainer trains (DPT neck, head and temporal blocks). Normal models always train their temporal blocks
+(the only trainable part). Torch-free.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ MIN_PLAN_CLIP_LEN = 4
 TARGET_STEPS = 100  # the steps a time budget should afford; a smaller size or shorter clips are chosen until it does
 MIN_STEPS = 10  # a time budget that affords fewer steps is refused (the run would only waste it)
 MAX_STEP_SECONDS = 4.0  # with a step budget: the largest setting whose step takes at most this
-TARGET_EVALS = 10  # validations in a run (each on every held-out clip)
+TARGET_EVALS = 10  # validations in a run (each on every held-out clip), more when they would be too far apart
+# Steps between two validations at most: at the adaptation's learning rate the weights can pass the guard rails'
+# distance to the prior within a few dozen steps, and validations further apart than that stepped over every
+# weights that passed (a run planned at 860 steps validated every 86 and kept the starting model).
+MAX_VAL_EVERY = 20
 MAX_VAL_CLIPS = 8  # held-out clips validated on (evenly spread)
 FEW_TRAIN_FRAMES = 240
 FEW_STEPS = 60
@@ -89,19 +94,39 @@ def step_seconds(costs: Costs, candidate: Candidate, load: Workload) -> float:
     return costs.step * load.pixels * candidate.clip_len
 
 
+def validation_period(steps: int) -> int:
+    """Steps between two validations in a run of ``steps``: a ``TARGET_EVALS``-th of them, at most
+    ``MAX_VAL_EVERY``."""
+    return max(1, min(steps // TARGET_EVALS, MAX_VAL_EVERY))
+
+
+def validations(steps: int) -> int:
+    """Validations in a run of ``steps``: the starting model's, one every ``validation_period`` steps and one at
+    the last step when it is not on the period."""
+    return 1 + math.ceil(steps / validation_period(steps)) if steps > 0 else 1
+
+
 def affordable_steps(costs: Costs, candidate: Candidate, load: Workload, seconds_left: float) -> int:
-    """Steps that fit in ``seconds_left``: clips prepared once, ``TARGET_EVALS`` validations (each with the
-    guard rails' check on the held-out footage), the final check."""
+    """The most steps that fit in ``seconds_left`` with what they need besides: the clips they use, prepared once;
+    their ``validations`` (each on the validation clips, with the guard rails' check on the held-out footage); the
+    final check."""
     unit = load.pixels * candidate.clip_len
-    checks = TARGET_EVALS * load.held_out_frames * load.held_out_pixels * costs.forward
-    val = load.val_clips * unit * (costs.prepare + TARGET_EVALS * costs.forward) + checks
-    final = FINAL_MARGIN * load.held_out_frames * load.held_out_pixels * (costs.prepare + costs.forward)
+    per_eval = (load.held_out_frames * load.held_out_pixels + load.val_clips * unit) * costs.forward
+    fixed = load.val_clips * unit * costs.prepare + FINAL_MARGIN * load.held_out_frames * load.held_out_pixels * (
+        costs.prepare + costs.forward)
     step = costs.step * unit
-    steps = 0
-    for _ in range(3):  # the clips prepared depend on the steps (a clip is prepared when first used)
+
+    def seconds(steps: int) -> float:
         prepared = min(load.train_clips, max(steps, 1)) * unit * costs.prepare
-        steps = math.floor((seconds_left - val - final - prepared) / step) if step > 0 else 0
-    return max(0, steps)
+        return fixed + prepared + steps * step + validations(steps) * per_eval
+
+    if step <= 0 or seconds(0) > seconds_left:
+        return 0
+    # from an upper bound (every step carrying its share of the validations at the cap), down to the first that fits
+    steps = max(0, math.floor((seconds_left - seconds(0)) / (step + per_eval / MAX_VAL_EVERY)))
+    while steps > 0 and seconds(steps) > seconds_left:
+        steps -= 1
+    return steps
 
 
 def choose(costs: Costs, loads: dict[Candidate, Workload], seconds_left: float | None, steps: int | None,
@@ -131,6 +156,6 @@ def choose(costs: Costs, loads: dict[Candidate, Workload], seconds_left: float |
                        f"steps (head too from {FEW_TRAIN_FRAMES} frames and {FEW_STEPS} steps)")
     else:
         reasons.append("DPT neck, head and temporal blocks (enough footage and steps)")
-    val_every = max(1, planned // TARGET_EVALS)
+    val_every = validation_period(planned)
     return Plan(chosen.side_fraction, chosen.clip_len, planned, val_every, trained, lr,
                 max(0, round(planned * WARMUP_FRACTION)), step_seconds(costs, chosen, loads[chosen]), reasons)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers.optimization import get_constant_schedule_with_warmup
+from transformers.optimization import get_constant_schedule_with_warmup
 
 from bufferanytime.adapt.footage import Clip, Footage
 from bufferanytime.adapt.plan import Candidate, Costs

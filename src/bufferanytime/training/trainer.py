@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers.optimization import get_constant_schedule_with_warmup
 from tqdm import tqdm
+from transformers.optimization import get_constant_schedule_with_warmup
 
 from bufferanytime.errors import InputError
 from bufferanytime.flow import get_flow_model
