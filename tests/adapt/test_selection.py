@@ -69,15 +69,28 @@ def test_step_time_is_the_fastest_of_the_passes_and_thread_counts_timed(monkeypa
     assert costs.forward == pytest.approx(1.0 / unit) and costs.step == pytest.approx(2.0 / unit)
 
 
-def test_the_callers_thread_count_is_restored(clips, monkeypatch):
+def test_the_callers_thread_count_and_a_models_own_training_mode_are_restored(clips, monkeypatch):
+    """The run steps on its own thread count with the temporal blocks recomputed in the backward pass (gradient
+    checkpointing); the caller gets back its thread count, and a model (its own, left as it was, and the adapted
+    one) that trains as models do."""
+    from bufferanytime.models.temporal import TemporalBlock
+
     monkeypatch.setattr(session_module, "thread_counts", lambda: [1])
+    checkpointed = []
+    step = Session.step
+    monkeypatch.setattr(Session, "step", lambda self, clip: (checkpointed.extend(
+        m.gradient_checkpointing for m in self.model.modules() if isinstance(m, TemporalBlock)), step(self, clip))[1])
+    model = load_model("depth", None)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        run.adapt(None, clips[:2], "1steps", kind="depth")
+        adapted = run.adapt(model, clips[:2], "1steps", kind="depth")
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+    assert checkpointed and all(checkpointed)
+    for returned in (model, adapted):
+        assert not any(m.gradient_checkpointing for m in returned.modules() if isinstance(m, TemporalBlock))
 
 
 def test_the_guard_rails_check_at_the_inference_size_whatever_the_training_size(clips):

@@ -5,6 +5,7 @@ from bufferanytime.models.temporal import (
     TemporalAttentionLayer,
     TemporalBlock,
     TemporalConfig,
+    set_gradient_checkpointing,
     sinusoidal_positions,
 )
 from tests.helpers import one_torch_thread
@@ -63,6 +64,38 @@ def test_block_gives_the_same_output_and_gradients_in_chunks(monkeypatch):
     (grad_chunked,) = torch.autograd.grad(chunked.square().sum(), x)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
     torch.testing.assert_close(grad_chunked, grad_whole, rtol=1e-5, atol=1e-5)
+
+
+def _saved_bytes_and_grads(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, list[torch.Tensor]]:
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x, num_frames=5)
+    grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
+    return sum(saved.values()), list(grads)
+
+
+def test_gradient_checkpointing_keeps_less_for_the_same_gradients():
+    torch.manual_seed(0)
+    block = TemporalBlock(16, TemporalConfig(num_layers=2, num_heads=4))
+    torch.nn.init.normal_(block.proj_out.weight)
+    x = torch.randn(2 * 5, 16, 6, 7, requires_grad=True)
+    kept, grads = _saved_bytes_and_grads(block, x)
+    with torch.no_grad():
+        inferred = block(x, num_frames=5)
+    set_gradient_checkpointing(block, True)
+    kept_checkpointed, grads_checkpointed = _saved_bytes_and_grads(block, x)
+    assert kept_checkpointed < 0.5 * kept
+    for a, b in zip(grads_checkpointed, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with torch.no_grad():  # inference is untouched
+        assert torch.equal(block(x, num_frames=5), inferred)
+    set_gradient_checkpointing(block, False)
+    assert not block.gradient_checkpointing
 
 
 def test_position_encoding_is_built_once_per_length_and_equals_the_definition():

@@ -80,6 +80,7 @@ from bufferanytime.flow import get_flow_model
 from bufferanytime.inference.pipeline import resolve_device
 from bufferanytime.models import load_model, resolve_model_path
 from bufferanytime.models.base import MODEL_KEY, VideoModel, read_config, tensors_digest
+from bufferanytime.models.temporal import set_gradient_checkpointing
 from bufferanytime.training.checkpoint import Checkpoint
 from bufferanytime.training.config import TrainConfig
 from bufferanytime.training.objectives import objective_class
@@ -187,6 +188,7 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
         return run.go(base, base_record, sources, kind, Path(out) if out is not None else None, options, found)
     finally:
         torch.set_num_threads(threads)
+        set_gradient_checkpointing(base, False)  # the session's, for its steps only
 
 
 def default_lr(model: VideoModel) -> float:

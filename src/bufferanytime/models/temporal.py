@@ -24,6 +24,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 # Pixels are independent sequences, so the block runs on chunks of about this many (pixel, frame) rows at a
 # time. Same result; the intermediate tensors (the 4x-wide feed-forward above all) then stay in cache instead of
@@ -501,6 +502,10 @@ class TemporalBlock(nn.Module):
         self.proj_out = nn.Linear(inner, channels)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        # Recompute the layers in the backward pass instead of keeping what they save (torch.utils.checkpoint):
+        # the finest block's attention and 4x-wide feed-forward held over half of a training step's saved tensors.
+        # Same gradients; the layers' forward runs twice. Off unless a caller sets it (as diffusers' models do).
+        self.gradient_checkpointing = False
 
     def _sequences(self, y: torch.Tensor, rows: slice) -> torch.Tensor:
         """Projection in, attention layers, projection out on ``(S, T, C)`` pixel sequences (pixels ``rows``)."""
@@ -519,7 +524,11 @@ class TemporalBlock(nn.Module):
         if b == 1 and not torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
             return self._forward_lean(x, chunk, inplace)
         y = self.norm(x).reshape(b, num_frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, num_frames, c)
-        y = torch.cat([self._sequences(y[i : i + chunk], slice(i, i + chunk)) for i in range(0, len(y), chunk)])
+        sequences = self._sequences
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            def sequences(part: torch.Tensor, rows: slice) -> torch.Tensor:
+                return checkpoint(self._sequences, part, rows, use_reentrant=False)
+        y = torch.cat([sequences(y[i : i + chunk], slice(i, i + chunk)) for i in range(0, len(y), chunk)])
         y = y.reshape(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
         return x + y
 
@@ -598,6 +607,13 @@ class TemporalBlock(nn.Module):
 def attention_layers(model: nn.Module) -> list[TemporalAttentionLayer]:
     """Every temporal attention layer of ``model``, in module order."""
     return [m for m in model.modules() if isinstance(m, TemporalAttentionLayer)]
+
+
+def set_gradient_checkpointing(model: nn.Module, on: bool) -> None:
+    """Turn :attr:`TemporalBlock.gradient_checkpointing` on or off in every temporal block of ``model``."""
+    for module in model.modules():
+        if isinstance(module, TemporalBlock):
+            module.gradient_checkpointing = on
 
 
 def make_causal(model: nn.Module, horizon: int) -> None:
