@@ -86,7 +86,10 @@ from bufferanytime.training.config import TrainConfig
 from bufferanytime.training.objectives import objective_class
 
 TRAINED = {"temporal": "the temporal blocks", "all": "every trainable part"}  # as printed (depth: and fusion layers)
-PATIENCE = 4  # validations in a row without improvement that stop training
+# Validations in a row without improvement that stop training: the held-out OPW is noisy from one validation to
+# the next, and on benchmarks/adapt_domain_shift.py's validation clips 8 (160 steps at the longest period) gave
+# 0.79x the shipped model's OPW where 4 stopped at 0.84x and no early stop gave 0.81x (learning rate 5e-4).
+PATIENCE = 8
 MIN_IMPROVEMENT = 1e-3  # relative decrease of the held-out OPW that counts as an improvement
 END_SECONDS = 1.0  # besides the measured cost of the final check: writing the model
 DEFAULT_BUDGET = "5m"

@@ -65,8 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "A time covers the whole run, reading to writing; at most "
                    f"{MAX_BUDGET_SECONDS // 3600} hours or {MAX_BUDGET_STEPS} steps")
     p.add_argument("--lr", type=positive_float, default=None,
-                   help="AdamW learning rate (default 1e-3 for the DPT depth models: an adaptation affords tens "
-                   "of steps, not train's thousands; otherwise that of `train`: 1e-5 for normals)")
+                   help="AdamW learning rate (default 5e-4 for the DPT depth models: an adaptation affords "
+                   "hundreds of steps, not train's many thousands; otherwise that of `train`: 1e-5 for normals)")
     p.add_argument("--w-reg", type=non_negative_float, default=None,
                    help="weight of the regularization loss to the prior (default 1, as in `train`)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="seed of the clip order (default 0)")
