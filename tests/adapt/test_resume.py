@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bufferanytime.adapt import guard, run
+from bufferanytime.adapt import guard, plan, run
 from bufferanytime.adapt.record import RECORD_NAME, is_adapt_result
 from bufferanytime.models import load_model
 from bufferanytime.models.base import tensors_digest
@@ -147,3 +147,36 @@ def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path):
     assert resume.interrupted_run(tmp_path) is None and resume.has_run(tmp_path)
     with pytest.raises(resume.InputError, match="interrupted adapt run .* pass --resume"):
         resume.refuse_unless_resumed(tmp_path, False)
+
+
+def test_a_resumed_time_budget_counts_the_time_spent_before(clips, tmp_path, monkeypatch, capsys):
+    """A time budget covers the whole run across resumes: a checkpoint that had spent all but a second of its minute
+    leaves its resumed run no time to train, where the minute alone would have left it dozens of steps."""
+    out = tmp_path / "model"
+    argv = ["adapt", "depth", str(clips[1]), "-o", str(out), "--budget", "1m", "-q"]
+    real_step, steps = run.Session.step, []
+
+    def step(self, clip):
+        steps.append(clip)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, clip)
+
+    monkeypatch.setattr(run.Session, "step", step)
+    monkeypatch.setattr(plan, "MAX_VAL_EVERY", 2)  # validated, and checkpointed, at step 2
+    assert run_main(capsys, *argv)[0] == 0
+    assert (out / CHECKPOINTS / "step-00000002").is_dir()
+    monkeypatch.setattr(run.Session, "step", real_step)
+    real_interrupted = run._interrupted
+
+    def interrupted(*args):  # the checkpoint as a run that had spent 59 of its 60 s would have left it
+        found = real_interrupted(*args)
+        found.state["elapsed"] = 59.0
+        return found
+
+    monkeypatch.setattr(run, "_interrupted", interrupted)
+    code, err = run_main(capsys, *argv[:-1], "--resume", "-q")
+    assert code == 0, err
+    record = _record(out)
+    assert record["resumed"][0]["elapsed_s"] == 59.0 and record["resumed"][0]["from_step"] == 2
+    assert record["validation"]["stopped"] == "budget" and record["validation"]["steps_done"] == 2

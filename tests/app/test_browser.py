@@ -210,3 +210,20 @@ def _assert_nothing_covers_the_pictures(page) -> None:
                         && b.left < r.right && b.right > r.left && b.top < r.top + 24 && b.bottom > r.top; })
                 .map(o => o.outerHTML.slice(0, 80)); }""")
         assert covered == [], (element, covered)
+
+
+def test_adapt_first_then_run_shows_opw_before_and_after(page, tmp_path):
+    """Ticking "adapt to this video first" adapts the video model on the upload, then predicts with it: the page
+    says so under the metrics, with the held-out part's OPW before and after."""
+    clip = tmp_path / "adapt.mp4"
+    write_video(clip, moving_pattern(12, HEIGHT, WIDTH), fps=8)
+    page.locator("#adapt input[type=checkbox]").check()
+    page.locator("#adapt_budget textarea").fill("2steps")
+    status = _run(page, clip)
+    assert status.startswith("done"), status
+    metrics = page.locator("#metrics").inner_text()
+    line = next(text for text in metrics.splitlines() if "adapted to this video" in text)
+    assert "(2 steps, budget 2steps)" in line and "model is shown" in line, line
+    before, after = line.split("held-out part ")[1].split(";")[0].split(" → ")
+    assert float(before) > 0 and float(after) > 0
+    assert not page.outside, page.outside
