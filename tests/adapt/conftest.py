@@ -52,3 +52,23 @@ def static_clip(tmp_path) -> Path:
 def short_clip(tmp_path) -> Path:
     """Six frames: fewer than a clip to train on and one to hold out."""
     return write_frames(tmp_path / "short", render_video(8, 6, SIZE, flicker=0.3).rgb)
+
+
+@pytest.fixture()
+def interrupt_at_step(monkeypatch):
+    """``interrupt_at_step(n)``: the n-th training step from then on raises KeyboardInterrupt, as Ctrl-C (or SIGTERM,
+    under the command line) does; the steps before and after it run as usual."""
+    from bufferanytime.adapt import run
+
+    def arm(n: int) -> None:
+        real_step, calls = run.Session.step, []
+
+        def step(self, clip):
+            calls.append(clip)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real_step(self, clip)
+
+        monkeypatch.setattr(run.Session, "step", step)
+
+    return arm

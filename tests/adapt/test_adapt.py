@@ -158,17 +158,8 @@ def test_existing_folder_that_is_not_an_adapt_result(clips, tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
-def test_interrupt_while_training_keeps_the_best_so_far(clips, tmp_path, monkeypatch, capsys):
-    calls = []
-    real_step = run.Session.step
-
-    def step(self, clip):
-        calls.append(clip)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_step(self, clip)
-
-    monkeypatch.setattr(run.Session, "step", step)
+def test_interrupt_while_training_keeps_the_best_so_far(clips, tmp_path, monkeypatch, capsys, interrupt_at_step):
+    interrupt_at_step(3)
     monkeypatch.setattr(run, "figures", _figures(guard.Figures(1.0, 0.01), guard.Figures(0.5, 0.01)))
     out = tmp_path / "model"
     code, err = run_main(capsys, "adapt", "depth", str(clips[0]), "-o", str(out), "--budget", "10steps", "-q")

@@ -89,7 +89,7 @@ def test_killed_run_is_refused_then_resumed(clips, tmp_path, capsys):
     load_model("depth", out)
 
 
-def test_ctrl_c_then_resume_ends_as_an_uninterrupted_run(clips, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_then_resume_ends_as_an_uninterrupted_run(clips, tmp_path, monkeypatch, capsys, interrupt_at_step):
     base = tensors_digest(load_model("depth").trainable_state_dict())
 
     def figures(model, *args):  # steadier once trained, within the guard rails: the same in every run
@@ -99,15 +99,7 @@ def test_ctrl_c_then_resume_ends_as_an_uninterrupted_run(clips, tmp_path, monkey
     whole, out = tmp_path / "whole", tmp_path / "model"
     argv = ["adapt", "depth", str(clips[1]), "--budget", "4steps", "-q"]
     assert run_main(capsys, *argv, "-o", str(whole))[0] == 0
-    real_step, steps = run.Session.step, []
-
-    def step(self, clip):
-        steps.append(clip)
-        if len(steps) == 3:
-            raise KeyboardInterrupt  # as Ctrl-C or SIGTERM does under the command line
-        return real_step(self, clip)
-
-    monkeypatch.setattr(run.Session, "step", step)
+    interrupt_at_step(3)
     code, err = run_main(capsys, *argv, "-o", str(out))
     assert code == 0 and err[0].startswith("warning: interrupted")
     assert _record(out)["validation"]["stopped"] == "interrupted" and load_model("depth", out)  # the best so far
@@ -149,24 +141,16 @@ def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path):
         resume.refuse_unless_resumed(tmp_path, False)
 
 
-def test_a_resumed_time_budget_counts_the_time_spent_before(clips, tmp_path, monkeypatch, capsys):
+def test_a_resumed_time_budget_counts_the_time_spent_before(clips, tmp_path, monkeypatch, capsys,
+                                                            interrupt_at_step):
     """A time budget covers the whole run across resumes: a checkpoint that had spent all but a second of its minute
     leaves its resumed run no time to train, where the minute alone would have left it dozens of steps."""
     out = tmp_path / "model"
     argv = ["adapt", "depth", str(clips[1]), "-o", str(out), "--budget", "1m", "-q"]
-    real_step, steps = run.Session.step, []
-
-    def step(self, clip):
-        steps.append(clip)
-        if len(steps) == 3:
-            raise KeyboardInterrupt
-        return real_step(self, clip)
-
-    monkeypatch.setattr(run.Session, "step", step)
+    interrupt_at_step(3)
     monkeypatch.setattr(plan, "MAX_VAL_EVERY", 2)  # validated, and checkpointed, at step 2
     assert run_main(capsys, *argv)[0] == 0
     assert (out / CHECKPOINTS / "step-00000002").is_dir()
-    monkeypatch.setattr(run.Session, "step", real_step)
     real_interrupted = run._interrupted
 
     def interrupted(*args):  # the checkpoint as a run that had spent 59 of its 60 s would have left it
