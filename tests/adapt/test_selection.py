@@ -76,10 +76,13 @@ def test_the_callers_thread_count_and_a_models_own_training_mode_are_restored(cl
     from bufferanytime.models.temporal import TemporalBlock
 
     monkeypatch.setattr(session_module, "thread_counts", lambda: [1])
-    checkpointed = []
-    step = Session.step
-    monkeypatch.setattr(Session, "step", lambda self, clip: (checkpointed.extend(
-        m.gradient_checkpointing for m in self.model.modules() if isinstance(m, TemporalBlock)), step(self, clip))[1])
+    checkpointed, real_step = [], Session.step
+
+    def step(self, clip):  # notes whether the blocks recompute their layers while the run steps
+        checkpointed.extend(m.gradient_checkpointing for m in self.model.modules() if isinstance(m, TemporalBlock))
+        return real_step(self, clip)
+
+    monkeypatch.setattr(Session, "step", step)
     model = load_model("depth", None)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
