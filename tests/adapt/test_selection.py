@@ -14,7 +14,7 @@ from bufferanytime.adapt import session as session_module
 from bufferanytime.adapt.plan import Candidate
 from bufferanytime.adapt.record import RECORD_NAME
 from bufferanytime.adapt.session import MEASURED_TIMES, Session
-from bufferanytime.constants import LR_NORMAL
+from bufferanytime.constants import LR_NORMAL, W_REG
 from bufferanytime.models import load_model
 from tests.helpers import run_main
 
@@ -39,6 +39,11 @@ def test_keeps_the_steadiest_weights_the_guard_rails_pass(clips, tmp_path, monke
 def test_default_learning_rate_is_the_objectives_adapt_rate():
     assert run.default_lr(load_model("depth")) == 5e-4  # not train's 1e-4: an adaptation runs hundreds of steps
     assert run.default_lr(load_model("normal")) == LR_NORMAL  # no rate of its own: train's
+
+
+def test_default_regularization_weight_is_the_objectives_adapt_weight():
+    assert run.default_w_reg(load_model("depth")) == 0.25  # a lighter pull to the prior than train's 1
+    assert run.default_w_reg(load_model("normal")) == W_REG  # no weight of its own: the paper's
 
 
 def test_step_time_is_the_fastest_of_the_passes_and_thread_counts_timed(monkeypatch):
@@ -109,3 +114,30 @@ def test_the_guard_rails_check_at_the_inference_size_whatever_the_training_size(
     checked = session.held_out_frames()
     assert [f.shape[1:3] for f in checked] == [footage.segments[i].frames.shape[1:3] for i in held]
     assert all(session.size(i)[0] < footage.segments[i].frames.shape[1] for i in held)  # trained smaller
+
+
+def test_prepared_clips_are_kept_in_half_precision_and_given_back_in_float32(clips):
+    from bufferanytime.adapt.footage import cut_clips, load_footage
+    from bufferanytime.adapt.session import CACHE_DTYPE, _compact, _nbytes
+    from bufferanytime.flow import get_flow_model
+    from bufferanytime.training.config import TrainConfig
+
+    model = load_model("depth")
+    footage = load_footage([clips[0]], model.size_rule())
+    session = Session(model, footage, TrainConfig(kind="depth"), get_flow_model("dis"), torch.device("cpu"), 0)
+    clip = cut_clips(footage, 4, held_out=False)[0]
+    fresh = session.objective.prepare(session.frames(clip.segment)[: clip.length].float() / 255.0, None)
+    given = session.prepare(clip)
+    kept = next(iter(session._prepared.values()))
+    assert _nbytes(kept) < 0.6 * _nbytes(fresh)
+    assert {k: v.dtype for k, v in given.items()} == {k: v.dtype for k, v in fresh.items()}
+    for key, value in fresh.items():
+        if value.is_floating_point():
+            assert kept[key].dtype == CACHE_DTYPE
+            scale = value.abs().max().clamp_min(1.0)
+            assert (given[key] - value).abs().max() <= 1e-3 * scale, key
+        else:
+            assert torch.equal(given[key], value), key
+    assert torch.equal(session.prepare(clip)["flow_fwd"], given["flow_fwd"])  # the same values at every use
+    huge = {"x": torch.tensor([1.0, 1e6])}  # beyond float16's range: kept as it is
+    assert _compact(huge)["x"].dtype == torch.float32

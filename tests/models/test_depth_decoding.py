@@ -5,7 +5,7 @@ import torch
 
 from bufferanytime.models import VideoDepthModel
 from bufferanytime.models.depth import DECODE_CHUNK
-from bufferanytime.models.temporal import temporal_hooks
+from bufferanytime.models.temporal import set_gradient_checkpointing, temporal_hooks
 from bufferanytime.testing import make_sized_depth_prior
 
 
@@ -61,3 +61,35 @@ def test_chunked_window_decoding_gives_the_same_gradients(tiny_depth_prior):
     # float32 summation order differs between the paths (CI saw 1.2e-4 of the largest gradient); a wrong gradient
     # is off by its own size
     assert (reference - ours).abs().max() <= 1e-3 * reference.abs().max()
+
+
+def _saved_bytes_and_grads(model: VideoDepthModel, features: list[torch.Tensor], frames: int, size):
+    """Bytes of the tensors autograd keeps for the backward pass of one decode, and the trainable gradients."""
+    saved = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model.decode_head(features, frames, size)
+    params = [p for p in model.trainable_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(out.square().mean(), params, allow_unused=True)
+    return sum(saved.values()), [g for g in grads if g is not None]
+
+
+def test_gradient_checkpointing_recomputes_the_head_for_the_same_gradients(tiny_depth_prior):
+    model = _random_blocks(VideoDepthModel.from_prior(tiny_depth_prior)).train()
+    size, frames = (56, 84), 2 * DECODE_CHUNK + 1
+    features = model.encode_frames(torch.rand(frames, 3, *size))
+    kept, grads = _saved_bytes_and_grads(model, features, frames, size)
+    model.gradient_checkpointing = True  # the model's own layers only, not its temporal blocks
+    kept_checkpointed, grads_checkpointed = _saved_bytes_and_grads(model, features, frames, size)
+    assert kept_checkpointed < 0.8 * kept  # the full-resolution head maps (a third of what the decoding kept)
+    assert len(grads_checkpointed) == len(grads) > 0
+    for a, b in zip(grads_checkpointed, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    set_gradient_checkpointing(model, False)  # the model's flag with its blocks'
+    assert not model.gradient_checkpointing
+    set_gradient_checkpointing(model, True)
+    assert model.gradient_checkpointing and all(block.gradient_checkpointing for block in model.temporal)

@@ -161,10 +161,11 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
               resume: bool = False, engine: RayFootage | None = None) -> AdaptResult:
     """The whole adaptation (see the module docstring); writes ``out`` when given. InputError for bad input.
 
-    ``budget``: default ``DEFAULT_BUDGET``; ``lr``, ``w_reg``, ``seed``: default the trainer's, and 0. A time
-    budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's start.
-    ``progress(step, steps)`` is called after every training step (``steps``: the planned total, which follows
-    the time left under a time budget), e.g. for a progress bar of its own. An ``out`` holding an interrupted run
+    ``budget``: default ``DEFAULT_BUDGET``; ``lr``, ``w_reg``: default the objective's for an adaptation
+    (:func:`default_lr`, :func:`default_w_reg`); ``seed``: default 0. A time budget counts from ``started`` (a
+    ``time.perf_counter()``; default: now), e.g. the command's start. ``progress(step, steps)`` is called after
+    every training step (``steps``: the planned total, which follows the time left under a time budget), e.g. for
+    a progress bar of its own. An ``out`` holding an interrupted run
     (:mod:`~bufferanytime.adapt.resume`) is continued with ``resume``, and refused without it. ``engine``: where
     each input is opened and read (:mod:`~bufferanytime.adapt.engines`; None: here), closed once the footage is."""
     sources = [sources] if isinstance(sources, str | Path) else list(sources)
@@ -183,7 +184,7 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
     run = _Run(parse_budget(budget if budget is not None else DEFAULT_BUDGET), _say(quiet), quiet, started)
     run.progress, run.engine = progress, engine
     options = {**given, "lr": given["lr"] if given["lr"] is not None else default_lr(base),
-               "w_reg": W_REG if given["w_reg"] is None else given["w_reg"],
+               "w_reg": given["w_reg"] if given["w_reg"] is not None else default_w_reg(base),
                "seed": 0 if given["seed"] is None else given["seed"], "device": resolve_device(device),
                "copy_prior": copy_prior}
     threads = torch.get_num_threads()  # the run may step faster on fewer (Session.measure); the caller's after it
@@ -199,6 +200,13 @@ def default_lr(model: VideoModel) -> float:
     training default."""
     objective = objective_class(model)
     return objective.adapt_lr if objective.adapt_lr is not None else objective.defaults["lr"]
+
+
+def default_w_reg(model: VideoModel) -> float:
+    """The regularization weight of an adaptation of ``model`` when none is given: its objective's
+    ``adapt_w_reg``, else the paper's ``W_REG``."""
+    objective = objective_class(model)
+    return objective.adapt_w_reg if objective.adapt_w_reg is not None else W_REG
 
 
 def _interrupted(out: Path | None, base_record: dict, resume: bool):

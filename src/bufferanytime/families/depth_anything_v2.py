@@ -17,11 +17,13 @@ as forward hooks. Training objective: :class:`~bufferanytime.training.objectives
 from __future__ import annotations
 
 import copy
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
 from bufferanytime.constants import (
@@ -154,8 +156,14 @@ class VideoDepthModel(TransformersVideoModel):
             fused = list(window.split(DECODE_CHUNK))
             del window
         last, finest = layers[len(self.temporal)], levels.pop()
-        return stack_chunks((self.head([last(fused.pop(0), self._finest_map(finest.pop(0)))], patch_h, patch_w)
-                             for _ in range(len(finest))), frames)
+
+        def finish(prev: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+            return self.head([last(prev, self._finest_map(projection))], patch_h, patch_w)
+
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            # the head's full-resolution maps held a third of a training step's saved tensors (docs/adapt.md)
+            finish = partial(checkpoint, finish, use_reentrant=False)
+        return stack_chunks((finish(fused.pop(0), finest.pop(0)) for _ in range(len(finest))), frames)
 
     def _neck_maps(self, features: list[torch.Tensor], patch_h: int, patch_w: int) -> list[torch.Tensor]:
         """The neck's per-frame part: reassemble stage + convs, one channels-last map per level (finest first),

@@ -215,6 +215,10 @@ class VideoModel(nn.Module):
         #: What ``--precision auto`` may use for this model: None (bf16 where the device runs it fast) or "fp32"
         #: (half precision moves this model's scores too much). Saved as ``auto_precision`` in config.json.
         self.auto_precision: str | None = None
+        #: Recompute the model's own largest per-frame layers in the backward pass instead of keeping what they
+        #: save, where the model supports it (see ``set_gradient_checkpointing``); its temporal blocks have their
+        #: own flag. Off unless a caller sets it.
+        self.gradient_checkpointing = False
 
     # -- subclasses implement -------------------------------------------------------------------------------
     @classmethod

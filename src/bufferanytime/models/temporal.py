@@ -610,10 +610,13 @@ def attention_layers(model: nn.Module) -> list[TemporalAttentionLayer]:
 
 
 def set_gradient_checkpointing(model: nn.Module, on: bool) -> None:
-    """Turn :attr:`TemporalBlock.gradient_checkpointing` on or off in every temporal block of ``model``."""
+    """Turn :attr:`TemporalBlock.gradient_checkpointing` on or off in every temporal block of ``model``, and the
+    model's own ``gradient_checkpointing`` (a :class:`~bufferanytime.models.base.VideoModel`'s) where it has one."""
     for module in model.modules():
         if isinstance(module, TemporalBlock):
             module.gradient_checkpointing = on
+    if hasattr(model, "gradient_checkpointing"):
+        model.gradient_checkpointing = on
 
 
 def make_causal(model: nn.Module, horizon: int) -> None:
