@@ -226,12 +226,12 @@ class DepthObjective(Objective):
     light_extra = " and fusion layers"  # training the blocks alone crashes autograd on CPU: the fusion layers too
     # An adaptation affords hundreds of steps on a CPU, not the paper's thousands: at its 1e-4 the held-out OPW had
     # hardly moved after 40 steps. Chosen on benchmarks/adapt_domain_shift.py's 6 validation clips (5-minute
-    # budget, early stop after 8 validations, AbsRel within 0.3 % for all): OPW 0.79x the shipped model's at 5e-4,
-    # 0.80x at 3e-4, 0.82x at 1e-3.
+    # budget, early stop after 8 validations, regularization weight 1, AbsRel within 0.3 % for all): OPW 0.79x the
+    # shipped model's at 5e-4, 0.80x at 3e-4, 0.82x at 1e-3.
     adapt_lr = 5e-4
     # A fourth of the paper's: with few steps the prior's pull held the weights where the new domain's flicker was
     # still high. Chosen on the same validation clips (learning rate 5e-4): OPW 0.75x at 0.25, 0.77x at 0.5, 0.79x
-    # at 1, AbsRel 0.3-1 % better for all; at 0.1 no weights stayed within the guard rails' distance to the prior.
+    # at 1, AbsRel no worse for all; at 0.1 no weights stayed within the guard rails' distance to the prior.
     adapt_w_reg = 0.25
 
     def __init__(self, model: VideoDepthModel, prior: VideoDepthModel, flow_model: FlowModel, config):
