@@ -42,7 +42,7 @@ def test_default_learning_rate_is_the_objectives_adapt_rate():
 
 
 def test_default_regularization_weight_is_the_objectives_adapt_weight():
-    assert run.default_w_reg(load_model("depth")) == 0.25  # a lighter pull to the prior than train's 1
+    assert run.default_w_reg(load_model("depth")) == 0.5  # a lighter pull to the prior than train's 1
     assert run.default_w_reg(load_model("normal")) == W_REG  # no weight of its own: the paper's
 
 

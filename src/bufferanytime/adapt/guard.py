@@ -29,9 +29,11 @@ from bufferanytime.tasks import get_task
 
 # Relative: how much further from the prior than the starting model an adapted model may be. Under strong flicker
 # the prior's own frames flicker, and a steadier model leaves them: on benchmarks/adapt_domain_shift.py's
-# validation clips, weights 1.6-2.2x as far from the prior as the starting model flickered 10 % less with AbsRel
-# within 1 % (better, mostly), while 0.25 let no adapted weights through.
-PRIOR_TOLERANCE = 1.0
+# validation clips with a wandering camera, weights 1.6-2.2x as far from the prior as the starting model flickered
+# less with AbsRel within 1 % (better, mostly), while 0.25 let no adapted weights through. With a camera moving
+# straight ahead, where the true depth itself changes along the flow, 2x let through weights that flattened it
+# (AbsRel +19 %); 1.5x held that to +2-4 %.
+PRIOR_TOLERANCE = 0.5
 
 
 @dataclass
