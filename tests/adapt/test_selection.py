@@ -118,7 +118,7 @@ def test_the_guard_rails_check_at_the_inference_size_whatever_the_training_size(
 
 def test_prepared_clips_are_kept_in_half_precision_and_given_back_in_float32(clips):
     from bufferanytime.adapt.footage import cut_clips, load_footage
-    from bufferanytime.adapt.session import CACHE_DTYPE, _compact, _nbytes
+    from bufferanytime.adapt.session import CACHE_DTYPE, _compact, _expanded, _nbytes
     from bufferanytime.flow import get_flow_model
     from bufferanytime.training.config import TrainConfig
 
@@ -128,7 +128,7 @@ def test_prepared_clips_are_kept_in_half_precision_and_given_back_in_float32(cli
     clip = cut_clips(footage, 4, held_out=False)[0]
     fresh = session.objective.prepare(session.frames(clip.segment)[: clip.length].float() / 255.0, None)
     given = session.prepare(clip)
-    kept = next(iter(session._prepared.values()))
+    kept, _ = next(iter(session._prepared.values()))
     assert _nbytes(kept) < 0.6 * _nbytes(fresh)
     assert {k: v.dtype for k, v in given.items()} == {k: v.dtype for k, v in fresh.items()}
     for key, value in fresh.items():
@@ -140,4 +140,6 @@ def test_prepared_clips_are_kept_in_half_precision_and_given_back_in_float32(cli
             assert torch.equal(given[key], value), key
     assert torch.equal(session.prepare(clip)["flow_fwd"], given["flow_fwd"])  # the same values at every use
     huge = {"x": torch.tensor([1.0, 1e6])}  # beyond float16's range: kept as it is
-    assert _compact(huge)["x"].dtype == torch.float32
+    assert _compact(huge)[0]["x"].dtype == torch.float32
+    own_half = {"x": torch.ones(3, dtype=CACHE_DTYPE)}  # a model's own half-precision latents: given back as they are
+    assert _expanded(*_compact(own_half))["x"].dtype == CACHE_DTYPE

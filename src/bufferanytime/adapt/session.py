@@ -53,9 +53,10 @@ def _nbytes(prepared: dict) -> int:
     return sum(t.numel() * t.element_size() for t in prepared.values() if isinstance(t, torch.Tensor))
 
 
-def _compact(prepared: dict) -> dict:
-    """``prepared`` as it is kept: float32 tensors in ``CACHE_DTYPE`` where they fit its range."""
-    return {k: v.to(CACHE_DTYPE) if _fits_cache_dtype(v) else v for k, v in prepared.items()}
+def _compact(prepared: dict) -> tuple[dict, frozenset[str]]:
+    """``prepared`` as it is kept: float32 tensors in ``CACHE_DTYPE`` where they fit its range; and their keys."""
+    halved = frozenset(k for k, v in prepared.items() if _fits_cache_dtype(v))
+    return {k: v.to(CACHE_DTYPE) if k in halved else v for k, v in prepared.items()}, halved
 
 
 def _fits_cache_dtype(value) -> bool:
@@ -63,9 +64,10 @@ def _fits_cache_dtype(value) -> bool:
             and bool(value.abs().max() < torch.finfo(CACHE_DTYPE).max))
 
 
-def _expanded(kept: dict) -> dict:
-    """A kept clip (:func:`_compact`) in float32 again, for a step."""
-    return {k: v.float() if isinstance(v, torch.Tensor) and v.dtype == CACHE_DTYPE else v for k, v in kept.items()}
+def _expanded(kept: dict, halved: frozenset[str]) -> dict:
+    """A kept clip (:func:`_compact`) as prepared, for a step: the tensors it halved in float32 again, the others
+    (a model's own half-precision latents among them) as they are."""
+    return {k: v.float() if k in halved else v for k, v in kept.items()}
 
 
 def thread_counts() -> list[int]:
@@ -95,7 +97,7 @@ class Session:
         self.optimizer = None
         self.scheduler = None
         self._frames: dict[tuple[int, float], torch.Tensor] = {}
-        self._prepared: dict[tuple[Clip, float], dict] = {}
+        self._prepared: dict[tuple[Clip, float], tuple[dict, frozenset[str]]] = {}
         self._cached_bytes = 0
         self.threads = torch.get_num_threads()  # torch threads of the steps (set by :meth:`measure`)
 
@@ -135,14 +137,14 @@ class Session:
         fraction = self.fraction if fraction is None else fraction
         key = (clip, fraction)
         if key in self._prepared:
-            return _expanded(self._prepared[key])
+            return _expanded(*self._prepared[key])
         frames = self.frames(clip.segment, fraction)[clip.start : clip.start + clip.length]
         kept = _compact(self.objective.prepare(frames.to(self.device).float() / 255.0, None))
-        size = _nbytes(kept)
+        size = _nbytes(kept[0])
         if keep and self._cached_bytes + size <= PREPARED_CACHE_BYTES:
             self._prepared[key] = kept
             self._cached_bytes += size
-        return _expanded(kept)  # the same values at every use, kept or not
+        return _expanded(*kept)  # the same values at every use, kept or not
 
     def forget(self) -> None:
         """Drop the prepared clips and resized frames (after measuring at another size)."""
