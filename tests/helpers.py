@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +26,20 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def saved_bytes(forward: Callable[[], torch.Tensor]) -> tuple[int, torch.Tensor]:
+    """Bytes of the distinct tensors autograd keeps for the backward pass of ``forward()``, and its output: what
+    gradient checkpointing is meant to shrink."""
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    return sum(saved.values()), out
 
 
 def moving_pattern(frames: int = 6, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:

@@ -7,6 +7,7 @@ from bufferanytime.models import VideoDepthModel
 from bufferanytime.models.depth import DECODE_CHUNK
 from bufferanytime.models.temporal import set_gradient_checkpointing, temporal_hooks
 from bufferanytime.testing import make_sized_depth_prior
+from tests.helpers import saved_bytes
 
 
 def _library_decode(model: VideoDepthModel, features: list[torch.Tensor], frames: int, size) -> torch.Tensor:
@@ -65,17 +66,10 @@ def test_chunked_window_decoding_gives_the_same_gradients(tiny_depth_prior):
 
 def _saved_bytes_and_grads(model: VideoDepthModel, features: list[torch.Tensor], frames: int, size):
     """Bytes of the tensors autograd keeps for the backward pass of one decode, and the trainable gradients."""
-    saved = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved[t.data_ptr()] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model.decode_head(features, frames, size)
+    kept, out = saved_bytes(lambda: model.decode_head(features, frames, size))
     params = [p for p in model.trainable_parameters() if p.requires_grad]
     grads = torch.autograd.grad(out.square().mean(), params, allow_unused=True)
-    return sum(saved.values()), [g for g in grads if g is not None]
+    return kept, [g for g in grads if g is not None]
 
 
 def test_gradient_checkpointing_recomputes_the_head_for_the_same_gradients(tiny_depth_prior):

@@ -8,7 +8,7 @@ from bufferanytime.models.temporal import (
     set_gradient_checkpointing,
     sinusoidal_positions,
 )
-from tests.helpers import one_torch_thread
+from tests.helpers import one_torch_thread, saved_bytes
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,16 +67,8 @@ def test_block_gives_the_same_output_and_gradients_in_chunks(monkeypatch):
 
 
 def _saved_bytes_and_grads(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, list[torch.Tensor]]:
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved[t.data_ptr()] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x, num_frames=5)
-    grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
-    return sum(saved.values()), list(grads)
+    kept, out = saved_bytes(lambda: model(x, num_frames=5))
+    return kept, list(torch.autograd.grad(out.square().sum(), [x, *model.parameters()]))
 
 
 def test_gradient_checkpointing_keeps_less_for_the_same_gradients():
