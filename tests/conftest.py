@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,21 +22,6 @@ def pytest_configure(config) -> None:
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _temporary_files_inside_basetemp(tmp_path_factory):
-    """Temporary files of the suite and of the processes it starts (launchers' log folders, benchmarks' work
-    folders) go into pytest's own folder, which pytest prunes, instead of accumulating in the system's."""
-    folder = tmp_path_factory.mktemp("tmpdir")
-    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
-    yield
-    tempfile.tempdir = saved_tempdir
-    if saved_env is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = saved_env
 
 
 @pytest.fixture(scope="session")
