@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,3 +73,12 @@ def default_sigint() -> None:
     nohup) starts with SIGINT ignored, and Python then never turns it into KeyboardInterrupt, so a test's Ctrl-C
     would not reach the child."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def launcher_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of a process-launcher test (torchrun, ``accelerate launch``): one torch thread per process,
+    and the system's temporary folder moved under ``tmp``, where the launcher writes a log folder of its own that
+    it never removes."""
+    scratch = Path(tmp) / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch), **extra}

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from bufferanytime.synthetic import render_video, write_video_dir
 from bufferanytime.testing import make_tiny_prior
+from tests.helpers import launcher_env
 
 STEPS = 4
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--mixed_precision", "no",
@@ -45,16 +46,12 @@ def _train(data: Path, prior: Path, run: Path, *extra: str) -> list[str]:
             "--steps", str(STEPS), "--lr", "1e-3", "--save-every", "1", *extra]
 
 
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _nodes(args: list[str]) -> list[subprocess.Popen]:
+def _nodes(args: list[str], tmp: Path) -> list[subprocess.Popen]:
     """Two node ranks of one run, each an `accelerate launch` of one process, meeting at 127.0.0.1."""
     port = str(_free_port())
     return [subprocess.Popen([*ACCELERATE, "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip",
-                              "127.0.0.1", "--main_process_port", port, *args], env=_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+                              "127.0.0.1", "--main_process_port", port, *args], env=launcher_env(tmp),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
             for rank in range(2)]
 
 
@@ -71,12 +68,13 @@ def test_two_nodes_train_the_weights_of_one_node_and_resume_after_one_is_killed(
     data, prior = setup
     one = tmp_path / "one-node"
     done = subprocess.run([*ACCELERATE, "--num_machines", "1", "--main_process_port", "0",
-                           *_train(data, prior, one)], env=_env(), capture_output=True, text=True, timeout=600)
+                           *_train(data, prior, one)], env=launcher_env(tmp_path), capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     # every step of this run is taken by two nodes, before node 1 is killed and after both resume
     killed = tmp_path / "two-nodes"
-    nodes = _nodes(_train(data, prior, killed))
+    nodes = _nodes(_train(data, prior, killed), tmp_path)
     deadline = time.monotonic() + 600
     while not (killed / "checkpoints" / "step-00000002").exists():
         assert time.monotonic() < deadline and nodes[0].poll() is None, nodes[0].stderr.read()[-3000:]
@@ -84,7 +82,7 @@ def test_two_nodes_train_the_weights_of_one_node_and_resume_after_one_is_killed(
     os.killpg(nodes[1].pid, signal.SIGKILL)  # node 1 is lost: its launcher and its training process
     errors = _finish(nodes)
     assert nodes[0].returncode != 0 and not (killed / "model").exists()
-    nodes = _nodes(_train(data, prior, killed, "--resume"))
+    nodes = _nodes(_train(data, prior, killed, "--resume"), tmp_path)
     errors = _finish(nodes)
     assert [n.returncode for n in nodes] == [0, 0], errors
     reference, weights = _weights(one), _weights(killed)

@@ -5,12 +5,11 @@ launcher (``--multi_gpu``) starts real CPU processes with RANK / WORLD_SIZE set,
 """
 
 import json
-import os
 import subprocess
 import sys
 
 from bufferanytime.io.video import write_video
-from tests.helpers import moving_pattern
+from tests.helpers import launcher_env, moving_pattern
 
 
 def test_two_cpu_processes_split_the_inputs(tiny_depth_prior, tmp_path):
@@ -21,8 +20,7 @@ def test_two_cpu_processes_split_the_inputs(tiny_depth_prior, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "bufferanytime", "depth",
            *map(str, videos), "--model", str(tiny_depth_prior), "--max-res", "64", "-o", str(tmp_path / "out"), "-q"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=launcher_env(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = {}
     for i in range(3):

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from bufferanytime.training import train
+from tests.helpers import launcher_env
 
 from .conftest import tiny_config
 from .frozen_rank import FROZEN_SECONDS
@@ -35,9 +36,8 @@ def _train_args(data, model, run, *extra: str) -> list[str]:
             "--res", "42x56", "--warmup", "0", "--workers", "0", "--no-edge-mask", "--cpu", "-q", *extra]
 
 
-def _launch(script: list[str], timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*LAUNCH, *script], env=env, capture_output=True, text=True, timeout=timeout)
+def _launch(script: list[str], timeout: float, tmp: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*LAUNCH, *script], env=launcher_env(tmp), capture_output=True, text=True, timeout=timeout)
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -52,7 +52,7 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process_with_thei
     run = tmp_path / "ddp"
     args = _train_args(flicker_data, tiny_depth_prior, run, "--steps", str(STEPS), "--lr", "1e-3",
                        "--ema", "0.5")
-    done = _launch(["-m", "bufferanytime", *args], timeout=300)
+    done = _launch(["-m", "bufferanytime", *args], timeout=300, tmp=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     summary = json.loads((run / "summary.json").read_text())
@@ -77,7 +77,7 @@ def test_two_processes_end_with_identical_weights_equal_to_one_process_with_thei
 def test_non_finite_loss_stops_every_process_and_leaves_no_nan_file(flicker_data, tiny_depth_prior, tmp_path):
     run = tmp_path / "ddp"
     args = _train_args(flicker_data, tiny_depth_prior, run, "--steps", "30", "--lr", "1e6", "--save-every", "1")
-    done = _launch(["-m", "bufferanytime", *args], timeout=300)
+    done = _launch(["-m", "bufferanytime", *args], timeout=300, tmp=tmp_path)
     # Both processes stop at the same step; the launcher may SIGTERM the slower one before it says so itself.
     errors = [line for line in _error_lines(done.stderr) if line != "error: interrupted"]
     assert done.returncode != 0 and 1 <= len(errors) <= 2, done.stderr[-3000:]
@@ -94,7 +94,8 @@ def test_frozen_process_ends_the_run_with_an_error_after_the_timeout(flicker_dat
     run = tmp_path / "ddp"
     script = Path(__file__).with_name("frozen_rank.py")  # the second process sleeps before its first step
     args = _train_args(flicker_data, tiny_depth_prior, run, "--steps", "2", "--dist-timeout", "5")
-    done = _launch([str(script), *args], timeout=FROZEN_SECONDS / 3)  # ends long before the frozen one wakes
+    # ends long before the frozen one wakes
+    done = _launch([str(script), *args], timeout=FROZEN_SECONDS / 3, tmp=tmp_path)
     assert done.returncode != 0, done.stderr[-3000:]
     # the frozen process, stopped by the launcher with SIGTERM, may say it was interrupted
     errors = [line for line in _error_lines(done.stderr) if line != "error: interrupted"]
@@ -132,7 +133,7 @@ def test_killed_launcher_ends_its_workers_and_no_model_is_written(flicker_data, 
     pids.mkdir()
     # Every process sleeps a second per step, far from its 1000th: only the launcher's end can stop them.
     args = _train_args(flicker_data, tiny_depth_prior, run, "--steps", "1000", "--save-every", "1")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK_FAULT": "slow", "RANK_FAULT_DIR": str(pids)}
+    env = launcher_env(tmp_path, RANK_FAULT="slow", RANK_FAULT_DIR=str(pids))
     launcher = subprocess.Popen([*LAUNCH, str(FAULT_SCRIPT), *args], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
     workers: list[int] = []
