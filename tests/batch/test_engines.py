@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bufferanytime.batch.work import EVENTS_ENV
-from bufferanytime.io.outputs import STAGING_NAME
+from bufferanytime.io.outputs import STAGING_MARKER, STAGING_NAME
 from tests.batch.conftest import events, make_clips, rows, staging_left, wait_for
 from tests.helpers import default_sigint, run_main
 
@@ -79,9 +79,11 @@ def test_ray_writes_the_same_bytes_as_local_and_a_rerun_recomputes_nothing(
 
 
 def _kill_when_staged(out: Path, name: str, killed: list[int]) -> None:
-    """SIGKILL the worker whose staging folder of ``name`` appears in ``out`` (it is then mid-video)."""
+    """SIGKILL the worker whose staging folder of ``name`` appears in ``out``, marked as its own (it is then
+    mid-video; a kill between the folder's creation and its marker would leave an empty folder that no sweep may
+    take for this package's)."""
     def staged() -> list[Path]:
-        return [p for p in out.glob(f".{name}.tmp-*")] if out.is_dir() else []
+        return [p for p in out.glob(f".{name}.tmp-*") if (p / STAGING_MARKER).is_file()] if out.is_dir() else []
 
     wait_for(lambda: staged())
     pid = int(STAGING_NAME.match(staged()[0].name).group(1))
