@@ -81,22 +81,30 @@ def model_name(lr: float | None) -> str:
     return "model-default-lr" if lr is None else f"model-lr{lr:g}"
 
 
-def floor(clips: list[Path]) -> float:
-    """Mean OPW of the clips' ground-truth depth (as disparity) with the same DIS flows: what a perfect prediction
-    scores, the camera's and objects' true motion in depth included."""
-    from bufferanytime.evaluation import estimate_flows, opw
-    from bufferanytime.evaluation.runner import _Reciprocal
+def clip_flows(clips: list[Path]) -> list:
+    """The DIS flows (and OPW masks) of each clip's RGB frames, as ``eval --flow dis`` estimates them: computed once
+    per clip and shared by every model scored on it and by its ground truth."""
+    from bufferanytime.evaluation import estimate_flows
     from bufferanytime.io.video import open_video
 
-    values = [opw(_Reciprocal(np.load(clip / "depth.npy")), flows=estimate_flows(iter(np.stack(list(
-        open_video(clip / "rgb")))))) for clip in clips]
-    return float(np.mean(values))
+    return [estimate_flows(open_video(clip / "rgb")) for clip in clips]
 
 
-def scores(model_ref: str | None, clips: list[Path]) -> dict:
-    """Mean OPW (DIS) and AbsRel of a depth model over clips (synthetic sequence folders), and each clip's."""
+def floor(clips: list[Path], flows: list) -> float:
+    """Mean OPW of the clips' ground-truth depth (as disparity) with the clips' ``flows``: what a perfect prediction
+    scores, the camera's and objects' true motion in depth included."""
+    from bufferanytime.evaluation import opw
+    from bufferanytime.evaluation.runner import _Reciprocal
+
+    return float(np.mean([opw(_Reciprocal(np.load(clip / "depth.npy")), flows=f) for clip, f in zip(clips, flows,
+                                                                                                     strict=True)]))
+
+
+def scores(model_ref: str | None, clips: list[Path], flows: list) -> dict:
+    """Mean OPW (with the clips' ``flows``) and AbsRel of a depth model over clips (synthetic sequence folders), and
+    each clip's."""
     from bufferanytime.constants import SYNTHETIC_MAX_DEPTH
-    from bufferanytime.evaluation import depth_metrics, estimate_flows, opw
+    from bufferanytime.evaluation import depth_metrics, opw
     from bufferanytime.inference.options import InferenceSettings
     from bufferanytime.inference.pipeline import predict_frames
     from bufferanytime.io.video import open_video
@@ -104,10 +112,9 @@ def scores(model_ref: str | None, clips: list[Path]) -> dict:
 
     model = load_model("depth", model_ref)
     opws, absrels = [], []
-    for clip in clips:
-        frames = np.stack(list(open_video(clip / "rgb")))
-        pred = np.stack(list(predict_frames(model, iter(frames), InferenceSettings(device="cpu"))))
-        opws.append(opw(pred, flows=estimate_flows(iter(frames))))
+    for clip, clip_flow in zip(clips, flows, strict=True):
+        pred = np.stack(list(predict_frames(model, open_video(clip / "rgb"), InferenceSettings(device="cpu"))))
+        opws.append(opw(pred, flows=clip_flow))
         absrels.append(depth_metrics(pred, np.load(clip / "depth.npy"), SYNTHETIC_MAX_DEPTH)["abs_rel"])
     return {"opw": float(np.mean(opws)), "abs_rel": float(np.mean(absrels)), "per_clip": {"opw": opws,
             "abs_rel": absrels}}
@@ -154,9 +161,10 @@ def main() -> None:
     original = render(work / "original", args.original_seed, args.test_clips, frames, size, ORIGINAL, None)
 
     runs, lrs = {}, [float(v) for v in args.lrs.split(",")] if args.lrs else [None]
+    val_flows = clip_flows(val_clips) if len(lrs) > 1 else None
     for lr in lrs:
         runs[lr] = adapt(adapt_clips, work / model_name(lr), args.budget, lr)
-        runs[lr]["val"] = scores(str(work / model_name(lr)), val_clips) if len(lrs) > 1 else None
+        runs[lr]["val"] = scores(str(work / model_name(lr)), val_clips, val_flows) if len(lrs) > 1 else None
         print(f"lr {runs[lr]['record']['settings']['lr']:g}: {runs[lr]['record']['result']} in "
               f"{runs[lr]['seconds']:.0f} s, validation {runs[lr]['val']}", flush=True)
     chosen = min(runs, key=lambda lr: runs[lr]["val"]["opw"]) if len(runs) > 1 else next(iter(runs))
@@ -171,9 +179,10 @@ def main() -> None:
               "result": runs[chosen]["record"]["result"], "guard": runs[chosen]["record"].get("guard"),
               "settings": runs[chosen]["record"].get("settings")}
     for name, clips in (("shifted domain (test clips)", test_clips), ("original domain", original)):
-        shipped, adapted = scores(None, clips), scores(model_dir, clips)
+        flows = clip_flows(clips)
+        shipped, adapted = scores(None, clips, flows), scores(model_dir, clips, flows)
         report[name] = {"shipped": shipped, "adapted": adapted, "adapted_vs_shipped": compared(shipped, adapted),
-                        "ground_truth_opw": floor(clips)}
+                        "ground_truth_opw": floor(clips, flows)}
     print(json.dumps(report, indent=2))
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
