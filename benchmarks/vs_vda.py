@@ -6,6 +6,7 @@ in the Depth Anything V2 Small architecture with random (non-zero) temporal bloc
 frames of a real clip, each at its defaults: VDA's ``infer_video_depth`` (windows of 32 frames, 10 shared, bf16
 autocast on CPU, ``fp32=False``) and our ``predict_frames`` (the model's window of 110 frames, ``--precision auto``).
 Without xformers (CPU), VDA's DINOv2 and motion-module attention run its plain-attention fallback.
+VDA's code needs ``einops`` and ``easydict``: ``pip install -e '.[bench]'``.
 
 (a) time per output frame, the two alternated ``--rounds`` times in this one process, and the median of the rounds'
     ratios;
@@ -174,7 +175,7 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--frames", type=int, default=66, help="66 = three VDA windows (32 frames, 22 new each)")
     parser.add_argument("--size", type=int, default=518, help="inference short side of both")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of (a); 0 skips it")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--memory", action="store_true", help="also (b), the peak memory of each in a fresh process")
     parser.add_argument("--stream", action="store_true", help="only (c), the streaming comparison")
@@ -191,7 +192,8 @@ def main() -> None:
             return stream_times(prior, vda_stream_cls, frames, args.size, args.stream_frames)
         model_dir = random_video_model(prior, tmp / "ours", 110)
         frames = frames[: args.frames]
-        offline_times(load_model("depth", model_dir), vda_model(vda_cls), frames, args.size, args.rounds)
+        if args.rounds:
+            offline_times(load_model("depth", model_dir), vda_model(vda_cls), frames, args.size, args.rounds)
         if args.memory:
             peak_memory(model_dir, frames, args.size, args.threads, tmp)
 

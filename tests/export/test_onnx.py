@@ -66,6 +66,14 @@ def test_description_names_every_file_and_the_size_rule(exported):
     assert not [n for n in names if n.startswith(".")]  # no staging left
 
 
+def test_description_of_a_metric_model_states_the_scale_anchor_the_graph_leaves_out(exported, tmp_path):
+    assert "scale_anchor" not in json.loads((exported / "depth.onnx.json").read_text())
+    assert main(["export", "onnx", "tiny-synthetic-metric", "-o", str(tmp_path / "metric"), "--frames", "3", "-q"]) == 0
+    info = json.loads((tmp_path / "metric" / "metric_depth.onnx.json").read_text())
+    assert info["task"] == "metric_depth" and info["scale_anchor"]["stride"] == 2
+    assert "not in the video model's graph" in info["scale_anchor"]["rule"]
+
+
 @pytest.mark.parametrize(
     ("argv", "expect"),
     [

@@ -220,9 +220,24 @@ def _description(model: VideoModel, task, size: tuple[int, int], files: dict) ->
                     "rule": "run overlapping windows of the video model; align each new window to the previous "
                             "outputs on the overlap and blend linearly (bufferanytime.inference.windows)"},
         "files": files,
+        **_scale_anchor(model),
         "torch": torch.__version__,
         "version": __version__,
     }
+
+
+def _scale_anchor(model: VideoModel) -> dict:
+    """The description of a metric model's scale anchor, which the graph leaves out ({} without one)."""
+    stride = getattr(model, "scale_anchor", None)
+    if stride is None:
+        return {}
+    return {"scale_anchor": {
+        "stride": stride,
+        "rule": f"not in the video model's graph: multiply each window's output by exp(mean over every {stride}-th "
+                "frame of the window (median log depth of the per-frame prior's output - median log depth of the "
+                "video model's)), the per-frame file giving the prior, as `bufferanytime depth` does "
+                "(VideoDepthModel.set_scale_anchor)",
+    }}
 
 
 def model_kinds(name_or_path: str, kind: str | None = None) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
@@ -38,6 +39,7 @@ from bufferanytime.models.base import (
     TransformersVideoModel,
     as_temporal_config,
     nearest_multiple,
+    resolve_dir,
     stack_chunks,
 )
 from bufferanytime.models.temporal import TemporalBlock, TemporalConfig, capture_output, temporal_hooks
@@ -49,6 +51,10 @@ from bufferanytime.tasks import DEPTH, METRIC_DEPTH, Task
 DECODE_CHUNK = 4
 METRIC = "metric"  # transformers' DepthAnythingConfig.depth_estimation_type of metric priors
 DA_V2_SHORT_SIDE = 518  # Depth Anything V2's input size (short side, a multiple of its 14-pixel patch)
+# config.json key of a metric video model's scale anchor: {"stride": k}, the frozen prior's depth taken on every
+# k-th frame a window encodes (VideoDepthModel.set_scale_anchor)
+SCALE_ANCHOR_KEY = "scale_anchor"
+ANCHOR_LOG_EPS = 1e-6  # metres: depth is clamped to this before the anchor's logarithm
 
 
 class VideoDepthModel(TransformersVideoModel):
@@ -98,10 +104,83 @@ class VideoDepthModel(TransformersVideoModel):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+        #: Metric models: the frozen prior's own neck and head (see :meth:`set_scale_anchor`), and the stride of
+        #: the frames they decode; None: no anchor.
+        self.scale_anchor: int | None = None
+        self.prior_decoder: nn.ModuleDict | None = None
+
     @property
     def task(self) -> Task:
         """METRIC_DEPTH (depth in metres) for a metric prior, else DEPTH (relative disparity)."""
         return METRIC_DEPTH if self.depth_type == METRIC else DEPTH
+
+    # -- the metric scale anchor ---------------------------------------------------------------------------------
+    def set_scale_anchor(self, stride: int | None) -> None:
+        """Hold each window's metric scale at the frozen prior's: in windowed inference (:meth:`decode_window`) the
+        window's depth is multiplied by ``exp(mean_i (median log D_prior,i - median log D_i))`` over every
+        ``stride``-th frame ``i`` it encodes. The stabilization loss is blind to scale and the training anchor
+        (``MetricDepthTask.clip_scale_loss``) holds it only on scenes like the training clips, so held out the video
+        model's median depth drifted from the prior's on far scenes (docs/embedded_models.md). The mean over a
+        window's frames averages the prior's frame-to-frame scale flicker out; a window's scale is one factor, so
+        its steadiness is the video model's.
+
+        Costs the prior's own neck and head on one frame in ``stride`` (the ViT features are shared) and a copy of
+        their weights, read from the prior's checkpoint (``prior_ref``), whatever training did to this model's.
+        :meth:`from_pretrained` sets it from ``config.json``; ``None`` turns it off.
+        """
+        if stride is None:
+            self.scale_anchor, self.prior_decoder = None, None
+            return
+        if self.depth_type != METRIC:
+            raise ValueError("a scale anchor holds metric depth; this model's prior is relative")
+        if int(stride) < 1:
+            raise ValueError(f"the scale anchor's stride must be at least 1, got {stride}")
+        if self.prior_decoder is None:
+            decoder = nn.ModuleDict({"neck": copy.deepcopy(self.neck), "head": copy.deepcopy(self.head)})
+            decoder.load_state_dict(_prior_decoder_state(self.prior_ref))
+            self.prior_decoder = decoder.requires_grad_(False).eval()
+        self.scale_anchor = int(stride)
+
+    def configure(self, config: dict) -> None:
+        """The scale anchor of a saved metric model (``"scale_anchor": {"stride": k}``); not per frame, where the
+        model is its prior."""
+        anchor = config.get(SCALE_ANCHOR_KEY)
+        if anchor and not self.per_frame:
+            self.set_scale_anchor(int(anchor["stride"]))
+
+    def config_dict(self) -> dict:
+        config = super().config_dict()
+        if self.scale_anchor is not None:
+            config[SCALE_ANCHOR_KEY] = {"stride": self.scale_anchor}
+        return config
+
+    def train(self, mode: bool = True) -> VideoDepthModel:
+        super().train(mode)
+        if self.prior_decoder is not None:
+            self.prior_decoder.eval()  # frozen
+        return self
+
+    def _prior_log_medians(self, features: list[torch.Tensor], patch_h: int, patch_w: int) -> torch.Tensor:
+        """``(N,)`` float32: the median log depth of the frozen prior on every ``scale_anchor``-th frame of the N
+        frames of ``features`` (ViT features), NaN on the others."""
+        frames = len(features[0])
+        picked = torch.arange(0, frames, self.scale_anchor, device=features[0].device)
+        decoder = self.prior_decoder
+        depth = decoder["head"](decoder["neck"]([f[picked] for f in features], patch_h, patch_w), patch_h, patch_w)
+        medians = torch.full((frames,), float("nan"), dtype=torch.float32, device=depth.device)
+        medians[picked] = _log_medians(depth)
+        return medians
+
+    def _anchored(self, depth: torch.Tensor, prior_medians: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``depth (B*T, h, w)`` with each video's window scaled so that its mean log-median ratio to the prior over
+        the anchor frames is zero (float32)."""
+        depth = depth.float()
+        videos = depth.unflatten(0, (-1, num_frames))
+        for video, medians in zip(videos, prior_medians.unflatten(0, (-1, num_frames)), strict=True):
+            picked = torch.isfinite(medians)
+            if picked.any():
+                video.mul_(torch.exp((medians[picked] - _log_medians(video[picked])).mean()))
+        return depth
 
 
     # -- stages, exposed for training (the frozen features can be cached) -----------------------------------
@@ -211,15 +290,24 @@ class VideoDepthModel(TransformersVideoModel):
         fusion layers, the blocks and the head again; and a window's ViT features are never all held at once.
         """
         features = self.encode_frames(images)
-        return features if self.per_frame else self._neck_maps(features, *self._patch_grid(images.shape[-2:]))
+        if self.per_frame:
+            return features
+        grid = self._patch_grid(images.shape[-2:])
+        maps = self._neck_maps(features, *grid)
+        return maps if self.scale_anchor is None else [*maps, self._prior_log_medians(features, *grid)]
 
     def decode_window(self, maps: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
-        """:meth:`encode_window` output of B*T frames -> disparity ``(B*T, H, W)`` at ``size``."""
+        """:meth:`encode_window` output of B*T frames -> disparity ``(B*T, H, W)`` at ``size`` (metres for a metric
+        prior, held at the prior's scale when the model has a scale anchor)."""
         if self.per_frame:
             return self.decode_frames(maps, num_frames, size)
+        prior_medians = maps.pop() if self.scale_anchor is not None else None
         levels = [list(level.split(DECODE_CHUNK)) for level in maps]
         maps.clear()  # the levels hold the maps now: each is freed as soon as the fusion has used it
-        return self._resized(self._fuse_window(levels, num_frames, *self._patch_grid(size)), size)
+        depth = self._fuse_window(levels, num_frames, *self._patch_grid(size))
+        if prior_medians is not None:
+            depth = self._anchored(depth, prior_medians, num_frames)
+        return self._resized(depth, size)
 
     def decode_frames(self, features: list[torch.Tensor], num_frames: int, size: tuple[int, int]) -> torch.Tensor:
         """The temporal stage on ``encode_frames`` output of B*T frames -> disparity ``(B*T, H, W)`` at ``size``."""
@@ -233,6 +321,22 @@ class VideoDepthModel(TransformersVideoModel):
             disparity = F.interpolate(disparity[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
         return disparity
 
+
+def _prior_decoder_state(prior_ref: str) -> dict[str, torch.Tensor]:
+    """The neck and head weights of the Depth Anything checkpoint ``prior_ref`` (its safetensors files, one or
+    sharded), named as in ``{"neck": ..., "head": ...}``; the ViT's are not read."""
+    directory = resolve_dir(prior_ref)
+    state = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as weights:
+            state |= {name: weights.get_tensor(name) for name in weights.keys()  # noqa: SIM118 (not a dict)
+                      if name.startswith(("neck.", "head."))}
+    return state
+
+
+def _log_medians(depth: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` float32: the median over each frame's pixels of the log of ``depth (N, h, w)`` (metres)."""
+    return torch.log(depth.float().clamp_min(ANCHOR_LOG_EPS)).flatten(1).median(dim=1).values
 
 
 class DepthGraph(nn.Module):

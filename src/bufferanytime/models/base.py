@@ -245,6 +245,10 @@ class VideoModel(nn.Module):
         """Windowed inference: ``encode_window`` output of B*T frames -> outputs at ``size``."""
         return self.decode_frames(features, num_frames, size)
 
+    def configure(self, config: dict) -> None:
+        """Read what a family keeps in its saved ``config.json`` beyond the shared keys (:meth:`config_dict`);
+        called by :meth:`from_pretrained` after the prior is loaded and before the trained weights are."""
+
     # -- shared ---------------------------------------------------------------------------------------------
     @property
     def family(self):
@@ -335,6 +339,7 @@ class VideoModel(nn.Module):
         model.clip_len = int(config.get("clip_len", cls.default_clip_len))
         model.input_size = config.get("input_size")
         model.auto_precision = config.get("auto_precision")
+        model.configure(config)
         if not per_frame:
             state = read_weights(directory / WEIGHTS_NAME, digest=digests.get(WEIGHTS_NAME))
             missing, unexpected = model.load_state_dict(state, strict=False)
