@@ -30,3 +30,14 @@ def test_embedded_metric_model_is_small_and_recorded():
     video = json.loads((folder / "video_training_record.json").read_text())
     assert prior["kind"] == "metric_depth" and prior["val_metrics"]["align"] == "none"
     assert [s["run"] for s in video["stages"]] == ["a", "b", "c", "d", "e"] and "Shipped" in video["selection"]
+
+
+def test_embedded_metric_model_holds_its_prior_scale_and_says_so(small_video, tmp_path):
+    from bufferanytime.cli.main import main
+
+    assert load_model("depth", NAME).scale_anchor == 2
+    for extra, anchor in (([], {"stride": 2}), (["--per-frame"], None)):
+        out = tmp_path / ("prior" if extra else "video")
+        assert main(["depth", str(small_video), "--model", NAME, "-o", str(out), "--save", "npz", "-q", *extra]) == 0
+        meta = json.loads((out / "clip" / "metric_depth.meta.json").read_text())
+        assert meta["model"].get("scale_anchor") == anchor

@@ -318,6 +318,13 @@ def run_video(
     return meta
 
 
+def scale_anchor_info(model: VideoModel) -> dict:
+    """``{"scale_anchor": {"stride": k}}`` when windowed inference holds ``model``'s metric scale at its prior's
+    (``VideoDepthModel.set_scale_anchor``), else ``{}``."""
+    stride = None if model.per_frame else getattr(model, "scale_anchor", None)
+    return {} if stride is None else {"scale_anchor": {"stride": stride}}
+
+
 def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, predictor: Predictor,
           seconds: float, frames: int, model_info: dict | None, outputs: dict) -> dict:
     """What a run used, as actually resolved: model location, device, dtype, sizes, windows."""
@@ -328,7 +335,7 @@ def _meta(model: VideoModel, source: VideoSource, settings: InferenceSettings, p
         "task": model.task.name,
         "units": model.task.units,
         "array": {"file": model.task.files.npz, "key": model.task.files.key},
-        "model": {**(model_info or {}), "prior": model.prior_ref},
+        "model": {**(model_info or {}), "prior": model.prior_ref, **scale_anchor_info(model)},
         "per_frame": model.per_frame,
         "input": str(source.path),
         "frames": frames,
