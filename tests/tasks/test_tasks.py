@@ -10,7 +10,8 @@ import torch
 
 from bufferanytime.errors import InputError
 from bufferanytime.io.arrays import flows_from_disk, flows_to_disk
-from bufferanytime.tasks import DEPTH, NORMAL, get_task, list_tasks
+from bufferanytime.tasks import DEPTH, METRIC_DEPTH, NORMAL, get_task, list_tasks
+from bufferanytime.tasks.metric_depth import WINDOW_PULL
 
 
 def test_registry():
@@ -41,6 +42,19 @@ def test_depth_window_aligns_a_scaled_and_shifted_copy_back_exactly():
     aligned = DEPTH.align_window(new, previous)
     assert torch.allclose(aligned[:3], previous, atol=1e-6)
     assert torch.allclose(aligned[3:], new[3:] * 2.5 + 0.4, atol=1e-6)
+
+
+def test_metric_window_moves_halfway_to_the_previous_scale_so_a_video_cannot_drift():
+    previous = torch.rand(2, 6, 8) + 1.0
+    new = torch.cat([previous * 2.0, torch.rand(3, 6, 8) + 1.0])  # the same frames at twice the scale
+    aligned = METRIC_DEPTH.align_window(new, previous)
+    assert WINDOW_PULL == 0.5
+    assert torch.allclose(aligned, new * 2.0 ** -0.5, rtol=1e-5)  # half the log step removed, whole window alike
+    # windows each at their own scale: the output's scale stays between them (an average), however many windows
+    scale = 1.0
+    for own in [1.0, 2.0] * 20:
+        scale = float(METRIC_DEPTH.align_window(torch.full((4, 2, 2), own), torch.full((2, 2, 2), scale))[0, 0, 0])
+        assert 1.0 - 1e-5 <= scale <= 2.0 + 1e-5
 
 
 def test_normals_are_not_aligned_but_renormalised_after_blending_and_resizing():
