@@ -83,8 +83,17 @@ def test_y4m_file_gives_every_output_and_a_meta_file(tiny_depth_prior, tmp_path,
         assert sum(1 for _ in container.decode(video=0)) == 6
 
 
-def test_max_latency_drops_frames_and_counts_them(tiny_depth_prior, tmp_path, capsys):
+def test_max_latency_drops_frames_and_counts_them(tiny_depth_prior, tmp_path, capsys, monkeypatch):
     """A file arrives all at once, far faster than the model: old frames are dropped, the newest is kept."""
+    from bufferanytime.inference import online
+
+    slow = online.predict_one
+
+    def slower(*args, **kwargs):  # a model slower than reading the file on any machine: frames queue up
+        time.sleep(0.05)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(online, "predict_one", slower)
     (tmp_path / "clip.y4m").write_bytes(y4m(frames(12, 28, 42)))
     code, _ = run_main(capsys, *_args(tiny_depth_prior, str(tmp_path / "clip.y4m"), tmp_path / "out",
                                       "--max-latency", "0.001", "-q"))
@@ -292,7 +301,9 @@ def test_without_model_the_embedded_causal_model_is_streamed_when_installed(tiny
     decoded = np.stack(_decoded_y4m(tmp_path / "clip.y4m"))
     with torch.no_grad():
         offline = model.eval()(torch.from_numpy(decoded).permute(0, 3, 1, 2).float()[None] / 255)[0].numpy()
-    np.testing.assert_allclose(streamed, offline, atol=1e-4 * float(np.ptp(offline)))
+    # equal up to float rounding, which differs between runs (kernels are chosen by memory alignment) and which
+    # the DPT head amplifies: up to 1.3e-4 of the range was seen in fp32; these temporal blocks move it by 0.1-0.2
+    np.testing.assert_allclose(streamed, offline, atol=5e-4 * float(np.ptp(offline)))
 
 
 def _decoded_y4m(path: Path) -> list[np.ndarray]:
