@@ -71,6 +71,9 @@ def test_description_of_a_metric_model_states_the_scale_anchor_the_graph_leaves_
     assert main(["export", "onnx", "tiny-synthetic-metric", "-o", str(tmp_path / "metric"), "--frames", "3", "-q"]) == 0
     info = json.loads((tmp_path / "metric" / "metric_depth.onnx.json").read_text())
     assert info["task"] == "metric_depth" and info["scale_anchor"]["stride"] == 2
+    assert "exp(0.5 x the median" in info["windows"]["rule"]  # each task says how its windows are joined
+    assert "least-squares scale and shift" in json.loads((exported / "depth.onnx.json").read_text())["windows"]["rule"]
+    assert "renormalise" in json.loads((exported / "normal.onnx.json").read_text())["windows"]["rule"]
     assert "not in the video model's graph" in info["scale_anchor"]["rule"]
 
 

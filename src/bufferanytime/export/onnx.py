@@ -217,8 +217,8 @@ def _description(model: VideoModel, task, size: tuple[int, int], files: dict) ->
                     "(bilinear; normals renormalised)",
         },
         "windows": {"window": window, "overlap": default_overlap(window),
-                    "rule": "run overlapping windows of the video model; align each new window to the previous "
-                            "outputs on the overlap and blend linearly (bufferanytime.inference.windows)"},
+                    "rule": f"run overlapping windows of the video model; {task.window_note} "
+                            "(bufferanytime.inference.windows)"},
         "files": files,
         **_scale_anchor(model),
         "torch": torch.__version__,

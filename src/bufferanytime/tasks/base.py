@@ -56,6 +56,7 @@ class Task:
     columns: tuple[Column, ...]  # the evaluation report's table
     definitions: tuple[str, ...]  # how the report's accuracy metrics are defined
     opw_note: str  # how the buffer is normalised before OPW, in words
+    window_note: str  # how sliding windows are joined (align_window, after_blend), in words
     units: str = ""  # what the values are, for the meta file ("" when unitless)
     alignments: tuple[str, ...] = ()  # the --align modes of evaluation (none: the task aligns nothing)
     default_align: str | None = None

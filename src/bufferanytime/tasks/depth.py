@@ -64,6 +64,8 @@ class DepthTask(Task):
         "scale and shift per video in disparity space, inverted and clipped to the depth range.",
     )
     opw_note = "disparity normalised once per video by its median and mean absolute deviation."
+    window_note = ("fit one least-squares scale and shift of each new window onto the previous outputs on the overlap, "
+                   "then blend the overlap linearly")
     units = "relative disparity (unknown scale and shift, larger = nearer)"
     alignments = ("affine", "scale")  # "none" has no meaning for a relative prediction
     default_align = "affine"

@@ -82,6 +82,8 @@ class MetricDepthTask(DepthTask):
         "the ratio of two models' medians shows whether they keep the same metric scale.",
     )
     opw_note = "log depth in metres, used as it is (a relative difference; a global scale cancels)."
+    window_note = (f"multiply each new window by exp({WINDOW_PULL:g} x the median over the overlap's pixels of "
+                   "log(previous output) - log(new)), then blend the overlap linearly")
 
     @property
     def kind(self) -> str:

@@ -33,6 +33,7 @@ class NormalTask(Task):
         "valid pixels of a sequence, then averaged over sequences.",
     )
     opw_note = "unit normals, not normalised."
+    window_note = "blend the overlap linearly, then renormalise each normal to unit length"
     prior_distance_scale = 1.0  # degrees of mean angular error
     units = "unit vectors in camera coordinates (x right, y up, z towards the camera)"
 
