@@ -228,9 +228,12 @@ def _description(model: VideoModel, task, size: tuple[int, int], files: dict) ->
 
 def _scale_anchor(model: VideoModel) -> dict:
     """The description of a metric model's scale anchor, which the graph leaves out ({} without one)."""
-    stride = getattr(model, "scale_anchor", None)
-    if stride is None:
+    from bufferanytime.inference.pipeline import scale_anchor_info
+
+    info = scale_anchor_info(model)
+    if not info:
         return {}
+    stride = info["scale_anchor"]["stride"]
     return {"scale_anchor": {
         "stride": stride,
         "rule": f"not in the video model's graph: multiply each window's output by exp(mean over every {stride}-th "

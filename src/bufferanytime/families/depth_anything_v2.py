@@ -35,6 +35,7 @@ from bufferanytime.constants import (
     IMAGENET_STD,
 )
 from bufferanytime.families.base import Family, fan_in_init
+from bufferanytime.losses import log_depth
 from bufferanytime.models.base import (
     TransformersVideoModel,
     as_temporal_config,
@@ -54,7 +55,6 @@ DA_V2_SHORT_SIDE = 518  # Depth Anything V2's input size (short side, a multiple
 # config.json key of a metric video model's scale anchor: {"stride": k}, the frozen prior's depth taken on every
 # k-th frame a window encodes (VideoDepthModel.set_scale_anchor)
 SCALE_ANCHOR_KEY = "scale_anchor"
-ANCHOR_LOG_EPS = 1e-6  # metres: depth is clamped to this before the anchor's logarithm
 
 
 class VideoDepthModel(TransformersVideoModel):
@@ -336,7 +336,7 @@ def _prior_decoder_state(prior_ref: str) -> dict[str, torch.Tensor]:
 
 def _log_medians(depth: torch.Tensor) -> torch.Tensor:
     """``(N,)`` float32: the median over each frame's pixels of the log of ``depth (N, h, w)`` (metres)."""
-    return torch.log(depth.float().clamp_min(ANCHOR_LOG_EPS)).flatten(1).median(dim=1).values
+    return log_depth(depth.float()).flatten(1).median(dim=1).values
 
 
 class DepthGraph(nn.Module):

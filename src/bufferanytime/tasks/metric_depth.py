@@ -94,8 +94,9 @@ class MetricDepthTask(DepthTask):
         window's scale becomes an exponential average of the windows' own scales, so seams step less and the scale
         cannot drift along a video (a full fit to the previous window would carry the first window's scale to the
         end, errors included)."""
-        overlap = len(previous)
-        ratio = torch.log(previous.float().clamp_min(LOG_EPS)) - torch.log(new[:overlap].float().clamp_min(LOG_EPS))
+        from bufferanytime.losses import log_depth as torch_log_depth
+
+        ratio = torch_log_depth(previous.float()) - torch_log_depth(new[: len(previous)].float())
         return new * torch.exp(WINDOW_PULL * ratio.median()).to(new.dtype)
 
     def regularization_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
