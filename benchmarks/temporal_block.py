@@ -20,9 +20,16 @@ sequences, the path causal blocks still take), alternated ``--repeats`` times in
 ``--threads`` torch threads. With one thread the times are the CPU time of the thread running the model, so other
 work on the machine does not count.
 
+``--attention``: the finest bidirectional block of the Small architecture at its default input size (64 channels
+at 148x264; timed on a quarter of its rows, reported per frame of the whole map), one thread, at windows of
+``--windows`` frames, in fp32 and under bf16 autocast, with the attention as it is (``current``: multiply-adds
+vectorised over pixels below ``LIBRARY_ATTENTION_FRAMES``, the library kernel on a few pixels at a time from
+there on) against the multiply-adds at every window (``multiply-adds``), alternated ``--repeats`` times.
+
 Usage:
 
-    python benchmarks/temporal_block.py [--repeats 5] [--stream | --share [--size 518x924] [--window 12]]
+    python benchmarks/temporal_block.py [--repeats 5] [--stream | --share [--size 518x924] [--window 12]
+        | --attention [--windows 12,32,64,110]]
 """
 
 from __future__ import annotations
@@ -195,6 +202,37 @@ def temporal_share(args) -> None:
           + ", ".join(f"{name} {100 * statistics.median(values):.1f} %" for name, values in shares.items()))
 
 
+def compare_attentions(repeats: int, windows: list[int]) -> None:
+    """Print the median time per frame of the finest Small block with the attention as it is and with the
+    multiply-adds at every window, their ratio and the largest difference of their outputs."""
+    torch.manual_seed(0)
+    block = TemporalBlock(64).eval()
+    torch.nn.init.normal_(block.proj_out.weight, std=0.02)
+    threshold, rows = temporal.LIBRARY_ATTENTION_FRAMES, 148 // 4
+    kinds = {"current": threshold, "multiply-adds": 1 << 30}
+    for frames in windows:
+        x = torch.randn(frames, 64, rows, 264).contiguous(memory_format=torch.channels_last)
+        for precision in ("fp32", "bf16"):
+            times: dict[str, list[float]] = {name: [] for name in kinds}
+            outputs = {}
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                for round_ in range(repeats + 1):  # round 0 is a warm-up
+                    for name in list(kinds)[:: 1 if round_ % 2 else -1]:
+                        temporal.LIBRARY_ATTENTION_FRAMES = kinds[name]
+                        start = time.thread_time()
+                        outputs[name] = block(x, frames)
+                        if round_:
+                            times[name].append((time.thread_time() - start) * 4 / frames)
+            temporal.LIBRARY_ATTENTION_FRAMES = threshold
+            medians = {name: statistics.median(values) for name, values in times.items()}
+            reference = outputs["multiply-adds"].float()
+            diff = float((outputs["current"].float() - reference).abs().max() / (reference.max() - reference.min()))
+            print(f"finest Small block (64 ch at 148x264), window {frames}, {precision}, 1 thread, median of "
+                  f"{repeats}: " + ", ".join(f"{name} {1000 * t:.0f} ms/frame" for name, t in medians.items())
+                  + f", current / multiply-adds {medians['current'] / medians['multiply-adds']:.2f}, max "
+                  f"difference {diff:.1e} of the range", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -204,7 +242,13 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=12, help="--share: frames of the window")
     parser.add_argument("--precision", default="bf16", help="--share: fp32 or bf16")
     parser.add_argument("--threads", type=int, default=0, help="--share: torch threads (0: torch's default)")
+    parser.add_argument("--attention", action="store_true", help="only the attention of long windows")
+    parser.add_argument("--windows", default="12,32,64,110", help="--attention: window lengths")
     args = parser.parse_args()
+    if args.attention:
+        torch.set_num_threads(1)
+        compare_attentions(args.repeats, [int(w) for w in args.windows.split(",")])
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.share:

@@ -18,10 +18,18 @@ def _one_thread():
         yield
 
 
+@pytest.mark.parametrize("long_window", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_channels_first_attention_is_the_library_attention(dtype):
+def test_channels_first_attention_is_the_library_attention(dtype, long_window, monkeypatch):
     """Queries, keys and values as the projection writes them channels first, (3 * heads * d, frames * pixels):
-    the values of F.scaled_dot_product_attention on the same numbers (float32 arithmetic either way)."""
+    the values of F.scaled_dot_product_attention on the same numbers (float32 arithmetic either way), whether a
+    short window's multiply-adds or a long window's library kernel on a few pixels at a time (here 2 per step, so
+    the last step holds 1) computes them."""
+    monkeypatch.setattr(temporal, "LIBRARY_ATTENTION_FRAMES", 6 if long_window else 1 << 30)
+    monkeypatch.setattr(temporal, "LIBRARY_ATTENTION_ROWS", 2 * 6)
+    calls = []
+    real = temporal._library_attention
+    monkeypatch.setattr(temporal, "_library_attention", lambda *args: calls.append(1) or real(*args))
     torch.manual_seed(0)
     heads, dim_head, frames, pixels = 4, 8, 6, 11
     qkv = (torch.randn(3 * heads * dim_head, frames * pixels) * 2).to(dtype)
@@ -31,12 +39,16 @@ def test_channels_first_attention_is_the_library_attention(dtype):
     expected = F.scaled_dot_product_attention(q, k, v).permute(1, 3, 2, 0).reshape(heads * dim_head, -1)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    assert len(calls) == int(long_window)
 
 
-def test_bidirectional_blocks_take_the_channels_first_path_with_the_autograd_values(monkeypatch):
-    """Uneven chunks, the values of the training path within float rounding (fp32) and bf16 rounding (autocast);
-    causal blocks keep their own path."""
+@pytest.mark.parametrize("long_window", [False, True])
+def test_bidirectional_blocks_take_the_channels_first_path_with_the_autograd_values(monkeypatch, long_window):
+    """Uneven chunks, the values of the training path within float rounding (fp32) and bf16 rounding (autocast),
+    with either attention of the channels-first path; causal blocks keep their own path."""
     monkeypatch.setattr(temporal, "CHUNK_ROWS", 5 * 9)  # 9 pixels per chunk: 42 pixels in 5 uneven chunks
+    monkeypatch.setattr(temporal, "LIBRARY_ATTENTION_FRAMES", 5 if long_window else 1 << 30)
+    monkeypatch.setattr(temporal, "LIBRARY_ATTENTION_ROWS", 4 * 5)  # 4 pixels per step: 9 in 3 uneven steps
     calls = []
     real = TemporalBlock._channels_first_sequences
     monkeypatch.setattr(TemporalBlock, "_channels_first_sequences",

@@ -36,6 +36,15 @@ CHUNK_ROWS = 4096
 # finest Small block's streamed frame took 6-10 % less time at 196x350 and 518x924 than with 4096 rows, one thread,
 # when this was set; 2048 rows were slower still).
 STREAM_CHUNK_ROWS = 8192
+# From this many frames on, the inference path's attention runs the library kernel (F.scaled_dot_product_attention)
+# on a copy of a few pixels' queries, keys and values at a time, about this many (pixel, frame) rows each. Below
+# it, multiply-adds vectorised over pixels are faster (:func:`channels_first_attention`); but their passes over a
+# frames x frames score tensor grow with the window's square while the library kernel keeps each pixel's scores in
+# cache: one finest-block layer of the Small architecture at 518x924 took 150 against 73 ms per frame at 110
+# frames, 50 against 38 at 64, and 25 against 29 at 32 (AMD EPYC, one thread; benchmarks/temporal_block.py
+# --attention, docs/benchmarks.md).
+LIBRARY_ATTENTION_FRAMES = 48
+LIBRARY_ATTENTION_ROWS = 1024
 
 
 @dataclass
@@ -279,6 +288,8 @@ def channels_first_attention(qkv: torch.Tensor, heads: int, frames: int, work: t
     where the operand views of each chunk size are made once instead of for every chunk and layer (a fifth of the
     attention's time at 4096 rows).
     """
+    if frames >= LIBRARY_ATTENTION_FRAMES:
+        return _library_attention(qkv, heads, frames, work, scaled)
     key = (qkv.shape, heads, frames, work.data_ptr())
     plan = None if plans is None else plans.get(key)
     if plan is None:
@@ -299,6 +310,25 @@ def channels_first_attention(qkv: torch.Tensor, heads: int, frames: int, work: t
         out.addcmul_(weight, value)
     out.div_(total.transpose(1, 2))
     return out.view(qkv32.shape[0] // 3, -1)
+
+
+def _library_attention(qkv: torch.Tensor, heads: int, frames: int, work: torch.Tensor, scaled: bool) -> torch.Tensor:
+    """:func:`channels_first_attention` for long windows: ``F.scaled_dot_product_attention`` in float32 on the
+    queries, keys and values of about ``LIBRARY_ATTENTION_ROWS // frames`` pixels at a time, copied pixel-major
+    into ``work``; the result is written back channels first into ``work`` too."""
+    dim, columns = qkv.shape[0] // 3, qkv.shape[1]
+    dim_head, seqs = dim // heads, columns // frames
+    step = max(1, LIBRARY_ATTENTION_ROWS // frames)
+    out = work[: dim * columns].view(heads, dim_head, frames, seqs)
+    staged = work[dim * columns : dim * columns + 3 * dim * frames * step]
+    source = qkv.view(3, heads, dim_head, frames, seqs).permute(0, 4, 1, 3, 2)  # (3, pixels, heads, frames, d)
+    scale = 1.0 if scaled else None
+    for start in range(0, seqs, step):
+        part = source[:, start : start + step]
+        q, k, v = staged[: part.numel()].view(part.shape).copy_(part)
+        attended = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (pixels, heads, frames, d)
+        out[..., start : start + step].copy_(attended.permute(1, 3, 2, 0))
+    return out.view(dim, columns)
 
 
 def _attention_plan(dim: int, columns: int, heads: int, frames: int, work: torch.Tensor) -> tuple:
