@@ -36,15 +36,16 @@ CHUNK_ROWS = 4096
 # finest Small block's streamed frame took 6-10 % less time at 196x350 and 518x924 than with 4096 rows, one thread,
 # when this was set; 2048 rows were slower still).
 STREAM_CHUNK_ROWS = 8192
-# From this many frames on, the inference path's attention runs the library kernel (F.scaled_dot_product_attention)
-# on a copy of a few pixels' queries, keys and values at a time, about this many (pixel, frame) rows each. Below
-# it, multiply-adds vectorised over pixels are faster (:func:`channels_first_attention`); but their passes over a
-# frames x frames score tensor grow with the window's square while the library kernel keeps each pixel's scores in
-# cache: one finest-block layer of the Small architecture at 518x924 took 150 against 73 ms per frame at 110
-# frames, 50 against 38 at 64, and 25 against 29 at 32 (AMD EPYC, one thread; benchmarks/temporal_block.py
-# --attention, docs/benchmarks.md).
-LIBRARY_ATTENTION_FRAMES = 48
-LIBRARY_ATTENTION_ROWS = 1024
+# From this many frames on, the inference path's attention runs as library matrix products and softmax
+# (:func:`_library_attention`) on a copy of a few pixels' queries, keys and values at a time, about this many
+# (pixel, frame) rows each. Below it, multiply-adds vectorised over pixels are faster
+# (:func:`channels_first_attention`); but their passes over a frames x frames score tensor grow with the window's
+# square, while the products keep a few pixels' scores in cache: the attention of one finest-block layer of the
+# Small architecture at 518x924 took 150 against 50 ms per frame at 110 frames, 50 against 31 at 64, 39 against
+# 29 at 40, 26 against 24 at 32 and 26 against 31 at 24 (AMD EPYC, one thread; the whole blocks:
+# benchmarks/temporal_block.py --attention, docs/benchmarks.md).
+LIBRARY_ATTENTION_FRAMES = 40
+LIBRARY_ATTENTION_ROWS = 512
 
 
 @dataclass
@@ -313,21 +314,32 @@ def channels_first_attention(qkv: torch.Tensor, heads: int, frames: int, work: t
 
 
 def _library_attention(qkv: torch.Tensor, heads: int, frames: int, work: torch.Tensor, scaled: bool) -> torch.Tensor:
-    """:func:`channels_first_attention` for long windows: ``F.scaled_dot_product_attention`` in float32 on the
-    queries, keys and values of about ``LIBRARY_ATTENTION_ROWS // frames`` pixels at a time, copied pixel-major
-    into ``work``; the result is written back channels first into ``work`` too."""
+    """:func:`channels_first_attention` for long windows: per pixel and head, the scores as a batched matrix product
+    (``frames x d`` by ``d x frames``), the library's softmax over their last dimension, and the output transposed,
+    values ``d x frames`` by the weights read transposed (a product whose wide side is the frames: 2.8x faster than
+    weights by values, whose output is d wide). About ``LIBRARY_ATTENTION_ROWS // frames`` pixels at a time, their
+    queries, keys and values copied pixel-major into ``work``; the result is written channels first into ``work``."""
     dim, columns = qkv.shape[0] // 3, qkv.shape[1]
     dim_head, seqs = dim // heads, columns // frames
-    step = max(1, LIBRARY_ATTENTION_ROWS // frames)
+    step = min(seqs, max(1, LIBRARY_ATTENTION_ROWS // frames))
     out = work[: dim * columns].view(heads, dim_head, frames, seqs)
-    staged = work[dim * columns : dim * columns + 3 * dim * frames * step]
-    source = qkv.view(3, heads, dim_head, frames, seqs).permute(0, 4, 1, 3, 2)  # (3, pixels, heads, frames, d)
-    scale = 1.0 if scaled else None
+    staged = work[dim * columns :]
+    query = staged[: dim * frames * step].view(step, heads, frames, dim_head)  # the output takes its place
+    keys_values = staged[dim * frames * step : 3 * dim * frames * step].view(2, step, heads, dim_head, frames)
+    scores = staged[3 * dim * frames * step : (3 * dim + heads * frames) * frames * step].view(-1, frames, frames)
+    source = qkv.view(3, heads, dim_head, frames, seqs)
     for start in range(0, seqs, step):
-        part = source[:, start : start + step]
-        q, k, v = staged[: part.numel()].view(part.shape).copy_(part)
-        attended = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (pixels, heads, frames, d)
-        out[..., start : start + step].copy_(attended.permute(1, 3, 2, 0))
+        n = min(step, seqs - start)
+        q, kv = query[:n], keys_values[:, :n]
+        q.copy_(source[0, ..., start : start + n].permute(3, 0, 2, 1))
+        kv.copy_(source[1:, ..., start : start + n].permute(0, 4, 1, 2, 3))
+        if not scaled:
+            q.mul_(dim_head**-0.5)
+        weights = torch.bmm(q.view(-1, frames, dim_head), kv[0].view(-1, dim_head, frames), out=scores[: n * heads])
+        weights = torch.softmax(weights, -1)
+        attended = query.view(-1)[: n * dim * frames].view(n, heads, dim_head, frames)
+        torch.bmm(kv[1].view(-1, dim_head, frames), weights.transpose(1, 2), out=attended.view(-1, dim_head, frames))
+        out[..., start : start + n].copy_(attended.permute(1, 2, 3, 0))
     return out.view(dim, columns)
 
 
