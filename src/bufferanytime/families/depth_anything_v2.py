@@ -126,7 +126,7 @@ class VideoDepthModel(TransformersVideoModel):
 
         Costs the prior's own neck and head on one frame in ``stride`` (the ViT features are shared) and a copy of
         their weights, read from the prior's checkpoint (``prior_ref``), whatever training did to this model's.
-        :meth:`from_pretrained` sets it from ``config.json``; ``None`` turns it off.
+        :meth:`from_pretrained` sets it from ``config.json`` (:meth:`configure`); ``None`` turns it off.
         """
         if stride is None:
             self.scale_anchor, self.prior_decoder = None, None
@@ -136,17 +136,25 @@ class VideoDepthModel(TransformersVideoModel):
         if int(stride) < 1:
             raise ValueError(f"the scale anchor's stride must be at least 1, got {stride}")
         if self.prior_decoder is None:
-            decoder = nn.ModuleDict({"neck": copy.deepcopy(self.neck), "head": copy.deepcopy(self.head)})
+            decoder = self._frozen_decoder()
             decoder.load_state_dict(_prior_decoder_state(self.prior_ref))
-            self.prior_decoder = decoder.requires_grad_(False).eval()
+            self.prior_decoder = decoder
         self.scale_anchor = int(stride)
 
     def configure(self, config: dict) -> None:
         """The scale anchor of a saved metric model (``"scale_anchor": {"stride": k}``); not per frame, where the
-        model is its prior."""
+        model is its prior. Called before the trained weights load, while the neck and head still hold the prior's:
+        the frozen copy is taken from them instead of reading them from the prior's checkpoint a second time."""
         anchor = config.get(SCALE_ANCHOR_KEY)
         if anchor and not self.per_frame:
+            if self.depth_type == METRIC:
+                self.prior_decoder = self._frozen_decoder()
             self.set_scale_anchor(int(anchor["stride"]))
+
+    def _frozen_decoder(self) -> nn.ModuleDict:
+        """A frozen copy of this model's neck and head, as they are now."""
+        decoder = nn.ModuleDict({"neck": copy.deepcopy(self.neck), "head": copy.deepcopy(self.head)})
+        return decoder.requires_grad_(False).eval()
 
     def config_dict(self) -> dict:
         config = super().config_dict()
