@@ -1,5 +1,6 @@
-"""The same frames make the same mp4 bytes, every time: x264's lookahead is synchronous, its thread count fixed, and
-on a CPU with AVX-512 its assembly stops at AVX2.
+"""The same frames make the same mp4 bytes, every time: x264's lookahead is synchronous, its thread count fixed (one
+frame thread, or a fixed number of slice threads for visualisations), and on a CPU with AVX-512 its assembly stops
+at AVX2.
 
 Before, the same 6 small frames encoded again and again in one process sometimes gave another file (how often
 followed the machine's load: from none to a third of the encodes), which made two runs of the same command write
@@ -14,11 +15,13 @@ import subprocess
 import sys
 
 import av
+import pytest
 
-from bufferanytime.io.video import REPEATABLE_X264, VIS_CODEC_OPTIONS, write_video
+from bufferanytime.io.video import REPEATABLE_X264, VIS_CODEC_OPTIONS, VIS_SLICES, write_video
 from tests.helpers import moving_pattern
 
 ENCODES = 40
+SLICED_ROWS = 128  # tall enough for x264 to cut each frame into VIS_SLICES slices (8 macroblock rows or more)
 # Encodes colour-mapped smooth random fields (what a depth visualisation looks like; with AVX-512, 3 of these 4 gave
 # another file by what the heap held) and prints their digests.
 ENCODE_FIELDS = """
@@ -30,7 +33,7 @@ for seed in range(4):
     fields = rng.random((6, 8, 10)).astype(np.float32)
     frames = []
     for t in range(6):
-        field = cv2.resize(fields[t] * 0.3 + fields[0] * 0.7, (64, 48), interpolation=cv2.INTER_CUBIC)
+        field = cv2.resize(fields[t] * 0.3 + fields[0] * 0.7, (96, int(sys.argv[2])), interpolation=cv2.INTER_CUBIC)
         grey = np.clip(field * 255, 0, 255).astype(np.uint8)
         frames.append(cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB))
     path = sys.argv[1] + f"/{seed}.mp4"
@@ -39,8 +42,9 @@ for seed in range(4):
 """
 
 
-def test_the_same_frames_always_make_the_same_mp4(tmp_path):
-    frames = list(moving_pattern(frames=6, seed=3))
+@pytest.mark.parametrize("rows", [48, SLICED_ROWS])
+def test_the_same_frames_always_make_the_same_mp4(tmp_path, rows):
+    frames = list(moving_pattern(frames=6, height=rows, width=96, seed=3))
     digests = set()
     for i in range(ENCODES):
         path = tmp_path / f"v{i % 2}.mp4"
@@ -49,19 +53,26 @@ def test_the_same_frames_always_make_the_same_mp4(tmp_path):
     assert len(digests) == 1
 
 
-def test_the_encoder_runs_with_the_repeatable_settings(tmp_path):
-    """x264 writes its settings into the stream: the fixed thread count is in force whatever the machine's CPUs (the
-    synchronous lookahead is not among what it writes)."""
-    path = tmp_path / "v.mp4"
-    write_video(path, list(moving_pattern(frames=6, seed=1)), fps=10, codec_options=VIS_CODEC_OPTIONS)
+def _x264_settings(path) -> str:
+    """The settings x264 wrote into the stream's first packet."""
     with av.open(str(path)) as container:
-        first = next(container.demux(container.streams.video[0]))
-        text = bytes(first).decode("latin-1")
-    assert f"threads={REPEATABLE_X264['threads']} " in text
+        return bytes(next(container.demux(container.streams.video[0]))).decode("latin-1")
+
+
+def test_the_encoder_runs_with_the_repeatable_settings(tmp_path):
+    """x264 writes its settings into the stream: the fixed thread counts are in force whatever the machine's CPUs
+    (the synchronous lookahead is not among what it writes)."""
+    frames = list(moving_pattern(frames=6, height=SLICED_ROWS, width=96, seed=1))
+    write_video(tmp_path / "plain.mp4", frames, fps=10)
+    assert f" threads={REPEATABLE_X264['threads']} " in _x264_settings(tmp_path / "plain.mp4")
+    write_video(tmp_path / "vis.mp4", frames, fps=10, codec_options=VIS_CODEC_OPTIONS)
+    text = _x264_settings(tmp_path / "vis.mp4")
+    assert f" threads={VIS_SLICES} " in text and " sliced_threads=1 " in text
     assert "sync-lookahead=0" in REPEATABLE_X264["x264-params"]
 
 
-def test_what_the_heap_held_before_does_not_change_the_bytes(tmp_path):
+@pytest.mark.parametrize("rows", [48, SLICED_ROWS])
+def test_what_the_heap_held_before_does_not_change_the_bytes(tmp_path, rows):
     """Fresh processes whose new heap memory is filled with different bytes (glibc's MALLOC_PERTURB_; ignored
     elsewhere) write the same files."""
     digests = set()
@@ -69,8 +80,8 @@ def test_what_the_heap_held_before_does_not_change_the_bytes(tmp_path):
         folder = tmp_path / fill
         folder.mkdir()
         env = {**os.environ, "MALLOC_PERTURB_": fill}
-        done = subprocess.run([sys.executable, "-c", ENCODE_FIELDS, str(folder)], capture_output=True, text=True,
-                              env=env, timeout=300)
+        done = subprocess.run([sys.executable, "-c", ENCODE_FIELDS, str(folder), str(rows)], capture_output=True,
+                              text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         digests.add(done.stdout)
     assert len(digests) == 1

@@ -1,5 +1,5 @@
 """Input and output threads: order kept, queues bounded, errors and interrupts brought back to the caller, and
-the depth command decoding and writing off the main thread."""
+the depth command decoding (its first window while the model loads) and writing off the main thread."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from bufferanytime.io.threads import BackgroundWriter, Prefetch
+from bufferanytime.io.threads import BackgroundWriter, HeadStart, Prefetch
 
 
 def test_prefetch_keeps_order_and_stays_at_most_size_ahead():
@@ -55,6 +55,68 @@ def test_closing_a_prefetch_early_stops_its_thread_and_closes_the_source():
     it.close()
     assert closed.is_set()
     assert "reader-under-test" not in {t.name for t in threading.enumerate()}
+
+
+def test_a_head_start_takes_at_most_its_limit_on_its_thread_then_hands_everything_over():
+    produced = []
+
+    def items():
+        for i in range(10):
+            produced.append(threading.current_thread().name)
+            yield i
+
+    head = HeadStart(items(), limit=4, name="head-under-test")
+    head._thread.join(timeout=60)
+    assert produced == ["head-under-test"] * 4 and head.taken == 4
+    assert list(head) == list(range(10))
+    assert produced[4:] == [threading.current_thread().name] * 6  # the rest in the consumer's thread
+
+
+def test_a_head_start_stops_taking_when_the_first_item_is_asked_for():
+    release = threading.Event()
+
+    def items():
+        yield 0
+        release.wait(timeout=60)  # the consumer asks while the thread is inside this item
+        yield from range(1, 100)
+
+    head = HeadStart(items(), limit=100)
+    while head.taken < 1:
+        time.sleep(0.01)
+    iterator = iter(head)
+    threading.Timer(0.2, release.set).start()
+    assert next(iterator) == 0
+    assert head.taken <= 1  # the thread finished the item it was taking and stopped
+    assert list(iterator) == list(range(1, 100))
+
+
+def test_a_head_start_raises_the_producer_error_after_the_items_before_it():
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("truncated")
+
+    head = HeadStart(items(), limit=10)
+    got = []
+    with pytest.raises(ValueError, match="truncated"):
+        for item in head:
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_closing_an_unused_head_start_closes_the_source():
+    closed = threading.Event()
+
+    def items():
+        try:
+            yield from range(1000)
+        finally:
+            closed.set()
+
+    head = HeadStart(items(), limit=5, name="head-under-test")
+    head.close()
+    assert closed.is_set() and head.taken == 0
+    assert "head-under-test" not in {t.name for t in threading.enumerate()}
 
 
 def test_writer_writes_everything_in_order_and_bounds_its_queue():
@@ -133,6 +195,54 @@ def test_depth_decodes_and_writes_off_the_main_thread(tmp_path, monkeypatch, sma
     assert threads["write"] and main_thread not in threads["write"]
     disparity = np.load(tmp_path / "out" / "clip" / "depth.npz")["disparity"]
     assert len(list((tmp_path / "out" / "clip" / "depth_exr").glob("*.exr"))) == len(disparity)
+
+
+def test_depth_decodes_the_first_window_while_the_model_loads(tmp_path, monkeypatch, small_video):
+    """What the 'decode-ahead' thread decoded before the model was loaded is the first window (the --window given),
+    and the outputs are those of a run that decodes everything in the model's pipeline."""
+    import bufferanytime.inference.pipeline as pipeline
+    import bufferanytime.io.video as video
+    from bufferanytime.cli.main import main
+
+    decoded_by: list[str] = []
+    decode, load = video._decode_video, pipeline.load_predictor
+
+    def traced_decode(*args, **kwargs):
+        for frame in decode(*args, **kwargs):
+            decoded_by.append(threading.current_thread().name)
+            yield frame
+
+    def slow_load(*args, **kwargs):
+        deadline = time.monotonic() + 60
+        while len(decoded_by) < 3 and time.monotonic() < deadline:  # what loading a large model gives time for
+            time.sleep(0.01)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(video, "_decode_video", traced_decode)
+    monkeypatch.setattr(pipeline, "load_predictor", slow_load)
+    assert main(["depth", str(small_video), "-o", str(tmp_path / "ahead"), "--window", "3", "-q"]) == 0
+    assert decoded_by[:3] == ["decode-ahead"] * 3 and "decode-ahead" not in decoded_by[3:]
+    monkeypatch.setattr(video.VideoSource, "decode_ahead", lambda self, *args, **kwargs: None)
+    assert main(["depth", str(small_video), "-o", str(tmp_path / "plain"), "--window", "3", "-q"]) == 0
+    first, second = (np.load(tmp_path / d / "clip" / "depth.npz")["disparity"] for d in ("ahead", "plain"))
+    assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("fails", ["interrupt", "bad model"])
+def test_a_model_that_fails_to_load_leaves_no_decoding_thread(tmp_path, monkeypatch, small_video, fails):
+    import bufferanytime.inference.pipeline as pipeline
+    from bufferanytime.cli.main import main
+
+    def failing_load(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if fails == "interrupt":
+        monkeypatch.setattr(pipeline, "load_predictor", failing_load)
+    model = ["--model", str(tmp_path / "missing")] if fails == "bad model" else []
+    code = main(["depth", str(small_video), *model, "-o", str(tmp_path / "out"), "-q"])
+    assert code == (130 if fails == "interrupt" else 2)
+    assert "decode-ahead" not in {t.name for t in threading.enumerate()}
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_interrupt_mid_run_leaves_no_staging_and_no_threads(tmp_path, monkeypatch, small_video):

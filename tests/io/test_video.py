@@ -32,6 +32,44 @@ def test_stride_and_max_frames(tmp_path):
     assert open_video(tmp_path / "a.mp4", stride=2, max_frames=3).expected_frames == 3
 
 
+@pytest.mark.parametrize(("stride", "max_frames", "ahead"), [(1, None, 4), (2, 3, 8), (1, 5, 1)])
+def test_frames_decoded_ahead_are_the_same_frames(tmp_path, stride, max_frames, ahead):
+    """Decoding ahead takes at most its limit of frames, then the iteration hands them over and goes on: the same
+    frames in the same order, once; a second iteration decodes from the start as usual."""
+    write_video(tmp_path / "a.mp4", moving_pattern(frames=9), fps=10)
+    plain = list(open_video(tmp_path / "a.mp4", stride=stride, max_frames=max_frames))
+    source = open_video(tmp_path / "a.mp4", stride=stride, max_frames=max_frames)
+    source.decode_ahead(max_frames=ahead)
+    source._ahead._thread.join(timeout=60)
+    assert source._ahead.taken == min(ahead, len(plain))
+    for got in (list(source), list(source)):
+        assert len(got) == len(plain) and all(np.array_equal(a, b) for a, b in zip(got, plain, strict=True))
+
+
+def test_decoding_ahead_stops_at_its_byte_limit_and_close_drops_it(tmp_path):
+    write_video(tmp_path / "a.mp4", moving_pattern(frames=9, height=48, width=64), fps=10)
+    source = open_video(tmp_path / "a.mp4")
+    source.decode_ahead(max_bytes=3 * 48 * 64 * 3 + 5)  # room for 3 frames
+    source._ahead._thread.join(timeout=60)
+    ahead = source._ahead
+    assert ahead.taken == 3
+    source.close()
+    assert ahead.taken == 0 and source._ahead is None
+    assert len(list(source)) == 9
+
+
+def test_a_truncated_video_read_ahead_is_still_refused_after_its_frames(tmp_path):
+    write_video(tmp_path / "a.mp4", moving_pattern(frames=9), fps=10)
+    source = open_video(tmp_path / "a.mp4")
+    source.num_frames = 20  # as if the header announced more frames than the file holds
+    source.decode_ahead(max_frames=30)
+    frames = []
+    with pytest.raises(InputError, match="truncated"):
+        for frame in source:
+            frames.append(frame)
+    assert len(frames) == 9
+
+
 def test_image_folder_is_naturally_sorted(tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()

@@ -21,7 +21,7 @@ from bufferanytime.cli.online import add_online_options, run_online
 from bufferanytime.cli.points import check_point_clouds
 from bufferanytime.errors import InputError
 from bufferanytime.geometry.camera_formats import check_camera_formats
-from bufferanytime.inference.options import GROUPS, InferenceSettings
+from bufferanytime.inference.options import GROUPS, PER_FRAME_BATCH, InferenceSettings
 
 # torch and the model libraries are imported only once the inputs are checked (see run), the video and image
 # libraries only by run: `--help` and a bad option need none of them.
@@ -130,11 +130,18 @@ def _settings(args: argparse.Namespace) -> InferenceSettings:
     return settings
 
 
-def _load(args: argparse.Namespace, settings: InferenceSettings) -> tuple[Predictor, dict]:
-    """The model on its device, checked against the settings; and what to record about it."""
-    from bufferanytime.inference.pipeline import load_predictor
+def _load(args: argparse.Namespace, settings: InferenceSettings, first: VideoSource) -> tuple[Predictor, dict]:
+    """The model on its device, checked against the settings; and what to record about it.
 
-    return load_predictor(args.kind, args.model, settings, per_frame=args.per_frame)
+    The first input's first frames are decoded meanwhile, up to its first window when the options give it."""
+    first.decode_ahead(settings.window or (PER_FRAME_BATCH if args.per_frame else None))
+    try:
+        from bufferanytime.inference.pipeline import load_predictor
+
+        return load_predictor(args.kind, args.model, settings, per_frame=args.per_frame)
+    except BaseException:
+        first.close()
+        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,14 +166,14 @@ def run(args: argparse.Namespace) -> int:
     failures += failed
     if not sources:
         return 2 if failures else 0
-    from bufferanytime.inference.pipeline import run_video
-
     adapted = None
     if args.adapt is not None:  # adapt on the inputs first (cli.adapt_first), then predict with that model
         from bufferanytime.cli.adapt_first import adapt_first
 
         args.model, adapted = adapt_first(args, [s.path for s in sources], out_root, settings.device)
-    predictor, model_info = _load(args, settings)
+    predictor, model_info = _load(args, settings, sources[0])
+    from bufferanytime.inference.pipeline import run_video
+
     if adapted is not None:
         model_info["adapt"] = adapted
     used: set[str] = {ADAPTED_DIR} if adapted is not None else set()
@@ -186,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             print(f"error: {path}: cannot write the {args.kind} outputs to {out_root} "
                   f"({exc.strerror or exc}); nothing was written for this input", file=sys.stderr)
+        finally:
+            source.close()  # frames decoded ahead for an input that failed before reading them
     if failures == 0:
         return 0
     return 2 if failures >= total else 1

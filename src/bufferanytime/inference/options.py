@@ -43,6 +43,7 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # what --device accepts (cud
 # the seam error at the interior's (1.03x), 2 does not (1.33x) (benchmarks/long_video.py (c)).
 DEFAULT_OVERLAP_DIVISOR = 8
 MIN_OVERLAP = 2
+PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
 SIZE_HELP = ("Default: the model's own input size (Depth Anything V2 priors: short side 518, enlarging small "
              "frames, long side at most 2072; Marigold priors: long side 768; embedded models: the size they were "
              "trained at). Outputs are always at the input resolution.")

@@ -45,6 +45,7 @@ from bufferanytime.inference.options import (  # noqa: F401 - re-exported: the o
     DEFAULT_SAVE,
     MIN_INFERENCE_SIDE,
     MIN_OVERLAP,
+    PER_FRAME_BATCH,
     PRECISION_DTYPES,
     SAVE_FORMATS,
     InferenceSettings,
@@ -61,7 +62,6 @@ from bufferanytime.io.video import MIN_VIDEO_FRAMES, VIS_CODEC_OPTIONS, VideoSou
 from bufferanytime.models.base import VideoModel, window_like
 from bufferanytime.tasks import OutputNames, Task
 
-PER_FRAME_BATCH = 8  # frames per forward pass of the per-frame baseline (no temporal context, no overlap)
 # Frames decoded and resized ahead of the model, and predictions waiting for the writer thread: enough to hide
 # the I/O behind the model, few enough to bound memory (8 frames at 1080p: 200 MB of float32 depth at most).
 PREFETCH_FRAMES = 8

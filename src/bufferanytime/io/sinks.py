@@ -39,7 +39,8 @@ from bufferanytime.io.video import VIS_CODEC_OPTIONS, VideoWriter
 # The progressive mp4: fragments that play on their own, cut at every key frame (one per second of video), each
 # flushed to the file when written (without flush_packets a killed run's copy held no playable fragment).
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
-LOW_LATENCY_X264 = {"tune": "zerolatency"}  # no frames held back (x264 runs on one thread: REPEATABLE_X264)
+# No frames held back, on one thread: the progressive file is encoded while the model runs on the other cores.
+LOW_LATENCY_X264 = {"tune": "zerolatency", "threads": "1"}
 JPEG_QUALITY = 90
 ONLINE_SUFFIX = "_online"  # after the task's name in every output name: offline outputs never carry it
 

@@ -3,6 +3,8 @@
 - :class:`Prefetch` runs an iterator (frame decoding and resizing) on a thread, at most ``size`` items ahead.
 - :class:`BackgroundWriter` calls a function (writing a frame's outputs) on a thread for every item put, with at
   most ``size`` items waiting: a slow disk slows the producer down instead of filling the memory.
+- :class:`HeadStart` takes the first items of an iterator (a video's first frames) on a thread while the caller
+  does something else first (loading the model), and hands them over when iterated.
 
 Decoding (PyAV), resizing and encoding (OpenCV, OpenEXR) and the model (torch) release the GIL while they work,
 so the threads overlap. An error on a thread is raised again in the caller, with its own traceback, at the next
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -148,3 +151,66 @@ class BackgroundWriter(Generic[T]):
             self.close()
         else:
             self.abort()
+
+
+class HeadStart(Generic[T]):
+    """The first items of ``items``, at most ``limit``, taken on a daemon thread from now until the first item is
+    asked for: work done while the caller does something else first, such as loading the model that will consume
+    them (a video's first window is decoded while torch and the model load).
+
+    Iterate once: the thread is stopped (after the item it is taking), the items it took come first, then
+    ``items`` goes on in the caller's thread. An error raised on the thread comes after the items taken before it.
+    ``close()`` (or ``with``) stops the thread and closes ``items``, for a caller that will not iterate."""
+
+    def __init__(self, items: Iterator[T], limit: int, name: str = "head-start"):
+        self._items = items
+        self._limit = limit
+        self._taken: deque[T] = deque()
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while len(self._taken) < self._limit and not self._stop.is_set():
+                self._taken.append(next(self._items))
+        except StopIteration:
+            return
+        except BaseException as exc:  # raised again in the consumer, after the items taken before it
+            self._error = exc
+
+    @property
+    def taken(self) -> int:
+        """Items taken and not yet handed over."""
+        return len(self._taken)
+
+    def _halt(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __iter__(self) -> Iterator[T]:
+        self._halt()
+        try:
+            while self._taken:
+                yield self._taken.popleft()  # handed over one by one: the consumer holds what it keeps
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            yield from self._items
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the thread, drop the items taken and close ``items``."""
+        self._halt()
+        self._taken.clear()
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> HeadStart[T]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
