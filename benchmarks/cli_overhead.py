@@ -43,7 +43,7 @@ from bufferanytime.testing import make_sized_depth_prior
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "videos" / "davis_rollercoaster.mp4"
-CLI = "import sys\nfrom bufferanytime.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+CLI = "import sys\nfrom bufferanytime.cli.main import entry\nsys.exit(entry(sys.argv[1:]))\n"  # the program
 MODEL_ONLY = """
 import json, sys
 from bufferanytime.cli.main import quiet_library_progress_bars

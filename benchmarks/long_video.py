@@ -44,7 +44,7 @@ from bufferanytime.testing import make_sized_depth_prior, make_tiny_prior
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peak_memory import run_python  # noqa: E402
 
-CLI = "import sys\nfrom bufferanytime.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+CLI = "import sys\nfrom bufferanytime.cli.main import entry\nsys.exit(entry(sys.argv[1:]))\n"  # the program
 
 
 def make_long_video(path: Path, frames: int, height: int, width: int, seed: int = 0) -> None:

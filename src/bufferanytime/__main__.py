@@ -1,3 +1,3 @@
-from bufferanytime.cli.main import main
+from bufferanytime.cli.main import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

@@ -169,3 +169,28 @@ def test_sigterm_cleans_up_every_command_like_ctrl_c(tmp_path):
     assert process.returncode == 130
     assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no hidden temporaries left
+
+
+def test_the_program_exits_with_the_command_s_code_and_its_outputs_whole(tmp_path, small_video):
+    """The installed program and ``python -m bufferanytime`` go through ``entry``, which skips the collector's
+    passes at exit: a run still leaves every output complete and readable, and a bad input is still one line and
+    exit 2."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["bufferanytime"] == "bufferanytime.cli.main:entry"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    program = [sys.executable, "-m", "bufferanytime", "depth"]
+    done = subprocess.run([*program, str(small_video), "-o", str(tmp_path / "out"), "-q"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out" / "clip"
+    assert np.load(folder / "depth.npz")["disparity"].shape[0] == 6
+    from bufferanytime.io.video import open_video
+
+    assert len(list(open_video(folder / "depth_vis.mp4"))) == 6
+    assert '"model_s"' in (folder / "depth.meta.json").read_text()
+    bad = subprocess.run([*program, str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "bad")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
