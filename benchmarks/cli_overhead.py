@@ -22,9 +22,9 @@ between two runs of the same model-only code) then cancels out of their ratio.
 With ``--per-frame-cli`` each round also runs ``bufferanytime depth --per-frame`` (the prior alone, same frames
 and formats) and prints the video model's CLI against it: the video model against the per-frame prior, end to
 end. Default model: random weights in the Depth Anything V2 Small architecture at its default input
-size (518 short side), on a real clip.
+size (518 short side), on a real clip; ``--model NAME`` runs a registered or saved model instead.
 
-    python benchmarks/cli_overhead.py [--video V] [--frames 44] [--rounds 3] [--arch small] [--short-side N]
+    python benchmarks/cli_overhead.py [--video V] [--frames 44] [--rounds 3] [--arch small | --model M] [--short-side N]
                                       [--per-frame-cli | --in-process]
 """
 
@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=44)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--arch", default="small", help="Depth Anything V2 architecture (random weights)")
+    parser.add_argument("--model", default=None,
+                        help="a model to load by name or path instead (e.g. tiny-synthetic, the default one)")
     parser.add_argument("--short-side", type=int, default=0, help="inference short side (0: the model's, 518)")
     parser.add_argument("--per-frame-cli", action="store_true",
                         help="also run the CLI with --per-frame each round, and compare the video model's CLI with it")
@@ -124,7 +126,7 @@ def main() -> None:
                         help="alternate model-only and run_video in this one process (no start-up measured)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        prior = make_sized_depth_prior(Path(tmp) / f"da-v2-{args.arch}", args.arch)
+        prior = args.model or make_sized_depth_prior(Path(tmp) / f"da-v2-{args.arch}", args.arch)
         if args.in_process:
             return in_process(args.video, prior, args.frames, args.short_side, args.rounds, Path(tmp))
         cli, model, per_frame = [], [], []
