@@ -19,7 +19,7 @@ without flattening true motion in depth), the adapt run's wall-clock time agains
 of the adapt process against that of ``bufferanytime depth`` on one of its clips.
 
     python benchmarks/adapt_domain_shift.py [--work DIR] [--budget 5m] [--lrs 1e-3,3e-4] [--frames 32] [--size 192x256]
-        [--camera dolly|rotate|wander] [--test-seed N] [--original-seed N]
+        [--camera dolly|rotate|wander] [--test-seed N] [--original-seed N] [--w-reg W]
 """
 
 from __future__ import annotations
@@ -67,11 +67,12 @@ def measured(command: list[str]) -> tuple[float, int]:
     return time.perf_counter() - began, rss
 
 
-def adapt(clips: list[Path], out: Path, budget: str, lr: float | None) -> dict:
-    """Run ``bufferanytime adapt depth`` on the clips' videos (``--lr lr`` unless None: the command's default); its
-    record, wall time and peak memory."""
+def adapt(clips: list[Path], out: Path, budget: str, lr: float | None, w_reg: float | None = None) -> dict:
+    """Run ``bufferanytime adapt depth`` on the clips' videos (``--lr lr``, ``--w-reg w_reg`` unless None: the
+    command's defaults); its record, wall time and peak memory."""
     command = [sys.executable, "-m", "bufferanytime", "adapt", "depth", *[str(c / "rgb.mp4") for c in clips], "-o",
                str(out), "--budget", budget, "-q"] + ([] if lr is None else ["--lr", str(lr)])
+    command += [] if w_reg is None else ["--w-reg", str(w_reg)]
     seconds, rss = measured(command)
     record = json.loads((out / "adapt.json").read_text())
     return {"record": record, "seconds": seconds, "rss_kb": rss}
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--budget", default="5m")
     parser.add_argument("--lrs", default=None,
                         help="learning rates tried, chosen on the validation clips (default: the command's own)")
+    parser.add_argument("--w-reg", type=float, default=None, help="adapt's --w-reg (default: the command's own)")
     parser.add_argument("--textures", type=Path, default=None)
     parser.add_argument("--adapt-clips", type=int, default=3)
     parser.add_argument("--val-clips", type=int, default=6)
@@ -163,7 +165,7 @@ def main() -> None:
     runs, lrs = {}, [float(v) for v in args.lrs.split(",")] if args.lrs else [None]
     val_flows = clip_flows(val_clips) if len(lrs) > 1 else None
     for lr in lrs:
-        runs[lr] = adapt(adapt_clips, work / model_name(lr), args.budget, lr)
+        runs[lr] = adapt(adapt_clips, work / model_name(lr), args.budget, lr, args.w_reg)
         runs[lr]["val"] = scores(str(work / model_name(lr)), val_clips, val_flows) if len(lrs) > 1 else None
         print(f"lr {runs[lr]['record']['settings']['lr']:g}: {runs[lr]['record']['result']} in "
               f"{runs[lr]['seconds']:.0f} s, validation {runs[lr]['val']}", flush=True)

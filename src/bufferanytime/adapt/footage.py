@@ -25,6 +25,7 @@ import numpy as np
 
 from bufferanytime.errors import InputError
 from bufferanytime.inference.options import scaled_size
+from bufferanytime.io.arrays import frames_to_tensor
 from bufferanytime.io.hashing import content_signature
 from bufferanytime.io.images import read_rgb
 from bufferanytime.io.video import IMAGE_EXTENSIONS, expand_inputs, natural_key, open_video
@@ -38,6 +39,14 @@ TRAIN_RUN_FRAMES = 32  # a long training part is kept as evenly spaced runs of t
 # Footage whose consecutive frames differ by less than this on average (fraction of the 0-255 range) is static:
 # every prediction is then already constant in time, and there is nothing for the stabilization loss to teach.
 STATIC_CHANGE = 0.5 / 255
+# Footage whose image expands or shrinks by at least this fraction per frame (the median over frame pairs of the
+# divergence of an affine fit to the flow, halved) moves along the camera's axis, as a car's camera does: its depth
+# changes along the flow, which the stabilization loss takes for flicker. On the validation clips of
+# benchmarks/adapt_domain_shift.py (6 each) a camera moving straight ahead gave 0.017-0.050, one turning on the
+# spot 0.0006-0.0070, a wandering one 0.003-0.016.
+FORWARD_MOTION = 0.01
+MOTION_PAIRS = 24  # frame pairs measured, evenly spread over the training part
+MOTION_SIDE = 256  # longest side the pairs are measured at (the expansion does not depend on the size)
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,34 @@ def mean_change(segments: list[Segment]) -> float:
             total += float(np.abs(f[k + 1].astype(np.int16) - f[k].astype(np.int16)).mean()) / 255.0
             pairs += 1
     return total / pairs if pairs else 0.0
+
+
+def forward_motion(segments: list[Segment]) -> float:
+    """How fast the camera moves along its axis: the median over up to ``MOTION_PAIRS`` consecutive frame pairs
+    of ``|du/dx + dv/dy| / 2`` of the best affine fit to their DIS flow (the image's expansion per frame, a
+    fraction; 0 for a camera that turns or slides sideways in front of a far scene)."""
+    from bufferanytime.flow.dis import DISFlow
+
+    pairs = [(segment.frames, k) for segment in segments for k in range(len(segment.frames) - 1)]
+    if not pairs:
+        return 0.0
+    chosen = [pairs[i] for i in np.linspace(0, len(pairs) - 1, min(MOTION_PAIRS, len(pairs))).round().astype(int)]
+    height, width = chosen[0][0].shape[1:3]
+    scale = min(1.0, MOTION_SIDE / max(height, width))
+    size = (max(8, round(width * scale)), max(8, round(height * scale)))
+    src, dst = (frames_to_tensor([cv2.resize(f[k + i], size, interpolation=cv2.INTER_AREA) for f, k in chosen])
+                for i in (0, 1))
+    flows = DISFlow()(src, dst).numpy()
+    return float(np.median([abs(_expansion(flow)) for flow in flows]))
+
+
+def _expansion(flow: np.ndarray) -> float:
+    """Half the divergence of the least-squares affine fit ``flow ~ A x + b`` to a flow ``(2, H, W)``."""
+    height, width = flow.shape[1:]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    design = np.stack([np.ones(height * width), (xs - (width - 1) / 2).ravel(), (ys - (height - 1) / 2).ravel()], 1)
+    fit, *_ = np.linalg.lstsq(design, flow.reshape(2, -1).T.astype(np.float64), rcond=None)
+    return float(fit[1, 0] + fit[2, 1]) / 2
 
 
 @dataclass(frozen=True)

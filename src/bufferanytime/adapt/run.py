@@ -32,11 +32,13 @@ from tqdm import tqdm
 from bufferanytime.adapt.budget import Budget, parse_budget
 from bufferanytime.adapt.engines import RayFootage
 from bufferanytime.adapt.footage import (
+    FORWARD_MOTION,
     HOLD_OUT_FRACTION,
     STATIC_CHANGE,
     Clip,
     Footage,
     cut_clips,
+    forward_motion,
     load_footage,
     mean_change,
 )
@@ -162,7 +164,8 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
     """The whole adaptation (see the module docstring); writes ``out`` when given. InputError for bad input.
 
     ``budget``: default ``DEFAULT_BUDGET``; ``lr``, ``w_reg``: default the objective's for an adaptation
-    (:func:`default_lr`, :func:`default_w_reg`); ``seed``: default 0. A time budget counts from ``started`` (a
+    (:func:`default_lr`; :func:`default_w_reg`, by how fast the footage's camera moves along its axis); ``seed``:
+    default 0. A time budget counts from ``started`` (a
     ``time.perf_counter()``; default: now), e.g. the command's start. ``progress(step, steps)`` is called after
     every training step (``steps``: the planned total, which follows the time left under a time budget), e.g. for
     a progress bar of its own. An ``out`` holding an interrupted run
@@ -184,7 +187,7 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
     run = _Run(parse_budget(budget if budget is not None else DEFAULT_BUDGET), _say(quiet), quiet, started)
     run.progress, run.engine = progress, engine
     options = {**given, "lr": given["lr"] if given["lr"] is not None else default_lr(base),
-               "w_reg": given["w_reg"] if given["w_reg"] is not None else default_w_reg(base),
+               "w_reg": given["w_reg"],  # None: chosen with the footage's camera motion (default_w_reg)
                "seed": 0 if given["seed"] is None else given["seed"], "device": resolve_device(device),
                "copy_prior": copy_prior}
     threads = torch.get_num_threads()  # the run may step faster on fewer (Session.measure); the caller's after it
@@ -202,10 +205,14 @@ def default_lr(model: VideoModel) -> float:
     return objective.adapt_lr if objective.adapt_lr is not None else objective.defaults["lr"]
 
 
-def default_w_reg(model: VideoModel) -> float:
+def default_w_reg(model: VideoModel, motion: float | None = None) -> float:
     """The regularization weight of an adaptation of ``model`` when none is given: its objective's
-    ``adapt_w_reg``, else the paper's ``W_REG``."""
+    ``adapt_w_reg_steady`` for footage whose camera hardly moves along its axis (``motion``, from
+    :func:`~bufferanytime.adapt.footage.forward_motion`, under ``FORWARD_MOTION``), else its ``adapt_w_reg``, else
+    the paper's ``W_REG``."""
     objective = objective_class(model)
+    if motion is not None and motion < FORWARD_MOTION and objective.adapt_w_reg_steady is not None:
+        return objective.adapt_w_reg_steady
     return objective.adapt_w_reg if objective.adapt_w_reg is not None else W_REG
 
 
@@ -260,6 +267,8 @@ class _Run:
             _warn(f"the footage is static (consecutive frames differ by {change * 255:.2g}/255 on average, under "
                   f"{STATIC_CHANGE * 255:.2g}): flow has nothing to teach; the starting model is kept")
             return self._finish(base, False, record, out, options, "static footage")
+        if options["w_reg"] is None:
+            options["w_reg"] = self._regularization(base, footage, record)
         config = TrainConfig(kind=kind, w_reg=options["w_reg"], flow=options["flow"])
         flow_model = get_flow_model(options["flow"])
         session = Session(base, footage, config, flow_model, options["device"], options["seed"])
@@ -355,6 +364,17 @@ class _Run:
         return before
 
     # -- steps -------------------------------------------------------------------------------------------------
+    def _regularization(self, base: VideoModel, footage: Footage, record: dict) -> float:
+        """The regularization weight for this footage (printed): lower where the camera hardly moves along its
+        axis, so that depth is steady along the flow and the stabilization loss can be trusted further."""
+        motion = forward_motion(footage.train)
+        record["footage_forward_motion"] = motion
+        w_reg = default_w_reg(base, motion)
+        how = "little" if motion < FORWARD_MOTION else "forward or backward"
+        self.say(f"camera motion along its axis: {how} (the image expands {motion:.2%} per frame): regularization "
+                 f"weight {w_reg:g}")
+        return w_reg
+
     def _describe(self, footage: Footage) -> None:
         train = sum(len(s.frames) for s in footage.train)
         held = sum(len(s.frames) for s in footage.held_out)

@@ -68,8 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="AdamW learning rate (default 5e-4 for the DPT depth models: an adaptation affords "
                    "hundreds of steps, not train's many thousands; otherwise that of `train`: 1e-5 for normals)")
     p.add_argument("--w-reg", type=non_negative_float, default=None,
-                   help="weight of the regularization loss to the prior (default 0.5 for the DPT depth models: "
-                   "with few steps a stronger pull held them near the prior's flicker; otherwise 1, as in `train`)")
+                   help="weight of the regularization loss to the prior (default for the DPT depth models: 0.25 "
+                   "where the footage's camera hardly moves along its axis, so that depth is steady along the flow, "
+                   "0.5 where it does, as a car's camera; measured on the footage and printed; otherwise 1, as in "
+                   "`train`)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="seed of the clip order (default 0)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.add_argument("--copy-prior", action="store_true",
