@@ -25,7 +25,6 @@ import numpy as np
 
 from bufferanytime.errors import InputError
 from bufferanytime.inference.options import scaled_size
-from bufferanytime.io.arrays import frames_to_tensor
 from bufferanytime.io.hashing import content_signature
 from bufferanytime.io.images import read_rgb
 from bufferanytime.io.video import IMAGE_EXTENSIONS, expand_inputs, natural_key, open_video
@@ -279,8 +278,10 @@ def mean_change(segments: list[Segment]) -> float:
 def forward_motion(segments: list[Segment]) -> float:
     """How fast the camera moves along its axis: the median over up to ``MOTION_PAIRS`` consecutive frame pairs
     of ``|du/dx + dv/dy| / 2`` of the best affine fit to their DIS flow (the image's expansion per frame, a
-    fraction; 0 for a camera that turns or slides sideways in front of a far scene)."""
+    fraction; 0 for a camera that turns or slides sideways in front of a far scene). Imports torch when called,
+    not with this module (Ray workers read footage without it)."""
     from bufferanytime.flow.dis import DISFlow
+    from bufferanytime.io.arrays import frames_to_tensor
 
     pairs = [(segment.frames, k) for segment in segments for k in range(len(segment.frames) - 1)]
     if not pairs:
