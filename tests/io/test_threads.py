@@ -72,6 +72,22 @@ def test_a_head_start_takes_at_most_its_limit_on_its_thread_then_hands_everythin
     assert produced[4:] == [threading.current_thread().name] * 6  # the rest in the consumer's thread
 
 
+def test_a_head_start_s_limit_can_be_raised_while_it_runs():
+    head = HeadStart(iter(range(100)), limit=2)
+    deadline = time.monotonic() + 60
+    while head.taken < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert head.taken == 2  # waiting at its limit
+    head.allow(5)
+    head.allow(3)  # never lowered
+    while head.taken < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert head.taken == 5
+    assert list(head) == list(range(100))
+
+
 def test_a_head_start_stops_taking_when_the_first_item_is_asked_for():
     release = threading.Event()
 
@@ -226,6 +242,40 @@ def test_depth_decodes_the_first_window_while_the_model_loads(tmp_path, monkeypa
     assert main(["depth", str(small_video), "-o", str(tmp_path / "plain"), "--window", "3", "-q"]) == 0
     first, second = (np.load(tmp_path / d / "clip" / "depth.npz")["disparity"] for d in ("ahead", "plain"))
     assert np.array_equal(first, second)
+
+
+def test_depth_decodes_ahead_no_more_than_the_model_s_first_window(tmp_path, monkeypatch):
+    """Without --window, a saved video model's clip length (the embedded model's 10) bounds the frames decoded ahead:
+    frames held beyond the first window would add to the peak memory of a model with short windows."""
+    import bufferanytime.inference.pipeline as pipeline
+    import bufferanytime.io.video as video
+    from bufferanytime.cli.main import main
+    from bufferanytime.io.video import write_video
+    from bufferanytime.models import load_model
+    from tests.helpers import moving_pattern
+
+    clip = tmp_path / "long.mp4"
+    write_video(clip, moving_pattern(frames=24), fps=10)
+    window = load_model("depth").clip_len
+    decoded_by: list[str] = []
+    decode, load = video._decode_video, pipeline.load_predictor
+
+    def traced_decode(*args, **kwargs):
+        for frame in decode(*args, **kwargs):
+            decoded_by.append(threading.current_thread().name)
+            yield frame
+
+    def slow_load(*args, **kwargs):
+        deadline = time.monotonic() + 60
+        while decoded_by.count("decode-ahead") < window and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # more time, in which the decoding ahead must not go past its limit
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(video, "_decode_video", traced_decode)
+    monkeypatch.setattr(pipeline, "load_predictor", slow_load)
+    assert main(["depth", str(clip), "-o", str(tmp_path / "out"), "-q"]) == 0
+    assert decoded_by.count("decode-ahead") == window < 24
 
 
 @pytest.mark.parametrize("fails", ["interrupt", "bad model"])

@@ -38,6 +38,8 @@ DESCRIPTIONS = {
     "(array 'normal', float32 (T,H,W,3), unit vectors, x right, y up, z towards the camera), normal_vis.mp4 "
     "and normal.meta.json; other files there (e.g. the depth outputs) are kept.",
 }
+# Frames decoded ahead of the model before its first window is known (the embedded models' windows are 10 frames).
+DECODE_AHEAD_START = 8
 #: The command line's own defaults of inference options (the library's are the fields' defaults).
 CLI_DEFAULTS = {"precision": "auto"}
 
@@ -130,12 +132,30 @@ def _settings(args: argparse.Namespace) -> InferenceSettings:
     return settings
 
 
+def _model_window(args: argparse.Namespace) -> int | None:
+    """The clip length in a saved video model's config, the first window of a run without ``--window``; None for
+    a prior or a Hub id."""
+    from bufferanytime.models import resolve_model_path
+    from bufferanytime.models.base import read_config
+
+    try:
+        config = read_config(Path(resolve_model_path(args.kind, args.model)))
+    except InputError:  # reported by the loading itself
+        return None
+    return int(config["clip_len"]) if config and "clip_len" in config else None
+
+
 def _load(args: argparse.Namespace, settings: InferenceSettings, first: VideoSource) -> tuple[Predictor, dict]:
     """The model on its device, checked against the settings; and what to record about it.
 
-    The first input's first frames are decoded meanwhile, up to its first window when the options give it."""
-    first.decode_ahead(settings.window or (PER_FRAME_BATCH if args.per_frame else None))
+    The first input's first window is decoded meanwhile: at first ``DECODE_AHEAD_START`` frames, then, once torch
+    is imported and the model's config read, up to its first window (frames held beyond it would only add to the
+    peak memory where a model's windows are short)."""
+    given = settings.window or (PER_FRAME_BATCH if args.per_frame else None)
+    first.decode_ahead(given or DECODE_AHEAD_START)
     try:
+        if given is None:
+            first.decode_ahead(_model_window(args))
         from bufferanytime.inference.pipeline import load_predictor
 
         return load_predictor(args.kind, args.model, settings, per_frame=args.per_frame)

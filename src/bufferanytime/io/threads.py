@@ -158,7 +158,8 @@ class HeadStart(Generic[T]):
     asked for: work done while the caller does something else first, such as loading the model that will consume
     them (a video's first window is decoded while torch and the model load).
 
-    Iterate once: the thread is stopped (after the item it is taking), the items it took come first, then
+    ``allow(limit)`` raises the limit while the thread runs (a caller that learns later how many it will take
+    first). Iterate once: the thread is stopped (after the item it is taking), the items it took come first, then
     ``items`` goes on in the caller's thread. An error raised on the thread comes after the items taken before it.
     ``close()`` (or ``with``) stops the thread and closes ``items``, for a caller that will not iterate."""
 
@@ -168,17 +169,31 @@ class HeadStart(Generic[T]):
         self._taken: deque[T] = deque()
         self._error: BaseException | None = None
         self._stop = threading.Event()
+        self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            while len(self._taken) < self._limit and not self._stop.is_set():
+            while self._wait_for_room():
                 self._taken.append(next(self._items))
         except StopIteration:
             return
         except BaseException as exc:  # raised again in the consumer, after the items taken before it
             self._error = exc
+
+    def _wait_for_room(self) -> bool:
+        """Whether to take another item: wait while the limit is reached, until it is raised or the thread stops."""
+        with self._changed:
+            while len(self._taken) >= self._limit and not self._stop.is_set():
+                self._changed.wait(POLL_S)
+            return not self._stop.is_set()
+
+    def allow(self, limit: int) -> None:
+        """Take up to ``limit`` items (never fewer than allowed before)."""
+        with self._changed:
+            self._limit = max(self._limit, limit)
+            self._changed.notify()
 
     @property
     def taken(self) -> int:
@@ -186,7 +201,9 @@ class HeadStart(Generic[T]):
         return len(self._taken)
 
     def _halt(self) -> None:
-        self._stop.set()
+        with self._changed:
+            self._stop.set()
+            self._changed.notify()
         self._thread.join()
 
     def __iter__(self) -> Iterator[T]:

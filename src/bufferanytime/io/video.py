@@ -31,9 +31,10 @@ DEFAULT_FPS = 24.0  # for image folders, which carry no frame rate
 # A video is reported as truncated when it holds (packets counted at open) or decodes (frames) fewer than this
 # fraction of the count announced (minus one): headers are sometimes off by a frame, a cut-off file by far more.
 TRUNCATION_TOLERANCE = 0.98
-# At most this many bytes of frames are decoded ahead while the model loads (VideoSource.decode_ahead): 92 frames
-# of 1280x720, most of a first window of 110, taken in about 0.6 s of the 2.5 s that importing torch and
-# transformers and loading a model take. They are handed over as the first window is gathered.
+# At most this many bytes of frames are decoded ahead while the model loads (VideoSource.decode_ahead), and at most
+# the first window where it is known: 92 frames of 1280x720, most of a first window of 110, taken in about 0.6 s of
+# the 2.5 s that importing torch and transformers and loading a model take. They are handed over as the first
+# window is gathered.
 DECODE_AHEAD_BYTES = 256 * 2**20
 # H.264 options for visualisations (colour-mapped buffers, side-by-sides): x264's veryfast preset encodes 2.5x
 # faster than its default (medium) at the same CRF and about the same file size (120 frames of a 1280x720 depth
@@ -129,12 +130,17 @@ class VideoSource:
             yield _read_image(self.path)
 
     def decode_ahead(self, max_frames: int | None = None, max_bytes: int = DECODE_AHEAD_BYTES) -> None:
-        """Start decoding the first frames on a thread now, at most ``max_frames`` and ``max_bytes`` of them, for
-        the next iteration to take over (then decoding goes on from there): the decoding of a first window
-        overlaps what comes before it, such as loading the model. ``close()`` drops them if none comes."""
-        self.close()
+        """Start decoding the first frames on a thread now, at most ``max_frames`` (None: no count) and
+        ``max_bytes`` of them, for the next iteration to take over (then decoding goes on from there): the
+        decoding of a first window overlaps what comes before it, such as loading the model. Called again before
+        that iteration, it raises the count (a caller that learns the first window's length later); ``close()``
+        drops the frames if no iteration comes."""
         limit = max(1, max_bytes // (self.width * self.height * 3))
-        self._ahead = HeadStart(self._frames(), min(limit, max_frames or limit), "decode-ahead")
+        limit = min(limit, max_frames or limit)
+        if self._ahead is not None:
+            self._ahead.allow(limit)
+        else:
+            self._ahead = HeadStart(self._frames(), limit, "decode-ahead")
 
     def close(self) -> None:
         """Drop the frames decoded ahead and not taken by an iteration (and stop decoding them)."""
