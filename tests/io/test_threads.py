@@ -213,12 +213,11 @@ def test_depth_decodes_and_writes_off_the_main_thread(tmp_path, monkeypatch, sma
     assert len(list((tmp_path / "out" / "clip" / "depth_exr").glob("*.exr"))) == len(disparity)
 
 
-def test_depth_decodes_the_first_window_while_the_model_loads(tmp_path, monkeypatch, small_video):
-    """What the 'decode-ahead' thread decoded before the model was loaded is the first window (the --window given),
-    and the outputs are those of a run that decodes everything in the model's pipeline."""
+def _trace_loading(monkeypatch, ahead_before_load: int) -> list[str]:
+    """The names of the threads that decode each frame of a ``depth`` run (in order), its model loading held back
+    until ``ahead_before_load`` frames were decoded ahead (or a minute passed), then 0.2 s more."""
     import bufferanytime.inference.pipeline as pipeline
     import bufferanytime.io.video as video
-    from bufferanytime.cli.main import main
 
     decoded_by: list[str] = []
     decode, load = video._decode_video, pipeline.load_predictor
@@ -228,14 +227,25 @@ def test_depth_decodes_the_first_window_while_the_model_loads(tmp_path, monkeypa
             decoded_by.append(threading.current_thread().name)
             yield frame
 
-    def slow_load(*args, **kwargs):
+    def slow_load(*args, **kwargs):  # what loading a large model gives time for
         deadline = time.monotonic() + 60
-        while len(decoded_by) < 3 and time.monotonic() < deadline:  # what loading a large model gives time for
+        while decoded_by.count("decode-ahead") < ahead_before_load and time.monotonic() < deadline:
             time.sleep(0.01)
+        time.sleep(0.2)  # more time, in which the decoding ahead must not go past its limit
         return load(*args, **kwargs)
 
     monkeypatch.setattr(video, "_decode_video", traced_decode)
     monkeypatch.setattr(pipeline, "load_predictor", slow_load)
+    return decoded_by
+
+
+def test_depth_decodes_the_first_window_while_the_model_loads(tmp_path, monkeypatch, small_video):
+    """What the 'decode-ahead' thread decoded before the model was loaded is the first window (the --window given),
+    and the outputs are those of a run that decodes everything in the model's pipeline."""
+    import bufferanytime.io.video as video
+    from bufferanytime.cli.main import main
+
+    decoded_by = _trace_loading(monkeypatch, 3)
     assert main(["depth", str(small_video), "-o", str(tmp_path / "ahead"), "--window", "3", "-q"]) == 0
     assert decoded_by[:3] == ["decode-ahead"] * 3 and "decode-ahead" not in decoded_by[3:]
     monkeypatch.setattr(video.VideoSource, "decode_ahead", lambda self, *args, **kwargs: None)
@@ -247,8 +257,6 @@ def test_depth_decodes_the_first_window_while_the_model_loads(tmp_path, monkeypa
 def test_depth_decodes_ahead_no_more_than_the_model_s_first_window(tmp_path, monkeypatch):
     """Without --window, a saved video model's clip length (the embedded model's 10) bounds the frames decoded ahead:
     frames held beyond the first window would add to the peak memory of a model with short windows."""
-    import bufferanytime.inference.pipeline as pipeline
-    import bufferanytime.io.video as video
     from bufferanytime.cli.main import main
     from bufferanytime.io.video import write_video
     from bufferanytime.models import load_model
@@ -257,23 +265,7 @@ def test_depth_decodes_ahead_no_more_than_the_model_s_first_window(tmp_path, mon
     clip = tmp_path / "long.mp4"
     write_video(clip, moving_pattern(frames=24), fps=10)
     window = load_model("depth").clip_len
-    decoded_by: list[str] = []
-    decode, load = video._decode_video, pipeline.load_predictor
-
-    def traced_decode(*args, **kwargs):
-        for frame in decode(*args, **kwargs):
-            decoded_by.append(threading.current_thread().name)
-            yield frame
-
-    def slow_load(*args, **kwargs):
-        deadline = time.monotonic() + 60
-        while decoded_by.count("decode-ahead") < window and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)  # more time, in which the decoding ahead must not go past its limit
-        return load(*args, **kwargs)
-
-    monkeypatch.setattr(video, "_decode_video", traced_decode)
-    monkeypatch.setattr(pipeline, "load_predictor", slow_load)
+    decoded_by = _trace_loading(monkeypatch, window)
     assert main(["depth", str(clip), "-o", str(tmp_path / "out"), "-q"]) == 0
     assert decoded_by.count("decode-ahead") == window < 24
 
