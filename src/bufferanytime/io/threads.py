@@ -161,7 +161,7 @@ class HeadStart(Generic[T]):
     ``allow(limit)`` raises the limit while the thread runs (a caller that learns later how many it will take
     first). Iterate once: the thread is stopped (after the item it is taking), the items it took come first, then
     ``items`` goes on in the caller's thread. An error raised on the thread comes after the items taken before it.
-    ``close()`` (or ``with``) stops the thread and closes ``items``, for a caller that will not iterate."""
+    ``close()`` stops the thread and closes ``items``, for a caller that will not iterate."""
 
     def __init__(self, items: Iterator[T], limit: int, name: str = "head-start"):
         self._items = items
@@ -225,9 +225,3 @@ class HeadStart(Generic[T]):
         close = getattr(self._items, "close", None)
         if close is not None:
             close()
-
-    def __enter__(self) -> HeadStart[T]:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -32,7 +32,7 @@ DEFAULT_FPS = 24.0  # for image folders, which carry no frame rate
 # fraction of the count announced (minus one): headers are sometimes off by a frame, a cut-off file by far more.
 TRUNCATION_TOLERANCE = 0.98
 # At most this many bytes of frames are decoded ahead while the model loads (VideoSource.decode_ahead), and at most
-# the first window where it is known: 92 frames of 1280x720, most of a first window of 110, taken in about 0.6 s of
+# the first window where it is known: 97 frames of 1280x720, most of a first window of 110, taken in about 0.6 s of
 # the 2.5 s that importing torch and transformers and loading a model take. They are handed over as the first
 # window is gathered.
 DECODE_AHEAD_BYTES = 256 * 2**20

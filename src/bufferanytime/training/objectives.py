@@ -239,7 +239,8 @@ class DepthObjective(Objective):
     adapt_w_reg = 0.5
     # Where the camera does not move along its axis, depth is steady along the flow, and the stabilization loss can
     # be trusted further. On the validation clips with a camera turning on the spot (the same settings): OPW 0.76x
-    # the shipped model's at 0.25, AbsRel -0.3 %, against 0.85x, +0.4 % at 0.5; with a wandering camera, below.
+    # the shipped model's at 0.25, AbsRel -0.3 %, against 0.85x, +0.4 % at 0.5; with a wandering camera 0.80x, AbsRel
+    # -0.6 % at 0.25 (docs/adapt.md).
     adapt_w_reg_steady = 0.25
 
     def __init__(self, model: VideoDepthModel, prior: VideoDepthModel, flow_model: FlowModel, config):
