@@ -132,3 +132,58 @@ def test_shapes_are_checked():
         stabilization_loss_3d(g["depth"], g["flow_fwd"], g["flow_bwd"], g["poses"][:, :2], g["intrinsics"])
     with pytest.raises(ValueError, match="channels"):
         stabilization_loss_3d(g["normal"][:, :, :2], g["flow_fwd"], g["flow_bwd"], g["poses"], g["intrinsics"])
+
+
+def disparity_loss(g: dict, disparity: torch.Tensor) -> torch.Tensor:
+    """The 3D loss of relative ``disparity (B, K, H, W)`` as training computes it: lifted with the fitted affine map,
+    compared in disparity."""
+    params = disparity_to_depth_params(disparity.detach(), g["flow_fwd"], g["poses"], g["intrinsics"],
+                                       mask=g["cycle_fwd"])
+    return stabilization_loss_3d(disparity[:, :, None], g["flow_fwd"], g["flow_bwd"], g["poses"], g["intrinsics"],
+                                 cycle_fwd=g["cycle_fwd"], cycle_bwd=g["cycle_bwd"], inverse_depth=params)
+
+
+def flow_loss_of_disparity(g: dict, disparity: torch.Tensor) -> torch.Tensor:
+    """The flow loss on clip-normalised disparity (``--stable-norm clip``, the default)."""
+    from bufferanytime.losses import normalize_affine
+
+    b, k, h, w = disparity.shape
+    normalised = normalize_affine(disparity.reshape(b, k * h, w)).reshape(disparity.shape)
+    return stabilization_loss(normalised[:, :, None], g["flow_fwd"], g["flow_bwd"], cycle_fwd=g["cycle_fwd"],
+                              cycle_bwd=g["cycle_bwd"])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_affine_disparity_of_forward_motion_costs_nothing_in_3d_only(seed):
+    g = tensors(render_video(seed, 4, SIZE, camera="dolly", objects="static"))
+    disparity = 2.0 / g["depth"][:, :, 0] + 0.3
+    loss_3d, loss_2d = float(disparity_loss(g, disparity)), float(flow_loss_of_disparity(g, disparity))
+    assert loss_2d > 2e-2
+    assert loss_3d < MARGIN * loss_2d
+
+
+def test_disparity_loss_ignores_affine_maps_of_the_disparity():
+    """Like the flow loss on clip-normalised disparity: the same loss for any scale and shift of the disparity."""
+    g = tensors(render_video(1, 4, SIZE, camera="dolly", objects="static"))
+    gains = torch.tensor([1.0, 1.1, 0.9, 1.05], dtype=torch.float64).view(1, 4, 1, 1)
+    disparity = 2.0 / g["depth"][:, :, 0] * gains + 0.3
+    loss = float(disparity_loss(g, disparity))
+    assert loss > 20 * float(disparity_loss(g, 2.0 / g["depth"][:, :, 0] + 0.3))  # flicker costs
+    assert float(disparity_loss(g, 5.0 * disparity - 1.0)) == pytest.approx(loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_disparity_loss_gradient_stays_near_the_flow_loss_where_depth_is_far(seed):
+    """Far points (inverse depth near zero) do not take the gradient over: in log depth it grew with depth, so a
+    far patch outweighed the rest of the clip by orders of magnitude."""
+    g = tensors(render_video(seed, 4, SIZE, camera="dolly", objects="static"))
+    depth = g["depth"][:, :, 0].clone()
+    depth[..., :12, :16] *= 200.0  # a far patch (flows and poses left as they are: only the gradient is compared)
+    noise = torch.randn(depth.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    disparity = (1.0 / depth * (1 + 0.02 * noise)).requires_grad_(True)
+    grads = []
+    for loss in (disparity_loss, flow_loss_of_disparity):
+        disparity.grad = None
+        loss(g, disparity).backward()
+        grads.append(disparity.grad.abs().max().item())
+    assert grads[0] < 5 * grads[1]
