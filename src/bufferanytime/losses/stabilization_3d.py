@@ -21,13 +21,9 @@ and masks carry no gradient, each term normalised by ``(K-1) H W``. Poses are ca
 camera axes x right, y up, z towards the viewer (those of the normals and of ``bufferanytime synth``);
 intrinsics ``(fx, fy, cx, cy)`` are in pixels of the buffers' grid, pixel ``(i, j)`` centred at ``(j+.5, i+.5)``.
 
-Relative disparity has no metric scale, while a pose's translation has one. :func:`disparity_to_depth_params` fits
-ONE affine map per clip, ``1/D = a d + b``, without gradient, by linear least squares to what the flow and the poses
-triangulate (details there). Points are lifted with that depth, moved, and compared back in disparity, in units of
-the clip's mean absolute deviation (``inverse_depth`` of :func:`stabilization_loss_3d`): the units of the flow loss
-on clip-normalised disparity, so that the regularization weight means the same with either loss. In log depth the
-gradient grows with depth, without bound where ``a d + b`` nears zero (a far wall, the sky): between clips of the
-same kind it differed by more than a thousand times, where the flow loss's stays within 2x.
+Relative disparity has no metric scale, while a pose's translation has one. :func:`disparity_to_depth` turns a
+clip's disparity into depth on the poses' scale with ONE affine map per clip, ``1/D = a d + b``, fitted without
+gradient by linear least squares to what the flow and the poses triangulate (details there).
 """
 
 from __future__ import annotations
@@ -36,7 +32,6 @@ import torch
 
 from bufferanytime.constants import CYCLE_TAU
 from bufferanytime.flow.warp import warp
-from bufferanytime.losses.regularization import AFFINE_EPS
 from bufferanytime.losses.stabilization import _cycle_masks, _edge_masks, _valid_masks, _with_batch
 
 MOTION_PX = 1.0  # pixels a flow target may differ from the rigid reprojection of its point (static scene)
@@ -45,7 +40,6 @@ DEPTH_EPS = 1e-6  # depth is clamped to this before a logarithm
 DIRECTION_CHANNELS = 3  # buffers of 3 channels are directions (normals), turned by the rotation; 1 channel: depth
 FIT_KEEP = 0.8  # the affine disparity fit is redone on this fraction of the pixels with the smallest residuals
 MIN_BASELINE = 1e-6  # translation (in the poses' units) below which a pair carries no scale (a pure rotation)
-INVERSE_EPS = 1e-3  # fitted inverse depth (1 / the poses' units) below which a pixel lies beyond reach: left out
 
 
 def relative_poses(poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,7 +208,6 @@ def stabilization_loss_3d(
     cycle_bwd: torch.Tensor | None = None,
     mask_motion: bool = True,
     motion_px: float = MOTION_PX,
-    inverse_depth: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The 3D-consistent stabilization loss (module docstring); a drop-in for ``stabilization_loss``.
 
@@ -232,12 +225,6 @@ def stabilization_loss_3d(
         motion_px: how far (pixels) a flow target may miss the rigid reprojection before the pixel counts as
             moving, plus ``MOTION_REL`` of the flow's length: about the error of the flow (1 px for DIS; exact
             flows allow far less, and show slower objects).
-        inverse_depth: ``(B, 2)`` per clip ``(a, b)`` of :func:`disparity_to_depth_params`: the depth buffers are
-            then relative disparity ``d``, lifted with depth ``1 / (a d + b)``; a moved point's depth ``z'`` is
-            compared as disparity, ``(1/z' - b) / a`` against ``d`` at the flow target, the difference divided by
-            the clip's mean absolute deviation of ``d`` from its median (with its gradient, as the flow loss's
-            normalisation: the loss is unchanged by any affine map of ``d``). Pixels whose ``a d + b`` is below
-            ``INVERSE_EPS``, or sampling one, are left out.
     """
     buffers = _with_batch(buffers, 5)
     flow_fwd, flow_bwd = _with_batch(flow_fwd, 5), _with_batch(flow_bwd, 5)
@@ -251,14 +238,7 @@ def stabilization_loss_3d(
     fb = flow_bwd.detach().to(buffers.dtype).reshape(n, 2, h, w)
     rel_f, rel_b = (r.reshape(n, 4, 4) for r in relative_poses(poses.to(buffers.device)))
     kk = intrinsics.to(buffers.device).repeat_interleave(k - 1, dim=0)
-    disparity = None
-    if inverse_depth is not None:
-        if directions:
-            raise ValueError("inverse_depth applies to depth buffers (relative disparity), not to normals")
-        disparity, valid = _disparity_terms(buffers, _with_batch(inverse_depth, 2), valid)
     source_depth = (None if depth is None else _with_batch(depth, 5)) if directions else buffers
-    if disparity is not None:
-        source_depth = disparity[0]
     with torch.no_grad():
         m_fwd, m_bwd = _cycle_masks(ff, fb, tau, cycle_fwd, cycle_bwd, (b, k, h, w))
         m_fwd, m_bwd = _edge_masks(m_fwd, m_bwd, buffers, edge_mask)
@@ -270,44 +250,9 @@ def stabilization_loss_3d(
             m_bwd = m_bwd & rigid_mask(fb, rel_b, kk, next_d, motion_px).view(b, k - 1, h, w)
     prev = buffers[:, :-1].reshape(n, c, h, w)
     nxt = buffers[:, 1:].reshape(n, c, h, w)
-    if disparity is None:
-        err_fwd = _pair_error(prev, nxt, ff, rel_f, kk, directions)  # grid of frame k
-        err_bwd = _pair_error(nxt, prev, fb, rel_b, kk, directions)  # grid of frame k+1
-    else:
-        lifted, params, spread = disparity
-        pairs = (params.repeat_interleave(k - 1, dim=0), spread.repeat_interleave(k - 1, dim=0))
-        err_fwd = _disparity_error(lifted[:, :-1].reshape(n, 1, h, w), nxt, ff, rel_f, kk, *pairs)
-        err_bwd = _disparity_error(lifted[:, 1:].reshape(n, 1, h, w), prev, fb, rel_b, kk, *pairs)
-    err_fwd = err_fwd * m_fwd.reshape(n, 1, h, w)
-    err_bwd = err_bwd * m_bwd.reshape(n, 1, h, w)
+    err_fwd = _pair_error(prev, nxt, ff, rel_f, kk, directions) * m_fwd.reshape(n, 1, h, w)  # grid of frame k
+    err_bwd = _pair_error(nxt, prev, fb, rel_b, kk, directions) * m_bwd.reshape(n, 1, h, w)  # grid of frame k+1
     return 0.5 * (err_fwd.sum() + err_bwd.sum()) / (b * (k - 1) * h * w)
-
-
-def _disparity_terms(disparity: torch.Tensor, params: torch.Tensor, valid: torch.Tensor | None):
-    """For disparity buffers ``(B, K, 1, H, W)`` and their clips' ``(a, b)``: ((the depth they are lifted with,
-    ``(a, b)``, each clip's mean absolute deviation from its median), the validity mask with the pixels of too
-    small an inverse depth left out)."""
-    b = disparity.shape[0]
-    params = params.to(disparity)
-    inverse = params[:, 0].view(b, 1, 1, 1, 1) * disparity + params[:, 1].view(b, 1, 1, 1, 1)
-    reachable = (inverse.detach() > INVERSE_EPS)[:, :, 0]
-    valid = reachable if valid is None else _with_batch(valid, 4).to(disparity.device).bool() & reachable
-    flat = disparity.reshape(b, -1)
-    spread = (flat - flat.median(dim=1, keepdim=True).values).abs().mean(dim=1) + AFFINE_EPS
-    return (1.0 / inverse.clamp_min(INVERSE_EPS), params, spread), valid
-
-
-def _disparity_error(src_depth: torch.Tensor, dst: torch.Tensor, flow: torch.Tensor, rel: torch.Tensor,
-                     k: torch.Tensor, params: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
-    """Per-pixel error ``(N, 1, H, W)`` on the grid of the source: its points (lifted with ``src_depth``) moved
-    into ``dst``'s camera, their depth turned back into disparity with the pair's ``(a, b)``, against the disparity
-    ``dst`` sampled at the flow targets, in units of ``spread``."""
-    sampled = warp(dst, flow)
-    rays = _pixel_rays(k, src_depth.shape[-2], src_depth.shape[-1], src_depth.dtype)
-    z = -_apply(rel, rays * src_depth)[:, 2:3]
-    shape = (-1, 1, 1, 1)
-    moved = (1.0 / z.clamp_min(DEPTH_EPS) - params[:, 1].view(shape)) / params[:, 0].view(shape)
-    return (moved - sampled).abs() / spread.view(shape)
 
 
 def _pair_depths(depth: torch.Tensor | None, n: int, h: int, w: int):
@@ -351,10 +296,9 @@ def training_stabilization_3d(
 ) -> torch.Tensor:
     """The 3D loss as a training step uses it (``--stabilization 3d``), on a batch's model ``output``.
 
-    ``output``: depth models ``(B, K, H, W)`` - metric depth in metres (``metric``, compared in log depth), or
-    relative disparity, lifted with depth on the poses' scale (one affine map per clip fitted on the cycle-consistent
-    pixels, :func:`disparity_to_depth_params`) and compared in disparity (``inverse_depth``); normal models
-    ``(B, K, 3, H, W)``, without depth (the depth-free moving-object test).
+    ``output``: depth models ``(B, K, H, W)`` - metric depth in metres (``metric``), or relative disparity, turned
+    into depth on the poses' scale by :func:`disparity_to_depth` (one affine map per clip fitted on the cycle-
+    consistent pixels); normal models ``(B, K, 3, H, W)``, without depth (the depth-free moving-object test).
     ``flows``: the prepared ``flow_fwd``, ``flow_bwd``, ``cycle_fwd``, ``cycle_bwd``; ``camera``: ``poses``
     ``(B, K, 4, 4)`` and ``intrinsics`` ``(B, 4)`` of the training crops; ``config``: ``tau`` and ``edge_mask``.
     """
@@ -365,11 +309,7 @@ def training_stabilization_3d(
         buffers = output.clamp_min(DEPTH_EPS)[:, :, None]
     else:
         params = disparity_to_depth_params(output.detach(), flows["flow_fwd"], poses, intrinsics, flows["cycle_fwd"])
-        return stabilization_loss_3d(
-            output[:, :, None], flows["flow_fwd"], flows["flow_bwd"], poses, intrinsics, tau=config.tau,
-            edge_mask=config.edge_mask, cycle_fwd=flows["cycle_fwd"], cycle_bwd=flows["cycle_bwd"],
-            inverse_depth=params,
-        )
+        buffers = disparity_to_depth(output, params)[:, :, None]
     return stabilization_loss_3d(
         buffers, flows["flow_fwd"], flows["flow_bwd"], poses, intrinsics, tau=config.tau,
         edge_mask=config.edge_mask, cycle_fwd=flows["cycle_fwd"], cycle_bwd=flows["cycle_bwd"],
