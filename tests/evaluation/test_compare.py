@@ -87,6 +87,7 @@ def test_floor_moving_split_and_resolution_in_the_report(first_report, synthetic
         flows = SequenceFlows.from_flows(*seq.gt_flows(), tau=report["flow"]["tau"], method="ground truth")
         assert metrics["opw_gt"] == pytest.approx(opw(1.0 / gt, flows=flows, task=task), rel=1e-5)
         assert metrics["opw_gt"] > 0  # a moving camera: the exact answer is not constant along the flow
+        assert metrics["opw_err"] > 0  # a random prior is not the exact answer
         moving = np.load(synthetic_root / name / "moving.npy")
         assert metrics["moving_fraction"] == pytest.approx(moving.mean())
         assert metrics["abs_rel_static"] > 0
@@ -95,6 +96,7 @@ def test_floor_moving_split_and_resolution_in_the_report(first_report, synthetic
     assert "48x32" in report["resolution"]["metrics"]
     md = (first_report / "report.md").read_text()
     assert "## OPW and its floor" in md and "## Moving objects" in md and "- evaluation resolution:" in md
+    assert "OPW of the error" in md
 
 
 def test_compare_with_an_earlier_report(first_report, synthetic_root, tiny_depth_prior, tmp_path, capsys):

@@ -414,6 +414,7 @@ def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path
         if not metrics.get("error"):
             metrics["opw_gt"] = floor
             metrics |= moving_static_metrics(task, _Resized(pred, gt_size, task), gt, metrics, moving, config.dataset)
+            metrics |= error_opw(task, _Resized(pred, gt_size, task), gt, flows, metrics, floor)
         metrics["seconds"] = seconds
         metrics["seconds_per_frame"] = seconds / max(seq.num_frames, 1)
         entry["models"][label] = metrics
@@ -460,6 +461,34 @@ class _Reciprocal:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return 1.0 / np.maximum(np.asarray(self.depth[i], dtype=np.float64), EVAL_MIN_DEPTH)
+
+
+def error_opw(task: Task, pred, gt: np.ndarray, flows: SequenceFlows, metrics: dict, floor: float) -> dict:
+    """``{"opw_err": ...}``: OPW of the prediction's error, the aligned prediction minus the ground truth in what
+    OPW compares (disparity; log depth for metric depth; normals), with the same flows and masks, in the units of
+    the ground truth's OPW normalisation. Zero for the exact answer whatever the camera does, where OPW itself
+    scores the floor ``opw_gt``: flicker raises it, and so does flattening true motion in depth, which lowers OPW.
+    Where the floor is known (dense ground truth); ``{}`` otherwise. ``pred``: at the ground truth's size."""
+    if not _known(floor):
+        return {}
+    truth = _as_prediction(gt, task)
+    _, spread = task.opw_normalization(truth)
+    return {"opw_err": opw(_Error(pred, truth, task, metrics, spread), flows=flows, normalize=False)}
+
+
+class _Error:
+    """A prediction's error against the ground truth, frame by frame (see :func:`error_opw`)."""
+
+    def __init__(self, pred, truth, task: Task, metrics: dict, spread: float):
+        self.pred, self.truth, self.task, self.metrics, self.spread = pred, truth, task, metrics, spread
+
+    def __len__(self) -> int:
+        return len(self.pred)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        aligned = self.task.aligned_opw_values(np.asarray(self.pred[i], dtype=np.float64), self.metrics)
+        truth = self.task.opw_values(np.asarray(self.truth[i], dtype=np.float64))
+        return ((aligned - truth) / self.spread).astype(np.float32)
 
 
 def _as_prediction(gt: np.ndarray, task: Task):
@@ -621,7 +650,8 @@ def render_markdown(report: dict) -> str:
     lines += _moving_lines(report)
     if report.get("compare"):
         lines += compare_lines(report["compare"], [(c.key, c.header, c.digits) for c in task.columns] + [
-            (k, h, 4) for k, h in (("abs_rel_moving", "AbsRel moving"), ("abs_rel_static", "AbsRel static"))])
+            (k, h, 4) for k, h in (("opw_err", "OPW of the error"), ("abs_rel_moving", "AbsRel moving"),
+                                   ("abs_rel_static", "AbsRel static"))])
     lines += ["", "## Time slices", "",
               "One pixel column (marked red on frame 0) over time, left to right: RGB, ground truth, then each model "
               "(depth: disparity after the per-video scale and shift, in the ground truth's colour range). Stable "
@@ -653,15 +683,18 @@ def _floor_lines(report: dict) -> list[str]:
         return []
     lines = ["", "## OPW and its floor", "",
              "The ground truth's own OPW (same flows and normalisation) is what a perfect prediction scores: real "
-             "motion in depth, and normals that turn with the camera, are not flicker.", "",
-             "| Video / model | OPW | OPW of the ground truth | ratio |", "|---|---:|---:|---:|"]
+             "motion in depth, and normals that turn with the camera, are not flicker. A model below it flattens "
+             "that motion. OPW of the error is OPW of the aligned prediction minus the ground truth, in the ground "
+             "truth's units: zero for a perfect prediction, raised by flicker and by flattened motion alike.", "",
+             "| Video / model | OPW | OPW of the ground truth | ratio | OPW of the error |",
+             "|---|---:|---:|---:|---:|"]
     for label in (m["label"] for m in report["models"]):
         mean = report["mean"].get(label, {})
         lines.append(f"| mean / {label} | {_fmt(mean.get('opw'), 4)} | {_fmt(mean.get('opw_gt'), 4)} | "
-                     f"{_ratio(mean.get('opw'), mean.get('opw_gt'))} |")
+                     f"{_ratio(mean.get('opw'), mean.get('opw_gt'))} | {_fmt(mean.get('opw_err'), 4)} |")
     for name, label, m in rows:
         lines.append(f"| {name} / {label} | {_fmt(m.get('opw'), 4)} | {_fmt(m.get('opw_gt'), 4)} | "
-                     f"{_ratio(m.get('opw'), m.get('opw_gt'))} |")
+                     f"{_ratio(m.get('opw'), m.get('opw_gt'))} | {_fmt(m.get('opw_err'), 4)} |")
     return lines
 
 

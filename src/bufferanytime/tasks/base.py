@@ -142,6 +142,11 @@ class Task:
         """``(t, s)`` such that ``(frames - t) / s`` is what OPW compares; ``(0, 1)``: used as they are."""
         return 0.0, 1.0
 
+    def aligned_opw_values(self, frame: np.ndarray, metrics: dict) -> np.ndarray:
+        """:meth:`opw_values` of a predicted frame after the evaluation's alignment (the ``scale``/``shift`` that
+        :meth:`score` put in ``metrics``): the ground truth's units, so that the two can be subtracted."""
+        return self.opw_values(frame)
+
     # --- visualisation and encodings ------------------------------------------------------------------------
     def vis_range(self, frames: np.ndarray) -> tuple[float, float] | None:
         """One colour range for a whole video (None when the mapping is fixed)."""

@@ -99,6 +99,9 @@ class DepthTask(Task):
     def opw_normalization(self, frames: Sequence[np.ndarray] | np.ndarray) -> tuple[float, float]:
         return affine_parameters(frames)
 
+    def aligned_opw_values(self, frame: np.ndarray, metrics: dict) -> np.ndarray:
+        return aligned_disparity(frame, metrics["scale"], metrics["shift"])
+
     def vis_range(self, frames: np.ndarray) -> tuple[float, float]:
         return robust_range(frames)
 

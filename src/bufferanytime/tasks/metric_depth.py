@@ -133,6 +133,13 @@ class MetricDepthTask(DepthTask):
     def opw_normalization(self, frames: Sequence[np.ndarray] | np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
 
+    def aligned_opw_values(self, frame: np.ndarray, metrics: dict) -> np.ndarray:
+        """Log depth after the alignment, which :meth:`score` applies to ``1 / depth``."""
+        from bufferanytime.tasks.metrics import aligned_disparity
+
+        inverse = aligned_disparity(1.0 / np.maximum(frame, EVAL_MIN_DEPTH), metrics["scale"], metrics["shift"])
+        return log_depth(1.0 / inverse)
+
     def to_rgb(self, frame: np.ndarray, value_range: tuple[float, float] | None,
                invalid: np.ndarray | None = None) -> np.ndarray:
         """Inverse depth in the colours of the relative task (near = bright), ``value_range`` in metres."""
