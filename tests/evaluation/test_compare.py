@@ -50,6 +50,18 @@ def test_pairs_only_the_videos_both_scored():
     assert single["pairs"][0]["metrics"]["abs_rel"]["ci95"] is None  # one video: no interval
 
 
+def test_a_metric_some_videos_lack_is_compared_on_the_others():
+    """The error's OPW exists only where the ground truth is dense: it is paired on those videos, not dropped."""
+    ours, theirs = _report({"a": 0.1, "b": 0.2, "c": 0.3}), _report({"a": 0.1, "b": 0.2, "c": 0.3}, label="n")
+    for report, values in ((ours, {"a": 0.05, "c": 0.07}), (theirs, {"a": 0.04, "b": 0.5, "c": 0.05})):
+        for name, value in values.items():
+            report["sequences"][name]["models"][report["models"][0]["label"]]["opw_err"] = value
+    (pair,) = paired_differences(ours, theirs)["pairs"]
+    assert pair["sequences"] == 3 and pair["metrics"]["abs_rel"]["sequences"] == 3
+    d = pair["metrics"]["opw_err"]
+    assert d["sequences"] == 2 and d["per_sequence"] == pytest.approx({"a": 0.01, "c": 0.02})
+
+
 @pytest.mark.parametrize("content, message", [(None, "no such report"), ("{", "not a readable report"),
                                               ('{"task": "depth"}', "not an evaluation report")])
 def test_unreadable_reports_are_one_line(tmp_path, content, message):

@@ -107,17 +107,20 @@ def _protocol(report: dict, key: str):
 
 
 def _metric_differences(ours: dict, theirs: dict, common: list[str], resamples: int, seed: int) -> dict:
+    """Per metric, over the videos where both models have it (a metric some videos leave undefined, such as the
+    error's OPW without a dense ground truth, is compared on the others; ``sequences`` says on how many)."""
     out = {}
-    keys = [k for k in dict.fromkeys(k for name in common for k in ours[name]) if all(
-        k in ours[n] and k in theirs[n] for n in common)]
-    for key in keys:
-        mine = np.array([ours[n][key] for n in common])
-        other = np.array([theirs[n][key] for n in common])
+    for key in dict.fromkeys(k for name in common for k in ours[name]):
+        names = [n for n in common if key in ours[n] and key in theirs[n]]
+        if not names:
+            continue
+        mine = np.array([ours[n][key] for n in names])
+        other = np.array([theirs[n][key] for n in names])
         diffs = mine - other
         ci = bootstrap_ci(diffs, resamples, seed) if len(diffs) >= MIN_PAIRED else None
         out[key] = {"this": float(mine.mean()), "other": float(other.mean()), "mean_diff": float(diffs.mean()),
-                    "ci95": list(ci) if ci else None,
-                    "per_sequence": {n: float(d) for n, d in zip(common, diffs, strict=True)}}
+                    "ci95": list(ci) if ci else None, "sequences": len(names),
+                    "per_sequence": {n: float(d) for n, d in zip(names, diffs, strict=True)}}
     return out
 
 
@@ -140,6 +143,8 @@ def compare_lines(comparison: dict, columns: list[tuple[str, str, int]]) -> list
             ci = d["ci95"]
             shown = f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "too few videos"
             star = " *" if ci and (ci[0] > 0 or ci[1] < 0) else ""
+            if d.get("sequences", pair["sequences"]) != pair["sequences"]:
+                header = f"{header} ({d['sequences']} videos)"
             lines.append(f"| {header} | {d['this']:.{digits}f} | {d['other']:.{digits}f} | "
                          f"{d['mean_diff']:+.{digits}f}{star} | {shown} |")
     return lines
