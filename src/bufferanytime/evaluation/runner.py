@@ -683,9 +683,10 @@ def _floor_lines(report: dict) -> list[str]:
         return []
     lines = ["", "## OPW and its floor", "",
              "The ground truth's own OPW (same flows and normalisation) is what a perfect prediction scores: real "
-             "motion in depth, and normals that turn with the camera, are not flicker. A model below it flattens "
-             "that motion. OPW of the error is OPW of the aligned prediction minus the ground truth, in the ground "
-             "truth's units: zero for a perfect prediction, raised by flicker and by flattened motion alike.", "",
+             "motion in depth, and normals that turn with the camera, are not flicker; a model far below it has "
+             "flattened that motion. OPW of the error is OPW of the aligned prediction minus the ground truth, in "
+             "the ground truth's units: zero for a perfect prediction, raised by flicker and by flattened motion "
+             "alike.", "",
              "| Video / model | OPW | OPW of the ground truth | ratio | OPW of the error |",
              "|---|---:|---:|---:|---:|"]
     for label in (m["label"] for m in report["models"]):
