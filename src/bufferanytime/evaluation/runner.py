@@ -667,6 +667,9 @@ def render_markdown(report: dict) -> str:
         "- OPW = mean over adjacent frame pairs and both flow directions of the mean L1 difference between a frame "
         "and the next (or previous) one warped onto it, over the pixels that pass the forward-backward flow check; "
         + task.opw_note,
+        "- OPW of the error (where the ground truth covers every pixel) = OPW of the prediction after the alignment "
+        "above minus the ground truth, in the ground truth's units and OPW normalisation, with the same flows and "
+        "masks: zero for a perfect prediction whatever the camera does.",
         "- s/frame = model time per frame (flow and metrics excluded).",
         "",
         f"Written by bufferanytime {report['version']}.",
