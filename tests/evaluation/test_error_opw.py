@@ -30,7 +30,7 @@ def _depth_error(task_name: str, pred: np.ndarray, depth: np.ndarray, flows: Seq
     """(OPW of the error, OPW) of a depth prediction, with the evaluation's alignment."""
     task = get_task(task_name)
     metrics = task.score(pred, depth, "synthetic")
-    return error_opw(task, pred, depth, flows, metrics, floor=1.0)["opw_err"], opw(pred, flows=flows, task=task)
+    return error_opw(task, pred, depth, flows, metrics, "synthetic")["opw_err"], opw(pred, flows=flows, task=task)
 
 
 def _flattened(disparity: np.ndarray, flows: SequenceFlows, keep: float = 0.5) -> np.ndarray:
@@ -70,13 +70,24 @@ def test_metric_depth_and_normals(dolly):
     flickering, _ = _depth_error("metric_depth", depth * gains, depth, flows)
     assert exact < 1e-4 and flickering > 0.02
     task = get_task("normal")
-    assert error_opw(task, normal, normal, flows, {}, floor=1.0)["opw_err"] < 1e-6
+    assert error_opw(task, normal, normal, flows, {}, "synthetic")["opw_err"] < 1e-6
     turned = normal.copy()
     turned[1::2] = turned[1::2] @ np.array([[1.0, 0, 0], [0, np.cos(0.1), -np.sin(0.1)], [0, np.sin(0.1), np.cos(0.1)]])
-    assert error_opw(task, turned, normal, flows, {}, floor=1.0)["opw_err"] > 0.05
+    assert error_opw(task, turned, normal, flows, {}, "synthetic")["opw_err"] > 0.05
 
 
-def test_unknown_floor_gives_no_figure(dolly):
+def test_pixels_without_ground_truth_are_left_out(dolly):
+    """A sensor's holes (and the sky beyond the depth cap) are not compared: the exact answer still scores zero
+    where the ground truth has holes, and a prediction that is wrong only inside them scores the same."""
     depth, _, flows = dolly
+    holes = depth.copy()
+    holes[:, 10:20, 20:40] = 0.0  # no depth there
+    holes[:, :, :6] = 100.0  # beyond the synthetic depth cap
+    exact, _ = _depth_error("depth", 1.0 / depth, holes, flows)
+    assert exact < 1e-6
+    wrong_inside = 1.0 / depth
+    wrong_inside[1::2, 10:20, 20:40] *= 3.0
+    assert _depth_error("depth", wrong_inside, holes, flows)[0] < 1e-6
     task = get_task("depth")
-    assert error_opw(task, 1.0 / depth, depth, flows, task.score(1.0 / depth, depth, "synthetic"), float("nan")) == {}
+    nothing = np.zeros_like(depth)
+    assert error_opw(task, 1.0 / depth, nothing, flows, {"scale": 1.0, "shift": 0.0}, "synthetic") == {}

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from bufferanytime import __version__
@@ -41,6 +42,7 @@ from bufferanytime.evaluation.consistency import SequenceFlows, estimate_flows, 
 from bufferanytime.evaluation.datasets import EvalSequence, load_sequences
 from bufferanytime.evaluation.points import point_lines, point_metrics
 from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
+from bufferanytime.flow.warp import warp
 from bufferanytime.inference.options import InferenceSettings
 from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, OutputFiles, write_image
 from bufferanytime.tasks import Task, get_task
@@ -377,12 +379,17 @@ def _check_valid_pixels(gt: np.ndarray, task: Task, dataset: str) -> None:
 
 
 def _has_valid_pixel(frame: np.ndarray, depth_cap: float | None) -> bool:
-    """Whether a ground-truth frame has a pixel the metrics use: depth inside the dataset's range (``depth_cap``
-    given), or a finite normal of non-zero length."""
+    """Whether a ground-truth frame has a pixel the metrics use (:func:`_valid_pixels`)."""
+    return bool(_valid_pixels(frame, depth_cap).any())
+
+
+def _valid_pixels(frame: np.ndarray, depth_cap: float | None) -> np.ndarray:
+    """Bool ``(H, W)``: the pixels of a ground-truth frame the metrics use: depth inside the dataset's range
+    (``depth_cap`` given), or a finite normal of non-zero length."""
     if depth_cap is not None:
-        return bool(valid_depth_mask(frame, depth_cap).any())
+        return valid_depth_mask(frame, depth_cap)
     finite = np.all(np.isfinite(frame), axis=-1, keepdims=True)
-    return bool((np.linalg.norm(np.where(finite, frame, 0.0), axis=-1) > NORMAL_MIN_NORM).any())
+    return np.linalg.norm(np.where(finite, frame, 0.0), axis=-1) > NORMAL_MIN_NORM
 
 
 def _non_finite(pred: np.ndarray) -> tuple[int, int]:
@@ -414,7 +421,7 @@ def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path
         if not metrics.get("error"):
             metrics["opw_gt"] = floor
             metrics |= moving_static_metrics(task, _Resized(pred, gt_size, task), gt, metrics, moving, config.dataset)
-            metrics |= error_opw(task, _Resized(pred, gt_size, task), gt, flows, metrics, floor)
+            metrics |= error_opw(task, _Resized(pred, gt_size, task), gt, flows, metrics, config.dataset)
         metrics["seconds"] = seconds
         metrics["seconds_per_frame"] = seconds / max(seq.num_frames, 1)
         entry["models"][label] = metrics
@@ -463,24 +470,45 @@ class _Reciprocal:
         return 1.0 / np.maximum(np.asarray(self.depth[i], dtype=np.float64), EVAL_MIN_DEPTH)
 
 
-def error_opw(task: Task, pred, gt: np.ndarray, flows: SequenceFlows, metrics: dict, floor: float) -> dict:
+def error_opw(task: Task, pred, gt: np.ndarray, flows: SequenceFlows, metrics: dict, dataset: str) -> dict:
     """``{"opw_err": ...}``: OPW of the prediction's error, the aligned prediction minus the ground truth in what
     OPW compares (disparity; log depth for metric depth; normals), with the same flows and masks, in the units of
     the ground truth's OPW normalisation. Zero for the exact answer whatever the camera does, where OPW itself
     scores the floor ``opw_gt``: flicker raises it, and so does flattening true motion in depth, which lowers OPW.
-    Where the floor is known (dense ground truth); ``{}`` otherwise. ``pred``: at the ground truth's size."""
-    if not _known(floor):
+    Over the pixels whose ground truth is valid in both frames of a pair (a sensor's holes and the sky beyond the
+    depth cap are left out); ``{}`` when none is. ``pred``: at the ground truth's size."""
+    cap = task.depth_cap(dataset)
+    valid = np.stack([_valid_pixels(np.asarray(frame), cap) for frame in gt])
+    masks = _valid_pair_masks(flows, valid)
+    if not any(m.any() for m in masks):
         return {}
     truth = _as_prediction(gt, task)
-    _, spread = task.opw_normalization(truth)
-    return {"opw_err": opw(_Error(pred, truth, task, metrics, spread), flows=flows, normalize=False)}
+    _, spread = task.opw_normalization(np.concatenate(
+        [task.opw_values(np.asarray(truth[i], dtype=np.float64))[valid[i]].ravel() for i in range(len(gt))]))
+    return {"opw_err": opw(_Error(pred, truth, valid, task, metrics, spread), normalize=False,
+                           flows=SequenceFlows(flows.fwd, flows.bwd, *masks, method=flows.method))}
+
+
+def _valid_pair_masks(flows: SequenceFlows, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OPW's masks restricted to pixels valid in their own frame whose flow target is valid in the other (all four
+    pixels it is interpolated from)."""
+
+    def carried(v: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        v, flow = torch.from_numpy(v.astype(np.float32)), torch.from_numpy(np.array(flow, dtype=np.float32))
+        return warp(v[None, None], flow[None], padding_mode="zeros")[0, 0].numpy() >= 1.0 - 1e-3
+
+    fwd = np.stack([flows.mask_fwd[k] & valid[k] & carried(valid[k + 1], flows.fwd[k]) for k in range(len(flows))])
+    bwd = np.stack([flows.mask_bwd[k] & valid[k + 1] & carried(valid[k], flows.bwd[k]) for k in range(len(flows))])
+    return fwd, bwd
 
 
 class _Error:
-    """A prediction's error against the ground truth, frame by frame (see :func:`error_opw`)."""
+    """A prediction's error against the ground truth, frame by frame (see :func:`error_opw`); 0 where the ground
+    truth is not valid (left out by the masks, and kept finite for the warping)."""
 
-    def __init__(self, pred, truth, task: Task, metrics: dict, spread: float):
-        self.pred, self.truth, self.task, self.metrics, self.spread = pred, truth, task, metrics, spread
+    def __init__(self, pred, truth, valid: np.ndarray, task: Task, metrics: dict, spread: float):
+        self.pred, self.truth, self.valid, self.task = pred, truth, valid, task
+        self.metrics, self.spread = metrics, spread
 
     def __len__(self) -> int:
         return len(self.pred)
@@ -488,7 +516,8 @@ class _Error:
     def __getitem__(self, i: int) -> np.ndarray:
         aligned = self.task.aligned_opw_values(np.asarray(self.pred[i], dtype=np.float64), self.metrics)
         truth = self.task.opw_values(np.asarray(self.truth[i], dtype=np.float64))
-        return ((aligned - truth) / self.spread).astype(np.float32)
+        keep = self.valid[i] if aligned.ndim == 2 else self.valid[i][..., None]
+        return np.where(keep, (aligned - truth) / self.spread, 0.0).astype(np.float32)
 
 
 def _as_prediction(gt: np.ndarray, task: Task):
