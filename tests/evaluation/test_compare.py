@@ -51,14 +51,14 @@ def test_pairs_only_the_videos_both_scored():
 
 
 def test_a_metric_some_videos_lack_is_compared_on_the_others():
-    """The error's OPW exists only where the ground truth is dense: it is paired on those videos, not dropped."""
+    """A metric some videos lack (AbsRel on moving objects where nothing moves) is paired on the others."""
     ours, theirs = _report({"a": 0.1, "b": 0.2, "c": 0.3}), _report({"a": 0.1, "b": 0.2, "c": 0.3}, label="n")
     for report, values in ((ours, {"a": 0.05, "c": 0.07}), (theirs, {"a": 0.04, "b": 0.5, "c": 0.05})):
         for name, value in values.items():
-            report["sequences"][name]["models"][report["models"][0]["label"]]["opw_err"] = value
+            report["sequences"][name]["models"][report["models"][0]["label"]]["abs_rel_moving"] = value
     (pair,) = paired_differences(ours, theirs)["pairs"]
     assert pair["sequences"] == 3 and pair["metrics"]["abs_rel"]["sequences"] == 3
-    d = pair["metrics"]["opw_err"]
+    d = pair["metrics"]["abs_rel_moving"]
     assert d["sequences"] == 2 and d["per_sequence"] == pytest.approx({"a": 0.01, "c": 0.02})
 
 

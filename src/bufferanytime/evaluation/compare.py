@@ -108,7 +108,8 @@ def _protocol(report: dict, key: str):
 
 def _metric_differences(ours: dict, theirs: dict, common: list[str], resamples: int, seed: int) -> dict:
     """Per metric, over the videos where both models have it (a metric some videos leave undefined, such as the
-    error's OPW without a dense ground truth, is compared on the others; ``sequences`` says on how many)."""
+    error's OPW where no ground-truth pixel is valid, or AbsRel on moving objects where nothing moves, is compared
+    on the others; ``sequences`` says on how many)."""
     out = {}
     for key in dict.fromkeys(k for name in common for k in ours[name]):
         names = [n for n in common if key in ours[n] and key in theirs[n]]

@@ -696,9 +696,9 @@ def render_markdown(report: dict) -> str:
         "- OPW = mean over adjacent frame pairs and both flow directions of the mean L1 difference between a frame "
         "and the next (or previous) one warped onto it, over the pixels that pass the forward-backward flow check; "
         + task.opw_note,
-        "- OPW of the error (where the ground truth covers every pixel) = OPW of the prediction after the alignment "
-        "above minus the ground truth, in the ground truth's units and OPW normalisation, with the same flows and "
-        "masks: zero for a perfect prediction whatever the camera does.",
+        "- OPW of the error = OPW of the prediction after the alignment above minus the ground truth, in the ground "
+        "truth's units and OPW normalisation, with the same flows and masks, over the pixels whose ground truth is "
+        "valid in both frames of a pair: zero for a perfect prediction whatever the camera does.",
         "- s/frame = model time per frame (flow and metrics excluded).",
         "",
         f"Written by bufferanytime {report['version']}.",
@@ -708,10 +708,11 @@ def render_markdown(report: dict) -> str:
 
 
 def _floor_lines(report: dict) -> list[str]:
-    """OPW beside the ground truth's own OPW (the floor), per model and per video, where the ground truth allows."""
+    """OPW beside the ground truth's own OPW (the floor) and the OPW of the error, per model and per video, where
+    the ground truth allows."""
     rows = [(name, m["label"], e["models"][m["label"]]) for name, e in report["sequences"].items()
             for m in report["models"]]
-    if not any(_known(r[2].get("opw_gt")) for r in rows):
+    if not any(_known(r[2].get("opw_gt")) or _known(r[2].get("opw_err")) for r in rows):
         return []
     lines = ["", "## OPW and its floor", "",
              "The ground truth's own OPW (same flows and normalisation) is what a perfect prediction scores: real "
