@@ -13,9 +13,10 @@ for the shipped models):
 
 For every test clip, the shipped model and the adapted one are run through the inference pipeline at their own
 size; OPW uses DIS flow on the RGB frames (as ``eval --flow dis``), AbsRel the ground-truth depth (DepthCrafter
-protocol, one scale and shift per video, depth capped at ``SYNTHETIC_MAX_DEPTH``). Printed: the mean of each
-figure, the ratio adapted / shipped, the ground truth's own OPW (the floor a correct model cannot go below
-without flattening true motion in depth), the adapt run's wall-clock time against its budget, and the peak memory (RSS)
+protocol, one scale and shift per video, depth capped at ``SYNTHETIC_MAX_DEPTH``), and the OPW of the error
+(``eval``'s ``opw_err`` with the exact flows: the aligned prediction minus the ground truth, zero for the exact
+depth). Printed: the mean of each figure, the ratio adapted / shipped, the ground truth's own OPW (the floor a
+correct model cannot go below without flattening true motion in depth), the adapt run's wall-clock time against its budget, and the peak memory (RSS)
 of the adapt process against that of ``bufferanytime depth`` on one of its clips.
 
     python benchmarks/adapt_domain_shift.py [--work DIR] [--budget 5m] [--lrs 1e-3,3e-4] [--frames 32] [--size 192x256]
@@ -101,24 +102,39 @@ def floor(clips: list[Path], flows: list) -> float:
                                                                                                      strict=True)]))
 
 
+def ground_truth_flows(clip: Path):
+    """The synthetic clip's exact flows and OPW masks (as ``eval --flow gt``)."""
+    from bufferanytime.evaluation import SequenceFlows
+    from bufferanytime.io.arrays import flows_from_disk
+
+    fwd, bwd = (flows_from_disk(np.load(clip / f"flow_{d}.npy")) for d in ("fwd", "bwd"))
+    return SequenceFlows.from_flows(fwd, bwd, np.load(clip / "flow_valid_fwd.npy"),
+                                    np.load(clip / "flow_valid_bwd.npy"), method="ground truth")
+
+
 def scores(model_ref: str | None, clips: list[Path], flows: list) -> dict:
-    """Mean OPW (with the clips' ``flows``) and AbsRel of a depth model over clips (synthetic sequence folders), and
-    each clip's."""
-    from bufferanytime.constants import SYNTHETIC_MAX_DEPTH
-    from bufferanytime.evaluation import depth_metrics, opw
+    """Mean OPW (with the clips' ``flows``), AbsRel and OPW of the error (``eval``'s ``opw_err``, with the exact
+    flows: zero for the exact depth, so true motion in depth is not counted as flicker) of a depth model over clips
+    (synthetic sequence folders), and each clip's."""
+    from bufferanytime.evaluation import opw
+    from bufferanytime.evaluation.runner import error_opw
     from bufferanytime.inference.options import InferenceSettings
     from bufferanytime.inference.pipeline import predict_frames
     from bufferanytime.io.video import open_video
     from bufferanytime.models import load_model
+    from bufferanytime.tasks import get_task
 
-    model = load_model("depth", model_ref)
-    opws, absrels = [], []
+    model, task = load_model("depth", model_ref), get_task("depth")
+    per_clip: dict[str, list[float]] = {"opw": [], "abs_rel": [], "opw_err": []}
     for clip, clip_flow in zip(clips, flows, strict=True):
         pred = np.stack(list(predict_frames(model, open_video(clip / "rgb"), InferenceSettings(device="cpu"))))
-        opws.append(opw(pred, flows=clip_flow))
-        absrels.append(depth_metrics(pred, np.load(clip / "depth.npy"), SYNTHETIC_MAX_DEPTH)["abs_rel"])
-    return {"opw": float(np.mean(opws)), "abs_rel": float(np.mean(absrels)), "per_clip": {"opw": opws,
-            "abs_rel": absrels}}
+        gt = np.load(clip / "depth.npy")
+        metrics = task.score(pred, gt, "synthetic")
+        per_clip["opw"].append(opw(pred, flows=clip_flow))
+        per_clip["abs_rel"].append(metrics["abs_rel"])
+        per_clip["opw_err"].append(error_opw(task, pred, gt, ground_truth_flows(clip), metrics, "synthetic")
+                                   .get("opw_err", float("nan")))
+    return {**{k: float(np.nanmean(v)) for k, v in per_clip.items()}, "per_clip": per_clip}
 
 
 def compared(shipped: dict, adapted: dict) -> dict:
@@ -127,8 +143,9 @@ def compared(shipped: dict, adapted: dict) -> dict:
     from bufferanytime.evaluation.compare import bootstrap_ci
 
     out = {}
-    for key in ("opw", "abs_rel"):
+    for key in ("opw", "abs_rel", "opw_err"):
         diffs = np.subtract(adapted["per_clip"][key], shipped["per_clip"][key])
+        diffs = diffs[np.isfinite(diffs)]
         out[key] = {"ratio": adapted[key] / shipped[key], "difference": float(diffs.mean()),
                     "ci95": bootstrap_ci(diffs)}
     return out
