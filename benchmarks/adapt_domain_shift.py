@@ -16,8 +16,9 @@ size; OPW uses DIS flow on the RGB frames (as ``eval --flow dis``), AbsRel the g
 protocol, one scale and shift per video, depth capped at ``SYNTHETIC_MAX_DEPTH``), and the OPW of the error
 (``eval``'s ``opw_err`` with the exact flows: the aligned prediction minus the ground truth, zero for the exact
 depth). Printed: the mean of each figure, the ratio adapted / shipped, the ground truth's own OPW (the floor a
-correct model cannot go below without flattening true motion in depth), the adapt run's wall-clock time against its budget, and the peak memory (RSS)
-of the adapt process against that of ``bufferanytime depth`` on one of its clips.
+correct model cannot go below without flattening true motion in depth), the adapt run's wall-clock time against
+its budget, and the peak memory (RSS) of the adapt process against that of ``bufferanytime depth`` on one of its
+clips.
 
     python benchmarks/adapt_domain_shift.py [--work DIR] [--budget 5m] [--lrs 1e-3,3e-4] [--frames 32] [--size 192x256]
         [--camera dolly|rotate|wander] [--test-seed N] [--original-seed N] [--w-reg W]
