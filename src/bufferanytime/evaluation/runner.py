@@ -42,9 +42,9 @@ from bufferanytime.evaluation.consistency import SequenceFlows, estimate_flows, 
 from bufferanytime.evaluation.datasets import EvalSequence, load_sequences
 from bufferanytime.evaluation.points import point_lines, point_metrics
 from bufferanytime.evaluation.slices import column_index, compose_slices, time_slice
-from bufferanytime.flow.warp import warp
 from bufferanytime.inference.options import InferenceSettings
 from bufferanytime.io.outputs import NpyStreamWriter, OutputDir, OutputFiles, write_image
+from bufferanytime.losses.stabilization import valid_pair_masks
 from bufferanytime.tasks import Task, get_task
 from bufferanytime.tasks.metrics import NORMAL_MIN_NORM, valid_depth_mask
 
@@ -420,8 +420,9 @@ def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path
         metrics = _score(seq, run, label, pred, gt, flows, (x_gt, value_range, slices))
         if not metrics.get("error"):
             metrics["opw_gt"] = floor
-            metrics |= moving_static_metrics(task, _Resized(pred, gt_size, task), gt, metrics, moving, config.dataset)
-            metrics |= error_opw(task, _Resized(pred, gt_size, task), gt, flows, metrics, config.dataset)
+            at_gt = _Resized(pred, gt_size, task)
+            metrics |= moving_static_metrics(task, at_gt, gt, metrics, moving, config.dataset)
+            metrics |= error_opw(task, at_gt, gt, flows, metrics, config.dataset)
         metrics["seconds"] = seconds
         metrics["seconds_per_frame"] = seconds / max(seq.num_frames, 1)
         entry["models"][label] = metrics
@@ -490,16 +491,16 @@ def error_opw(task: Task, pred, gt: np.ndarray, flows: SequenceFlows, metrics: d
 
 
 def _valid_pair_masks(flows: SequenceFlows, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """OPW's masks restricted to pixels valid in their own frame whose flow target is valid in the other (all four
-    pixels it is interpolated from)."""
-
-    def carried(v: np.ndarray, flow: np.ndarray) -> np.ndarray:
-        v, flow = torch.from_numpy(v.astype(np.float32)), torch.from_numpy(np.array(flow, dtype=np.float32))
-        return warp(v[None, None], flow[None], padding_mode="zeros")[0, 0].numpy() >= 1.0 - 1e-3
-
-    fwd = np.stack([flows.mask_fwd[k] & valid[k] & carried(valid[k + 1], flows.fwd[k]) for k in range(len(flows))])
-    bwd = np.stack([flows.mask_bwd[k] & valid[k + 1] & carried(valid[k], flows.bwd[k]) for k in range(len(flows))])
-    return fwd, bwd
+    """OPW's masks restricted to pixels valid in their own frame whose flow target is valid in the other, pair by
+    pair, by the rule of the training losses (:func:`~bufferanytime.losses.stabilization.valid_pair_masks`)."""
+    fwd, bwd = [], []
+    for k in range(len(flows)):
+        masks = (torch.from_numpy(np.array(m[k : k + 1], dtype=bool))[None] for m in (flows.mask_fwd, flows.mask_bwd))
+        pair = (torch.from_numpy(np.array(f[k : k + 1], dtype=np.float32)) for f in (flows.fwd, flows.bwd))
+        m_fwd, m_bwd = valid_pair_masks(*masks, torch.from_numpy(valid[k : k + 2])[None], *pair, torch.float32)
+        fwd.append(m_fwd[0, 0].numpy())
+        bwd.append(m_bwd[0, 0].numpy())
+    return np.stack(fwd), np.stack(bwd)
 
 
 class _Error:
@@ -531,12 +532,8 @@ def ground_truth_opw(gt: np.ndarray, flows: SequenceFlows, task: Task, dataset: 
     perfect prediction scores, real motion in depth and turning normals included); NaN when the ground truth does
     not cover every pixel of every frame (sparse or capped depth), where it would not be comparable."""
     cap = task.depth_cap(dataset)
-    for frame in gt:
-        frame = np.asarray(frame)
-        dense = valid_depth_mask(frame, cap).all() if cap is not None else (
-            np.isfinite(frame).all() and (np.linalg.norm(frame, axis=-1) > NORMAL_MIN_NORM).all())
-        if not dense:
-            return math.nan
+    if not all(_valid_pixels(np.asarray(frame), cap).all() for frame in gt):
+        return math.nan
     return opw(_as_prediction(gt, task), flows=flows, task=task)
 
 

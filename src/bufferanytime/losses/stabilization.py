@@ -144,7 +144,8 @@ def stabilization_loss(
         m_fwd, m_bwd = _cycle_masks(ff, fb, tau, cycle_fwd, cycle_bwd, (b, k, h, w))
         m_fwd, m_bwd = _edge_masks(m_fwd, m_bwd, buffers, edge_mask)
         if valid is not None:
-            m_fwd, m_bwd = _valid_masks(m_fwd, m_bwd, _with_batch(valid, 4).to(buffers.device), ff, fb, buffers.dtype)
+            valid = _with_batch(valid, 4).to(buffers.device)
+            m_fwd, m_bwd = valid_pair_masks(m_fwd, m_bwd, valid, ff, fb, buffers.dtype)
     prev = buffers[:, :-1].reshape(n, c, h, w)
     nxt = buffers[:, 1:].reshape(n, c, h, w)
     err_fwd = (warp(nxt, ff) - prev).abs() * m_fwd.reshape(n, 1, h, w)  # grid of frame k
@@ -182,9 +183,10 @@ def _edge_masks(m_fwd: torch.Tensor, m_bwd: torch.Tensor, buffers: torch.Tensor,
     return m_fwd & keep[:, :-1], m_bwd & keep[:, 1:]
 
 
-def _valid_masks(m_fwd: torch.Tensor, m_bwd: torch.Tensor, valid: torch.Tensor, ff: torch.Tensor, fb: torch.Tensor,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The masks where a pixel is valid and so is the pixel it samples from the other frame."""
+def valid_pair_masks(m_fwd: torch.Tensor, m_bwd: torch.Tensor, valid: torch.Tensor, ff: torch.Tensor,
+                     fb: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masks ``(B, K-1, H, W)`` where a pixel is valid and so is the pixel it samples from the other frame
+    (all the pixels it is interpolated from); ``valid (B, K, H, W)``, flattened flows ``(B*(K-1), 2, H, W)``."""
     b, k1, h, w = m_fwd.shape
     n = b * k1
     vf = valid.to(dtype)

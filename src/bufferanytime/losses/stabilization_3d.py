@@ -32,7 +32,7 @@ import torch
 
 from bufferanytime.constants import CYCLE_TAU
 from bufferanytime.flow.warp import warp
-from bufferanytime.losses.stabilization import _cycle_masks, _edge_masks, _valid_masks, _with_batch
+from bufferanytime.losses.stabilization import _cycle_masks, _edge_masks, _with_batch, valid_pair_masks
 
 MOTION_PX = 1.0  # pixels a flow target may differ from the rigid reprojection of its point (static scene)
 MOTION_REL = 0.1  # ... plus this fraction of the flow's length (depth errors move the reprojection with the flow)
@@ -243,7 +243,8 @@ def stabilization_loss_3d(
         m_fwd, m_bwd = _cycle_masks(ff, fb, tau, cycle_fwd, cycle_bwd, (b, k, h, w))
         m_fwd, m_bwd = _edge_masks(m_fwd, m_bwd, buffers, edge_mask)
         if valid is not None:
-            m_fwd, m_bwd = _valid_masks(m_fwd, m_bwd, _with_batch(valid, 4).to(buffers.device), ff, fb, buffers.dtype)
+            valid = _with_batch(valid, 4).to(buffers.device)
+            m_fwd, m_bwd = valid_pair_masks(m_fwd, m_bwd, valid, ff, fb, buffers.dtype)
         if mask_motion:
             prev_d, next_d = _pair_depths(source_depth, n, h, w)
             m_fwd = m_fwd & rigid_mask(ff, rel_f, kk, prev_d, motion_px).view(b, k - 1, h, w)

@@ -31,7 +31,7 @@ from bufferanytime.constants import EVAL_MIN_DEPTH
 from bufferanytime.io.outputs import colorize_depth, robust_range
 from bufferanytime.tasks.base import PNG16_MAX, Column, write_png16_frames
 from bufferanytime.tasks.depth import MAX_DEPTH, DepthTask
-from bufferanytime.tasks.metrics import depth_metrics, fit_disparity_affine, median_depth_ratio
+from bufferanytime.tasks.metrics import aligned_disparity, depth_metrics, fit_disparity_affine, median_depth_ratio
 
 PNG16_METRES = 256.0  # png16 = round(depth_m * 256), as KITTI's depth maps
 LOG_EPS = 1e-6  # metres: depth is clamped to this before a logarithm
@@ -53,6 +53,11 @@ CLIP_SCALE_WEIGHT = 1.0
 # 0.25, 0.5 and 0.75 by the videos within 5 % of the prior's median depth (17, 17, 17, 16 of 18), then OPW: on
 # the 64-frame videos 0.446x, 0.433x, 0.420x, 0.409x the prior's (docs/embedded_models.md).
 WINDOW_PULL = 0.5
+
+
+def _aligned_inverse(depth: np.ndarray, metrics: dict) -> np.ndarray:
+    """``1 / depth`` after the scale and shift that :meth:`MetricDepthTask.score` fitted to it (in ``metrics``)."""
+    return aligned_disparity(1.0 / np.maximum(depth, EVAL_MIN_DEPTH), metrics["scale"], metrics["shift"])
 
 
 def log_depth(depth: np.ndarray) -> np.ndarray:
@@ -134,11 +139,8 @@ class MetricDepthTask(DepthTask):
         return 0.0, 1.0
 
     def aligned_opw_values(self, frame: np.ndarray, metrics: dict) -> np.ndarray:
-        """Log depth after the alignment, which :meth:`score` applies to ``1 / depth``."""
-        from bufferanytime.tasks.metrics import aligned_disparity
-
-        inverse = aligned_disparity(1.0 / np.maximum(frame, EVAL_MIN_DEPTH), metrics["scale"], metrics["shift"])
-        return log_depth(1.0 / inverse)
+        """Log depth after the alignment."""
+        return log_depth(1.0 / _aligned_inverse(frame, metrics))
 
     def to_rgb(self, frame: np.ndarray, value_range: tuple[float, float] | None,
                invalid: np.ndarray | None = None) -> np.ndarray:
@@ -175,10 +177,7 @@ class MetricDepthTask(DepthTask):
     def pred_slice_rgb(self, pred_slice: np.ndarray, metrics: dict, value_range: tuple[float, float] | None
                        ) -> np.ndarray:
         """The predicted metres after the alignment, in the ground truth's colours."""
-        from bufferanytime.tasks.metrics import aligned_disparity
-
-        disparity = aligned_disparity(1.0 / np.maximum(pred_slice, EVAL_MIN_DEPTH), metrics["scale"], metrics["shift"])
-        return DepthTask.to_rgb(self, disparity, value_range)
+        return DepthTask.to_rgb(self, _aligned_inverse(pred_slice, metrics), value_range)
 
     def vis_range(self, frames: np.ndarray) -> tuple[float, float]:
         return robust_range(frames)
