@@ -166,11 +166,11 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
     ``budget``: default ``DEFAULT_BUDGET``; ``lr``, ``w_reg``: default the objective's for an adaptation
     (:func:`default_lr`; :func:`default_w_reg`, by how fast the footage's camera moves along its axis); ``seed``:
     default 0. A time budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's
-    start. ``progress(step, steps)`` is called after
-    every training step (``steps``: the planned total, which follows the time left under a time budget), e.g. for
-    a progress bar of its own. An ``out`` holding an interrupted run
-    (:mod:`~bufferanytime.adapt.resume`) is continued with ``resume``, and refused without it. ``engine``: where
-    each input is opened and read (:mod:`~bufferanytime.adapt.engines`; None: here), closed once the footage is."""
+    start. ``progress(step, steps)`` is called after every training step (``steps``: the planned total, which
+    follows the time left under a time budget), e.g. for a progress bar of its own. An ``out`` holding an
+    interrupted run (:mod:`~bufferanytime.adapt.resume`) is continued with ``resume``, and refused without it.
+    ``engine``: where each input is opened and read (:mod:`~bufferanytime.adapt.engines`; None: here), closed once
+    the footage is."""
     sources = [sources] if isinstance(sources, str | Path) else list(sources)
     kind = _kind_of(model, kind)
     base, base_record = _base(model, kind)

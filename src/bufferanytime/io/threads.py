@@ -168,7 +168,7 @@ class HeadStart(Generic[T]):
         self._limit = limit
         self._taken: deque[T] = deque()
         self._error: BaseException | None = None
-        self._stop = threading.Event()
+        self._stopped = False  # guarded by _changed
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -185,9 +185,9 @@ class HeadStart(Generic[T]):
     def _wait_for_room(self) -> bool:
         """Whether to take another item: wait while the limit is reached, until it is raised or the thread stops."""
         with self._changed:
-            while len(self._taken) >= self._limit and not self._stop.is_set():
+            while len(self._taken) >= self._limit and not self._stopped:
                 self._changed.wait(POLL_S)
-            return not self._stop.is_set()
+            return not self._stopped
 
     def allow(self, limit: int) -> None:
         """Take up to ``limit`` items (never fewer than allowed before)."""
@@ -202,7 +202,7 @@ class HeadStart(Generic[T]):
 
     def _halt(self) -> None:
         with self._changed:
-            self._stop.set()
+            self._stopped = True
             self._changed.notify()
         self._thread.join()
 
