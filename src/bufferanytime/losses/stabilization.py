@@ -144,8 +144,7 @@ def stabilization_loss(
         m_fwd, m_bwd = _cycle_masks(ff, fb, tau, cycle_fwd, cycle_bwd, (b, k, h, w))
         m_fwd, m_bwd = _edge_masks(m_fwd, m_bwd, buffers, edge_mask)
         if valid is not None:
-            valid = _with_batch(valid, 4).to(buffers.device)
-            m_fwd, m_bwd = valid_pair_masks(m_fwd, m_bwd, valid, ff, fb, buffers.dtype)
+            m_fwd, m_bwd = valid_pair_masks(m_fwd, m_bwd, _with_batch(valid, 4), ff, fb, buffers.dtype)
     prev = buffers[:, :-1].reshape(n, c, h, w)
     nxt = buffers[:, 1:].reshape(n, c, h, w)
     err_fwd = (warp(nxt, ff) - prev).abs() * m_fwd.reshape(n, 1, h, w)  # grid of frame k
@@ -186,9 +185,11 @@ def _edge_masks(m_fwd: torch.Tensor, m_bwd: torch.Tensor, buffers: torch.Tensor,
 def valid_pair_masks(m_fwd: torch.Tensor, m_bwd: torch.Tensor, valid: torch.Tensor, ff: torch.Tensor,
                      fb: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The masks ``(B, K-1, H, W)`` where a pixel is valid and so is the pixel it samples from the other frame
-    (all the pixels it is interpolated from); ``valid (B, K, H, W)``, flattened flows ``(B*(K-1), 2, H, W)``."""
+    (all the pixels it is interpolated from); ``valid (B, K, H, W)`` (moved to the masks' device), flattened flows
+    ``(B*(K-1), 2, H, W)``."""
     b, k1, h, w = m_fwd.shape
     n = b * k1
+    valid = valid.to(m_fwd.device)
     vf = valid.to(dtype)
     sampled_next = warp(vf[:, 1:].reshape(n, 1, h, w), ff, padding_mode="zeros")
     sampled_prev = warp(vf[:, :-1].reshape(n, 1, h, w), fb, padding_mode="zeros")

@@ -243,8 +243,7 @@ def stabilization_loss_3d(
         m_fwd, m_bwd = _cycle_masks(ff, fb, tau, cycle_fwd, cycle_bwd, (b, k, h, w))
         m_fwd, m_bwd = _edge_masks(m_fwd, m_bwd, buffers, edge_mask)
         if valid is not None:
-            valid = _with_batch(valid, 4).to(buffers.device)
-            m_fwd, m_bwd = valid_pair_masks(m_fwd, m_bwd, valid, ff, fb, buffers.dtype)
+            m_fwd, m_bwd = valid_pair_masks(m_fwd, m_bwd, _with_batch(valid, 4), ff, fb, buffers.dtype)
         if mask_motion:
             prev_d, next_d = _pair_depths(source_depth, n, h, w)
             m_fwd = m_fwd & rigid_mask(ff, rel_f, kk, prev_d, motion_px).view(b, k - 1, h, w)
