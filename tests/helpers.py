@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,3 +83,13 @@ def launcher_env(tmp: Path, **extra: str) -> dict[str, str]:
     scratch = Path(tmp) / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     return {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch), **extra}
+
+
+def settled(head, expected: int, timeout: float = 60.0) -> int:
+    """Items a ``HeadStart`` holds once it has taken ``expected`` or its thread has ended (waiting at most ``timeout``
+    s), a moment later: a thread waiting at its limit takes no more, so a count above the limit shows."""
+    deadline = time.monotonic() + timeout
+    while head.taken < expected and head._thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    return head.taken

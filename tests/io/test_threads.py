@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bufferanytime.io.threads import BackgroundWriter, HeadStart, Prefetch
+from tests.helpers import settled
 
 
 def test_prefetch_keeps_order_and_stays_at_most_size_ahead():
@@ -66,8 +67,7 @@ def test_a_head_start_takes_at_most_its_limit_on_its_thread_then_hands_everythin
             yield i
 
     head = HeadStart(items(), limit=4, name="head-under-test")
-    head._thread.join(timeout=60)
-    assert produced == ["head-under-test"] * 4 and head.taken == 4
+    assert settled(head, 4) == 4 and produced == ["head-under-test"] * 4
     assert list(head) == list(range(10))
     assert produced[4:] == [threading.current_thread().name] * 6  # the rest in the consumer's thread
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bufferanytime.errors import InputError
 from bufferanytime.io import NpyStreamWriter, expand_inputs, open_video, write_video
-from tests.helpers import moving_pattern
+from tests.helpers import moving_pattern, settled
 
 
 def test_video_round_trip_streams_frames(tmp_path):
@@ -40,8 +40,7 @@ def test_frames_decoded_ahead_are_the_same_frames(tmp_path, stride, max_frames, 
     plain = list(open_video(tmp_path / "a.mp4", stride=stride, max_frames=max_frames))
     source = open_video(tmp_path / "a.mp4", stride=stride, max_frames=max_frames)
     source.decode_ahead(max_frames=ahead)
-    source._ahead._thread.join(timeout=60)
-    assert source._ahead.taken == min(ahead, len(plain))
+    assert settled(source._ahead, min(ahead, len(plain))) == min(ahead, len(plain))
     for got in (list(source), list(source)):
         assert len(got) == len(plain) and all(np.array_equal(a, b) for a, b in zip(got, plain, strict=True))
 
@@ -50,9 +49,8 @@ def test_decoding_ahead_stops_at_its_byte_limit_and_close_drops_it(tmp_path):
     write_video(tmp_path / "a.mp4", moving_pattern(frames=9, height=48, width=64), fps=10)
     source = open_video(tmp_path / "a.mp4")
     source.decode_ahead(max_bytes=3 * 48 * 64 * 3 + 5)  # room for 3 frames
-    source._ahead._thread.join(timeout=60)
     ahead = source._ahead
-    assert ahead.taken == 3
+    assert settled(ahead, 3) == 3
     source.close()
     assert ahead.taken == 0 and source._ahead is None
     assert len(list(source)) == 9
