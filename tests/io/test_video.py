@@ -1,4 +1,6 @@
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -246,3 +248,34 @@ def test_folder_of_one_image_is_refused_unless_per_frame(tmp_path):
         open_video(folder)
     assert len(list(open_video(folder, per_frame=True))) == 1
     assert open_video(tmp_path / "one" / "0.png").kind == "image"  # an image file stays accepted
+
+
+
+FORK_WHILE_HELD = """
+import subprocess, threading
+import av
+from bufferanytime.io.video import rgb_array
+held, release = threading.Event(), threading.Event()
+local = threading.local()
+
+def hold():
+    with av.open({path!r}) as container:
+        local.frame = next(container.decode(video=0))
+    rgb_array(local.frame)  # the frame keeps the converter it was converted with
+    held.set()
+    release.wait()
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+subprocess.run(["true"], preexec_fn=lambda: None, check=True)
+print("forked")
+"""
+
+
+def test_a_converted_frame_held_by_another_thread_does_not_hang_a_forked_child(tmp_path):
+    """A child forked with a pre-exec function (as Ray starts its processes) frees what the parent's other threads
+    hold; a frame converted on swscale's slice threads then waits for threads the child does not have."""
+    write_video(tmp_path / "a.mp4", moving_pattern(frames=4), fps=10)
+    code = FORK_WHILE_HELD.format(path=str(tmp_path / "a.mp4"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "forked", done.stderr

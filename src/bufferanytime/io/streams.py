@@ -43,7 +43,7 @@ import av
 import numpy as np
 
 from bufferanytime.errors import InputError
-from bufferanytime.io.video import MIN_SIDE
+from bufferanytime.io.video import MIN_SIDE, rgb_array
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
 DEFAULT_TIMEOUT = 10.0  # seconds to connect to a network source
@@ -264,7 +264,7 @@ class LiveSource:
             for frame in packet.decode():
                 if self._stop:
                     return
-                self._put(LiveFrame(self.decoded, self._checked(frame.to_ndarray(format="rgb24")), time.monotonic()))
+                self._put(LiveFrame(self.decoded, self._checked(rgb_array(frame)), time.monotonic()))
                 self.decoded += 1
         if reader is not None and self.format_name in TILED_FORMATS and end and reader.count > end:
             raise InputError(f"{self.spec}: stream ended in the middle of frame {self.decoded} "

@@ -181,7 +181,7 @@ def _decode_video(path: Path) -> Iterator[np.ndarray]:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                yield rgb_array(frame)
     except av.error.FFmpegError as exc:
         raise InputError(f"{path}: cannot decode video ({exc.strerror or type(exc).__name__})") from exc
 
@@ -417,6 +417,18 @@ class VideoWriter:
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         self.close(flush=exc_type is None)
+
+
+def rgb_array(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as ``(H, W, 3)`` uint8 RGB, converted on one thread.
+
+    Left to its default, the frame's converter runs swscale slice threads, one per CPU. Freed in a child forked
+    with a pre-exec function (as Ray starts its processes), where those threads do not exist, it waits for them
+    forever: a frame still held by another thread of the parent hung such a child."""
+    try:
+        return frame.to_ndarray(format="rgb24", threads=1)
+    except TypeError:  # PyAV before ``threads``: its swscale context is single-threaded anyway
+        return frame.to_ndarray(format="rgb24")
 
 
 def _to_yuv420p(frame: av.VideoFrame) -> av.VideoFrame:
