@@ -414,6 +414,7 @@ def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path
     slices = [("RGB", time_slice(seq.frames(), x_frame)), ("ground truth", gt_rgb)]
     entry: dict = {"frames": seq.num_frames, "size": list(gt_size), "models": {}}
     floor = ground_truth_opw(gt, flows, task, config.dataset)
+    truth = error_basis(task, gt, flows, config.dataset)
     moving = _moving_mask(seq, work, gt_size)
     for label, predictor in run.predictors.items():
         pred, seconds = _predict(seq, run, label, predictor, work / "pred.raw")
@@ -422,7 +423,7 @@ def _evaluate_sequence(seq: EvalSequence, run: _Run, work: Path, slice_dir: Path
             metrics["opw_gt"] = floor
             at_gt = _Resized(pred, gt_size, task)
             metrics |= moving_static_metrics(task, at_gt, gt, metrics, moving, config.dataset)
-            metrics |= error_opw(task, at_gt, gt, flows, metrics, config.dataset)
+            metrics |= error_opw_of(truth, at_gt, metrics)
         metrics["seconds"] = seconds
         metrics["seconds_per_frame"] = seconds / max(seq.num_frames, 1)
         entry["models"][label] = metrics
@@ -478,16 +479,41 @@ def error_opw(task: Task, pred, gt: np.ndarray, flows: SequenceFlows, metrics: d
     scores the floor ``opw_gt``: flicker raises it, and so does flattening true motion in depth, which lowers OPW.
     Over the pixels whose ground truth is valid in both frames of a pair (a sensor's holes and the sky beyond the
     depth cap are left out); ``{}`` when none is. ``pred``: at the ground truth's size."""
+    return error_opw_of(error_basis(task, gt, flows, dataset), pred, metrics)
+
+
+@dataclass
+class ErrorBasis:
+    """What :func:`error_opw` needs of a video's ground truth, whatever the model: the task, the ground truth as a
+    prediction, its valid pixels, the flows with their masks restricted to valid pairs, and its OPW spread."""
+
+    task: Task
+    truth: object
+    valid: np.ndarray
+    flows: SequenceFlows
+    spread: float
+
+
+def error_basis(task: Task, gt: np.ndarray, flows: SequenceFlows, dataset: str) -> ErrorBasis | None:
+    """The :class:`ErrorBasis` of a video (computed once, used for every model); None when no pair has a pixel
+    whose ground truth is valid in both frames."""
     cap = task.depth_cap(dataset)
     valid = np.stack([_valid_pixels(np.asarray(frame), cap) for frame in gt])
     masks = _valid_pair_masks(flows, valid)
     if not any(m.any() for m in masks):
-        return {}
+        return None
     truth = _as_prediction(gt, task)
     _, spread = task.opw_normalization(np.concatenate(
         [task.opw_values(np.asarray(truth[i], dtype=np.float64))[valid[i]].ravel() for i in range(len(gt))]))
-    return {"opw_err": opw(_Error(pred, truth, valid, task, metrics, spread), normalize=False,
-                           flows=SequenceFlows(flows.fwd, flows.bwd, *masks, method=flows.method))}
+    return ErrorBasis(task, truth, valid, SequenceFlows(flows.fwd, flows.bwd, *masks, method=flows.method), spread)
+
+
+def error_opw_of(basis: ErrorBasis | None, pred, metrics: dict) -> dict:
+    """:func:`error_opw` of ``pred`` on a video's :class:`ErrorBasis` (``{}`` for None)."""
+    if basis is None:
+        return {}
+    error = _Error(pred, basis.truth, basis.valid, basis.task, metrics, basis.spread)
+    return {"opw_err": opw(error, normalize=False, flows=basis.flows)}
 
 
 def _valid_pair_masks(flows: SequenceFlows, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
