@@ -420,26 +420,26 @@ class VideoWriter:
 
 
 def rgb_array(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as ``(H, W, 3)`` uint8 RGB, converted on one thread.
-
-    Left to its default, the frame's converter runs swscale slice threads, one per CPU. Freed in a child forked
-    with a pre-exec function (as Ray starts its processes), where those threads do not exist, it waits for them
-    forever: a frame still held by another thread of the parent hung such a child."""
-    try:
-        return frame.to_ndarray(format="rgb24", threads=1)
-    except TypeError:  # PyAV before ``threads``: its swscale context is single-threaded anyway
-        return frame.to_ndarray(format="rgb24")
+    """A decoded frame as ``(H, W, 3)`` uint8 RGB, converted on one thread (:func:`_on_one_thread`)."""
+    return _on_one_thread(frame, "rgb24").to_ndarray()
 
 
 def _to_yuv420p(frame: av.VideoFrame) -> av.VideoFrame:
-    """The frame in the encoder's pixel format, converted on one thread.
+    """The frame in the encoder's pixel format, converted on one thread (:func:`_on_one_thread`)."""
+    return _on_one_thread(frame, "yuv420p")
 
-    Left to the encoder, the RGB to YUV conversion runs on as many swscale slice threads as the machine has CPUs;
-    on one thread it does not depend on the machine (a frame's conversion takes milliseconds)."""
+
+def _on_one_thread(frame: av.VideoFrame, pixel_format: str) -> av.VideoFrame:
+    """The frame in ``pixel_format``, converted on one swscale thread.
+
+    Left to its default, a converter runs swscale slice threads, one per CPU: the conversion then depends on the
+    machine, and a converter freed in a child forked with a pre-exec function (as Ray starts its processes), where
+    those threads do not exist, waits for them forever (a frame still held by another thread of the parent hung
+    such a child). One thread converts a frame in milliseconds."""
     try:
-        return frame.reformat(format="yuv420p", threads=1)
+        return frame.reformat(format=pixel_format, threads=1)
     except TypeError:  # PyAV before ``threads``: its swscale context is single-threaded anyway
-        return frame.reformat(format="yuv420p")
+        return frame.reformat(format=pixel_format)
 
 
 def _as_fraction(fps: float) -> Fraction:
