@@ -106,11 +106,10 @@ def floor(clips: list[Path], flows: list) -> float:
 def ground_truth_flows(clip: Path):
     """The synthetic clip's exact flows and OPW masks (as ``eval --flow gt``)."""
     from bufferanytime.evaluation import SequenceFlows
-    from bufferanytime.io.arrays import flows_from_disk
+    from bufferanytime.evaluation.datasets import synthetic_sequences
 
-    fwd, bwd = (flows_from_disk(np.load(clip / f"flow_{d}.npy")) for d in ("fwd", "bwd"))
-    return SequenceFlows.from_flows(fwd, bwd, np.load(clip / "flow_valid_fwd.npy"),
-                                    np.load(clip / "flow_valid_bwd.npy"), method="ground truth")
+    sequence = next(s for s in synthetic_sequences(clip.parent) if s.name == clip.name)
+    return SequenceFlows.from_flows(*sequence.gt_flows(), method="ground truth")
 
 
 def scores(model_ref: str | None, clips: list[Path], flows: list) -> dict:
