@@ -21,7 +21,7 @@ its budget, and the peak memory (RSS) of the adapt process against that of ``buf
 clips.
 
     python benchmarks/adapt_domain_shift.py [--work DIR] [--budget 5m] [--lrs 1e-3,3e-4] [--frames 32] [--size 192x256]
-        [--camera dolly|rotate|wander] [--test-seed N] [--original-seed N] [--w-reg W]
+        [--camera dolly|rotate|wander] [--test-seed N] [--original-seed N] [--w-reg W] [--prior-tolerance T]
 """
 
 from __future__ import annotations
@@ -69,12 +69,14 @@ def measured(command: list[str]) -> tuple[float, int]:
     return time.perf_counter() - began, rss
 
 
-def adapt(clips: list[Path], out: Path, budget: str, lr: float | None, w_reg: float | None = None) -> dict:
-    """Run ``bufferanytime adapt depth`` on the clips' videos (``--lr lr``, ``--w-reg w_reg`` unless None: the
-    command's defaults); its record, wall time and peak memory."""
+def adapt(clips: list[Path], out: Path, budget: str, lr: float | None, w_reg: float | None = None,
+          tolerance: float | None = None) -> dict:
+    """Run ``bufferanytime adapt depth`` on the clips' videos (``--lr lr``, ``--w-reg w_reg``, ``--prior-tolerance
+    tolerance`` unless None: the command's defaults); its record, wall time and peak memory."""
     command = [sys.executable, "-m", "bufferanytime", "adapt", "depth", *[str(c / "rgb.mp4") for c in clips], "-o",
                str(out), "--budget", budget, "-q"] + ([] if lr is None else ["--lr", str(lr)])
     command += [] if w_reg is None else ["--w-reg", str(w_reg)]
+    command += [] if tolerance is None else ["--prior-tolerance", str(tolerance)]
     seconds, rss = measured(command)
     record = json.loads((out / "adapt.json").read_text())
     return {"record": record, "seconds": seconds, "rss_kb": rss}
@@ -158,6 +160,8 @@ def main() -> None:
     parser.add_argument("--lrs", default=None,
                         help="learning rates tried, chosen on the validation clips (default: the command's own)")
     parser.add_argument("--w-reg", type=float, default=None, help="adapt's --w-reg (default: the command's own)")
+    parser.add_argument("--prior-tolerance", type=float, default=None,
+                        help="adapt's --prior-tolerance (default: the command's own)")
     parser.add_argument("--textures", type=Path, default=None)
     parser.add_argument("--adapt-clips", type=int, default=3)
     parser.add_argument("--val-clips", type=int, default=6)
@@ -182,7 +186,7 @@ def main() -> None:
     runs, lrs = {}, [float(v) for v in args.lrs.split(",")] if args.lrs else [None]
     val_flows = clip_flows(val_clips) if len(lrs) > 1 else None
     for lr in lrs:
-        runs[lr] = adapt(adapt_clips, work / model_name(lr), args.budget, lr, args.w_reg)
+        runs[lr] = adapt(adapt_clips, work / model_name(lr), args.budget, lr, args.w_reg, args.prior_tolerance)
         runs[lr]["val"] = scores(str(work / model_name(lr)), val_clips, val_flows) if len(lrs) > 1 else None
         print(f"lr {runs[lr]['record']['settings']['lr']:g}: {runs[lr]['record']['result']} in "
               f"{runs[lr]['seconds']:.0f} s, validation {runs[lr]['val']}", flush=True)

@@ -100,6 +100,21 @@ def test_guard_rail_keeps_the_starting_model(failing, clips, tmp_path, base_dige
     assert record["result"] == "kept_base" and not record["guard"]["passed"]
 
 
+def test_a_looser_prior_tolerance_lets_further_weights_through(clips, tmp_path, monkeypatch, capsys):
+    # twice as far from the prior as the starting model: refused at the default (1.5x), kept at --prior-tolerance 2
+    for flags, result in (([], "kept_base"), (["--prior-tolerance", "2"], "adapted")):
+        monkeypatch.setattr(run, "figures", _figures(guard.Figures(1.0, 0.1), guard.Figures(0.5, 0.2)))
+        out = tmp_path / f"model{len(flags)}"
+        code, err = run_main(capsys, "adapt", "depth", str(clips[0]), "-o", str(out), "--budget", STEPS, "-q", *flags)
+        record = json.loads((out / RECORD_NAME).read_text())
+        assert code == 0 and record["result"] == result, err
+        tolerance = 2.0 if flags else guard.PRIOR_TOLERANCE
+        assert record["settings"]["prior_tolerance"] == record["guard"]["prior_tolerance"] == tolerance
+    code, err = run_main(capsys, "adapt", "depth", str(clips[0]), "-o", str(tmp_path / "bad"), "--prior-tolerance",
+                         "-1")
+    assert code == 2 and len(err) == 1 and "--prior-tolerance" in err[0] and not (tmp_path / "bad").exists()
+
+
 def test_zero_tolerance_is_stated_in_the_verdict():
     verdict = guard.judge(guard.Figures(1.0, 0.03), guard.Figures(0.5, 0.031), "depth", tolerance=0.0)
     assert verdict.opw_ok and not verdict.prior_ok and not verdict.passed

@@ -158,15 +158,16 @@ def adapt(model: VideoModel | str | Path | None, sources: str | Path | Iterable[
 def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | str | Path | None = None,
               budget: str | Budget | None = None, *, kind: str | None = None, out: str | Path | None = None,
               lr: float | None = None, w_reg: float | None = None, flow: str = "dis", seed: int | None = None,
-              device: str = "auto", tolerance: float = PRIOR_TOLERANCE, copy_prior: bool = False, quiet: bool = True,
+              device: str = "auto", tolerance: float | None = None, copy_prior: bool = False, quiet: bool = True,
               started: float | None = None, progress: Callable[[int, int], None] | None = None,
               resume: bool = False, engine: RayFootage | None = None) -> AdaptResult:
     """The whole adaptation (see the module docstring); writes ``out`` when given. InputError for bad input.
 
     ``budget``: default ``DEFAULT_BUDGET``; ``lr``, ``w_reg``: default the objective's for an adaptation
     (:func:`default_lr`; :func:`default_w_reg`, by how fast the footage's camera moves along its axis); ``seed``:
-    default 0. A time budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the command's
-    start. ``progress(step, steps)`` is called after every training step (``steps``: the planned total, which
+    default 0; ``tolerance``: the guard rails' (:func:`~bufferanytime.adapt.guard.judge`), default
+    ``PRIOR_TOLERANCE``. A time budget counts from ``started`` (a ``time.perf_counter()``; default: now), e.g. the
+    command's start. ``progress(step, steps)`` is called after every training step (``steps``: the planned total, which
     follows the time left under a time budget), e.g. for a progress bar of its own. An ``out`` holding an
     interrupted run (:mod:`~bufferanytime.adapt.resume`) is continued with ``resume``, and refused without it.
     ``engine``: where each input is opened and read (:mod:`~bufferanytime.adapt.engines`; None: here), closed once
@@ -189,6 +190,7 @@ def run_adapt(sources: str | Path | Iterable[str | Path], model: VideoModel | st
     options = {**given, "lr": given["lr"] if given["lr"] is not None else default_lr(base),
                "w_reg": given["w_reg"],  # None: chosen with the footage's camera motion (default_w_reg)
                "seed": 0 if given["seed"] is None else given["seed"], "device": resolve_device(device),
+               "tolerance": PRIOR_TOLERANCE if given["tolerance"] is None else given["tolerance"],
                "copy_prior": copy_prior}
     threads = torch.get_num_threads()  # the run may step faster on fewer (Session.measure); the caller's after it
     try:
