@@ -29,7 +29,7 @@ def test_embedded_metric_model_is_small_and_recorded():
     prior = json.loads((folder / "prior_training_record.json").read_text())
     video = json.loads((folder / "video_training_record.json").read_text())
     assert prior["kind"] == "metric_depth" and prior["val_metrics"]["align"] == "none"
-    assert [s["run"] for s in video["stages"]] == ["a", "b", "c", "d", "e", "f", "g"]
+    assert [s["run"] for s in video["stages"]] == ["a", "b", "c", "d", "e", "f", "g", "h"]
     assert "Shipped" in video["selection"]
 
 
