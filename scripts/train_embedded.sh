@@ -43,13 +43,13 @@ CLIPS1="$DATA/video_train"
 CLIPS2="$CLIPS1 $DATA/video_train2"
 CLIPS3="$CLIPS2 $DATA/video_train3"
 CLIPS4="$CLIPS3 $DATA/video_train4"
-stage() {  # kind stage init "clip dirs" steps [extra train flags...]
+stage() {  # kind stage init "clip dirs" steps [extra train flags...]; REAL_CLIPS="" leaves the real clips out
     local kind=$1 name=$2 init=$3 clips=$4 steps=$5
     shift 5
     # shellcheck disable=SC2086
-    bufferanytime train "$kind" --data $clips "$SHARED/data" --model "$init" --out "$RUNS/video_${kind}_$name" \
-        --steps "$steps" --cache "$RUNS/cache_${kind}_$name" --warmup 30 --ema 0.98 --flow dis --clips-per-video 2 \
-        --save-every 100 --keep-checkpoints 20 --copy-prior "$@"
+    bufferanytime train "$kind" --data $clips ${REAL_CLIPS-"$SHARED/data"} --model "$init" \
+        --out "$RUNS/video_${kind}_$name" --steps "$steps" --cache "$RUNS/cache_${kind}_$name" --warmup 30 \
+        --ema 0.98 --flow dis --clips-per-video 2 --save-every 100 --keep-checkpoints 20 --copy-prior "$@"
 }
 DEPTH="--clip-len 10 --res 126x168 --lr 2e-4"
 NORMAL="--clip-len 8 --res 96x128 --lr 1e-4"
@@ -126,14 +126,10 @@ python scripts/graft_temporal.py "$RUNS/prior_metric" src/bufferanytime/weights/
     from_checkpoint "$RUNS/video_depth_metric_f" 600 "$RUNS/metric_f600"  # shipped until g
     # g: the 3D stabilization loss on the synthetic clips' exact poses (the real sample clips have none, so they are
     #    left out), from f's shipped model; a control run with --stabilization flow on the same clips, two at once
-    bufferanytime train depth --data "$CLIPS1" --model "$RUNS/metric_f600" --out "$RUNS/video_depth_metric_g" \
-        --steps 600 --cache "$RUNS/cache_depth_metric_g" --warmup 30 --ema 0.98 --flow dis --clips-per-video 2 \
-        --save-every 100 --keep-checkpoints 20 --copy-prior $DEPTH --w-reg 0.08 --stabilization 3d
+    REAL_CLIPS="" stage depth metric_g "$RUNS/metric_f600" "$CLIPS1" 600 $DEPTH --w-reg 0.08 --stabilization 3d
     from_checkpoint "$RUNS/video_depth_metric_g" 600 "$RUNS/metric_g600"  # shipped until h
     # h: a weaker pull to the prior with the 3D loss; two runs from g (w_reg 0.05 and 0.03), two at once
-    bufferanytime train depth --data "$CLIPS1" --model "$RUNS/metric_g600" --out "$RUNS/video_depth_metric_h" \
-        --steps 600 --cache "$RUNS/cache_depth_metric_h" --warmup 30 --ema 0.98 --flow dis --clips-per-video 2 \
-        --save-every 100 --keep-checkpoints 20 --copy-prior $DEPTH --w-reg 0.05 --stabilization 3d
+    REAL_CLIPS="" stage depth metric_h "$RUNS/metric_g600" "$CLIPS1" 600 $DEPTH --w-reg 0.05 --stabilization 3d
     from_checkpoint "$RUNS/video_depth_metric_h" 600 "$RUNS/metric_h600"  # shipped
 }
 # Stage e was selected on 12 other validation videos (the share of videos whose median depth stays within
