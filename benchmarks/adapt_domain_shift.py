@@ -105,13 +105,14 @@ def floor(clips: list[Path], flows: list) -> float:
                                                                                                      strict=True)]))
 
 
-def ground_truth_flows(clip: Path):
-    """The synthetic clip's exact flows and OPW masks (as ``eval --flow gt``)."""
+def ground_truth_flows(clips: list[Path]) -> list:
+    """Each synthetic clip's exact flows and OPW masks (as ``eval --flow gt``), each folder of clips listed once."""
     from bufferanytime.evaluation import SequenceFlows
     from bufferanytime.evaluation.datasets import synthetic_sequences
 
-    sequence = next(s for s in synthetic_sequences(clip.parent) if s.name == clip.name)
-    return SequenceFlows.from_flows(*sequence.gt_flows(), method="ground truth")
+    listed = {root: {s.name: s for s in synthetic_sequences(root)} for root in {clip.parent for clip in clips}}
+    return [SequenceFlows.from_flows(*listed[clip.parent][clip.name].gt_flows(), method="ground truth")
+            for clip in clips]
 
 
 def scores(model_ref: str | None, clips: list[Path], flows: list) -> dict:
@@ -128,13 +129,13 @@ def scores(model_ref: str | None, clips: list[Path], flows: list) -> dict:
 
     model, task = load_model("depth", model_ref), get_task("depth")
     per_clip: dict[str, list[float]] = {"opw": [], "abs_rel": [], "opw_err": []}
-    for clip, clip_flow in zip(clips, flows, strict=True):
+    for clip, clip_flow, exact in zip(clips, flows, ground_truth_flows(clips), strict=True):
         pred = np.stack(list(predict_frames(model, open_video(clip / "rgb"), InferenceSettings(device="cpu"))))
         gt = np.load(clip / "depth.npy")
         metrics = task.score(pred, gt, "synthetic")
         per_clip["opw"].append(opw(pred, flows=clip_flow))
         per_clip["abs_rel"].append(metrics["abs_rel"])
-        per_clip["opw_err"].append(error_opw(task, pred, gt, ground_truth_flows(clip), metrics, "synthetic")
+        per_clip["opw_err"].append(error_opw(task, pred, gt, exact, metrics, "synthetic")
                                    .get("opw_err", float("nan")))
     return {**{k: float(np.nanmean(v)) for k, v in per_clip.items()}, "per_clip": per_clip}
 
