@@ -250,7 +250,6 @@ def test_folder_of_one_image_is_refused_unless_per_frame(tmp_path):
     assert open_video(tmp_path / "one" / "0.png").kind == "image"  # an image file stays accepted
 
 
-
 FORK_WHILE_HELD = """
 import subprocess, threading
 import av
