@@ -14,7 +14,8 @@ Scored by ``bufferanytime eval depth --flow gt`` (DepthCrafter protocol, ground-
 report is compared with the flow arm's by ``--compare`` (mean per-video difference, 95 % bootstrap interval over
 videos, fixed seed). Printed: each arm's means, the paired differences with their intervals, the OPW ratio, and
 whether the targets hold (AbsRel better with an interval excluding 0, OPW no worse than 1.05x). Written:
-``WORK/summary.json`` and the reports under ``WORK/``.
+``WORK/summary_3d.json`` (``summary_3d_estimated.json`` with ``--camera-poses estimated``: the 3D arm on cameras
+estimated from each training video, as for footage without poses) and the reports under ``WORK/``.
 
 OPW counts every change along the flow as flicker, the true change of depth under a moving camera included (the
 ground truth's own OPW is the floor), so a model that flattens that change scores better. Each set's figures
@@ -23,7 +24,7 @@ the ground truth, zero for the exact depth whatever the camera does, raised by f
 alike): per arm, and the paired difference with its 95 % interval.
 
     python benchmarks/stabilization_3d.py [--work DIR] [--steps 40] [--lrs 1e-4] [--frames 16] [--size 96x128]
-                                          [--test-seed N] [--standard-seed N]
+                                          [--test-seed N] [--standard-seed N] [--camera-poses auto|estimated]
 """
 
 from __future__ import annotations
@@ -44,18 +45,26 @@ def bufferanytime(*args: str) -> None:
 
 
 def render(root: Path, seed: int, count: int, args: argparse.Namespace, camera: str) -> Path:
+    if root.is_dir():  # rendered by an earlier run in the same --work (the same seeds give the same clips)
+        return root
     bufferanytime("synth", "-o", str(root), "--videos", str(count), "--frames", str(args.frames), "--size", args.size,
                   "--seed", str(seed), "--camera", camera, "--flicker", "0.3", "-q")
     return root
 
 
+def label(arm: str, args: argparse.Namespace) -> str:
+    """The arm's name in file names: the 3D arm on estimated cameras is another arm than on the exact poses."""
+    return "3d_estimated" if arm == "3d" and args.camera_poses == "estimated" else arm
+
+
 def train(data: Path, out: Path, arm: str, lr: float, args: argparse.Namespace, cache: Path) -> Path:
     """Fine-tune ``--start`` on ``data`` with the arm's stabilization loss; the trained model's folder."""
+    poses = ["--camera-poses", args.camera_poses] if arm == "3d" else []
     if not (out / "model").is_dir():
         bufferanytime("train", "depth", "--data", str(data), "--model", args.start, "--out", str(out), "--steps",
                       str(args.steps), "--clip-len", str(args.clip_len), "--res", args.size, "--lr", str(lr),
                       "--warmup", "0", "--ema", str(args.ema), "--workers", "0", "--cpu", "--cache", str(cache),
-                      "--save-every", str(args.steps), "--stabilization", arm, "-q")
+                      "--save-every", str(args.steps), "--stabilization", arm, "-q", *poses)
     return out / "model"
 
 
@@ -75,8 +84,8 @@ def chosen(work: Path, data: dict, arm: str, args: argparse.Namespace) -> tuple[
     """The arm's learning rate with the lowest validation AbsRel, its model and the validation means."""
     results = []
     for lr in args.lrs:
-        model = train(data["train"], work / f"run_{arm}_{lr:g}", arm, lr, args, work / "cache")
-        report = evaluate(model, data["val"], work / f"val_{arm}_{lr:g}")
+        model = train(data["train"], work / f"run_{label(arm, args)}_{lr:g}", arm, lr, args, work / "cache")
+        report = evaluate(model, data["val"], work / f"val_{label(arm, args)}_{lr:g}")
         results.append((mean(report, "abs_rel"), lr, model, {k: mean(report, k) for k in ("abs_rel", "opw")}))
     _, lr, model, val = min(results, key=lambda r: r[0])
     return lr, model, val
@@ -109,6 +118,9 @@ def main() -> None:
                              f"change on clips it was never measured on")
     parser.add_argument("--standard-seed", type=int, default=STANDARD_SEED,
                         help=f"first seed of the standard clips (default {STANDARD_SEED})")
+    parser.add_argument("--camera-poses", choices=("auto", "estimated"), default="auto",
+                        help="the 3D arm's cameras: the clips' exact poses (auto, default) or estimated from each "
+                             "video (train --camera-poses estimated); a --work of the other kind keeps its flow arm")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="stab3d-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -129,13 +141,13 @@ def main() -> None:
     summary["start_test"] = {k: mean(start, k) for k in ("abs_rel", "opw", "opw_gt", "opw_err")}
     for name in [s for s in ("test", "standard") if s in data]:
         flow = evaluate(models["flow"], data[name], work / f"{name}_flow")
-        three = evaluate(models["3d"], data[name], work / f"{name}_3d", compare=work / f"{name}_flow")
+        three = evaluate(models["3d"], data[name], work / f"{name}_{label('3d', args)}", compare=work / f"{name}_flow")
         figures = paired(three)
         figures["opw_ratio"] = figures["opw"]["3d"] / figures["opw"]["flow"]
         figures["opw_gt"] = mean(flow, "opw_gt")
         figures["videos"] = three["compare"]["pairs"][0]["sequences"]
         summary["sets"][name] = figures
-    (work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (work / f"summary_{label('3d', args)}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print_summary(summary)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bufferanytime.geometry.camera import CameraSettings, _exp, _normal_equations, solve_cameras
 from bufferanytime.geometry.camera_metrics import trajectory_errors, umeyama
+from bufferanytime.geometry.camera_outputs import video_camera
 from bufferanytime.geometry.intrinsics import Intrinsics
 from bufferanytime.synthetic import render_video
 
@@ -119,3 +120,15 @@ def test_the_refinement_normal_equations_are_those_of_numeric_derivatives():
                              np.concatenate(points), np.concatenate(xy), K, 1e9, 2)
     np.testing.assert_allclose(H, J.T @ J, rtol=1e-4, atol=1e-6 * np.abs(H).max())
     np.testing.assert_allclose(g, J.T @ residuals(np.zeros(12)), rtol=1e-4, atol=1e-6 * np.abs(g).max())
+
+
+def test_a_video_in_memory_gives_its_camera_from_frames_and_depth(video):
+    """What training's estimated cameras use: Lucas-Kanade tracks of the frames (not the exact flow), the focal
+    length estimated, given back at the frames' size."""
+    track = video_camera(list(video.rgb), list(video.depth))
+    errors = trajectory_errors(track.poses, np.stack(video.poses))
+    assert track.tracked.all() and track.focal_source == "estimated"
+    assert (track.intrinsics.width, track.intrinsics.height) == (SIZE[1], SIZE[0])
+    assert track.intrinsics.fx == pytest.approx(video.intrinsics["fx"], rel=0.15)
+    assert errors["rpe_rot_deg_per_frame"] < 2 * ROT_DEG_PER_FRAME
+    assert errors["ate_pct_of_length"] < 4 * ATE_PCT

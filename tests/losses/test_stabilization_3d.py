@@ -91,6 +91,22 @@ def test_gradient_reaches_the_buffers():
     assert torch.isfinite(depth.grad).all() and depth.grad.abs().sum() > 0
 
 
+def test_a_frame_without_a_pose_leaves_its_pairs_out():
+    """A frame an estimated camera lost has a NaN pose: its pairs count for nothing, the others as before."""
+    g = tensors(render_video(2, 3, SIZE, camera="dolly", objects="static"))
+    depth = g["depth"] * (1 + 0.05 * torch.rand_like(g["depth"], generator=torch.Generator().manual_seed(1)))
+    masks = {"cycle_fwd": g["cycle_fwd"], "cycle_bwd": g["cycle_bwd"]}
+    lost = g["poses"].clone()
+    lost[:, 2] = float("nan")
+    loss = stabilization_loss_3d(depth, g["flow_fwd"], g["flow_bwd"], lost, g["intrinsics"], **masks)
+    first = stabilization_loss_3d(depth[:, :2], g["flow_fwd"][:, :1], g["flow_bwd"][:, :1], g["poses"][:, :2],
+                                  g["intrinsics"], cycle_fwd=g["cycle_fwd"][:, :1], cycle_bwd=g["cycle_bwd"][:, :1])
+    assert float(first) > 0
+    assert float(loss) == pytest.approx(float(first) / 2, rel=1e-9)  # one pair of two, normalised by both
+    params = disparity_to_depth_params(1 / g["depth"][:, :, 0], g["flow_fwd"], lost, g["intrinsics"])
+    assert torch.isfinite(params).all()
+
+
 @pytest.mark.parametrize("camera", ["dolly", "wander"])
 def test_moving_objects_are_left_out_not_flattened(camera):
     """With exact flows (so a tight tolerance), the rigid test keeps the static scene and drops what moves (here,

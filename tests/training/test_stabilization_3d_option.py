@@ -1,6 +1,8 @@
-"""``train --stabilization 3d``: the 3D-consistent stabilization loss, with the exact poses of synthetic data.
+"""``train --stabilization 3d``: the 3D-consistent stabilization loss, with the exact poses of synthetic data or
+the camera estimated from the video.
 
-A run trains and writes its model on data that brings its camera poses; data without poses is refused in one line
+A run trains and writes its model on data that brings its camera poses; a depth video without poses trains on its
+estimated camera, recorded in the run folder and read back on resume; normals without poses are refused in one line
 before any model work, leaving nothing behind; the crop's intrinsics follow the crop and the resize.
 """
 
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bufferanytime.cli.main import main
 from bufferanytime.io.outputs import write_image
@@ -20,8 +23,8 @@ from bufferanytime.training import train
 from .conftest import tiny_config
 
 
-def _cli(data: Path, model: Path, run: Path, *extra: str) -> list[str]:
-    return ["train", "depth", "--data", str(data), "--model", str(model), "--out", str(run), "--clip-len", "4",
+def _cli(data: Path, model: Path, run: Path, *extra: str, kind: str = "depth") -> list[str]:
+    return ["train", kind, "--data", str(data), "--model", str(model), "--out", str(run), "--clip-len", "4",
             "--res", "42x56", "--warmup", "0", "--lr", "1e-3", "--workers", "0", "--no-edge-mask", "--cpu", "-q",
             *extra]
 
@@ -55,21 +58,45 @@ def test_normals_train_with_the_3d_loss_through_deferred_backward(flicker_data, 
     assert calls and all(c[1] == (1, 4, 4, 4) and c[0][2] == 3 for c in calls), calls
 
 
-def test_a_video_without_poses_is_one_line_before_any_work(tiny_depth_prior, tmp_path, capsys):
+def _mixed_data(tmp_path: Path) -> tuple[Path, Path]:
+    """A synthetic video with its exact poses and a folder of frames without any."""
     data = tmp_path / "data"
     write_video_dir(render_video(0, 4, (48, 64)), data / "seq_000000")
     frames = data / "plain"
     frames.mkdir()
-    for k, frame in enumerate(render_video(1, 3, (48, 64)).rgb):
+    for k, frame in enumerate(render_video(1, 6, (48, 64), camera="dolly").rgb):
         write_image(frames / f"{k:04d}.png", frame)
+    return data, frames
+
+
+@pytest.mark.parametrize("poses", ["auto", "estimated"])
+def test_a_video_without_poses_trains_on_its_estimated_camera(poses, tiny_depth_prior, tmp_path):
+    data, frames = _mixed_data(tmp_path)
     run = tmp_path / "run"
-    code = main(_cli(data, tiny_depth_prior, run, "--steps", "1", "--stabilization", "3d"))
+    assert main(_cli(data, tiny_depth_prior, run, "--steps", "2", "--stabilization", "3d",
+                     "--camera-poses", poses)) == 0
+    cameras = json.loads((run / "cameras.json").read_text())
+    expected = {str(frames)} if poses == "auto" else {str(frames), str(data / "seq_000000" / "rgb")}
+    assert set(cameras) == expected, cameras
+    camera = cameras[str(frames)]
+    assert camera["source"] == "estimated" and len(camera["poses"]) == 6
+    np.testing.assert_allclose(camera["poses"][0], np.eye(4))  # the world is frame 0's camera
+    assert all(camera["intrinsics"][k] > 0 for k in ("fx", "fy"))
+    # a resumed run reads them back rather than solving them again
+    before = (run / "cameras.json").stat().st_mtime_ns
+    assert main(_cli(data, tiny_depth_prior, run, "--steps", "3", "--stabilization", "3d",
+                     "--camera-poses", poses, "--resume")) == 0
+    assert (run / "cameras.json").stat().st_mtime_ns == before
+
+
+def test_normals_without_poses_are_one_line_before_any_work(tiny_normal_prior, tmp_path, capsys):
+    data, frames = _mixed_data(tmp_path)
+    run = tmp_path / "run"
+    code = main(_cli(data, tiny_normal_prior, run, "--steps", "1", "--stabilization", "3d", kind="normal"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert err[0].startswith(f"error: {frames}: no camera poses"), err
+    assert err[0].startswith(f"error: {frames}: --stabilization 3d with normal needs the exact camera poses"), err
     assert not run.exists()
-    # the same data trains with the flow loss
-    assert main(_cli(data, tiny_depth_prior, run, "--steps", "1")) == 0
 
 
 def test_crop_intrinsics_project_like_the_full_frame(tmp_path):

@@ -88,6 +88,21 @@ class CameraFrames:
         self.rgb.close()
 
 
+def video_camera(frames: Sequence[np.ndarray], depth: Sequence[np.ndarray]) -> CameraTrack:
+    """The camera of a video held in memory, solved as a depth run's (tracks and poses at :func:`_size`, the focal
+    length estimated): ``(H, W, 3)`` uint8 frames and their z-depth ``(H, W)`` at the same size; the intrinsics
+    are given back at the frames' size (poses do not depend on it)."""
+    height, width = frames[0].shape[:2]
+    size = _size(height, width)
+    tracker = FrameTracker(*size)
+    small = []
+    for frame, z in zip(frames, depth, strict=True):
+        tracker.add(_gray(frame, size)[0])
+        small.append(cv2.resize(np.asarray(z, np.float32), (size[1], size[0]), interpolation=cv2.INTER_NEAREST))
+    track = solve_tracks(small, tracker.tracks)
+    return replace(track, intrinsics=track.intrinsics.for_size(height, width))
+
+
 def camera_frames(save: Sequence[str], staging: Path) -> CameraFrames | None:
     """A :class:`CameraFrames` for a run whose ``save`` asks for a camera format, else None (nothing taken)."""
     return CameraFrames(staging) if camera_formats(save) else None

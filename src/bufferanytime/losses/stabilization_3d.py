@@ -50,6 +50,14 @@ def relative_poses(poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return inverse[:, 1:] @ poses[:, :-1], inverse[:, :-1] @ poses[:, 1:]
 
 
+def known_poses(rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative poses ``(N, 4, 4)`` with the identity in place of unknown ones (a frame an estimated camera lost
+    has a NaN pose), and which pairs are known ``(N,)``: the unknown pairs are left out of the loss and the fit."""
+    known = torch.isfinite(rel).flatten(1).all(dim=1)
+    eye = torch.eye(4, dtype=rel.dtype, device=rel.device)
+    return torch.where(known.view(-1, 1, 1), rel, eye), known
+
+
 def _pixel_rays(intrinsics: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
     """Camera rays ``(N, 3, H, W)`` through the pixel centres, scaled to a camera z of -1 (x right, y up)."""
     fx, fy, cx, cy = (intrinsics[:, i].to(dtype).view(-1, 1, 1) for i in range(4))
@@ -143,7 +151,7 @@ def disparity_to_depth_params(
     b, k, h, w = disparity.shape
     fwd, _ = relative_poses(poses)
     n = b * (k - 1)
-    rel = fwd.reshape(n, 4, 4)
+    rel, known = known_poses(fwd.reshape(n, 4, 4))
     kk = intrinsics.double().repeat_interleave(k - 1, dim=0)
     rays = _pixel_rays(kk, h, w, torch.float64)
     flow = flow_fwd.double().reshape(n, 2, h, w)
@@ -154,6 +162,7 @@ def disparity_to_depth_params(
     v = torch.cross(rel[:, :3, 3].view(-1, 3, 1, 1).expand_as(ray_next), ray_next, dim=1)
     d = disparity[:, :-1].double().reshape(n, h, w)
     use = torch.ones(n, h, w, dtype=torch.bool, device=disparity.device) if mask is None else mask.reshape(n, h, w)
+    use = use & known.view(n, 1, 1)
     params = torch.empty(b, 2, dtype=torch.float64, device=disparity.device)
     for clip in range(b):
         rows = slice(clip * (k - 1), (clip + 1) * (k - 1))
@@ -236,12 +245,12 @@ def stabilization_loss_3d(
     n = b * (k - 1)
     ff = flow_fwd.detach().to(buffers.dtype).reshape(n, 2, h, w)
     fb = flow_bwd.detach().to(buffers.dtype).reshape(n, 2, h, w)
-    rel_f, rel_b = (r.reshape(n, 4, 4) for r in relative_poses(poses.to(buffers.device)))
+    rel_f, rel_b, known = _pair_poses(poses.to(buffers.device), b, k)
     kk = intrinsics.to(buffers.device).repeat_interleave(k - 1, dim=0)
     source_depth = (None if depth is None else _with_batch(depth, 5)) if directions else buffers
     with torch.no_grad():
         m_fwd, m_bwd = _cycle_masks(ff, fb, tau, cycle_fwd, cycle_bwd, (b, k, h, w))
-        m_fwd, m_bwd = _edge_masks(m_fwd, m_bwd, buffers, edge_mask)
+        m_fwd, m_bwd = _edge_masks(m_fwd & known, m_bwd & known, buffers, edge_mask)  # known: pairs with poses
         if valid is not None:
             m_fwd, m_bwd = valid_pair_masks(m_fwd, m_bwd, _with_batch(valid, 4), ff, fb, buffers.dtype)
         if mask_motion:
@@ -253,6 +262,13 @@ def stabilization_loss_3d(
     err_fwd = _pair_error(prev, nxt, ff, rel_f, kk, directions) * m_fwd.reshape(n, 1, h, w)  # grid of frame k
     err_bwd = _pair_error(nxt, prev, fb, rel_b, kk, directions) * m_bwd.reshape(n, 1, h, w)  # grid of frame k+1
     return 0.5 * (err_fwd.sum() + err_bwd.sum()) / (b * (k - 1) * h * w)
+
+
+def _pair_poses(poses: torch.Tensor, b: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The relative poses of each pair both ways ``(B (K-1), 4, 4)`` (:func:`known_poses`), and which pairs have
+    them ``(B, K-1, 1, 1)``."""
+    forward, backward = (known_poses(r.reshape(b * (k - 1), 4, 4)) for r in relative_poses(poses))
+    return forward[0], backward[0], (forward[1] & backward[1]).view(b, k - 1, 1, 1)
 
 
 def _pair_depths(depth: torch.Tensor | None, n: int, h: int, w: int):

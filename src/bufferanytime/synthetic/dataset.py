@@ -119,10 +119,15 @@ def clip_camera(
     """Poses ``(L, 4, 4)`` of ``frames`` and intrinsics ``[fx, fy, cx, cy]`` of a clip cropped to ``crop``
     ``(x0, y0, w, h)`` and resized to ``res`` ``(H, W)`` (pixel centres at +0.5 before and after)."""
     poses, k, _ = sequence_camera(frames_dir)
+    return poses[frames], crop_intrinsics(k, crop, res)
+
+
+def crop_intrinsics(k: dict[str, float], crop: tuple[int, int, int, int], res: tuple[int, int]) -> np.ndarray:
+    """``[fx, fy, cx, cy]`` of a camera ``k`` whose frames are cropped to ``crop`` ``(x0, y0, w, h)`` and resized
+    to ``res`` ``(H, W)`` (pixel centres at +0.5 before and after)."""
     x0, y0, w, h = crop
     sx, sy = res[1] / w, res[0] / h
-    intrinsics = np.array([k["fx"] * sx, k["fy"] * sy, (k["cx"] - x0) * sx, (k["cy"] - y0) * sy])
-    return poses[frames], intrinsics
+    return np.array([k["fx"] * sx, k["fy"] * sy, (k["cx"] - x0) * sx, (k["cy"] - y0) * sy])
 
 
 class SyntheticVideoDataset:

@@ -117,8 +117,12 @@ class TrainConfig:
                               "loss) or on the raw disparity, as Alg. 2 writes it (none)", choices=STABLE_NORMS)
     stabilization: str = option("flow", "stabilization loss: flow (Alg. 2: a point keeps its value along the flow) "
                                 "or 3d (a point keeps its 3D position given the camera's motion: depth moved by the "
-                                "relative pose, normals turned by it, moving objects left out; needs the exact "
-                                "camera poses of 'bufferanytime synth' data)", choices=("flow", "3d"))
+                                "relative pose, normals turned by it, moving objects left out; needs each video's "
+                                "camera: see --camera-poses)", choices=("flow", "3d"))
+    camera_poses: str = option("auto", "with --stabilization 3d, the camera of each video: auto (default: the exact "
+                               "poses of 'bufferanytime synth' data where a video has them, else estimated from the "
+                               "video and the prior's depth, as 'depth --save poses' does, once before training) or "
+                               "estimated (estimated for every video)", choices=("auto", "estimated"))
     deferred_chunk: int = option(DEFERRED_CHUNK, "normals: frames decoded at once in deferred back-propagation",
                                  at_least(1))
     seed: int = option(0, "seed of clips, crops and initial weights", at_least(0))

@@ -55,9 +55,10 @@ from bufferanytime.flow import get_flow_model
 from bufferanytime.io.atomic import atomic_path, write_text_atomic
 from bufferanytime.models import load_model
 from bufferanytime.models.temporal import make_causal
-from bufferanytime.synthetic.dataset import clip_camera, sequence_camera
+from bufferanytime.tasks import get_task
 from bufferanytime.training import checkpoint as ckpt
 from bufferanytime.training.cache import ClipCache, cache_directory
+from bufferanytime.training.cameras import check_estimable, estimate_cameras, read_cameras, video_cameras
 from bufferanytime.training.config import (
     DATA_CONTENT,
     HISTORY,
@@ -557,16 +558,28 @@ class Trainer:
             raise InputError(f"{self.run_dir}: the run is already at step {resume_from.step}, past --steps "
                              f"{config.steps}; pass --steps {resume_from.step} or more to continue it")
         videos = discover_videos(config.data, progress=self.main and not config.quiet, by_content=bool(config.cache))
-        if config.stabilization == "3d":  # every video must bring its camera poses: refused before any model work
-            for video in videos:
-                sequence_camera(video.path)
+        if config.stabilization == "3d":  # a camera for every video: refused before any model work if none can be
+            check_estimable(get_task(config.kind), videos, config.camera_poses)
         data = data_content(videos)
         history = self._resumed_history(resume_from, data)
         parts = self._build()
         if self.main:
             self._start_run_dir(history, data)
+        if config.stabilization == "3d":
+            self._cameras = self._video_cameras(videos)
         self._resumed = resume_from is not None
         return parts, videos, resume_from
+
+    def _video_cameras(self, videos: list[VideoInfo]) -> dict:
+        """Each video's camera (:mod:`bufferanytime.training.cameras`): those to estimate solved by the main
+        process and recorded in the run folder, where the other processes read them."""
+        config = self.config
+        if self.main:
+            def prior():
+                return load_model(config.kind, config.model, per_frame=True)
+            estimate_cameras(videos, config.camera_poses, prior, self.device, self.run_dir, config.quiet)
+        self.accelerator.wait_for_everyone()
+        return video_cameras(videos, config.camera_poses, read_cameras(self.run_dir))
 
     def _train(self, parts: RunParts, videos: list[VideoInfo], resume_from: ckpt.Checkpoint | None) -> Path:
         """Restore the checkpoint (if any), train to ``config.steps`` and write the final model."""
@@ -652,7 +665,8 @@ class Trainer:
         acc, params = self.accelerator, parts.params
         seed_step(self.config.seed, step, self.rank)
         clips, reg_frames, hits = self._prepare(items, parts.objective, parts.cache)
-        inputs_finite = ckpt.all_finite(t for clip in clips for t in clip.values() if isinstance(t, torch.Tensor))
+        inputs_finite = ckpt.all_finite(t for clip in clips for key, t in clip.items()  # a lost pose is NaN
+                                        if isinstance(t, torch.Tensor) and key != "poses")
         self._stop_if(step, not inputs_finite, "the frozen prior's targets or the flows of this step's clips are "
                       "not finite (NaN or infinity)", self._prior_advice())
         with acc.autocast():
@@ -753,9 +767,9 @@ class Trainer:
         return clips, reg_frames, hits
 
     def _camera(self, spec, length: int) -> dict[str, torch.Tensor]:
-        """The exact poses of a clip's ``length`` first frames and its crop's intrinsics (``--stabilization 3d``)."""
+        """The poses of a clip's ``length`` first frames and its crop's intrinsics (``--stabilization 3d``)."""
         frames = [spec.start + i * spec.stride for i in range(length)]
-        poses, intrinsics = clip_camera(spec.path, frames, spec.crop, spec.res)
+        poses, intrinsics = self._cameras[spec.path].clip(frames, spec.crop, spec.res)
         return {"poses": torch.from_numpy(poses).to(self.device),
                 "intrinsics": torch.from_numpy(intrinsics).to(self.device)}
 
