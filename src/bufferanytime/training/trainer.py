@@ -575,9 +575,9 @@ class Trainer:
         process and recorded in the run folder, where the other processes read them."""
         config = self.config
         if self.main:
-            def prior():
-                return load_model(config.kind, config.model, per_frame=True)
-            estimate_cameras(videos, config.camera_poses, prior, self.device, self.run_dir, config.quiet)
+            def starting_model():
+                return load_model(config.kind, config.model)
+            estimate_cameras(videos, config.camera_poses, starting_model, self.device, self.run_dir, config.quiet)
         self.accelerator.wait_for_everyone()
         return video_cameras(videos, config.camera_poses, read_cameras(self.run_dir))
 
