@@ -46,7 +46,8 @@ MASKED = ("points at depth discontinuities; points whose forward and backward tr
 WORK_DIR = ".camera-work"  # small depth and frames while solving, inside the staging folder; removed before commit
 
 
-def _size(height: int, width: int) -> tuple[int, int]:
+def camera_size(height: int, width: int) -> tuple[int, int]:
+    """The size ``(H, W)`` the camera of frames of ``height`` x ``width`` is solved at (:data:`CAMERA_SIDE`)."""
     scale = min(1.0, CAMERA_SIDE / max(height, width))
     return max(8, round(height * scale)), max(8, round(width * scale))
 
@@ -58,8 +59,9 @@ def _gray(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 class CameraFrames:
     """What the camera needs of the input frames, taken from the run's one decode pass (:meth:`observe` on the
-    frames going to the model): each frame at the working size (:func:`_size`), its RGB appended to a memory-mapped
-    file in ``staging/WORK_DIR`` (memory stays flat for any video length) and its gray fed to the point tracker."""
+    frames going to the model): each frame at the working size (:func:`camera_size`), its RGB appended to a
+    memory-mapped file in ``staging/WORK_DIR`` (memory stays flat for any video length) and its gray fed to the
+    point tracker."""
 
     def __init__(self, staging: Path):
         self.work = staging / WORK_DIR
@@ -71,7 +73,7 @@ class CameraFrames:
     def add(self, frame: np.ndarray) -> None:
         """Take one ``(H, W, 3)`` uint8 input frame."""
         if self.tracker is None:
-            self.size = _size(*frame.shape[:2])
+            self.size = camera_size(*frame.shape[:2])
             self.tracker = FrameTracker(*self.size)
         gray, small = _gray(frame, self.size)
         self.rgb.append(small)
@@ -89,11 +91,11 @@ class CameraFrames:
 
 
 def video_camera(frames: Sequence[np.ndarray], depth: Sequence[np.ndarray]) -> CameraTrack:
-    """The camera of a video held in memory, solved as a depth run's (tracks and poses at :func:`_size`, the focal
-    length estimated): ``(H, W, 3)`` uint8 frames and their z-depth ``(H, W)`` at the same size; the intrinsics
-    are given back at the frames' size (poses do not depend on it)."""
+    """The camera of a video held in memory, solved as a depth run's (tracks and poses at :func:`camera_size`, the
+    focal length estimated): ``(H, W, 3)`` uint8 frames and their z-depth ``(H, W)`` at the same size; the
+    intrinsics are given back at the frames' size (poses do not depend on it)."""
     height, width = frames[0].shape[:2]
-    size = _size(height, width)
+    size = camera_size(height, width)
     tracker = FrameTracker(*size)
     small = []
     for frame, z in zip(frames, depth, strict=True):
@@ -142,7 +144,7 @@ def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: 
     start = time.perf_counter()
     to_depth, unprojection = depth_converter(task, data, options)
     height, width = data.shape[1:3]
-    size = _size(height, width)
+    size = camera_size(height, width)
     try:
         taken, rgb = _taken(taken, source, staging, len(data))
         depth = _small_depth(data, to_depth, size, taken.work)

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from bufferanytime.errors import InputError
-from bufferanytime.geometry.camera_outputs import video_camera
+from bufferanytime.geometry.camera_outputs import camera_size, video_camera
 from bufferanytime.geometry.pointcloud import depth_kind
 from bufferanytime.geometry.unproject import relative_depth, relative_depth_scale
 from bufferanytime.inference.options import InferenceSettings
@@ -89,16 +90,19 @@ def check_estimable(task, videos: Sequence[VideoInfo], camera_poses: str) -> Non
 
 
 def estimate_camera(video: VideoInfo, model, device: torch.device) -> VideoCamera:
-    """The camera of ``video`` solved on the depth ``model`` predicts, at the frames' size."""
-    frames = list(open_video(video.path))
+    """The camera of ``video`` solved on the depth ``model`` predicts; intrinsics at the video's frame size. The
+    frames are kept at the camera's working size only (:func:`camera_size`): memory stays small for long videos."""
+    size = camera_size(video.height, video.width)
+    frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) if f.shape[:2] != size else f
+              for f in open_video(video.path)]
     settings = InferenceSettings(device=str(device), precision="fp32")
     predictions = np.stack(list(predict_frames(model, iter(frames), settings)))
     if depth_kind(model.task) == "metric":
-        depth = predictions.astype(np.float64)
+        depth = predictions.astype(np.float32)
     else:
-        depth = relative_depth(predictions, relative_depth_scale(predictions))
+        depth = relative_depth(predictions, relative_depth_scale(predictions)).astype(np.float32)
     track = video_camera(frames, depth)
-    k = track.intrinsics
+    k = track.intrinsics.for_size(video.height, video.width)
     poses = np.where(track.tracked[:, None, None], track.poses, np.nan)
     return VideoCamera(poses, {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy}, "estimated")
 

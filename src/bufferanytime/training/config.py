@@ -121,7 +121,8 @@ class TrainConfig:
                                 "camera: see --camera-poses)", choices=("flow", "3d"))
     camera_poses: str = option("auto", "with --stabilization 3d, the camera of each video: auto (default: the exact "
                                "poses of 'bufferanytime synth' data where a video has them, else estimated from the "
-                               "video and the prior's depth, as 'depth --save poses' does, once before training) or "
+                               "video and the starting model's depth, as 'depth --save poses' does, once before "
+                               "training) or "
                                "estimated (estimated for every video)", choices=("auto", "estimated"))
     deferred_chunk: int = option(DEFERRED_CHUNK, "normals: frames decoded at once in deferred back-propagation",
                                  at_least(1))
