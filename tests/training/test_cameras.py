@@ -26,9 +26,9 @@ def test_a_large_video_is_solved_at_the_working_size(tiny_depth_prior, tmp_path,
     seen = []
     real = camera_outputs.video_camera
 
-    def spy(frames, depth):
+    def spy(frames, depth, intrinsics):
         seen.append((frames[0].shape, np.shape(depth[0])))
-        return real(frames, depth)
+        return real(frames, depth, intrinsics)
 
     monkeypatch.setattr(cameras, "video_camera", spy)
     video = discover_videos([folder])[0]

@@ -9,6 +9,7 @@ before any model work, leaving nothing behind; the crop's intrinsics follow the 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,20 @@ def test_a_video_without_poses_trains_on_its_estimated_camera(poses, tiny_depth_
     assert main(_cli(data, tiny_depth_prior, run, "--steps", "3", "--stabilization", "3d",
                      "--camera-poses", poses, "--resume")) == 0
     assert (run / "cameras.json").stat().st_mtime_ns == before
+
+
+def test_a_known_field_of_view_sets_the_estimated_cameras_focal_length(tiny_depth_prior, tmp_path, capsys):
+    data, frames = _mixed_data(tmp_path)
+    run = tmp_path / "run"
+    assert main(_cli(data, tiny_depth_prior, run, "--steps", "1", "--stabilization", "3d", "--fov", "70")) == 0
+    k = json.loads((run / "cameras.json").read_text())[str(frames)]["intrinsics"]
+    focal = 32 / math.tan(math.radians(35))  # half of the 64 px width over tan(half the field of view)
+    assert k["fx"] == pytest.approx(focal) and k["fy"] == pytest.approx(focal)
+    assert (k["cx"], k["cy"]) == (32, 24)
+    capsys.readouterr()
+    assert main(_cli(data, tiny_depth_prior, tmp_path / "other", "--stabilization", "3d", "--fov", "180")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--fov" in err[0], err
 
 
 def test_normals_without_poses_are_one_line_before_any_work(tiny_normal_prior, tmp_path, capsys):

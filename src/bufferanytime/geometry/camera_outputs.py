@@ -34,6 +34,7 @@ from bufferanytime.geometry.camera_exports import (
     write_rrd,
 )
 from bufferanytime.geometry.camera_formats import camera_formats
+from bufferanytime.geometry.intrinsics import Intrinsics
 from bufferanytime.geometry.pointcloud import _matching_normals, depth_converter, depth_kind, npz_frames
 from bufferanytime.geometry.tracks import FrameTracker
 from bufferanytime.io.outputs import NpyStreamWriter
@@ -90,10 +91,11 @@ class CameraFrames:
         self.rgb.close()
 
 
-def video_camera(frames: Sequence[np.ndarray], depth: Sequence[np.ndarray]) -> CameraTrack:
+def video_camera(frames: Sequence[np.ndarray], depth: Sequence[np.ndarray],
+                 intrinsics: Intrinsics | None = None) -> CameraTrack:
     """The camera of a video held in memory, solved as a depth run's (tracks and poses at :func:`camera_size`, the
-    focal length estimated): ``(H, W, 3)`` uint8 frames and their z-depth ``(H, W)`` at the same size; the
-    intrinsics are given back at the frames' size (poses do not depend on it)."""
+    focal length estimated unless ``intrinsics`` are given): ``(H, W, 3)`` uint8 frames and their z-depth ``(H, W)``
+    at the same size; the intrinsics are given back at the frames' size (poses do not depend on it)."""
     height, width = frames[0].shape[:2]
     size = camera_size(height, width)
     tracker = FrameTracker(*size)
@@ -101,7 +103,7 @@ def video_camera(frames: Sequence[np.ndarray], depth: Sequence[np.ndarray]) -> C
     for frame, z in zip(frames, depth, strict=True):
         tracker.add(_gray(frame, size)[0])
         small.append(cv2.resize(np.asarray(z, np.float32), (size[1], size[0]), interpolation=cv2.INTER_NEAREST))
-    track = solve_tracks(small, tracker.tracks)
+    track = solve_tracks(small, tracker.tracks, None if intrinsics is None else intrinsics.for_size(*size))
     return replace(track, intrinsics=track.intrinsics.for_size(height, width))
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from bufferanytime.errors import InputError
 from bufferanytime.geometry.camera_outputs import camera_size, video_camera
+from bufferanytime.geometry.intrinsics import fov_intrinsics
 from bufferanytime.geometry.pointcloud import depth_kind
 from bufferanytime.geometry.unproject import relative_depth, relative_depth_scale
 from bufferanytime.inference.options import InferenceSettings
@@ -89,9 +90,10 @@ def check_estimable(task, videos: Sequence[VideoInfo], camera_poses: str) -> Non
                          f"and {task.name} gives none")
 
 
-def estimate_camera(video: VideoInfo, model, device: torch.device) -> VideoCamera:
-    """The camera of ``video`` solved on the depth ``model`` predicts; intrinsics at the video's frame size. The
-    frames are kept at the camera's working size only (:func:`camera_size`): memory stays small for long videos."""
+def estimate_camera(video: VideoInfo, model, device: torch.device, fov: float | None = None) -> VideoCamera:
+    """The camera of ``video`` solved on the depth ``model`` predicts; intrinsics at the video's frame size (from
+    the horizontal field of view ``fov`` in degrees when given). The frames are kept at the camera's working size
+    only (:func:`camera_size`): memory stays small for long videos."""
     size = camera_size(video.height, video.width)
     frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) if f.shape[:2] != size else f
               for f in open_video(video.path)]
@@ -101,7 +103,8 @@ def estimate_camera(video: VideoInfo, model, device: torch.device) -> VideoCamer
         depth = predictions.astype(np.float32)
     else:
         depth = relative_depth(predictions, relative_depth_scale(predictions)).astype(np.float32)
-    track = video_camera(frames, depth)
+    given = None if fov is None else fov_intrinsics(fov, video.height, video.width, f"--fov {fov:g}")
+    track = video_camera(frames, depth, given)
     k = track.intrinsics.for_size(video.height, video.width)
     poses = np.where(track.tracked[:, None, None], track.poses, np.nan)
     return VideoCamera(poses, {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy}, "estimated")
@@ -119,15 +122,16 @@ def read_cameras(run_dir: Path) -> dict[str, VideoCamera]:
 
 
 def estimate_cameras(videos: Sequence[VideoInfo], camera_poses: str, load_model, device: torch.device,
-                     run_dir: Path, quiet: bool = False) -> dict[str, VideoCamera]:
+                     run_dir: Path, quiet: bool = False, fov: float | None = None) -> dict[str, VideoCamera]:
     """Main process: the estimated cameras of the videos that need one, those ``RUN/cameras.json`` holds read back,
-    the others solved (on the depth of ``load_model()``) and the file written again."""
+    the others solved (on the depth of ``load_model()``, with the field of view ``fov`` when given) and the file
+    written again."""
     known = read_cameras(run_dir)
     todo = [v for v in needs_estimate(videos, camera_poses) if v.path not in known]
     if todo:
         model = load_model()
         for video in tqdm(todo, desc="cameras", unit="video", disable=quiet, file=sys.stderr):
-            known[video.path] = camera = estimate_camera(video, model, device)
+            known[video.path] = camera = estimate_camera(video, model, device, fov)
             lost = int((~np.isfinite(camera.poses).all(axis=(1, 2))).sum())
             if lost:
                 tqdm.write(f"warning: {video.path}: the estimated camera lost {lost} of {len(camera.poses)} frames; "

@@ -124,6 +124,10 @@ class TrainConfig:
                                "video and the starting model's depth, as 'depth --save poses' does, once before "
                                "training) or "
                                "estimated (estimated for every video)", choices=("auto", "estimated"))
+    fov: float | None = option(None, "with --stabilization 3d: the horizontal field of view in degrees (square pixels, "
+                               "centred principal point) of the videos whose camera is estimated, when you know it "
+                               "(default: estimated from each video that turns enough, else 60)",
+                               between(0, 180, "()"), metavar="DEG")
     deferred_chunk: int = option(DEFERRED_CHUNK, "normals: frames decoded at once in deferred back-propagation",
                                  at_least(1))
     seed: int = option(0, "seed of clips, crops and initial weights", at_least(0))

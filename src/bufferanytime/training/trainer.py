@@ -577,7 +577,8 @@ class Trainer:
         if self.main:
             def starting_model():
                 return load_model(config.kind, config.model)
-            estimate_cameras(videos, config.camera_poses, starting_model, self.device, self.run_dir, config.quiet)
+            estimate_cameras(videos, config.camera_poses, starting_model, self.device, self.run_dir, config.quiet,
+                             config.fov)
         self.accelerator.wait_for_everyone()
         return video_cameras(videos, config.camera_poses, read_cameras(self.run_dir))
 
