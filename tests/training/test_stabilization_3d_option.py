@@ -90,7 +90,7 @@ def test_a_video_without_poses_trains_on_its_estimated_camera(poses, tiny_depth_
     assert (run / "cameras.json").stat().st_mtime_ns == before
 
 
-def test_a_known_field_of_view_sets_the_estimated_cameras_focal_length(tiny_depth_prior, tmp_path, capsys):
+def test_a_known_camera_sets_the_estimated_cameras_intrinsics(tiny_depth_prior, tmp_path, capsys):
     data, frames = _mixed_data(tmp_path)
     run = tmp_path / "run"
     assert main(_cli(data, tiny_depth_prior, run, "--steps", "1", "--stabilization", "3d", "--fov", "70")) == 0
@@ -98,10 +98,27 @@ def test_a_known_field_of_view_sets_the_estimated_cameras_focal_length(tiny_dept
     focal = 32 / math.tan(math.radians(35))  # half of the 64 px width over tan(half the field of view)
     assert k["fx"] == pytest.approx(focal) and k["fy"] == pytest.approx(focal)
     assert (k["cx"], k["cy"]) == (32, 24)
-    capsys.readouterr()
-    assert main(_cli(data, tiny_depth_prior, tmp_path / "other", "--stabilization", "3d", "--fov", "180")) == 2
+    run = tmp_path / "given"
+    assert main(_cli(data, tiny_depth_prior, run, "--steps", "1", "--stabilization", "3d",
+                     "--intrinsics", "40,41,31.5,23.5")) == 0  # OpenCV pixel centres: + 0.5
+    k = json.loads((run / "cameras.json").read_text())[str(frames)]["intrinsics"]
+    assert (k["fx"], k["fy"], k["cx"], k["cy"]) == pytest.approx((40, 41, 32, 24))
+
+
+THREE_D = ["--stabilization", "3d"]
+
+
+@pytest.mark.parametrize("bad, word", [([*THREE_D, "--fov", "180"], "--fov"),
+                                       ([*THREE_D, "--fov", "60", "--intrinsics", "1,1,1,1"], "not both"),
+                                       ([*THREE_D, "--intrinsics", "1,1"], "--intrinsics"),
+                                       (["--fov", "60"], "--stabilization 3d")])
+def test_unusable_intrinsics_are_one_line_before_any_work(bad, word, tiny_depth_prior, tmp_path, capsys):
+    data, _ = _mixed_data(tmp_path)
+    run = tmp_path / "run"
+    assert main(_cli(data, tiny_depth_prior, run, "--steps", "1", *bad)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "--fov" in err[0], err
+    assert len(err) == 1 and err[0].startswith("error: ") and word in err[0], err
+    assert not run.exists()
 
 
 def test_normals_without_poses_are_one_line_before_any_work(tiny_normal_prior, tmp_path, capsys):

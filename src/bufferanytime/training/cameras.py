@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from bufferanytime.errors import InputError
 from bufferanytime.geometry.camera_outputs import camera_size, video_camera
-from bufferanytime.geometry.intrinsics import fov_intrinsics
+from bufferanytime.geometry.intrinsics import IntrinsicsSpec, parse_intrinsics
 from bufferanytime.geometry.pointcloud import depth_kind
 from bufferanytime.geometry.unproject import relative_depth, relative_depth_scale
 from bufferanytime.inference.options import InferenceSettings
@@ -80,20 +80,25 @@ def needs_estimate(videos: Sequence[VideoInfo], camera_poses: str) -> list[Video
     return [v for v in videos if camera_poses == "estimated" or exact_camera(v) is None]
 
 
-def check_estimable(task, videos: Sequence[VideoInfo], camera_poses: str) -> None:
-    """InputError, before any model work, when a video needs an estimated camera and the task's output is no
-    depth to solve it on (normals)."""
+def check_estimable(task, videos: Sequence[VideoInfo], camera_poses: str, intrinsics: str | None = None,
+                    fov: float | None = None) -> IntrinsicsSpec:
+    """The given intrinsics (``--intrinsics``/``--fov``, read and checked); InputError, before any model work,
+    when they are unusable, or when a video needs an estimated camera and the task's output is no depth to solve
+    it on (normals)."""
+    given = parse_intrinsics(intrinsics, fov)
     missing = needs_estimate(videos, camera_poses)
     if missing and depth_kind(task) is None:
         raise InputError(f"{missing[0].path}: --stabilization 3d with {task.name} needs the exact camera poses of "
                          "'bufferanytime synth' data (a meta.json beside rgb/): a camera is estimated from depth, "
                          f"and {task.name} gives none")
+    return given
 
 
-def estimate_camera(video: VideoInfo, model, device: torch.device, fov: float | None = None) -> VideoCamera:
-    """The camera of ``video`` solved on the depth ``model`` predicts; intrinsics at the video's frame size (from
-    the horizontal field of view ``fov`` in degrees when given). The frames are kept at the camera's working size
-    only (:func:`camera_size`): memory stays small for long videos."""
+def estimate_camera(video: VideoInfo, model, device: torch.device, given: IntrinsicsSpec | None = None
+                    ) -> VideoCamera:
+    """The camera of ``video`` solved on the depth ``model`` predicts; intrinsics at the video's frame size (the
+    ``given`` ones when they say any: ``--intrinsics`` or ``--fov``). The frames are kept at the camera's working
+    size only (:func:`camera_size`): memory stays small for long videos."""
     size = camera_size(video.height, video.width)
     frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) if f.shape[:2] != size else f
               for f in open_video(video.path)]
@@ -103,8 +108,8 @@ def estimate_camera(video: VideoInfo, model, device: torch.device, fov: float | 
         depth = predictions.astype(np.float32)
     else:
         depth = relative_depth(predictions, relative_depth_scale(predictions)).astype(np.float32)
-    given = None if fov is None else fov_intrinsics(fov, video.height, video.width, f"--fov {fov:g}")
-    track = video_camera(frames, depth, given)
+    known = given is not None and (given.values is not None or given.fov is not None)
+    track = video_camera(frames, depth, given.resolve(video.height, video.width) if known else None)
     k = track.intrinsics.for_size(video.height, video.width)
     poses = np.where(track.tracked[:, None, None], track.poses, np.nan)
     return VideoCamera(poses, {"fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy}, "estimated")
@@ -122,16 +127,17 @@ def read_cameras(run_dir: Path) -> dict[str, VideoCamera]:
 
 
 def estimate_cameras(videos: Sequence[VideoInfo], camera_poses: str, load_model, device: torch.device,
-                     run_dir: Path, quiet: bool = False, fov: float | None = None) -> dict[str, VideoCamera]:
+                     run_dir: Path, quiet: bool = False, given: IntrinsicsSpec | None = None
+                     ) -> dict[str, VideoCamera]:
     """Main process: the estimated cameras of the videos that need one, those ``RUN/cameras.json`` holds read back,
-    the others solved (on the depth of ``load_model()``, with the field of view ``fov`` when given) and the file
-    written again."""
+    the others solved (on the depth of ``load_model()``, with the ``given`` intrinsics) and the file written
+    again."""
     known = read_cameras(run_dir)
     todo = [v for v in needs_estimate(videos, camera_poses) if v.path not in known]
     if todo:
         model = load_model()
         for video in tqdm(todo, desc="cameras", unit="video", disable=quiet, file=sys.stderr):
-            known[video.path] = camera = estimate_camera(video, model, device, fov)
+            known[video.path] = camera = estimate_camera(video, model, device, given)
             lost = int((~np.isfinite(camera.poses).all(axis=(1, 2))).sum())
             if lost:
                 tqdm.write(f"warning: {video.path}: the estimated camera lost {lost} of {len(camera.poses)} frames; "

@@ -124,10 +124,15 @@ class TrainConfig:
                                "video and the starting model's depth, as 'depth --save poses' does, once before "
                                "training) or "
                                "estimated (estimated for every video)", choices=("auto", "estimated"))
+    intrinsics: str | None = option(None, "with --stabilization 3d: the intrinsics of the videos whose camera is "
+                                    "estimated, when you know them, as 'depth --intrinsics' takes them: fx,fy,cx,cy "
+                                    "in pixels of the videos (OpenCV pixel centres), fx,fy,cx,cy,W,H, or a file "
+                                    "(KITTI calibration, COLMAP cameras.txt, synthetic meta.json, ...)",
+                                    metavar="VALUES|FILE")
     fov: float | None = option(None, "with --stabilization 3d: the horizontal field of view in degrees (square pixels, "
                                "centred principal point) of the videos whose camera is estimated, when you know it "
-                               "(default: estimated from each video that turns enough, else 60)",
-                               between(0, 180, "()"), metavar="DEG")
+                               "(default, without --intrinsics: estimated from each video that turns enough, else "
+                               "60)", between(0, 180, "()"), metavar="DEG")
     deferred_chunk: int = option(DEFERRED_CHUNK, "normals: frames decoded at once in deferred back-propagation",
                                  at_least(1))
     seed: int = option(0, "seed of clips, crops and initial weights", at_least(0))
@@ -197,6 +202,8 @@ class TrainConfig:
             raise InputError("--horizon applies to causal blocks only: add --causal")
         if self.flow in WEIGHTED_FLOWS and not self.flow_weights:
             raise InputError(f"--flow {self.flow} needs --flow-weights PATH")
+        if (self.intrinsics is not None or self.fov is not None) and self.stabilization != "3d":
+            raise InputError("--intrinsics and --fov give the camera of --stabilization 3d: add --stabilization 3d")
         unknown = sorted(set(self.allow_change) - set(self.option_names()) - {WORLD_SIZE})
         if unknown:
             raise InputError(f"--allow-change: unknown option(s) {', '.join(unknown)}")

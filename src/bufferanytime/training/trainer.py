@@ -559,7 +559,8 @@ class Trainer:
                              f"{config.steps}; pass --steps {resume_from.step} or more to continue it")
         videos = discover_videos(config.data, progress=self.main and not config.quiet, by_content=bool(config.cache))
         if config.stabilization == "3d":  # a camera for every video: refused before any model work if none can be
-            check_estimable(get_task(config.kind), videos, config.camera_poses)
+            self._given_intrinsics = check_estimable(get_task(config.kind), videos, config.camera_poses,
+                                                     config.intrinsics, config.fov)
         data = data_content(videos)
         history = self._resumed_history(resume_from, data)
         parts = self._build()
@@ -578,7 +579,7 @@ class Trainer:
             def starting_model():
                 return load_model(config.kind, config.model)
             estimate_cameras(videos, config.camera_poses, starting_model, self.device, self.run_dir, config.quiet,
-                             config.fov)
+                             self._given_intrinsics)
         self.accelerator.wait_for_everyone()
         return video_cameras(videos, config.camera_poses, read_cameras(self.run_dir))
 
