@@ -151,7 +151,7 @@ def camera_outputs(task, data: Sequence[np.ndarray], source, settings, staging: 
         taken, rgb = _taken(taken, source, staging, len(data))
         depth = _small_depth(data, to_depth, size, taken.work)
         spec = options.intrinsics
-        given = spec.values is not None or spec.fov is not None
+        given = spec.given
         track = solve_tracks(depth, taken.tracker.tracks, spec.resolve(*size) if given else None)
         small = track
         full = spec.resolve(height, width) if given else track.intrinsics.for_size(height, width)

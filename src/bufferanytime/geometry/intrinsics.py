@@ -107,6 +107,11 @@ class IntrinsicsSpec:
     fov: float | None = None
     warnings: tuple[str, ...] = field(default=())
 
+    @property
+    def given(self) -> bool:
+        """Whether the user gave the camera (values or a field of view), rather than leaving it to the default."""
+        return self.values is not None or self.fov is not None
+
     def resolve(self, height: int, width: int) -> Intrinsics:
         if self.values is not None:
             return self.values.for_size(height, width)

@@ -108,7 +108,7 @@ def estimate_camera(video: VideoInfo, model, device: torch.device, given: Intrin
         depth = predictions.astype(np.float32)
     else:
         depth = relative_depth(predictions, relative_depth_scale(predictions)).astype(np.float32)
-    known = given is not None and (given.values is not None or given.fov is not None)
+    known = given is not None and given.given
     track = video_camera(frames, depth, given.resolve(video.height, video.width) if known else None)
     k = track.intrinsics.for_size(video.height, video.width)
     poses = np.where(track.tracked[:, None, None], track.poses, np.nan)
@@ -149,6 +149,7 @@ def estimate_cameras(videos: Sequence[VideoInfo], camera_poses: str, load_model,
 
 def video_cameras(videos: Sequence[VideoInfo], camera_poses: str, estimated: dict[str, VideoCamera]
                   ) -> dict[str, VideoCamera]:
-    """The camera of every video: the estimated one where it needed one, else its exact one."""
-    need = {v.path for v in needs_estimate(videos, camera_poses)}
-    return {v.path: estimated[v.path] if v.path in need else exact_camera(v) for v in videos}
+    """The camera of every video: the estimated one where it needed one, else its exact one (each video's poses
+    read once)."""
+    exact = {v.path: None if camera_poses == "estimated" else exact_camera(v) for v in videos}
+    return {path: camera if camera is not None else estimated[path] for path, camera in exact.items()}
